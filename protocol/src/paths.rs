@@ -1,0 +1,41 @@
+//! Where agents put their sockets. Agent and hotctl must agree exactly, so the rule lives here once.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Socket files are named `<pid>.sock`.
+pub const SOCKET_SUFFIX: &str = ".sock";
+
+/// The socket folder: `$HOTAGENT_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/hotagent`, else
+/// `/tmp/hotagent-<uid>`. Empty variables count as unset.
+pub fn socket_dir(hotagent_dir: Option<OsString>, xdg_runtime: Option<OsString>, uid: u32) -> PathBuf {
+    let set = |v: Option<OsString>| v.filter(|s| !s.is_empty());
+    if let Some(dir) = set(hotagent_dir) {
+        return PathBuf::from(dir);
+    }
+    if let Some(xdg) = set(xdg_runtime) {
+        return PathBuf::from(xdg).join("hotagent");
+    }
+    PathBuf::from(format!("/tmp/hotagent-{uid}"))
+}
+
+/// The socket of process `pid` inside `dir`.
+pub fn socket_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("{pid}{SOCKET_SUFFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence() {
+        let d = socket_dir(Some("/a".into()), Some("/run/user/1".into()), 7);
+        assert_eq!(d, PathBuf::from("/a"));
+        let d = socket_dir(None, Some("/run/user/1".into()), 7);
+        assert_eq!(d, PathBuf::from("/run/user/1/hotagent"));
+        let d = socket_dir(Some("".into()), None, 7);
+        assert_eq!(d, PathBuf::from("/tmp/hotagent-7"));
+        assert_eq!(socket_path(&d, 42), PathBuf::from("/tmp/hotagent-7/42.sock"));
+    }
+}

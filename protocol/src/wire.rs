@@ -1,0 +1,171 @@
+//! The request and response documents.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Switch calls to a new build of a loaded library.
+    Reload(ReloadRequest),
+    /// Return to the previous generation.
+    Rollback,
+    /// Describe the agent, its process and its generations.
+    Status,
+}
+
+/// The arguments of a reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Absolute path of the new library (hotctl resolves it against its own working directory).
+    pub path: String,
+    /// The loaded module to replace; by default the one whose soname or file name matches `path`'s.
+    #[serde(default)]
+    pub replace: Option<String>,
+    /// Check and plan, write nothing, load nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The agent's answer: exactly one of these per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Reload(ReloadReport),
+    Rollback(RollbackReport),
+    Status(StatusReport),
+    Error(ErrorReply),
+}
+
+/// Stable, machine-readable failure classes. The message carries the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request line could not be decoded.
+    BadRequest,
+    /// The patch file cannot be read (missing, a directory, unreadable).
+    FileUnreadable,
+    /// The patch file is not a usable ELF shared object for this machine.
+    BadElf,
+    /// `dlopen` refused the staged copy (missing dependency, undefined symbol, ...).
+    LoadFailed,
+    /// The module to replace is not loaded, or more than one matches.
+    ModuleNotFound,
+    /// The new library and the module share no exported symbol.
+    NoCommonSymbols,
+    /// An exported symbol changed kind (function/data) or a mutable variable changed size.
+    IncompatibleSymbol,
+    /// Rollback was asked at generation 0.
+    NothingToRollBack,
+    /// Writing a slot failed; every slot written was put back.
+    WriteFailed,
+    /// Too many clients at once.
+    Busy,
+    /// A fault inside the agent (a caught panic): the request was abandoned, the target keeps running.
+    Internal,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Time spent in each step of a reload, in microseconds, measured inside the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    pub stage_us: u64,
+    pub check_us: u64,
+    pub load_us: u64,
+    pub plan_us: u64,
+    pub write_us: u64,
+    pub verify_us: u64,
+}
+
+/// What happened to one replaced symbol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolReport {
+    pub name: String,
+    /// The version of the replaced definition, when the module versions its symbols.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `function` or `rodata`.
+    pub kind: String,
+    /// GOT/data slots switched by this operation.
+    pub slots: usize,
+    /// Modules (file names) whose slots were switched.
+    pub modules: Vec<String>,
+    /// Lazy-binding slots not yet resolved: they resolve to the current generation on first call.
+    pub lazy: usize,
+    /// Slots naming this symbol that are bound to another definition (interposed, canonical PLT):
+    /// left as they are.
+    pub other: usize,
+}
+
+/// The answer to a reload (also to a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The generation now current (for a dry run: the one a reload would create).
+    pub generation: u32,
+    pub dry_run: bool,
+    /// The patch file as given.
+    pub path: String,
+    /// The module replaced.
+    pub module: String,
+    /// GOT/data slots written (for a dry run: that would be written).
+    pub slots: usize,
+    /// Symbol-table entries of the replaced module redirected, so later lookups (lazy binding,
+    /// libraries dlopened later, dlsym) find the new code.
+    pub symtab_entries: usize,
+    pub symbols: Vec<SymbolReport>,
+    /// Agent-side time from request to answer.
+    pub elapsed_us: u64,
+    pub phases: Phases,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The answer to a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    /// The generation now current.
+    pub generation: u32,
+    /// The generation left.
+    pub from: u32,
+    pub slots: usize,
+    pub symtab_entries: usize,
+    pub symbols: Vec<SymbolReport>,
+    pub elapsed_us: u64,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// One generation on the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub generation: u32,
+    /// The patch file as given to `reload`.
+    pub path: String,
+    /// The private copy that was loaded.
+    pub staged: String,
+    pub module: String,
+    pub symbols: Vec<String>,
+    pub slots: usize,
+    pub elapsed_us: u64,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub protocol: u32,
+    pub agent_version: String,
+    pub pid: u32,
+    /// The target's executable.
+    pub exe: String,
+    pub generation: u32,
+    pub generations: Vec<GenerationInfo>,
+    /// Modules currently loaded in the process.
+    pub modules: usize,
+}
