@@ -1,1 +1,33 @@
-//! placeholder
+//! libhotagent.so: preloaded into a target, it replaces the code of the target's libraries while
+//! the target runs. See README.md for the whole story; `reload` holds the transaction.
+//!
+//! Only `hotagent_*` symbols are exported: any other exported name would interpose on the
+//! target's own functions. `unsafe` lives in `sys` alone.
+#![deny(unsafe_code)]
+
+mod control;
+pub mod image;
+mod log;
+pub mod patch;
+pub mod reload;
+mod sys;
+
+use std::panic::catch_unwind;
+
+#[cfg(not(test))]
+#[ctor::ctor(unsafe)]
+fn hotagent_init() {
+    // A panic escaping a constructor would abort the target before its main.
+    let _ = catch_unwind(|| {
+        log::init();
+        control::start();
+    });
+}
+
+/// The agent's version as a NUL-terminated string, for tools that inspect a process.
+// Exporting a symbol is what `unsafe_code` flags here: the name is ours alone (hotagent_ prefix).
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn hotagent_version() -> *const std::ffi::c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

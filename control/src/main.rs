@@ -1,1 +1,110 @@
-fn main() {}
+//! hotctl: drives the hotagent inside running processes.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::AgentError;
+
+mod cli;
+mod client;
+mod discover;
+mod list;
+mod reload;
+mod render;
+mod rollback;
+mod status;
+#[cfg(test)]
+mod testing;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // The reader went away (`hotctl list | head`): not worth a complaint.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("hotctl: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let dir = discover::socket_dir();
+    let mut out = io::stdout().lock();
+    match &cli.command {
+        Command::Reload(args) => reload::run(&dir, &cli.global, args, &mut out)?,
+        Command::Rollback => rollback::run(&dir, &cli.global, &mut out)?,
+        Command::Status => status::run(&dir, &cli.global, &mut out)?,
+        Command::List => list::run(&dir, &cli.global, &mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// 1 when the agent refused the request, 2 when hotctl could not get an answer at all (usage,
+/// discovery, connection), matching clap's 2 for usage errors.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<AgentError>().is_some() {
+        1
+    } else {
+        2
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Scripts read the failure as a single `hotctl: ...` line, whatever an agent's message holds.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotagent_protocol::{ErrorCode, ErrorReply};
+
+    #[test]
+    fn exit_codes() {
+        let refused = AgentError(ErrorReply {
+            code: ErrorCode::BadElf,
+            message: "not ELF".into(),
+        });
+        assert_eq!(exit_code(&anyhow::Error::new(refused)), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("no hotagent process found")), 2);
+        let io = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(exit_code(&anyhow::Error::new(io)), 2);
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised() {
+        assert!(is_broken_pipe(
+            &io::Error::from(io::ErrorKind::BrokenPipe).into()
+        ));
+        assert!(!is_broken_pipe(
+            &io::Error::from(io::ErrorKind::NotFound).into()
+        ));
+    }
+
+    #[test]
+    fn messages_fit_one_line() {
+        assert_eq!(
+            one_line("dlopen failed:\n  undefined symbol: foo\n"),
+            "dlopen failed: undefined symbol: foo"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
+}

@@ -24,7 +24,10 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::TooLong(n) => {
-                write!(f, "request of {n} bytes exceeds the limit of {MAX_LINE_BYTES} bytes")
+                write!(
+                    f,
+                    "request of {n} bytes exceeds the limit of {MAX_LINE_BYTES} bytes"
+                )
             }
             FrameError::NotUtf8 => f.write_str("request is not valid UTF-8"),
             FrameError::Empty => f.write_str("empty request"),
@@ -83,13 +86,22 @@ mod tests {
     fn rejects_bad_lines() {
         assert_eq!(decode_request(b"  \n"), Err(FrameError::Empty));
         assert_eq!(decode_request(&[0xff, 0xfe]), Err(FrameError::NotUtf8));
-        assert!(matches!(decode_request(b"{\"op\":\"explode\"}"), Err(FrameError::Malformed(_))));
-        assert!(matches!(decode_request(b"{\"op\":\"status\""), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_request(b"{\"op\":\"explode\"}"),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request(b"{\"op\":\"status\""),
+            Err(FrameError::Malformed(_))
+        ));
         assert!(matches!(
             decode_request(b"{\"op\":\"reload\",\"path\":\"/x\",\"bogus\":1}"),
             Err(FrameError::Malformed(_))
         ));
         let big = vec![b' '; MAX_LINE_BYTES + 1];
-        assert_eq!(decode_request(&big), Err(FrameError::TooLong(MAX_LINE_BYTES + 1)));
+        assert_eq!(
+            decode_request(&big),
+            Err(FrameError::TooLong(MAX_LINE_BYTES + 1))
+        );
     }
 }

@@ -8,7 +8,11 @@ pub const SOCKET_SUFFIX: &str = ".sock";
 
 /// The socket folder: `$HOTAGENT_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/hotagent`, else
 /// `/tmp/hotagent-<uid>`. Empty variables count as unset.
-pub fn socket_dir(hotagent_dir: Option<OsString>, xdg_runtime: Option<OsString>, uid: u32) -> PathBuf {
+pub fn socket_dir(
+    hotagent_dir: Option<OsString>,
+    xdg_runtime: Option<OsString>,
+    uid: u32,
+) -> PathBuf {
     let set = |v: Option<OsString>| v.filter(|s| !s.is_empty());
     if let Some(dir) = set(hotagent_dir) {
         return PathBuf::from(dir);
@@ -36,6 +40,9 @@ mod tests {
         assert_eq!(d, PathBuf::from("/run/user/1/hotagent"));
         let d = socket_dir(Some("".into()), None, 7);
         assert_eq!(d, PathBuf::from("/tmp/hotagent-7"));
-        assert_eq!(socket_path(&d, 42), PathBuf::from("/tmp/hotagent-7/42.sock"));
+        assert_eq!(
+            socket_path(&d, 42),
+            PathBuf::from("/tmp/hotagent-7/42.sock")
+        );
     }
 }

@@ -1,0 +1,98 @@
+//! The symbols a loaded module exports.
+
+use super::memory::Memory;
+use super::reader::Image;
+
+const STT_OBJECT: u8 = 1;
+const STT_FUNC: u8 = 2;
+const STT_GNU_IFUNC: u8 = 10;
+const STB_GLOBAL: u8 = 1;
+const STB_WEAK: u8 = 2;
+const STB_GNU_UNIQUE: u8 = 10;
+const STV_HIDDEN: u8 = 2;
+const STV_INTERNAL: u8 = 1;
+
+/// What an exported symbol is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymKind {
+    Function,
+    /// A GNU indirect function: its value is a resolver that picks the implementation.
+    Ifunc,
+    Object,
+}
+
+impl SymKind {
+    pub fn from_type(t: u8) -> Option<SymKind> {
+        match t {
+            STT_FUNC => Some(SymKind::Function),
+            STT_GNU_IFUNC => Some(SymKind::Ifunc),
+            STT_OBJECT => Some(SymKind::Object),
+            _ => None,
+        }
+    }
+    pub fn is_code(self) -> bool {
+        matches!(self, SymKind::Function | SymKind::Ifunc)
+    }
+}
+
+/// One exported definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    pub name: String,
+    pub version: Option<String>,
+    /// False for a hidden (non-default, `name@VER`) version.
+    pub default_version: bool,
+    pub kind: SymKind,
+    pub index: u32,
+    /// Absolute address of the definition (the resolver, for an IFUNC).
+    pub addr: u64,
+    pub size: u64,
+    /// `st_info` as it is in memory now.
+    pub info: u8,
+    /// Absolute address of the symbol-table entry.
+    pub entry: u64,
+}
+
+/// `STT_FUNC` with the binding of `info` kept: what an IFUNC entry becomes once it points at a
+/// chosen implementation.
+pub fn as_plain_function(info: u8) -> u8 {
+    (info & 0xf0) | STT_FUNC
+}
+
+/// Every defined, visible function and variable of `image`.
+pub fn exports<M: Memory>(image: &Image<'_, M>) -> Vec<Export> {
+    let count = image.symbol_count().unwrap_or(0);
+    let mut out = Vec::new();
+    for index in 1..count {
+        let Some(sym) = image.symbol(index) else {
+            continue;
+        };
+        let visible = !matches!(sym.other & 3, STV_HIDDEN | STV_INTERNAL);
+        let global = matches!(sym.binding(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE);
+        let Some(kind) = SymKind::from_type(sym.kind()) else {
+            continue;
+        };
+        if !sym.is_defined() || !visible || !global || sym.name.is_empty() {
+            continue;
+        }
+        let (version, default_version) = match image.version(index, true) {
+            Some((v, hidden)) => (Some(String::from_utf8_lossy(v).into_owned()), !hidden),
+            None => (None, true),
+        };
+        let Some(entry) = image.sym_entry(index) else {
+            continue;
+        };
+        out.push(Export {
+            name: String::from_utf8_lossy(sym.name).into_owned(),
+            version,
+            default_version,
+            kind,
+            index,
+            addr: image.layout.base.wrapping_add(sym.value),
+            size: sym.size,
+            info: sym.info,
+            entry,
+        });
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! The agent's logging, configured by `HOTAGENT_LOG` alone (never `RUST_LOG`: the target may be a
+//! Rust program using it). By default only warnings reach the target's stderr.
+//!
+//! `HOTAGENT_LOG` is a comma-separated list of filter directives (`debug`, `hotagent=trace`) and
+//! at most one `file=PATH`, which sends the log to PATH instead of stderr.
+
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// The parsed setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    pub filter: String,
+    pub file: Option<String>,
+}
+
+pub fn parse(value: Option<&str>) -> LogSpec {
+    let mut filter = Vec::new();
+    let mut file = None;
+    for part in value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part.strip_prefix("file=") {
+            Some(path) if !path.is_empty() => file = Some(path.to_string()),
+            _ => filter.push(part),
+        }
+    }
+    let filter = if filter.is_empty() {
+        "warn".to_string()
+    } else {
+        filter.join(",")
+    };
+    LogSpec { filter, file }
+}
+
+/// Installs the subscriber for the agent's own copy of `tracing`, and a panic hook that logs
+/// instead of printing on the target's stderr.
+pub fn init() {
+    let spec = parse(std::env::var("HOTAGENT_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&spec.filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let writer = match spec.file.as_deref().map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+    }) {
+        Some(Ok(f)) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        _ => BoxMakeWriter::new(std::io::stderr),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    std::panic::set_hook(Box::new(|info| tracing::error!("hotagent panic: {info}")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_filter_and_file() {
+        assert_eq!(
+            parse(None),
+            LogSpec {
+                filter: "warn".into(),
+                file: None
+            }
+        );
+        assert_eq!(
+            parse(Some("info,file=/tmp/x.log")),
+            LogSpec {
+                filter: "info".into(),
+                file: Some("/tmp/x.log".into())
+            }
+        );
+        assert_eq!(
+            parse(Some("debug, hotagent=trace")),
+            LogSpec {
+                filter: "debug,hotagent=trace".into(),
+                file: None
+            }
+        );
+        assert_eq!(
+            parse(Some("file=/a")),
+            LogSpec {
+                filter: "warn".into(),
+                file: Some("/a".into())
+            }
+        );
+    }
+}

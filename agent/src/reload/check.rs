@@ -1,0 +1,320 @@
+//! Checking a patch file on disk before anything is loaded: a file the loader would choke on (or
+//! crash on: a corrupted ELF can make `dlopen` itself fault) is refused here with a clear reason.
+
+use super::error::ReloadError;
+use crate::image::SymKind;
+use goblin::elf::{dynamic, header, program_header as ph, Elf};
+
+/// An exported definition of the patch file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchSymbol {
+    pub name: String,
+    pub version: Option<String>,
+    pub kind: SymKind,
+    pub size: u64,
+    /// A variable the program may write (not read-only data).
+    pub mutable: bool,
+}
+
+/// What the checks learnt about the patch file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchFile {
+    pub soname: Option<String>,
+    pub file_name: String,
+    pub symbols: Vec<PatchSymbol>,
+}
+
+/// The machine this agent was built for.
+#[cfg(target_arch = "x86_64")]
+const OUR_MACHINE: u16 = header::EM_X86_64;
+#[cfg(target_arch = "aarch64")]
+const OUR_MACHINE: u16 = header::EM_AARCH64;
+
+/// Patch files larger than this are refused rather than read into the target's memory.
+const MAX_FILE: u64 = 1 << 30;
+
+/// Reads and checks `path`.
+pub fn check_file(path: &str) -> Result<(PatchFile, Vec<u8>), ReloadError> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        ReloadError::FileUnreadable(format!("cannot read {path}: {}", io_reason(&e)))
+    })?;
+    if meta.is_dir() {
+        return Err(ReloadError::FileUnreadable(format!(
+            "{path} is a directory, not a shared library"
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(ReloadError::BadElf(format!("{path} is empty")));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(ReloadError::BadElf(format!(
+            "{path} is {} bytes: larger than any shared library we load",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        ReloadError::FileUnreadable(format!("cannot read {path}: {}", io_reason(&e)))
+    })?;
+    let file = check_bytes(path, &bytes)?;
+    Ok((file, bytes))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Checks the bytes of a patch file named `path` (the name only appears in messages).
+pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
+    let bad = |why: String| ReloadError::BadElf(format!("{path}: {why}"));
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        let head: String = bytes
+            .iter()
+            .take(16)
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        return Err(bad(format!("not an ELF file (it starts with \"{head}\")")));
+    }
+    match bytes.get(4) {
+        Some(2) => {}
+        Some(1) => return Err(bad("a 32-bit ELF file; this process is 64-bit".to_string())),
+        _ => return Err(bad("corrupted ELF header (bad class byte)".to_string())),
+    }
+    if bytes.get(5) != Some(&1) {
+        return Err(bad(
+            "a big-endian ELF file; this machine is little-endian".to_string()
+        ));
+    }
+    let hdr = Elf::parse_header(bytes)
+        .map_err(|e| bad(format!("truncated or corrupted ELF header: {e}")))?;
+    if hdr.e_machine != OUR_MACHINE {
+        return Err(bad(format!(
+            "an ELF file for {} (e_machine {}); this process runs on {}",
+            header::machine_to_str(hdr.e_machine),
+            hdr.e_machine,
+            header::machine_to_str(OUR_MACHINE)
+        )));
+    }
+    match hdr.e_type {
+        header::ET_DYN => {}
+        header::ET_EXEC => {
+            return Err(bad(
+                "an executable (ET_EXEC), not a shared library".to_string()
+            ))
+        }
+        header::ET_REL => {
+            return Err(bad(
+                "an object file (ET_REL): link it with -shared first".to_string()
+            ))
+        }
+        t => return Err(bad(format!("not a shared library (ELF type {t})"))),
+    }
+    let elf = Elf::parse(bytes).map_err(|e| bad(format!("truncated or corrupted ELF: {e}")))?;
+    let dynamic = elf
+        .dynamic
+        .as_ref()
+        .ok_or_else(|| bad("no dynamic section: not a shared library".to_string()))?;
+    if dynamic.info.flags_1 & dynamic::DF_1_PIE != 0 {
+        return Err(bad(
+            "a position-independent executable, not a shared library".to_string(),
+        ));
+    }
+    check_segments(&elf, bytes.len() as u64).map_err(bad)?;
+    check_relocations(&elf).map_err(bad)?;
+    let symbols = exported_symbols(&elf);
+    let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
+    Ok(PatchFile {
+        soname: elf.soname.map(str::to_string),
+        file_name,
+        symbols,
+    })
+}
+
+/// The loader maps every `PT_LOAD` straight from the file: ranges past the end (a truncated
+/// file) or with inconsistent alignment make `dlopen` fail or fault.
+fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
+    let loads: Vec<_> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == ph::PT_LOAD)
+        .collect();
+    if loads.is_empty() {
+        return Err("no loadable segment".to_string());
+    }
+    for p in elf.program_headers.iter() {
+        let end = p
+            .p_offset
+            .checked_add(p.p_filesz)
+            .ok_or("segment range overflows")?;
+        if end > len {
+            return Err(format!(
+                "truncated: a segment ends at byte {end} but the file has {len} bytes"
+            ));
+        }
+        if p.p_type != ph::PT_LOAD {
+            continue;
+        }
+        if p.p_filesz > p.p_memsz {
+            return Err("corrupted: a segment is larger on disk than in memory".to_string());
+        }
+        if p.p_align > 1
+            && (!p.p_align.is_power_of_two()
+                || (p.p_vaddr.wrapping_sub(p.p_offset)) % p.p_align != 0)
+        {
+            return Err("corrupted: a segment's alignment is inconsistent".to_string());
+        }
+    }
+    let dynamic = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == ph::PT_DYNAMIC)
+        .ok_or("no PT_DYNAMIC segment")?;
+    if !loads
+        .iter()
+        .any(|l| inside(l, dynamic.p_vaddr, dynamic.p_memsz))
+    {
+        return Err(
+            "corrupted: the dynamic section lies outside every loadable segment".to_string(),
+        );
+    }
+    if let Some(d) = &elf.dynamic {
+        // goblin's DynamicInfo turns some addresses into file offsets; read the raw entries.
+        let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
+        for (what, at, sz) in [
+            (
+                "init array",
+                dynamic::DT_INIT_ARRAY,
+                dynamic::DT_INIT_ARRAYSZ,
+            ),
+            (
+                "fini array",
+                dynamic::DT_FINI_ARRAY,
+                dynamic::DT_FINI_ARRAYSZ,
+            ),
+        ] {
+            if let (Some(addr), Some(size)) = (tag(at), tag(sz)) {
+                if size != 0 && !loads.iter().any(|l| inside(l, addr, size)) {
+                    return Err(format!(
+                        "corrupted: the {what} lies outside every loadable segment"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inside(load: &ph::ProgramHeader, addr: u64, size: u64) -> bool {
+    addr >= load.p_vaddr
+        && addr
+            .checked_add(size)
+            .is_some_and(|e| e <= load.p_vaddr.saturating_add(load.p_memsz))
+}
+
+/// Every relocation must write inside the image and name an existing symbol: the loader trusts
+/// both and would write (or read) anywhere otherwise.
+fn check_relocations(elf: &Elf<'_>) -> Result<(), String> {
+    let loads: Vec<_> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == ph::PT_LOAD)
+        .collect();
+    let nsyms = elf.dynsyms.len();
+    for r in elf
+        .dynrelas
+        .iter()
+        .chain(elf.pltrelocs.iter())
+        .chain(elf.dynrels.iter())
+    {
+        if !loads.iter().any(|l| inside(l, r.r_offset, 8)) {
+            return Err(format!(
+                "corrupted: a relocation writes at {:#x}, outside the image",
+                r.r_offset
+            ));
+        }
+        if r.r_sym >= nsyms && r.r_sym != 0 {
+            return Err(format!(
+                "corrupted: a relocation names symbol #{} of {nsyms}",
+                r.r_sym
+            ));
+        }
+    }
+    for sym in elf.dynsyms.iter() {
+        if elf.dynstrtab.get_at(sym.st_name).is_none() {
+            return Err("corrupted: a symbol's name lies outside the string table".to_string());
+        }
+    }
+    Ok(())
+}
+
+fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
+    let loads: Vec<_> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == ph::PT_LOAD)
+        .collect();
+    let relro: Vec<_> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == ph::PT_GNU_RELRO)
+        .collect();
+    let mut versions = std::collections::HashMap::new();
+    if let Some(verdef) = &elf.verdef {
+        for vd in verdef.iter() {
+            if let Some(aux) = vd.iter().next() {
+                if let Some(name) = elf.dynstrtab.get_at(aux.vda_name) {
+                    versions.insert(vd.vd_ndx, name.to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, sym) in elf.dynsyms.iter().enumerate() {
+        use goblin::elf::sym;
+        let visible = matches!(sym.st_visibility(), sym::STV_DEFAULT | sym::STV_PROTECTED);
+        let global = matches!(
+            sym.st_bind(),
+            sym::STB_GLOBAL | sym::STB_WEAK | sym::STB_GNU_UNIQUE
+        );
+        let Some(kind) = SymKind::from_type(sym.st_type()) else {
+            continue;
+        };
+        if sym.st_shndx == 0 || !visible || !global {
+            continue;
+        }
+        let Some(name) = elf.dynstrtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let version = elf
+            .versym
+            .as_ref()
+            .and_then(|vs| vs.get_at(i))
+            .and_then(|v| {
+                if v.is_hidden() {
+                    // A non-default version (name@VER) only replaces that exact old version.
+                }
+                versions.get(&v.version()).cloned()
+            });
+        let in_writable = loads
+            .iter()
+            .any(|l| l.p_flags & ph::PF_W != 0 && inside(l, sym.st_value, 1));
+        let in_relro = relro.iter().any(|r| inside(r, sym.st_value, 1));
+        out.push(PatchSymbol {
+            name: name.to_string(),
+            version,
+            kind,
+            size: sym.st_size,
+            mutable: in_writable && !in_relro,
+        });
+    }
+    out
+}

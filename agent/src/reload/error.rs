@@ -1,0 +1,41 @@
+//! Why a reload or rollback was refused, with the stable code it carries on the wire.
+
+use hotagent_protocol::ErrorCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    FileUnreadable(String),
+    #[error("{0}")]
+    BadElf(String),
+    #[error("{0}")]
+    LoadFailed(String),
+    #[error("{0}")]
+    ModuleNotFound(String),
+    #[error("{0}")]
+    NoCommonSymbols(String),
+    #[error("{0}")]
+    IncompatibleSymbol(String),
+    #[error("nothing to roll back: the process runs generation 0, the code it started with")]
+    NothingToRollBack,
+    #[error("{0}")]
+    WriteFailed(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ReloadError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ReloadError::FileUnreadable(_) => ErrorCode::FileUnreadable,
+            ReloadError::BadElf(_) => ErrorCode::BadElf,
+            ReloadError::LoadFailed(_) => ErrorCode::LoadFailed,
+            ReloadError::ModuleNotFound(_) => ErrorCode::ModuleNotFound,
+            ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
+            ReloadError::IncompatibleSymbol(_) => ErrorCode::IncompatibleSymbol,
+            ReloadError::NothingToRollBack => ErrorCode::NothingToRollBack,
+            ReloadError::WriteFailed(_) => ErrorCode::WriteFailed,
+            ReloadError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The loaded modules as layouts, and finding the one a reload replaces.
+
+use super::error::ReloadError;
+use crate::image::{Image, Layout, Memory};
+use crate::sys::mem::LiveMemory;
+use crate::sys::phdr::ModuleInfo;
+
+/// Layouts for the loader's module list; the executable gets its real path.
+pub fn layouts(mods: &[ModuleInfo], exe: &str, page: u64) -> Vec<Layout> {
+    mods.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let is_main = i == 0 && m.name.is_empty();
+            let path = if is_main {
+                exe.to_string()
+            } else {
+                m.name.clone()
+            };
+            let phdrs = m
+                .phdrs
+                .iter()
+                .map(|p| (p.p_type, p.p_flags, p.p_vaddr, p.p_memsz));
+            Layout::new(path, m.base, is_main, phdrs, page)
+        })
+        .collect()
+}
+
+/// Readable memory of every module in `layouts`.
+pub fn live_memory(layouts: &[Layout]) -> LiveMemory {
+    LiveMemory::new(layouts.iter().flat_map(|l| l.readable()).collect())
+}
+
+/// The module named `want` (a soname, a file name or a path), excluding `excluded` paths (staged
+/// copies of earlier generations, which carry the same soname).
+pub fn find<'l>(
+    layouts: &'l [Layout],
+    mem: &impl Memory,
+    want: &str,
+    excluded: &[String],
+) -> Result<&'l Layout, ReloadError> {
+    let mut hits = Vec::new();
+    for l in layouts
+        .iter()
+        .filter(|l| !excluded.contains(&l.path) && !l.path.is_empty())
+    {
+        let soname = Image::new(mem, l)
+            .ok()
+            .and_then(|i| i.soname().map(|s| String::from_utf8_lossy(s).into_owned()));
+        let matches = soname.as_deref() == Some(want) || l.file_name() == want || l.path == want;
+        if matches {
+            hits.push(l);
+        }
+    }
+    match hits.as_slice() {
+        [one] if one.is_main => Err(ReloadError::ModuleNotFound(format!(
+            "{want} is the main executable; only shared libraries can be replaced"
+        ))),
+        [one] => Ok(one),
+        [] => {
+            let loaded: Vec<_> = layouts
+                .iter()
+                .filter(|l| !l.is_main && !excluded.contains(&l.path))
+                .map(|l| l.file_name())
+                .collect();
+            Err(ReloadError::ModuleNotFound(format!(
+                "no loaded module matches {want} (loaded: {}); name one with --replace",
+                loaded.join(", ")
+            )))
+        }
+        many => {
+            let paths: Vec<_> = many.iter().map(|l| l.path.as_str()).collect();
+            Err(ReloadError::ModuleNotFound(format!(
+                "{want} matches several loaded modules ({}); pass --replace with a full path",
+                paths.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Selecting what a reload switches: the replaced module's exports that the patch also exports.
+
+use super::check::{PatchFile, PatchSymbol};
+use super::error::ReloadError;
+use crate::image::Export;
+
+/// Symbols the agent itself cannot live without: switching them would pull the floor from under
+/// the agent (and under every allocation the target already made).
+const NEVER_REPLACED: &[&str] = &[
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "malloc_usable_size",
+    "dlopen",
+    "dlmopen",
+    "dlclose",
+    "dlsym",
+    "dlvsym",
+    "dlerror",
+    "dladdr",
+    "dladdr1",
+    "dlinfo",
+    "dl_iterate_phdr",
+    "mprotect",
+    "mmap",
+    "munmap",
+    "pthread_atfork",
+];
+
+/// What a matched symbol does in the reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A function: every slot and the symbol-table entry switch to the new code.
+    Code,
+    /// Read-only data (vtables, typeinfo, const tables): comes from the new version.
+    Rodata,
+    /// A mutable variable: the new code is bound to the old storage.
+    State,
+}
+
+/// A symbol both versions export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub old: Export,
+    pub new: PatchSymbol,
+    pub role: Role,
+}
+
+/// Pairs the patch's exports with the module's; refuses kind changes and resized variables.
+pub fn select(
+    patch: &PatchFile,
+    module: &str,
+    exports: &[Export],
+) -> Result<Vec<Match>, ReloadError> {
+    let mut out = Vec::new();
+    for new in &patch.symbols {
+        // An unversioned patch symbol replaces the default version; a versioned one, that version.
+        let old = exports.iter().find(|e| {
+            e.name == new.name
+                && match &new.version {
+                    None => e.default_version,
+                    Some(v) => {
+                        e.version.as_deref() == Some(v.as_str())
+                            || (e.version.is_none() && e.default_version)
+                    }
+                }
+        });
+        let Some(old) = old else { continue };
+        if NEVER_REPLACED.contains(&new.name.as_str()) {
+            return Err(ReloadError::IncompatibleSymbol(format!(
+                "refusing to replace {} of {module}: the agent and the target's existing allocations depend on it",
+                new.name
+            )));
+        }
+        let role = match (old.kind.is_code(), new.kind.is_code()) {
+            (true, true) => Role::Code,
+            (true, false) | (false, true) => {
+                let (was, is) = if old.kind.is_code() {
+                    ("a function", "data")
+                } else {
+                    ("data", "a function")
+                };
+                return Err(ReloadError::IncompatibleSymbol(format!(
+                    "{} is {was} in {module} but {is} in the new library",
+                    new.name
+                )));
+            }
+            (false, false) if new.mutable => {
+                if new.size != old.size {
+                    return Err(ReloadError::IncompatibleSymbol(format!(
+                        "variable {} changed size ({} bytes in {module}, {} in the new library): its state cannot be carried over yet",
+                        new.name, old.size, new.size
+                    )));
+                }
+                Role::State
+            }
+            (false, false) => Role::Rodata,
+        };
+        out.push(Match {
+            old: old.clone(),
+            new: new.clone(),
+            role,
+        });
+    }
+    if !out.iter().any(|m| m.role != Role::State) {
+        let shared: Vec<_> = out.iter().map(|m| m.new.name.as_str()).collect();
+        let detail = if shared.is_empty() {
+            String::new()
+        } else {
+            format!(" (only variables in common: {})", shared.join(", "))
+        };
+        return Err(ReloadError::NoCommonSymbols(format!(
+            "the new library exports no function or read-only data that {module} exports{detail}: nothing to replace"
+        )));
+    }
+    Ok(out)
+}

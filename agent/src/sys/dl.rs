@@ -1,0 +1,81 @@
+//! `dlopen`, `dlsym`, `dlvsym`, `dlerror`.
+
+use std::ffi::{CStr, CString};
+
+/// A `dlopen` handle. Never closed: old code must stay mapped (threads or pointers may still use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle(usize);
+
+fn last_error() -> String {
+    // SAFETY: dlerror returns NULL or a NUL-terminated string owned by the loader (thread-local).
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown dynamic loader error".to_string()
+    } else {
+        // SAFETY: non-NULL dlerror results are valid C strings until the next dl* call.
+        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    }
+}
+
+fn c_string(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+/// `dlopen(path, flags)`; the error is the loader's own message.
+pub fn open(path: &str, flags: i32) -> Result<Handle, String> {
+    let c = c_string(path)?;
+    // SAFETY: c is a valid C string; dlopen has no other preconditions.
+    let h = unsafe { libc::dlopen(c.as_ptr(), flags) };
+    if h.is_null() {
+        Err(last_error())
+    } else {
+        Ok(Handle(h as usize))
+    }
+}
+
+/// Loads a new library: every reference resolved now, its symbols kept out of the global scope.
+pub fn open_now_local(path: &str) -> Result<Handle, String> {
+    open(path, libc::RTLD_NOW | libc::RTLD_LOCAL)
+}
+
+/// A handle to an already-loaded module, without loading anything.
+pub fn open_loaded(path: &str) -> Option<Handle> {
+    open(path, libc::RTLD_LAZY | libc::RTLD_NOLOAD).ok()
+}
+
+/// Drops one reference taken by `open_loaded` (the module stays loaded: others hold it).
+pub fn release(h: Handle) {
+    // SAFETY: h came from a successful dlopen with RTLD_NOLOAD of a module that stays loaded.
+    unsafe { libc::dlclose(h.0 as *mut libc::c_void) };
+}
+
+/// Waits until no `dlopen` or `dlclose` is in progress in another thread: `dlopen(NULL)` takes
+/// the loader's big lock and returns at once.
+pub fn barrier() {
+    // SAFETY: dlopen(NULL) returns the main program's handle; nothing is loaded.
+    unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_LAZY) };
+}
+
+/// The address `dlsym`/`dlvsym` gives for `name` (and `version`) in `h`'s scope; IFUNC symbols come
+/// back resolved, as the loader would bind them.
+pub fn symbol(h: Handle, name: &str, version: Option<&str>) -> Option<u64> {
+    let n = c_string(name).ok()?;
+    let p = match version {
+        Some(v) => {
+            let v = c_string(v).ok()?;
+            // SAFETY: valid handle and C strings.
+            unsafe { libc::dlvsym(h.0 as *mut libc::c_void, n.as_ptr(), v.as_ptr()) }
+        }
+        // SAFETY: valid handle and C string.
+        None => unsafe { libc::dlsym(h.0 as *mut libc::c_void, n.as_ptr()) },
+    };
+    (!p.is_null()).then_some(p as u64)
+}
+
+/// `dlsym(RTLD_DEFAULT, name)`: what the global scope binds `name` to.
+pub fn default_symbol(name: &str) -> Option<u64> {
+    let n = c_string(name).ok()?;
+    // SAFETY: RTLD_DEFAULT is a valid pseudo-handle; n is a valid C string.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, n.as_ptr()) };
+    (!p.is_null()).then_some(p as u64)
+}

@@ -1,0 +1,83 @@
+//! Raw reads and atomic stores into the live image.
+
+use crate::image::{Memory, Segment};
+
+/// The readable memory of the loaded modules: reads outside a module's readable `PT_LOAD`
+/// segments are refused instead of faulting.
+pub struct LiveMemory {
+    ranges: Vec<Segment>,
+}
+
+impl LiveMemory {
+    /// `ranges` must be readable segments of modules that stay mapped while this value is used
+    /// (callers hold the loader's list lock, see `sys::phdr::with_modules_locked`).
+    pub fn new(mut ranges: Vec<Segment>) -> Self {
+        ranges.sort_by_key(|r| r.start);
+        LiveMemory { ranges }
+    }
+}
+
+impl Memory for LiveMemory {
+    fn tail(&self, addr: u64) -> Option<&[u8]> {
+        let i = self.ranges.partition_point(|r| r.start <= addr);
+        let r = self.ranges.get(i.checked_sub(1)?)?;
+        if addr >= r.end {
+            return None;
+        }
+        let len = usize::try_from(r.end - addr).ok()?;
+        // SAFETY: [addr, r.end) lies inside a readable PT_LOAD segment of a module that stays
+        // mapped while `self` lives (the constructor's contract). The bytes may be written by
+        // other threads only where they are GOT slots, which are read through `load_u64` instead.
+        Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
+    }
+}
+
+/// Atomically reads the 8-byte slot at `addr`.
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and readable.
+pub unsafe fn load_u64(addr: u64) -> u64 {
+    // SAFETY: the caller guarantees an aligned, readable address.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(addr as *mut u64) }
+        .load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Atomically replaces `expected` by `new` at `addr`; on mismatch returns the value found.
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and writable right now.
+pub unsafe fn cas_u64(addr: u64, expected: u64, new: u64) -> Result<(), u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: the caller guarantees an aligned, writable address.
+    let slot = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
+    slot.compare_exchange(expected, new, Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| ())
+}
+
+/// Atomically replaces the byte `expected` by `new` at `addr`; on mismatch returns the byte found.
+///
+/// # Safety
+/// `addr` must be writable right now.
+pub unsafe fn cas_u8(addr: u64, expected: u8, new: u8) -> Result<(), u8> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // SAFETY: the caller guarantees a writable address.
+    let slot = unsafe { AtomicU8::from_ptr(addr as *mut u8) };
+    slot.compare_exchange(expected, new, Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| ())
+}
+
+/// Reads one byte.
+///
+/// # Safety
+/// `addr` must be readable.
+pub unsafe fn load_u8(addr: u64) -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // SAFETY: the caller guarantees a readable address.
+    unsafe { AtomicU8::from_ptr(addr as *mut u8) }.load(Ordering::Acquire)
+}
+
+/// The address of a byte inside this library's own image, to recognise our module.
+pub fn own_address() -> u64 {
+    static MARKER: u8 = 0;
+    &MARKER as *const u8 as u64
+}

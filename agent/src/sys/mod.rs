@@ -1,0 +1,11 @@
+//! Every FFI call and raw-pointer access of the agent lives below this module, each `unsafe` block
+//! with a `SAFETY:` line. The rest of the crate is safe code over these wrappers.
+#![allow(unsafe_code)]
+
+pub mod dl;
+pub mod mem;
+pub mod phdr;
+pub mod process;
+pub mod prot;
+pub mod socket;
+pub mod thread;

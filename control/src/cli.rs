@@ -1,0 +1,175 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Drives the hotagent inside running processes: swap a loaded library for a new build, roll back,
+/// inspect.
+#[derive(Debug, Parser)]
+#[command(name = "hotctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that apply to every verb, accepted before or after it.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The target process; needed only when more than one runs the agent.
+    #[arg(long, global = true, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Print the agent's report as one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Switch calls from a loaded library to a new build of it.
+    Reload(ReloadArgs),
+    /// Return to the previous generation.
+    Rollback,
+    /// Show the target, its current generation and the generations stacked so far.
+    Status,
+    /// List the processes of this user that run the agent.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The new build of the library (relative paths are taken from hotctl's working directory).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The loaded module to replace, when it cannot be told from PATH's soname or file name.
+    #[arg(long, value_name = "MODULE")]
+    pub replace: Option<String>,
+    /// Check and plan only: nothing is loaded, nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl Cli {
+    /// Parses the process arguments, exiting with clap's message and code on a usage error.
+    pub fn parse_args() -> Cli {
+        let cli = Cli::parse();
+        if let Err(err) = cli.validate() {
+            err.exit();
+        }
+        cli
+    }
+
+    /// Rules clap's derive cannot state: `--pid` is global so that it may follow the verb, but
+    /// `list` has no use for it, and silently ignoring it would mislead.
+    fn validate(&self) -> Result<(), clap::Error> {
+        if matches!(self.command, Command::List) && self.global.pid.is_some() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--pid cannot be used with list, which shows every agent",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("hotctl").chain(args.iter().copied()))?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
+    fn reload_args(cli: &Cli) -> &ReloadArgs {
+        match &cli.command {
+            Command::Reload(args) => args,
+            other => panic!("expected reload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pid_is_accepted_before_and_after_the_verb() {
+        for args in [
+            &["--pid", "42", "reload", "libfoo.so"][..],
+            &["reload", "--pid", "42", "libfoo.so"][..],
+            &["reload", "libfoo.so", "--pid", "42"][..],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.global.pid, Some(42), "{args:?}");
+            assert_eq!(reload_args(&cli).path, PathBuf::from("libfoo.so"));
+        }
+        assert_eq!(
+            parse(&["status", "--pid", "7"]).unwrap().global.pid,
+            Some(7)
+        );
+        assert_eq!(
+            parse(&["--pid", "7", "rollback"]).unwrap().global.pid,
+            Some(7)
+        );
+        assert_eq!(parse(&["status"]).unwrap().global.pid, None);
+    }
+
+    #[test]
+    fn reload_options() {
+        let cli = parse(&[
+            "reload",
+            "v2/libfoo.so",
+            "--replace",
+            "libfoo.so.1",
+            "--dry-run",
+        ])
+        .unwrap();
+        let args = reload_args(&cli);
+        assert_eq!(args.path, PathBuf::from("v2/libfoo.so"));
+        assert_eq!(args.replace.as_deref(), Some("libfoo.so.1"));
+        assert!(args.dry_run);
+        assert!(!cli.global.json);
+
+        let cli = parse(&["reload", "libfoo.so"]).unwrap();
+        let args = reload_args(&cli);
+        assert_eq!(args.replace, None);
+        assert!(!args.dry_run);
+    }
+
+    #[test]
+    fn json_is_accepted_before_and_after_the_verb() {
+        assert!(parse(&["--json", "status"]).unwrap().global.json);
+        assert!(parse(&["status", "--json"]).unwrap().global.json);
+        assert!(parse(&["list", "--json"]).unwrap().global.json);
+        assert!(
+            parse(&["reload", "x.so", "--json", "--dry-run"])
+                .unwrap()
+                .global
+                .json
+        );
+        assert!(!parse(&["rollback"]).unwrap().global.json);
+    }
+
+    #[test]
+    fn usage_errors() {
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["reload"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--pid", "0", "status"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["--pid", "abc", "status"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["--pid", "-3", "status"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["status", "--dry-run"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["list", "--pid", "3"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["explode"]), ErrorKind::InvalidSubcommand);
+        // Whatever the kind, clap exits with 2 on all of these, as the contract wants.
+        assert_eq!(parse(&["reload"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["list", "--pid", "3"]).unwrap_err().exit_code(), 2);
+    }
+}

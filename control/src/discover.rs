@@ -1,0 +1,306 @@
+//! Finding agents: the socket folder, and which of its sockets have a live agent behind them.
+
+use std::env;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use anyhow::{bail, Context, Result};
+use hotagent_protocol::{socket_path, Request, Response, StatusReport, SOCKET_SUFFIX};
+
+use crate::client::{self, ExchangeError, Target, QUICK_TIMEOUT};
+
+/// The folder the agents of this user put their sockets in, by the rule the agent uses.
+pub fn socket_dir() -> PathBuf {
+    hotagent_protocol::socket_dir(
+        env::var_os("HOTAGENT_SOCKET_DIR"),
+        env::var_os("XDG_RUNTIME_DIR"),
+        current_uid(),
+    )
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// An agent that answered a status request.
+#[derive(Debug)]
+pub struct Agent {
+    pub target: Target,
+    pub status: StatusReport,
+}
+
+/// What a look through the socket folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Ordered by pid.
+    pub agents: Vec<Agent>,
+    /// Sockets with a listener that gave no usable status answer, and why. Stale sockets (no
+    /// listener) are left out: a crashed target leaves one behind, and that is not news.
+    pub unanswered: Vec<(Target, String)>,
+}
+
+/// Asks every `<pid>.sock` in `dir` for its status. A missing folder simply holds no agents.
+pub fn scan(dir: &Path) -> Result<Scan> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Scan::default()),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut targets: Vec<Target> = entries
+        .filter_map(|entry| pid_of(dir, &entry.ok()?.path()))
+        .map(|pid| Target {
+            pid,
+            socket: socket_path(dir, pid),
+        })
+        .collect();
+    targets.sort_by_key(|t| t.pid);
+
+    // In parallel, so that one wedged target costs one timeout, not one per socket.
+    let probes: Vec<Probe> = thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .into_iter()
+            .map(|target| scope.spawn(move || probe(target)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread panicked"))
+            .collect()
+    });
+
+    let mut scan = Scan::default();
+    for probe in probes {
+        match probe {
+            Probe::Agent(agent) => scan.agents.push(agent),
+            Probe::Unanswered(target, why) => scan.unanswered.push((target, why)),
+            Probe::Stale => {}
+        }
+    }
+    Ok(scan)
+}
+
+/// The agent to talk to: the one of `pid`, or else the only one in `dir`.
+pub fn target(dir: &Path, pid: Option<u32>) -> Result<Target> {
+    match pid {
+        Some(pid) => target_of_pid(dir, pid),
+        None => only_agent(dir),
+    }
+}
+
+fn target_of_pid(dir: &Path, pid: u32) -> Result<Target> {
+    let socket = socket_path(dir, pid);
+    // Only a missing file is judged here; anything stranger is left for connect to describe.
+    if let Err(err) = fs::symlink_metadata(&socket) {
+        if err.kind() == io::ErrorKind::NotFound {
+            let why = if client::process_running(pid) {
+                "the process runs, but not with the agent (LD_PRELOAD=.../libhotagent.so) or not with \
+                 this socket folder"
+            } else {
+                "no such process"
+            };
+            bail!(
+                "no agent socket for pid {pid} at {}: {why}",
+                socket.display()
+            );
+        }
+    }
+    Ok(Target { pid, socket })
+}
+
+fn only_agent(dir: &Path) -> Result<Target> {
+    let mut scan = scan(dir)?;
+    match scan.agents.len() {
+        1 => Ok(scan.agents.remove(0).target),
+        0 => {
+            let mut msg = format!(
+                "no hotagent process found in {} (start the target with LD_PRELOAD=.../libhotagent.so)",
+                dir.display()
+            );
+            for (target, why) in &scan.unanswered {
+                msg.push_str(&format!("; {}: {why}", target.socket.display()));
+            }
+            bail!(msg)
+        }
+        _ => {
+            let found: Vec<String> = scan
+                .agents
+                .iter()
+                .map(|a| format!("{} ({})", a.target.pid, a.status.exe))
+                .collect();
+            bail!(
+                "several hotagent processes found in {}: {}; pass --pid to choose one",
+                dir.display(),
+                found.join(", ")
+            )
+        }
+    }
+}
+
+enum Probe {
+    Agent(Agent),
+    Unanswered(Target, String),
+    Stale,
+}
+
+fn probe(target: Target) -> Probe {
+    match target.exchange(&Request::Status, QUICK_TIMEOUT) {
+        Ok(Response::Status(status)) => Probe::Agent(Agent { target, status }),
+        Ok(other) => {
+            let why = format!("{:#}", client::unexpected(other, "status"));
+            Probe::Unanswered(target, why)
+        }
+        Err(ExchangeError::Stale { .. }) => Probe::Stale,
+        Err(err) => Probe::Unanswered(target, err.to_string()),
+    }
+}
+
+/// The pid a socket file is named after, if its name is exactly what an agent would choose;
+/// anything else in the folder is not ours to probe.
+fn pid_of(dir: &Path, path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let pid: u32 = name.strip_suffix(SOCKET_SUFFIX)?.parse().ok()?;
+    (pid != 0 && socket_path(dir, pid) == path).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fake_agent, status_agent};
+    use hotagent_protocol::{ErrorCode, ErrorReply};
+    use std::os::unix::net::UnixListener;
+
+    const NO_SUCH_PID: u32 = 4_000_000_000;
+
+    fn err_text(result: Result<Target>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
+    /// Files an agent folder collects besides live sockets: a stale socket, a plain file with a
+    /// socket's name, and names that are not `<pid>.sock`.
+    fn litter(dir: &Path) {
+        drop(UnixListener::bind(socket_path(dir, NO_SUCH_PID)).unwrap());
+        fs::write(dir.join("77.sock"), b"not a socket").unwrap();
+        fs::write(dir.join("notes.txt"), b"").unwrap();
+        fs::write(dir.join("+12.sock"), b"").unwrap();
+        fs::write(dir.join("0012.sock"), b"").unwrap();
+        fs::write(dir.join("0.sock"), b"").unwrap();
+    }
+
+    #[test]
+    fn pid_names() {
+        let dir = Path::new("/run/hotagent");
+        assert_eq!(pid_of(dir, &dir.join("123.sock")), Some(123));
+        assert_eq!(pid_of(dir, &dir.join("123.sock.bak")), None);
+        assert_eq!(pid_of(dir, &dir.join("0123.sock")), None);
+        assert_eq!(pid_of(dir, &dir.join("+123.sock")), None);
+        assert_eq!(pid_of(dir, &dir.join("0.sock")), None);
+        assert_eq!(pid_of(dir, &dir.join("x.sock")), None);
+    }
+
+    #[test]
+    fn finds_the_only_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        litter(dir.path());
+        let agent = status_agent(dir.path(), 4242, "/usr/bin/app");
+        assert_eq!(target(dir.path(), None).unwrap(), agent);
+    }
+
+    #[test]
+    fn none_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = format!(
+            "no hotagent process found in {} (start the target with LD_PRELOAD=.../libhotagent.so)",
+            dir.path().display()
+        );
+        assert_eq!(err_text(target(dir.path(), None)), expected);
+        // Stale sockets and strangers do not count, and are not worth a mention.
+        litter(dir.path());
+        assert_eq!(err_text(target(dir.path(), None)), expected);
+    }
+
+    #[test]
+    fn missing_folder_holds_no_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(scan(&missing).unwrap().agents.is_empty());
+        assert!(err_text(target(&missing, None)).starts_with("no hotagent process found in "));
+    }
+
+    #[test]
+    fn a_socket_that_refuses_is_mentioned() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_agent(dir.path(), 4242, |_| {
+            Some(Response::Error(ErrorReply {
+                code: ErrorCode::Busy,
+                message: "agent busy".into(),
+            }))
+        });
+        let text = err_text(target(dir.path(), None));
+        assert!(text.starts_with("no hotagent process found in "), "{text}");
+        assert!(text.ends_with("4242.sock: agent busy"), "{text}");
+    }
+
+    #[test]
+    fn several_found() {
+        let dir = tempfile::tempdir().unwrap();
+        litter(dir.path());
+        status_agent(dir.path(), 4243, "/usr/bin/b");
+        status_agent(dir.path(), 4242, "/usr/bin/a");
+        let text = err_text(target(dir.path(), None));
+        assert_eq!(
+            text,
+            format!(
+                "several hotagent processes found in {}: 4242 (/usr/bin/a), 4243 (/usr/bin/b); pass \
+                 --pid to choose one",
+                dir.path().display()
+            )
+        );
+
+        let scan = scan(dir.path()).unwrap();
+        let pids: Vec<u32> = scan.agents.iter().map(|a| a.target.pid).collect();
+        assert_eq!(pids, [4242, 4243]);
+        assert_eq!(scan.agents[0].status.exe, "/usr/bin/a");
+        assert!(scan.unanswered.is_empty(), "{:?}", scan.unanswered);
+    }
+
+    #[test]
+    fn explicit_pid_skips_discovery() {
+        let dir = tempfile::tempdir().unwrap();
+        status_agent(dir.path(), 4242, "/usr/bin/a");
+        status_agent(dir.path(), 4243, "/usr/bin/b");
+        let chosen = target(dir.path(), Some(4243)).unwrap();
+        assert_eq!(
+            chosen,
+            Target {
+                pid: 4243,
+                socket: socket_path(dir.path(), 4243)
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_pid_without_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = socket_path(dir.path(), NO_SUCH_PID);
+        assert_eq!(
+            err_text(target(dir.path(), Some(NO_SUCH_PID))),
+            format!(
+                "no agent socket for pid {NO_SUCH_PID} at {}: no such process",
+                socket.display()
+            )
+        );
+
+        let me = std::process::id();
+        let text = err_text(target(dir.path(), Some(me)));
+        assert!(
+            text.starts_with(&format!("no agent socket for pid {me} at ")),
+            "{text}"
+        );
+        assert!(
+            text.contains("the process runs, but not with the agent"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! `hotctl list`: the processes of this user that run the agent.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::Global;
+use crate::discover::{self, Scan};
+use crate::render::{self, Align};
+
+pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
+    let scan = discover::scan(dir)?;
+    // On stderr, so that the table and the JSON stay exactly what they claim to be.
+    for (target, why) in &scan.unanswered {
+        eprintln!(
+            "hotctl: warning: skipped {}: {why}",
+            target.socket.display()
+        );
+    }
+    if global.json {
+        render::json(out, &to_json(&scan))?;
+    } else {
+        human(out, dir, &scan)?;
+    }
+    Ok(())
+}
+
+fn to_json(scan: &Scan) -> serde_json::Value {
+    scan.agents
+        .iter()
+        .map(|agent| {
+            json!({
+                "pid": agent.target.pid,
+                "exe": agent.status.exe,
+                "generation": agent.status.generation,
+                "socket": agent.target.socket.to_string_lossy(),
+            })
+        })
+        .collect()
+}
+
+fn human(out: &mut dyn Write, dir: &Path, scan: &Scan) -> std::io::Result<()> {
+    if scan.agents.is_empty() {
+        return writeln!(out, "no hotagent process found in {}", dir.display());
+    }
+    let header = ["PID", "GEN", "EXE"].map(String::from).to_vec();
+    let rows = scan.agents.iter().map(|agent| {
+        vec![
+            agent.target.pid.to_string(),
+            agent.status.generation.to_string(),
+            agent.status.exe.clone(),
+        ]
+    });
+    let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
+    render::table(out, "", &[Align::Right, Align::Right, Align::Left], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::status_agent;
+    use hotagent_protocol::socket_path;
+    use std::os::unix::net::UnixListener;
+
+    fn list(dir: &Path, json: bool) -> String {
+        let mut out = Vec::new();
+        run(dir, &Global { pid: None, json }, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lists_live_agents_and_skips_stale_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(UnixListener::bind(socket_path(dir.path(), 4_000_000_000)).unwrap());
+        status_agent(dir.path(), 4242, "/usr/bin/a");
+        status_agent(dir.path(), 17, "/usr/bin/b");
+
+        assert_eq!(
+            list(dir.path(), false),
+            " PID  GEN  EXE\n  17    0  /usr/bin/b\n4242    0  /usr/bin/a\n"
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&list(dir.path(), true)).unwrap();
+        let socket = |pid| socket_path(dir.path(), pid).to_str().unwrap().to_owned();
+        assert_eq!(
+            json,
+            json!([
+                {"pid": 17, "exe": "/usr/bin/b", "generation": 0, "socket": socket(17)},
+                {"pid": 4242, "exe": "/usr/bin/a", "generation": 0, "socket": socket(4242)},
+            ])
+        );
+    }
+
+    #[test]
+    fn empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(list(dir.path(), true), "[]\n");
+        assert!(list(dir.path(), false).starts_with("no hotagent process found in "));
+    }
+}

@@ -1,0 +1,235 @@
+//! `hotctl reload PATH`: switch a loaded library to a new build.
+
+use std::env;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
+
+use crate::cli::{Global, ReloadArgs};
+use crate::client::{self, RELOAD_TIMEOUT};
+use crate::discover;
+use crate::render::{self, Align};
+
+pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
+    let request = Request::Reload(ReloadRequest {
+        path: absolute_path(&args.path)?,
+        replace: args.replace.clone(),
+        dry_run: args.dry_run,
+    });
+    let target = discover::target(dir, global.pid)?;
+    let report = match target.exchange(&request, RELOAD_TIMEOUT)? {
+        Response::Reload(report) => report,
+        other => return Err(client::unexpected(other, "reload")),
+    };
+    if global.json {
+        render::json(out, &serde_json::to_value(&report)?)?;
+    } else {
+        human(out, &report)?;
+    }
+    Ok(())
+}
+
+/// The agent runs in another working directory, so it must get an absolute path. Nothing more is
+/// checked here: the agent inspects the file and is the one place its problems are reported from.
+fn absolute_path(path: &Path) -> Result<String> {
+    let absolute = if path.is_absolute() {
+        absolute_in(Path::new("/"), path)
+    } else {
+        let cwd = env::current_dir().context("cannot resolve PATH: no current directory")?;
+        absolute_in(&cwd, path)
+    };
+    match absolute.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(_) => bail!("{}: the path is not valid UTF-8", path.display()),
+    }
+}
+
+/// `path` taken from `cwd`, with `.` components and doubled slashes dropped. `..` and symlinks are
+/// kept as they are: resolving them lexically could name a different file.
+fn absolute_in(cwd: &Path, path: &Path) -> PathBuf {
+    cwd.join(path).components().collect()
+}
+
+fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
+    let summary = format!(
+        "{}, {}, {}",
+        render::count(report.symbols.len(), "symbol"),
+        render::count(report.slots, "slot"),
+        render::micros(report.elapsed_us)
+    );
+    if report.dry_run {
+        writeln!(
+            out,
+            "dry run: would make generation {}: {} replaced by {} — {summary}; nothing written",
+            report.generation, report.module, report.path
+        )?;
+    } else {
+        writeln!(
+            out,
+            "generation {}: {} replaced by {} — {summary}",
+            report.generation, report.module, report.path
+        )?;
+    }
+    let rows: Vec<Vec<String>> = report
+        .symbols
+        .iter()
+        .map(|symbol| {
+            let name = match &symbol.version {
+                Some(version) => format!("{}@{version}", symbol.name),
+                None => symbol.name.clone(),
+            };
+            let modules = if symbol.modules.is_empty() {
+                String::new()
+            } else {
+                format!("in {}", symbol.modules.join(", "))
+            };
+            let mut notes = Vec::new();
+            if symbol.lazy > 0 {
+                notes.push(format!("{} lazy", symbol.lazy));
+            }
+            if symbol.other > 0 {
+                notes.push(format!("{} bound elsewhere", symbol.other));
+            }
+            vec![
+                name,
+                symbol.kind.clone(),
+                render::count(symbol.slots, "slot"),
+                modules,
+                notes.join(", "),
+            ]
+        })
+        .collect();
+    let align = [
+        Align::Left,
+        Align::Left,
+        Align::Right,
+        Align::Left,
+        Align::Left,
+    ];
+    render::table(out, "  ", &align, &rows)?;
+    render::warnings(out, &report.warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fake_agent, reload_report};
+
+    fn human_text(report: &ReloadReport) -> String {
+        let mut out = Vec::new();
+        human(&mut out, report).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_cwd() {
+        let cwd = Path::new("/home/me/proj");
+        assert_eq!(
+            absolute_in(cwd, Path::new("libfoo.so")),
+            Path::new("/home/me/proj/libfoo.so")
+        );
+        assert_eq!(
+            absolute_in(cwd, Path::new("./build//libfoo.so")),
+            Path::new("/home/me/proj/build/libfoo.so")
+        );
+        assert_eq!(
+            absolute_in(cwd, Path::new("../v2/libfoo.so")),
+            Path::new("/home/me/proj/../v2/libfoo.so")
+        );
+        assert_eq!(
+            absolute_in(cwd, Path::new("/opt/libfoo.so")),
+            Path::new("/opt/libfoo.so")
+        );
+    }
+
+    #[test]
+    fn absolute_path_uses_the_real_cwd() {
+        let cwd = env::current_dir().unwrap();
+        assert_eq!(
+            absolute_path(Path::new("x/libfoo.so")).unwrap(),
+            cwd.join("x/libfoo.so").to_str().unwrap()
+        );
+        assert_eq!(absolute_path(Path::new("/a/./b.so")).unwrap(), "/a/b.so");
+        // Not checked locally: the agent reports missing files.
+        assert_eq!(
+            absolute_path(Path::new("/no/such/file.so")).unwrap(),
+            "/no/such/file.so"
+        );
+    }
+
+    #[test]
+    fn non_utf8_paths_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/lib\xff.so"));
+        let err = absolute_path(path).unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn human_report() {
+        let text = human_text(&reload_report(false));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "generation 1: libfoo.so replaced by /abs/libfoo_v2.so — 2 symbols, 7 slots, 412 µs",
+                "  foo          function  6 slots  in app, libbar.so  3 lazy",
+                "  bar@FOO_1.0  rodata     1 slot  in app             2 bound elsewhere",
+                "warning: foo: 3 lazy slots left to the dynamic linker",
+            ]
+        );
+    }
+
+    #[test]
+    fn human_dry_run() {
+        let text = human_text(&reload_report(true));
+        assert!(
+            text.starts_with(
+                "dry run: would make generation 1: libfoo.so replaced by /abs/libfoo_v2.so"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.lines().next().unwrap().ends_with("nothing written"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn sends_the_request_and_prints_the_bare_report_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        fake_agent(dir.path(), 4242, move |request| {
+            tx.send(request).unwrap();
+            Some(Response::Reload(reload_report(true)))
+        });
+        let global = Global {
+            pid: Some(4242),
+            json: true,
+        };
+        let args = ReloadArgs {
+            path: "rel/libfoo_v2.so".into(),
+            replace: Some("libfoo.so".into()),
+            dry_run: true,
+        };
+        let mut out = Vec::new();
+        run(dir.path(), &global, &args, &mut out).unwrap();
+
+        let expected = ReloadRequest {
+            path: env::current_dir()
+                .unwrap()
+                .join("rel/libfoo_v2.so")
+                .to_str()
+                .unwrap()
+                .into(),
+            replace: Some("libfoo.so".into()),
+            dry_run: true,
+        };
+        assert_eq!(rx.recv().unwrap(), Request::Reload(expected));
+        let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(printed, serde_json::to_value(reload_report(true)).unwrap());
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+}

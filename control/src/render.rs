@@ -1,0 +1,120 @@
+//! Shared pieces of the output: JSON documents, aligned columns, counts and durations.
+
+use std::io::{self, Write};
+
+/// Writes `value` as one JSON document on one line.
+pub fn json(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Writes `rows` in aligned columns separated by two spaces, each line starting with `indent`.
+/// Lines carry no trailing blanks, so the last column may be as long as it likes.
+pub fn table(
+    out: &mut dyn Write,
+    indent: &str,
+    align: &[Align],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            let cells = rows.iter().filter_map(|row| row.get(c));
+            cells.map(|cell| cell.chars().count()).max().unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::from(indent);
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let width = widths[c];
+            match align.get(c).copied().unwrap_or(Align::Left) {
+                Align::Left => line.push_str(&format!("{cell:<width$}")),
+                Align::Right => line.push_str(&format!("{cell:>width$}")),
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// "1 slot", "7 slots".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A duration measured by the agent, in a unit that keeps it short.
+pub fn micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
+/// Writes each warning on its own line.
+pub fn warnings(out: &mut dyn Write, warnings: &[String]) -> io::Result<()> {
+    for warning in warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(align: &[Align], rows: &[Vec<String>]) -> String {
+        let mut out = Vec::new();
+        table(&mut out, "> ", align, rows).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn row(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn columns_align() {
+        let rows = [
+            row(&["PID", "GEN", "EXE"]),
+            row(&["7", "12", "/bin/a"]),
+            row(&["12345", "0", "/b"]),
+        ];
+        let text = render(&[Align::Right, Align::Right, Align::Left], &rows);
+        assert_eq!(
+            text,
+            ">   PID  GEN  EXE\n>     7   12  /bin/a\n> 12345    0  /b\n"
+        );
+    }
+
+    #[test]
+    fn no_trailing_blanks() {
+        let rows = [row(&["a", "long-cell"]), row(&["bbbbbb", ""])];
+        let text = render(&[], &rows);
+        assert_eq!(text, "> a       long-cell\n> bbbbbb\n");
+    }
+
+    #[test]
+    fn counts_and_durations() {
+        assert_eq!(count(1, "slot"), "1 slot");
+        assert_eq!(count(0, "slot"), "0 slots");
+        assert_eq!(count(7, "symbol"), "7 symbols");
+        assert_eq!(micros(412), "412 µs");
+        assert_eq!(micros(999), "999 µs");
+        assert_eq!(micros(12_345), "12.3 ms");
+        assert_eq!(micros(2_500_000), "2.50 s");
+    }
+}

@@ -1,0 +1,115 @@
+//! `hotctl rollback`: return to the previous generation.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use hotagent_protocol::{Request, Response, RollbackReport};
+
+use crate::cli::Global;
+use crate::client::{self, QUICK_TIMEOUT};
+use crate::discover;
+use crate::render;
+
+pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
+    let target = discover::target(dir, global.pid)?;
+    let report = match target.exchange(&Request::Rollback, QUICK_TIMEOUT)? {
+        Response::Rollback(report) => report,
+        other => return Err(client::unexpected(other, "rollback")),
+    };
+    if global.json {
+        render::json(out, &serde_json::to_value(&report)?)?;
+    } else {
+        human(out, &report)?;
+    }
+    Ok(())
+}
+
+fn human(out: &mut dyn Write, report: &RollbackReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "generation {} → {}: {} restored, {}",
+        report.from,
+        report.generation,
+        render::count(report.slots, "slot"),
+        render::micros(report.elapsed_us)
+    )?;
+    render::warnings(out, &report.warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::AgentError;
+    use crate::testing::fake_agent;
+    use hotagent_protocol::{ErrorCode, ErrorReply};
+
+    fn report() -> RollbackReport {
+        RollbackReport {
+            generation: 0,
+            from: 1,
+            slots: 7,
+            symtab_entries: 2,
+            symbols: Vec::new(),
+            elapsed_us: 120,
+            warnings: vec!["something odd".into()],
+        }
+    }
+
+    #[test]
+    fn human_report() {
+        let mut out = Vec::new();
+        human(&mut out, &report()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "generation 1 → 0: 7 slots restored, 120 µs\nwarning: something odd\n"
+        );
+    }
+
+    #[test]
+    fn agent_refusal_is_an_agent_error_and_prints_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_agent(dir.path(), 4242, |_| {
+            let message = "nothing to roll back: generation 0 is current".into();
+            Some(Response::Error(ErrorReply {
+                code: ErrorCode::NothingToRollBack,
+                message,
+            }))
+        });
+        let mut out = Vec::new();
+        let err = run(
+            dir.path(),
+            &Global {
+                pid: Some(4242),
+                json: true,
+            },
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(err.downcast_ref::<AgentError>().is_some());
+        assert_eq!(
+            format!("{err:#}"),
+            "nothing to roll back: generation 0 is current"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn json_is_the_bare_report() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_agent(dir.path(), 4242, |_| Some(Response::Rollback(report())));
+        let mut out = Vec::new();
+        run(
+            dir.path(),
+            &Global {
+                pid: Some(4242),
+                json: true,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(printed, serde_json::to_value(report()).unwrap());
+        assert!(printed.get("kind").is_none());
+    }
+}

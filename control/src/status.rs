@@ -1,0 +1,117 @@
+//! `hotctl status`: the target, its current generation and the generations stacked so far.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use hotagent_protocol::{Request, Response, StatusReport, PROTOCOL_VERSION};
+
+use crate::cli::Global;
+use crate::client::{self, QUICK_TIMEOUT};
+use crate::discover;
+use crate::render::{self, Align};
+
+pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
+    let target = discover::target(dir, global.pid)?;
+    let report = match target.exchange(&Request::Status, QUICK_TIMEOUT)? {
+        Response::Status(report) => report,
+        other => return Err(client::unexpected(other, "status")),
+    };
+    if global.json {
+        render::json(out, &serde_json::to_value(&report)?)?;
+    } else {
+        human(out, &report)?;
+    }
+    Ok(())
+}
+
+fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
+    writeln!(out, "pid {}: {}", report.pid, report.exe)?;
+    writeln!(
+        out,
+        "generation {} (agent {}, protocol {}, {} loaded)",
+        report.generation,
+        report.agent_version,
+        report.protocol,
+        render::count(report.modules, "module")
+    )?;
+    if report.protocol != PROTOCOL_VERSION {
+        writeln!(
+            out,
+            "warning: the agent speaks protocol {}, this hotctl {PROTOCOL_VERSION}",
+            report.protocol
+        )?;
+    }
+    if report.generations.is_empty() {
+        return writeln!(out, "no reloads yet");
+    }
+    let header = ["GEN", "MODULE", "SYMBOLS", "SLOTS", "PATH"]
+        .map(String::from)
+        .to_vec();
+    let rows = report.generations.iter().map(|g| {
+        vec![
+            g.generation.to_string(),
+            g.module.clone(),
+            g.symbols.len().to_string(),
+            g.slots.to_string(),
+            g.path.clone(),
+        ]
+    });
+    let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
+    let align = [
+        Align::Right,
+        Align::Left,
+        Align::Right,
+        Align::Right,
+        Align::Left,
+    ];
+    render::table(out, "", &align, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{generation, status_report};
+
+    fn human_text(report: &StatusReport) -> String {
+        let mut out = Vec::new();
+        human(&mut out, report).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fresh_target() {
+        assert_eq!(
+            human_text(&status_report(4242, "/usr/bin/app")),
+            "pid 4242: /usr/bin/app\ngeneration 0 (agent 0.1.0, protocol 1, 5 modules loaded)\nno reloads \
+             yet\n"
+        );
+    }
+
+    #[test]
+    fn generations_table() {
+        let mut report = status_report(4242, "/usr/bin/app");
+        report.generation = 2;
+        report.generations = vec![
+            generation(1, "/abs/libfoo_v2.so"),
+            generation(2, "/abs/libfoo_v3.so"),
+        ];
+        let text = human_text(&report);
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "GEN  MODULE     SYMBOLS  SLOTS  PATH",
+                "  1  libfoo.so        2      7  /abs/libfoo_v2.so",
+                "  2  libfoo.so        2      7  /abs/libfoo_v3.so",
+            ]
+        );
+    }
+
+    #[test]
+    fn protocol_mismatch_is_flagged() {
+        let mut report = status_report(4242, "/usr/bin/app");
+        report.protocol = PROTOCOL_VERSION + 1;
+        assert!(human_text(&report).contains("warning: the agent speaks protocol 2, this hotctl 1"));
+    }
+}
