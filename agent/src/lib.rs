@@ -5,20 +5,21 @@
 //! target's own functions. `unsafe` lives in `sys` alone.
 #![deny(unsafe_code)]
 
+// Unit tests do not start the agent in the test runner, so its entry points go unused there.
+#[cfg_attr(test, allow(dead_code, unused_imports))]
 mod control;
 pub mod image;
+#[cfg_attr(test, allow(dead_code))]
 mod log;
 pub mod patch;
 pub mod reload;
 mod sys;
 
-use std::panic::catch_unwind;
-
 #[cfg(not(test))]
 #[ctor::ctor(unsafe)]
 fn hotagent_init() {
     // A panic escaping a constructor would abort the target before its main.
-    let _ = catch_unwind(|| {
+    let _ = std::panic::catch_unwind(|| {
         log::init();
         control::start();
     });

@@ -59,14 +59,18 @@ pub fn as_plain_function(info: u8) -> u8 {
     (info & 0xf0) | STT_FUNC
 }
 
-/// Every defined, visible function and variable of `image`.
-pub fn exports<M: Memory>(image: &Image<'_, M>) -> Vec<Export> {
+/// Every defined, visible function and variable of `image` whose name `wanted` accepts (names
+/// are checked before anything else is decoded: libc alone has thousands of symbols).
+pub fn exports<M: Memory>(image: &Image<'_, M>, wanted: impl Fn(&[u8]) -> bool) -> Vec<Export> {
     let count = image.symbol_count().unwrap_or(0);
     let mut out = Vec::new();
     for index in 1..count {
         let Some(sym) = image.symbol(index) else {
             continue;
         };
+        if !wanted(sym.name) {
+            continue;
+        }
         let visible = !matches!(sym.other & 3, STV_HIDDEN | STV_INTERNAL);
         let global = matches!(sym.binding(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE);
         let Some(kind) = SymKind::from_type(sym.kind()) else {

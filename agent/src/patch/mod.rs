@@ -71,7 +71,7 @@ pub fn apply(writes: &[Write], layouts: &[Layout]) -> Result<(), PatchError> {
     for &i in &order {
         let w = writes[i];
         let res = match w.width {
-            Width::U64 if w.addr % 8 != 0 => Err(PatchError::Misaligned { addr: w.addr }),
+            Width::U64 if !w.addr.is_multiple_of(8) => Err(PatchError::Misaligned { addr: w.addr }),
             _ => writer.write(w),
         };
         if let Err(e) = res {

@@ -75,9 +75,9 @@ impl<'l> PageWriter<'l> {
     pub fn write(&mut self, w: Write) -> Result<(), PatchError> {
         match self.prepare(w.addr)? {
             Path::Direct => match w.width {
-                // SAFETY: the address lies in a mapped page of a loaded module made writable by
-                // `prepare`; U64 writes were checked for alignment by the caller.
                 Width::U64 => {
+                    // SAFETY: the address lies in a mapped page of a loaded module made writable
+                    // by `prepare`; U64 writes were checked for alignment by the caller.
                     unsafe { mem::cas_u64(w.addr, w.expected, w.value) }.map_err(|found| {
                         PatchError::Changed {
                             addr: w.addr,

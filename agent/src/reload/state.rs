@@ -116,6 +116,8 @@ pub struct Agent {
 /// What a locked write pass did.
 struct Outcome {
     plan: Plan,
+    write_us: u64,
+    verify_us: u64,
     symtab: usize,
     verify_fixes: usize,
 }
@@ -264,7 +266,7 @@ impl Agent {
 
         let t = Instant::now();
         let outcome = self.write_locked(&mut bindings, &touched, &settled, Some(&staged));
-        phases.write_us = micros(t);
+        let locked_us = micros(t);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -274,7 +276,10 @@ impl Agent {
                 return Err(e);
             }
         };
-        phases.verify_us = 0;
+        phases.write_us = outcome.write_us;
+        phases.verify_us = outcome.verify_us;
+        // Planning inside the lock is the rest of the locked time.
+        phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
         let mut warnings = Vec::new();
         if outcome.verify_fixes > 0 {
             warnings.push(format!(
@@ -402,7 +407,9 @@ impl Agent {
             let image = Image::new(&mem, module).map_err(|e| {
                 ReloadError::ModuleNotFound(format!("cannot read {}: {e}", module.path))
             })?;
-            let exports = exports(&image);
+            let names: std::collections::HashSet<&[u8]> =
+                patch.symbols.iter().map(|s| s.name.as_bytes()).collect();
+            let exports = exports(&image, |n| names.contains(n));
             let matches = select(patch, module.file_name(), &exports)?;
             Ok((module.clone(), matches))
         })
@@ -567,9 +574,12 @@ impl Agent {
                 symtab += usize::from(!w.is_empty());
                 writes.extend(w);
             }
+            let t = Instant::now();
             patch::apply(&writes, &layouts).map_err(|e| {
                 ReloadError::WriteFailed(format!("{e}; every slot written was put back"))
             })?;
+            let write_us = micros(t);
+            let t = Instant::now();
             let mut verify_fixes = 0;
             for _ in 0..VERIFY_ROUNDS {
                 let again = plan_slots(&mem, &layouts, bindings, &skip);
@@ -584,6 +594,8 @@ impl Agent {
             }
             Ok(Outcome {
                 plan,
+                write_us,
+                verify_us: micros(t),
                 symtab,
                 verify_fixes,
             })
