@@ -10,6 +10,8 @@ mod exports;
 mod layout;
 mod memory;
 mod reader;
+#[cfg(test)]
+pub mod synthetic;
 
 pub use arch::{SlotKind, R_ABS64, R_GLOB_DAT, R_JUMP_SLOT};
 pub use dynamic::Dynamic;

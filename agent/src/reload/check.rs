@@ -318,3 +318,51 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn libc_bytes() -> Vec<u8> {
+        std::fs::read("/lib/x86_64-linux-gnu/libc.so.6")
+            .or_else(|_| std::fs::read("/lib64/libc.so.6"))
+            .unwrap()
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        check_bytes("p.so", bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_a_real_library() {
+        let f = check_bytes("libc.so.6", &libc_bytes()).unwrap();
+        assert_eq!(f.soname.as_deref(), Some("libc.so.6"));
+        let abs = f.symbols.iter().find(|s| s.name == "abs").unwrap();
+        assert_eq!(
+            (abs.kind, abs.version.as_deref()),
+            (SymKind::Function, Some("GLIBC_2.2.5"))
+        );
+        let environ = f.symbols.iter().find(|s| s.name == "environ").unwrap();
+        assert!(environ.mutable);
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        assert!(err(b"hello world\n").contains("not an ELF file (it starts with \"hello world.\")"));
+        let mut b = libc_bytes();
+        b[4] = 1;
+        assert!(err(&b).contains("32-bit"));
+        let mut b = libc_bytes();
+        b[18] = 183; // EM_AARCH64
+        assert!(err(&b).contains("e_machine 183"), "{}", err(&b));
+        let mut b = libc_bytes();
+        b[16] = 2; // ET_EXEC
+        assert!(err(&b).contains("an executable"));
+        let b = libc_bytes();
+        assert!(
+            err(&b[..b.len() / 2]).contains("truncated"),
+            "{}",
+            err(&b[..b.len() / 2])
+        );
+    }
+}

@@ -76,3 +76,40 @@ pub fn find<'l>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{exports, SlotKind, SymKind};
+    use crate::sys::{dl, phdr, prot};
+
+    /// The reader over this very test process: libc's `abs` is found where the loader says it
+    /// is, with its version, and the executable's GOT holds slots naming libc functions.
+    #[test]
+    fn reads_the_live_process() {
+        phdr::with_modules_locked(|mods| {
+            let layouts = layouts(&mods, "/proc/self/exe", prot::page_size());
+            let mem = live_memory(&layouts);
+            let libc = find(&layouts, &mem, "libc.so.6", &[]).expect("libc is loaded");
+            let image = Image::new(&mem, libc).unwrap();
+            let abs = exports(&image, |n| n == b"abs");
+            assert_eq!(abs.len(), 1, "{abs:?}");
+            assert_eq!(abs[0].kind, SymKind::Function);
+            assert_eq!(abs[0].version.as_deref(), Some("GLIBC_2.2.5"));
+            assert!(abs[0].default_version);
+            assert_eq!(Some(abs[0].addr), dl::default_symbol("abs"));
+            let main = Image::new(&mem, &layouts[0]).unwrap();
+            let bound = main
+                .relocations()
+                .filter(|r| SlotKind::from_type(r.r_type).is_some() && r.sym != 0)
+                .count();
+            assert!(bound > 0, "the test binary imports through GOT slots");
+            let err = find(&layouts, &mem, "libnope.so", &[]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("no loaded module matches libnope.so"),
+                "{err}"
+            );
+        });
+    }
+}

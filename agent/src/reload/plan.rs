@@ -115,3 +115,112 @@ pub fn plan_slots<M: Memory>(
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::synthetic::Synthetic;
+    use crate::image::{SliceMemory, R_ABS64, R_GLOB_DAT, R_JUMP_SLOT};
+
+    const OLD: u64 = 0x7000_1000;
+    const NEW: u64 = 0x7100_2000;
+
+    fn binding(name: &str) -> Binding {
+        Binding {
+            name: name.into(),
+            known: vec![OLD],
+            target: NEW,
+            only_in: None,
+        }
+    }
+
+    #[test]
+    fn switches_only_slots_bound_to_the_old_definition() {
+        let base = 0x40_0000;
+        let stub = base + 0x10; // inside the module's own code: an unresolved PLT slot
+        let syn = Synthetic::new(
+            base,
+            &[
+                ("foo", R_JUMP_SLOT, OLD),
+                ("foo", R_GLOB_DAT, OLD),
+                ("foo", R_ABS64, 0x1234),
+                ("bar", R_GLOB_DAT, OLD),
+                ("foo", R_JUMP_SLOT, stub),
+            ],
+        );
+        let mut layout = syn.layout.clone();
+        layout.loads[0].flags |= 1; // make the segment count as code for the stub test
+        let mem = SliceMemory {
+            base,
+            bytes: &syn.bytes,
+        };
+        let plan = plan_slots(&mem, &[layout], &[binding("foo")], &[]);
+        let addrs: Vec<u64> = plan.writes.iter().map(|w| w.addr).collect();
+        assert_eq!(
+            addrs,
+            vec![syn.slots[0], syn.slots[1]],
+            "only foo's slots holding OLD"
+        );
+        assert!(plan
+            .writes
+            .iter()
+            .all(|w| w.expected == OLD && w.value == NEW));
+        let t = &plan.tallies[0];
+        assert_eq!((t.slots, t.lazy, t.other), (2, 1, 1));
+        assert_eq!(t.modules, vec!["libsyn.so".to_string()]);
+    }
+
+    #[test]
+    fn skipped_and_foreign_modules_are_left_alone() {
+        let base = 0x50_0000;
+        let syn = Synthetic::new(base, &[("foo", R_GLOB_DAT, OLD)]);
+        let mem = SliceMemory {
+            base,
+            bytes: &syn.bytes,
+        };
+        let layouts = [syn.layout.clone()];
+        assert!(plan_slots(&mem, &layouts, &[binding("foo")], &[base])
+            .writes
+            .is_empty());
+        let only_elsewhere = Binding {
+            only_in: Some(base + 1),
+            ..binding("foo")
+        };
+        assert!(plan_slots(&mem, &layouts, &[only_elsewhere], &[])
+            .writes
+            .is_empty());
+        // Already at the target: nothing to write.
+        let done = Binding {
+            target: OLD,
+            ..binding("foo")
+        };
+        assert!(plan_slots(&mem, &layouts, &[done], &[]).writes.is_empty());
+    }
+
+    #[test]
+    fn addends_are_kept() {
+        let base = 0x60_0000;
+        let mut syn = Synthetic::new(base, &[("foo", R_ABS64, OLD + 16)]);
+        let layouts = [syn.layout.clone()];
+        {
+            // Without the addend, OLD + 16 is no address foo ever had: left alone.
+            let mem = SliceMemory {
+                base,
+                bytes: &syn.bytes,
+            };
+            assert!(plan_slots(&mem, &layouts, &[binding("foo")], &[])
+                .writes
+                .is_empty());
+        }
+        syn.set_addend(0, 16);
+        let mem = SliceMemory {
+            base,
+            bytes: &syn.bytes,
+        };
+        let plan = plan_slots(&mem, &layouts, &[binding("foo")], &[]);
+        assert_eq!(
+            plan.writes,
+            vec![Write::slot(syn.slots[0], OLD + 16, NEW + 16)]
+        );
+    }
+}
