@@ -99,8 +99,8 @@ pub struct SymbolReport {
     pub modules: Vec<String>,
     /// Lazy-binding slots not yet resolved: they resolve to the current generation on first call.
     pub lazy: usize,
-    /// Slots naming this symbol that are bound to another definition (interposed, canonical PLT):
-    /// left as they are.
+    /// GOT/PLT slots naming this symbol that are bound to another definition (interposed,
+    /// canonical PLT): left as they are.
     pub other: usize,
 }
 
