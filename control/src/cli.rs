@@ -47,9 +47,14 @@ pub struct ReloadArgs {
     /// The loaded module to replace, when it cannot be told from PATH's soname or file name.
     #[arg(long, value_name = "MODULE")]
     pub replace: Option<String>,
-    /// Check and plan only: nothing is loaded, nothing is written.
+    /// Check and plan only: the library is loaded in the throwaway probe at most, nothing is
+    /// written.
     #[arg(long)]
     pub dry_run: bool,
+    /// Skip the probe (a first load in a forked, throwaway copy of the target that turns a
+    /// library crashing the loader into an error).
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 impl Cli {

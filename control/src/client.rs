@@ -282,6 +282,7 @@ mod tests {
             path: "/abs/libfoo.so".into(),
             replace: Some("libfoo.so.1".into()),
             dry_run: true,
+            no_probe: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -17,6 +17,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         path: absolute_path(&args.path)?,
         replace: args.replace.clone(),
         dry_run: args.dry_run,
+        no_probe: args.no_probe,
     });
     let target = discover::target(dir, global.pid)?;
     let report = match target.exchange(&request, RELOAD_TIMEOUT)? {
@@ -213,6 +214,7 @@ mod tests {
             path: "rel/libfoo_v2.so".into(),
             replace: Some("libfoo.so".into()),
             dry_run: true,
+            no_probe: true,
         };
         let mut out = Vec::new();
         run(dir.path(), &global, &args, &mut out).unwrap();
@@ -226,6 +228,7 @@ mod tests {
                 .into(),
             replace: Some("libfoo.so".into()),
             dry_run: true,
+            no_probe: true,
         };
         assert_eq!(rx.recv().unwrap(), Request::Reload(expected));
         let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -71,6 +71,7 @@ mod tests {
                 path: "/tmp/libfoo.so".into(),
                 replace: Some("libc.so.6".into()),
                 dry_run: true,
+                no_probe: false,
             }),
             Request::Rollback,
             Request::Status,

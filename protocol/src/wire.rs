@@ -23,9 +23,12 @@ pub struct ReloadRequest {
     /// The loaded module to replace; by default the one whose soname or file name matches `path`'s.
     #[serde(default)]
     pub replace: Option<String>,
-    /// Check and plan, write nothing, load nothing.
+    /// Check and plan, write nothing; the library is only loaded in the throwaway probe.
     #[serde(default)]
     pub dry_run: bool,
+    /// Skip the probe load in a forked copy of the target (see the agent's `sys/probe.rs`).
+    #[serde(default)]
+    pub no_probe: bool,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -78,6 +81,9 @@ pub struct ErrorReply {
 pub struct Phases {
     pub stage_us: u64,
     pub check_us: u64,
+    /// The throwaway load in a forked copy of the target (0 with `no_probe`).
+    #[serde(default)]
+    pub probe_us: u64,
     pub load_us: u64,
     pub plan_us: u64,
     pub write_us: u64,

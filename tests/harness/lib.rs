@@ -1,1 +1,63 @@
-//! Test harness.
+//! Test harness of hotagent's integration tests.
+//!
+//! - [`paths`]: the repository, the release artifacts (`libhotagent.so`, `hotctl`).
+//! - [`fixtures`]: builds the C/C++/Rust fixtures of `tests/fixtures/` into
+//!   `target/fixtures/<config>/`, in a matrix of binding/PIE configurations.
+//! - [`target`]: a fixture program run under the agent in its own socket folder, driven line by
+//!   line on stdin/stdout.
+//! - [`ctl`]: the real `hotctl`, and raw requests on an agent's socket.
+//! - [`files`]: atomic file replacement and broken-ELF crafting.
+
+pub mod ctl;
+pub mod files;
+pub mod fixtures;
+pub mod paths;
+pub mod target;
+
+pub use ctl::{
+    check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
+    raw_exchange, raw_line, raw_request, read_reply, reload, reload_json, rollback, status,
+    CtlOutput,
+};
+pub use files::{copy_atomic, patched_copy, scratch, truncated_copy, write_atomic};
+pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};
+pub use hotagent_protocol as protocol;
+pub use paths::{agent_so, hotctl_bin, repo_root, target_dir};
+pub use target::{wait_for_agent, AgentRef, Finished, HasAgent, Target, DEADLINE};
+
+/// Defines one `#[test]` per configuration of the matrix for a scenario `fn NAME(cfg: Config)`:
+/// `matrix!(NAME);` makes a module `NAME` with tests `lazy_pie`, `lazy_nopie`, `now_pie`,
+/// `now_nopie`, `noplt_pie`, `noplt_nopie`, so a failure names the configuration.
+#[macro_export]
+macro_rules! matrix {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn lazy_pie() {
+                    super::$scenario($crate::Config::LAZY_PIE)
+                }
+                #[test]
+                fn lazy_nopie() {
+                    super::$scenario($crate::Config::LAZY_NOPIE)
+                }
+                #[test]
+                fn now_pie() {
+                    super::$scenario($crate::Config::NOW_PIE)
+                }
+                #[test]
+                fn now_nopie() {
+                    super::$scenario($crate::Config::NOW_NOPIE)
+                }
+                #[test]
+                fn noplt_pie() {
+                    super::$scenario($crate::Config::NOPLT_PIE)
+                }
+                #[test]
+                fn noplt_nopie() {
+                    super::$scenario($crate::Config::NOPLT_NOPIE)
+                }
+            }
+        )+
+    };
+}

@@ -1,1 +1,14 @@
-//! Integration tests.
+//! Integration tests: real C, C++ and Rust programs run under `libhotagent.so` and are driven
+//! through the real `hotctl` (and raw socket clients). Build the release artifacts first
+//! (`cargo build --release`, which `make test` does).
+//!
+//! Every target gets its own socket folder, so tests run in parallel without seeing each other.
+
+mod bad_input;
+mod cli;
+mod core;
+mod exports;
+mod fixtures_build;
+mod hazards;
+mod quiet;
+mod socket;

@@ -23,7 +23,15 @@ pub fn install() {
     INSTALL.call_once(|| crate::sys::process::at_fork(prepare, parent, child));
 }
 
+/// A probe child (see `sys::probe`) must not start an agent, and the prober holds the lock.
+fn probing() -> bool {
+    crate::sys::probe::PROBING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 extern "C" fn prepare() {
+    if probing() {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         let lock = server::agent();
         let deadline = Instant::now() + PREPARE_WAIT;
@@ -51,10 +59,16 @@ fn release() {
 }
 
 extern "C" fn parent() {
+    if probing() {
+        return;
+    }
     let _ = std::panic::catch_unwind(release);
 }
 
 extern "C" fn child() {
+    if probing() {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         release();
         server::forget_parent_listener();

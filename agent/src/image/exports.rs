@@ -10,6 +10,7 @@ const STB_GLOBAL: u8 = 1;
 const STB_WEAK: u8 = 2;
 const STB_GNU_UNIQUE: u8 = 10;
 const STV_HIDDEN: u8 = 2;
+const SHN_ABS: u16 = 0xfff1;
 const STV_INTERNAL: u8 = 1;
 
 /// What an exported symbol is.
@@ -76,7 +77,8 @@ pub fn exports<M: Memory>(image: &Image<'_, M>, wanted: impl Fn(&[u8]) -> bool) 
         let Some(kind) = SymKind::from_type(sym.kind()) else {
             continue;
         };
-        if !sym.is_defined() || !visible || !global || sym.name.is_empty() {
+        // SHN_ABS symbols are version nodes or constants, never code or storage.
+        if !sym.is_defined() || sym.shndx == SHN_ABS || !visible || !global || sym.name.is_empty() {
             continue;
         }
         let (version, default_version) = match image.version(index, true) {

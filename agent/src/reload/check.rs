@@ -2,6 +2,7 @@
 //! crash on: a corrupted ELF can make `dlopen` itself fault) is refused here with a clear reason.
 
 use super::error::ReloadError;
+use super::guard::{self, inside};
 use crate::image::SymKind;
 use goblin::elf::{dynamic, header, program_header as ph, Elf};
 
@@ -29,6 +30,9 @@ pub struct PatchFile {
 const OUR_MACHINE: u16 = header::EM_X86_64;
 #[cfg(target_arch = "aarch64")]
 const OUR_MACHINE: u16 = header::EM_AARCH64;
+
+/// Section index of absolute symbols.
+const SHN_ABS: usize = 0xfff1;
 
 /// Patch files larger than this are refused rather than read into the target's memory.
 const MAX_FILE: u64 = 1 << 30;
@@ -128,8 +132,7 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
             "a position-independent executable, not a shared library".to_string(),
         ));
     }
-    check_segments(&elf, bytes.len() as u64).map_err(bad)?;
-    check_relocations(&elf).map_err(bad)?;
+    guard::check_structure(&elf, bytes.len() as u64).map_err(bad)?;
     let symbols = exported_symbols(&elf);
     let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
     Ok(PatchFile {
@@ -137,123 +140,6 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
         file_name,
         symbols,
     })
-}
-
-/// The loader maps every `PT_LOAD` straight from the file: ranges past the end (a truncated
-/// file) or with inconsistent alignment make `dlopen` fail or fault.
-fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
-    let loads: Vec<_> = elf
-        .program_headers
-        .iter()
-        .filter(|p| p.p_type == ph::PT_LOAD)
-        .collect();
-    if loads.is_empty() {
-        return Err("no loadable segment".to_string());
-    }
-    for p in elf.program_headers.iter() {
-        let end = p
-            .p_offset
-            .checked_add(p.p_filesz)
-            .ok_or("segment range overflows")?;
-        if end > len {
-            return Err(format!(
-                "truncated: a segment ends at byte {end} but the file has {len} bytes"
-            ));
-        }
-        if p.p_type != ph::PT_LOAD {
-            continue;
-        }
-        if p.p_filesz > p.p_memsz {
-            return Err("corrupted: a segment is larger on disk than in memory".to_string());
-        }
-        if p.p_align > 1
-            && (!p.p_align.is_power_of_two()
-                || (p.p_vaddr.wrapping_sub(p.p_offset)) % p.p_align != 0)
-        {
-            return Err("corrupted: a segment's alignment is inconsistent".to_string());
-        }
-    }
-    let dynamic = elf
-        .program_headers
-        .iter()
-        .find(|p| p.p_type == ph::PT_DYNAMIC)
-        .ok_or("no PT_DYNAMIC segment")?;
-    if !loads
-        .iter()
-        .any(|l| inside(l, dynamic.p_vaddr, dynamic.p_memsz))
-    {
-        return Err(
-            "corrupted: the dynamic section lies outside every loadable segment".to_string(),
-        );
-    }
-    if let Some(d) = &elf.dynamic {
-        // goblin's DynamicInfo turns some addresses into file offsets; read the raw entries.
-        let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
-        for (what, at, sz) in [
-            (
-                "init array",
-                dynamic::DT_INIT_ARRAY,
-                dynamic::DT_INIT_ARRAYSZ,
-            ),
-            (
-                "fini array",
-                dynamic::DT_FINI_ARRAY,
-                dynamic::DT_FINI_ARRAYSZ,
-            ),
-        ] {
-            if let (Some(addr), Some(size)) = (tag(at), tag(sz)) {
-                if size != 0 && !loads.iter().any(|l| inside(l, addr, size)) {
-                    return Err(format!(
-                        "corrupted: the {what} lies outside every loadable segment"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn inside(load: &ph::ProgramHeader, addr: u64, size: u64) -> bool {
-    addr >= load.p_vaddr
-        && addr
-            .checked_add(size)
-            .is_some_and(|e| e <= load.p_vaddr.saturating_add(load.p_memsz))
-}
-
-/// Every relocation must write inside the image and name an existing symbol: the loader trusts
-/// both and would write (or read) anywhere otherwise.
-fn check_relocations(elf: &Elf<'_>) -> Result<(), String> {
-    let loads: Vec<_> = elf
-        .program_headers
-        .iter()
-        .filter(|p| p.p_type == ph::PT_LOAD)
-        .collect();
-    let nsyms = elf.dynsyms.len();
-    for r in elf
-        .dynrelas
-        .iter()
-        .chain(elf.pltrelocs.iter())
-        .chain(elf.dynrels.iter())
-    {
-        if !loads.iter().any(|l| inside(l, r.r_offset, 8)) {
-            return Err(format!(
-                "corrupted: a relocation writes at {:#x}, outside the image",
-                r.r_offset
-            ));
-        }
-        if r.r_sym >= nsyms && r.r_sym != 0 {
-            return Err(format!(
-                "corrupted: a relocation names symbol #{} of {nsyms}",
-                r.r_sym
-            ));
-        }
-    }
-    for sym in elf.dynsyms.iter() {
-        if elf.dynstrtab.get_at(sym.st_name).is_none() {
-            return Err("corrupted: a symbol's name lies outside the string table".to_string());
-        }
-    }
-    Ok(())
 }
 
 fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
@@ -288,7 +174,8 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
         let Some(kind) = SymKind::from_type(sym.st_type()) else {
             continue;
         };
-        if sym.st_shndx == 0 || !visible || !global {
+        // SHN_ABS symbols are version nodes (VER_1 ...) or constants, never code or storage.
+        if sym.st_shndx == 0 || sym.st_shndx == SHN_ABS || !visible || !global {
             continue;
         }
         let Some(name) = elf.dynstrtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {

@@ -9,6 +9,7 @@
 
 mod check;
 mod error;
+mod guard;
 mod modules;
 mod plan;
 mod select;

@@ -18,6 +18,8 @@ use std::time::Instant;
 /// How many times the verify step re-plans to catch a slot the lazy resolver bound to an older
 /// generation while we were writing.
 const VERIFY_ROUNDS: usize = 3;
+/// How long the throwaway probe load may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One symbol of an original module that some generation replaced.
 #[derive(Debug, Clone)]
@@ -190,7 +192,27 @@ impl Agent {
         let (module, matches) = self.select_locked(&patch, &want)?;
         phases.check_us = micros(t0);
 
+        let settled = settled_modules();
+        let t = Instant::now();
+        self.seq += 1;
+        let staged =
+            stage(path, &bytes, &self.stage_dir, process::pid(), self.seq).map_err(|e| {
+                ReloadError::FileUnreadable(format!("cannot stage a private copy of {path}: {e}"))
+            })?;
+        let staged = staged.to_string_lossy().into_owned();
+        phases.stage_us = micros(t);
+
+        if !req.no_probe {
+            let t = Instant::now();
+            let verdict = probe(&staged, path);
+            phases.probe_us = micros(t);
+            if let Err(e) = verdict {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        }
         if req.dry_run {
+            let _ = std::fs::remove_file(&staged);
             let t = Instant::now();
             let (bindings, _) = self.bindings_for_dry_run(&module, &matches);
             let plan = phdr::with_modules_locked(|mods| {
@@ -213,16 +235,6 @@ impl Agent {
                 warnings: Vec::new(),
             });
         }
-
-        let settled = settled_modules();
-        let t = Instant::now();
-        self.seq += 1;
-        let staged =
-            stage(path, &bytes, &self.stage_dir, process::pid(), self.seq).map_err(|e| {
-                ReloadError::FileUnreadable(format!("cannot stage a private copy of {path}: {e}"))
-            })?;
-        let staged = staged.to_string_lossy().into_owned();
-        phases.stage_us = micros(t);
 
         let t = Instant::now();
         let loaded = dl::open_now_local(&staged);
@@ -287,16 +299,12 @@ impl Agent {
                 outcome.verify_fixes
             ));
         }
-        let ordered: Vec<Match> = touched
+        // `touched` follows `matches` minus the state variables, as do the plan's tallies.
+        let ordered: Vec<Match> = matches
             .iter()
-            .map(|&i| {
-                matches
-                    .iter()
-                    .find(|m| m.old.name == self.replaced[i].name)
-                    .cloned()
-            })
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
+            .filter(|m| m.role != Role::State)
+            .cloned()
+            .collect();
         let mut symbols = symbol_reports(&ordered, &outcome.plan);
         self.name_generations(&mut symbols);
         let slots = outcome.plan.writes.len();
@@ -600,6 +608,24 @@ impl Agent {
                 verify_fixes,
             })
         })
+    }
+}
+
+/// Loads the staged copy in a throwaway child first: a refusal there is the error the real load
+/// would give, and a crash there is a crash the target was spared.
+fn probe(staged: &str, path: &str) -> Result<(), ReloadError> {
+    use crate::sys::probe::{probe_load, Probe};
+    match probe_load(staged, PROBE_TIMEOUT) {
+        Ok(Probe::Loaded) => Ok(()),
+        Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
+        Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(
+            "{path}: loading it crashed a throwaway copy of this process ({how}); the file is corrupt or its constructors fault, nothing was loaded here"
+        ))),
+        Ok(Probe::TimedOut) => Err(ReloadError::LoadFailed(format!(
+            "{path}: the probe load did not finish within {} s (a constructor that blocks?); nothing was loaded; --no-probe skips the probe",
+            PROBE_TIMEOUT.as_secs()
+        ))),
+        Err(e) => Err(ReloadError::Internal(format!("cannot start the probe load of {path}: {e}; --no-probe skips it"))),
     }
 }
 

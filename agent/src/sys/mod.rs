@@ -5,6 +5,7 @@
 pub mod dl;
 pub mod mem;
 pub mod phdr;
+pub mod probe;
 pub mod process;
 pub mod prot;
 pub mod socket;

@@ -1,0 +1,227 @@
+//! Structural checks of a patch file: the loader trusts what an ELF file says (segment ranges,
+//! dynamic entries, relocation targets) and faults inside `dlopen` when it lies, taking the
+//! target down with it. Each check here answers a corruption seen to crash the loader.
+
+use goblin::elf::{dynamic, program_header as ph, reloc, Elf};
+
+/// Dynamic tags the loader reads as a pointer, each with the tag that must give its size.
+const NEEDS_SIZE: &[(u64, u64, &str)] = &[
+    (
+        dynamic::DT_INIT_ARRAY,
+        dynamic::DT_INIT_ARRAYSZ,
+        "init array",
+    ),
+    (
+        dynamic::DT_FINI_ARRAY,
+        dynamic::DT_FINI_ARRAYSZ,
+        "fini array",
+    ),
+    (dynamic::DT_STRTAB, dynamic::DT_STRSZ, "string table"),
+    (dynamic::DT_RELA, dynamic::DT_RELASZ, "relocation table"),
+    (
+        dynamic::DT_JMPREL,
+        dynamic::DT_PLTRELSZ,
+        "PLT relocation table",
+    ),
+];
+/// DT_RELR, DT_RELRSZ, DT_RELRENT and friends end the generic range here.
+const LAST_GENERIC_TAG: u64 = 37;
+const OS_TAGS: std::ops::RangeInclusive<u64> = 0x6000_000d..=0x6fff_ffff;
+const PROC_TAGS: std::ops::RangeInclusive<u64> = 0x7000_0000..=0x7fff_ffff;
+
+pub fn check_structure(elf: &Elf<'_>, len: u64) -> Result<(), String> {
+    check_segments(elf, len)?;
+    check_dynamic(elf)?;
+    check_relocations(elf)
+}
+
+pub fn inside(load: &ph::ProgramHeader, addr: u64, size: u64) -> bool {
+    addr >= load.p_vaddr
+        && addr
+            .checked_add(size)
+            .is_some_and(|e| e <= load.p_vaddr.saturating_add(load.p_memsz))
+}
+
+fn loads<'e>(elf: &'e Elf<'_>) -> Vec<&'e ph::ProgramHeader> {
+    elf.program_headers
+        .iter()
+        .filter(|p| p.p_type == ph::PT_LOAD)
+        .collect()
+}
+
+fn in_image(loads: &[&ph::ProgramHeader], addr: u64, size: u64) -> bool {
+    loads.iter().any(|l| inside(l, addr, size))
+}
+
+fn in_code(loads: &[&ph::ProgramHeader], addr: u64) -> bool {
+    loads
+        .iter()
+        .any(|l| l.p_flags & ph::PF_X != 0 && inside(l, addr, 1))
+}
+
+/// Segments past the end of the file (truncation) or with inconsistent alignment.
+fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
+    let loads = loads(elf);
+    if loads.is_empty() {
+        return Err("no loadable segment".to_string());
+    }
+    for p in elf.program_headers.iter() {
+        let end = p
+            .p_offset
+            .checked_add(p.p_filesz)
+            .ok_or("segment range overflows")?;
+        if end > len {
+            return Err(format!(
+                "truncated: a segment ends at byte {end} but the file has {len} bytes"
+            ));
+        }
+        if p.p_type != ph::PT_LOAD {
+            continue;
+        }
+        if p.p_filesz > p.p_memsz {
+            return Err("corrupted: a segment is larger on disk than in memory".to_string());
+        }
+        if p.p_align > 1
+            && (!p.p_align.is_power_of_two()
+                || (p.p_vaddr.wrapping_sub(p.p_offset)) % p.p_align != 0)
+        {
+            return Err("corrupted: a segment's alignment is inconsistent".to_string());
+        }
+    }
+    let dynamic = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == ph::PT_DYNAMIC)
+        .ok_or("no PT_DYNAMIC segment")?;
+    if !in_image(&loads, dynamic.p_vaddr, dynamic.p_memsz) {
+        return Err(
+            "corrupted: the dynamic section lies outside every loadable segment".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Unknown tags, pointers without their sizes, tables outside the image, constructors outside code.
+fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
+    let Some(d) = &elf.dynamic else {
+        return Err("no dynamic section".to_string());
+    };
+    let loads = loads(elf);
+    let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
+    for e in &d.dyns {
+        let known = e.d_tag <= LAST_GENERIC_TAG
+            || OS_TAGS.contains(&e.d_tag)
+            || PROC_TAGS.contains(&e.d_tag);
+        if !known {
+            return Err(format!("corrupted: unknown dynamic tag {:#x}", e.d_tag));
+        }
+    }
+    if tag(dynamic::DT_PREINIT_ARRAY).is_some() {
+        return Err(
+            "a shared library with a preinit array (only executables may have one)".to_string(),
+        );
+    }
+    for &(ptr, size, what) in NEEDS_SIZE {
+        match (tag(ptr), tag(size)) {
+            (Some(_), None) => return Err(format!("corrupted: the {what} has no size entry")),
+            (Some(addr), Some(n)) if n != 0 && !in_image(&loads, addr, n) => {
+                return Err(format!(
+                    "corrupted: the {what} lies outside every loadable segment"
+                ))
+            }
+            _ => {}
+        }
+    }
+    for (t, what) in [
+        (dynamic::DT_SYMTAB, "symbol table"),
+        (dynamic::DT_GNU_HASH, "hash table"),
+        (dynamic::DT_HASH, "hash table"),
+    ] {
+        if let Some(addr) = tag(t) {
+            if !in_image(&loads, addr, 1) {
+                return Err(format!(
+                    "corrupted: the {what} lies outside every loadable segment"
+                ));
+            }
+        }
+    }
+    if tag(dynamic::DT_SYMTAB).is_none() || tag(dynamic::DT_STRTAB).is_none() {
+        return Err("no dynamic symbol table".to_string());
+    }
+    for (t, what) in [
+        (dynamic::DT_INIT, "initialiser"),
+        (dynamic::DT_FINI, "finaliser"),
+    ] {
+        if let Some(addr) = tag(t) {
+            if !in_code(&loads, addr) {
+                return Err(format!(
+                    "corrupted: the {what} at {addr:#x} is not in executable code"
+                ));
+            }
+        }
+    }
+    // Constructor tables hold RELATIVE relocations: each must land in code.
+    for (at, sz, what) in [
+        (
+            dynamic::DT_INIT_ARRAY,
+            dynamic::DT_INIT_ARRAYSZ,
+            "constructor",
+        ),
+        (
+            dynamic::DT_FINI_ARRAY,
+            dynamic::DT_FINI_ARRAYSZ,
+            "destructor",
+        ),
+    ] {
+        let (Some(start), Some(size)) = (tag(at), tag(sz)) else {
+            continue;
+        };
+        for r in elf.dynrelas.iter() {
+            let in_table = r.r_offset >= start && r.r_offset < start.saturating_add(size);
+            if in_table
+                && r.r_type == reloc::R_X86_64_RELATIVE
+                && !in_code(&loads, r.r_addend.unwrap_or(0) as u64)
+            {
+                return Err(format!(
+                    "corrupted: a {what} points outside executable code"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every relocation must write inside the image, name an existing symbol and be of a type the
+/// loader knows: it trusts all three.
+fn check_relocations(elf: &Elf<'_>) -> Result<(), String> {
+    let loads = loads(elf);
+    let nsyms = elf.dynsyms.len();
+    for r in elf
+        .dynrelas
+        .iter()
+        .chain(elf.pltrelocs.iter())
+        .chain(elf.dynrels.iter())
+    {
+        if !in_image(&loads, r.r_offset, 8) {
+            return Err(format!(
+                "corrupted: a relocation writes at {:#x}, outside the image",
+                r.r_offset
+            ));
+        }
+        if r.r_sym >= nsyms && r.r_sym != 0 {
+            return Err(format!(
+                "corrupted: a relocation names symbol #{} of {nsyms}",
+                r.r_sym
+            ));
+        }
+        if r.r_type > reloc::R_X86_64_REX_GOTPCRELX + 1 {
+            return Err(format!("corrupted: unknown relocation type {}", r.r_type));
+        }
+    }
+    for sym in elf.dynsyms.iter() {
+        if elf.dynstrtab.get_at(sym.st_name).is_none() {
+            return Err("corrupted: a symbol's name lies outside the string table".to_string());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! Builds the C, C++ and Rust fixtures into `target/fixtures/<config>/`, once per test-binary run.
+//!
+//! Every artifact has its own once-cell, so parallel tests wait for each other instead of building
+//! twice, and a test builds only what it uses. Across processes the build is race-free as well: the
+//! compiler writes a temporary name that is then renamed into place, and a stamp file next to the
+//! artifact (a hash of the command line and of every input's contents) tells when it is up to date.
+
+use crate::paths::{fixtures_src, target_dir};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// How calls to other modules are bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bind {
+    /// `-Wl,-z,lazy`, partial RELRO: PLT slots resolved on first call, GOT writable.
+    Lazy,
+    /// `-Wl,-z,now -Wl,-z,relro`: everything bound at start, GOT read-only (full RELRO).
+    Now,
+    /// `-fno-plt` with full RELRO: calls go through the GOT directly, no PLT at all.
+    NoPlt,
+}
+
+/// One build configuration of the C/C++ fixtures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Config {
+    pub bind: Bind,
+    /// Position-independent executables (`-fPIE -pie`), else `-fno-pie -no-pie`.
+    pub pie: bool,
+}
+
+impl Config {
+    pub const LAZY_PIE: Config = Config {
+        bind: Bind::Lazy,
+        pie: true,
+    };
+    pub const LAZY_NOPIE: Config = Config {
+        bind: Bind::Lazy,
+        pie: false,
+    };
+    pub const NOW_PIE: Config = Config {
+        bind: Bind::Now,
+        pie: true,
+    };
+    pub const NOW_NOPIE: Config = Config {
+        bind: Bind::Now,
+        pie: false,
+    };
+    pub const NOPLT_PIE: Config = Config {
+        bind: Bind::NoPlt,
+        pie: true,
+    };
+    pub const NOPLT_NOPIE: Config = Config {
+        bind: Bind::NoPlt,
+        pie: false,
+    };
+
+    /// Every configuration of the matrix.
+    pub const ALL: [Config; 6] = [
+        Config::LAZY_PIE,
+        Config::LAZY_NOPIE,
+        Config::NOW_PIE,
+        Config::NOW_NOPIE,
+        Config::NOPLT_PIE,
+        Config::NOPLT_NOPIE,
+    ];
+
+    /// The configuration of the tests that do not run the whole matrix: what a distribution's
+    /// compiler produces by default (PIE, lazy binding, partial RELRO).
+    pub const DEFAULT: Config = Config::LAZY_PIE;
+
+    /// `lazy-pie`, `now-nopie`, ...
+    pub fn name(self) -> String {
+        let bind = match self.bind {
+            Bind::Lazy => "lazy",
+            Bind::Now => "now",
+            Bind::NoPlt => "noplt",
+        };
+        let pie = if self.pie { "pie" } else { "nopie" };
+        format!("{bind}-{pie}")
+    }
+
+    /// The folder this configuration's artifacts are built into.
+    pub fn dir(self) -> PathBuf {
+        target_dir().join("fixtures").join(self.name())
+    }
+
+    fn bind_flags(self) -> &'static [&'static str] {
+        match self.bind {
+            Bind::Lazy => &["-Wl,-z,lazy", "-Wl,-z,relro"],
+            Bind::Now => &["-Wl,-z,now", "-Wl,-z,relro"],
+            Bind::NoPlt => &["-fno-plt", "-Wl,-z,now", "-Wl,-z,relro"],
+        }
+    }
+
+    fn exe_flags(self) -> &'static [&'static str] {
+        if self.pie {
+            &["-fPIE", "-pie"]
+        } else {
+            &["-fno-pie", "-no-pie"]
+        }
+    }
+
+    /// The path of a fixture artifact (e.g. `libfoo_v2.so`, `basic`), built first if needed.
+    /// Panics with the compiler's output when the build fails.
+    pub fn path(self, artifact: &str) -> PathBuf {
+        let spec = spec(artifact);
+        let cell = {
+            let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+            memo.entry((self, spec.out)).or_default().clone()
+        };
+        match cell.get_or_init(|| build(self, spec)) {
+            Ok(path) => path.clone(),
+            Err(why) => panic!(
+                "building fixture {} ({}) failed:\n{why}",
+                spec.out,
+                self.name()
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lang {
+    C,
+    Cxx,
+    Rust,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A shared library with this soname.
+    Lib(&'static str),
+    Exe,
+}
+
+/// How to build one artifact.
+#[derive(Debug)]
+struct Spec {
+    /// The file name of the artifact.
+    out: &'static str,
+    lang: Lang,
+    kind: Kind,
+    /// The main source file in `tests/fixtures/`.
+    src: &'static str,
+    /// Other inputs (headers) whose contents decide whether to rebuild.
+    inputs: &'static [&'static str],
+    /// Fixture libraries (artifact names) linked with `-l`, built first.
+    links: &'static [&'static str],
+    /// A version script in `tests/fixtures/`.
+    map: Option<&'static str>,
+    /// Link against `libghost.so` built in a temporary folder that is then deleted, so the
+    /// artifact has a DT_NEEDED entry nothing can satisfy.
+    ghost: bool,
+    /// Built in every configuration by [`matrix_artifacts`]; the others only in [`Config::DEFAULT`].
+    matrix: bool,
+}
+
+const fn lib(out: &'static str, soname: &'static str, lang: Lang, src: &'static str) -> Spec {
+    Spec {
+        out,
+        lang,
+        kind: Kind::Lib(soname),
+        src,
+        inputs: &[],
+        links: &[],
+        map: None,
+        ghost: false,
+        matrix: false,
+    }
+}
+
+const fn exe(
+    out: &'static str,
+    lang: Lang,
+    src: &'static str,
+    links: &'static [&'static str],
+) -> Spec {
+    Spec {
+        out,
+        lang,
+        kind: Kind::Exe,
+        src,
+        inputs: &[],
+        links,
+        map: None,
+        ghost: false,
+        matrix: false,
+    }
+}
+
+const fn with_inputs(mut s: Spec, inputs: &'static [&'static str]) -> Spec {
+    s.inputs = inputs;
+    s
+}
+
+const fn in_matrix(mut s: Spec) -> Spec {
+    s.matrix = true;
+    s
+}
+
+const FOO_H: &[&str] = &["foo.h"];
+const SHAPE_H: &[&str] = &["shape.h"];
+
+static SPECS: &[Spec] = &[
+    // libfoo and the programs around it: the whole matrix.
+    in_matrix(with_inputs(
+        lib("libfoo.so", "libfoo.so", Lang::C, "libfoo_v1.c"),
+        FOO_H,
+    )),
+    in_matrix(with_inputs(
+        lib("libfoo_v2.so", "libfoo.so", Lang::C, "libfoo_v2.c"),
+        FOO_H,
+    )),
+    in_matrix(with_inputs(
+        lib("libfoo_v3.so", "libfoo.so", Lang::C, "libfoo_v3.c"),
+        FOO_H,
+    )),
+    in_matrix(lib(
+        "libfoo_partial.so",
+        "libfoo.so",
+        Lang::C,
+        "libfoo_partial.c",
+    )),
+    in_matrix(Spec {
+        links: &["libfoo.so"],
+        ..with_inputs(
+            lib("libplugin.so", "libplugin.so", Lang::C, "plugin.c"),
+            FOO_H,
+        )
+    }),
+    in_matrix(with_inputs(
+        exe("basic", Lang::C, "basic.c", &["libfoo.so"]),
+        FOO_H,
+    )),
+    // IFUNC.
+    in_matrix(lib("libifunc.so", "libifunc.so", Lang::C, "libifunc_v1.c")),
+    in_matrix(lib(
+        "libifunc_v2.so",
+        "libifunc.so",
+        Lang::C,
+        "libifunc_v2.c",
+    )),
+    in_matrix(lib(
+        "libifunc_v3.so",
+        "libifunc.so",
+        Lang::C,
+        "libifunc_v3.c",
+    )),
+    in_matrix(exe("ifunc", Lang::C, "ifunc.c", &["libifunc.so"])),
+    // Symbol versions.
+    in_matrix(Spec {
+        map: Some("libver.map"),
+        ..lib("libver.so", "libver.so", Lang::C, "libver_v1.c")
+    }),
+    in_matrix(lib("libver_v2.so", "libver.so", Lang::C, "libver_v2.c")),
+    in_matrix(Spec {
+        map: Some("libver.map"),
+        ..lib("libver_v3.so", "libver.so", Lang::C, "libver_v3.c")
+    }),
+    in_matrix(exe("versioned", Lang::C, "versioned.c", &["libver.so"])),
+    // Patching libc itself.
+    in_matrix(lib(
+        "libc_patch.so",
+        "libc_patch.so",
+        Lang::C,
+        "libc_patch.c",
+    )),
+    in_matrix(exe("libcpatch", Lang::C, "libcpatch.c", &[])),
+    // C++.
+    in_matrix(with_inputs(
+        lib("libshape.so", "libshape.so", Lang::Cxx, "libshape_v1.cpp"),
+        SHAPE_H,
+    )),
+    in_matrix(with_inputs(
+        lib(
+            "libshape_v2.so",
+            "libshape.so",
+            Lang::Cxx,
+            "libshape_v2.cpp",
+        ),
+        SHAPE_H,
+    )),
+    in_matrix(with_inputs(
+        exe("cpp", Lang::Cxx, "cpp.cpp", &["libshape.so"]),
+        SHAPE_H,
+    )),
+    // Default configuration only.
+    with_inputs(exe("threads", Lang::C, "threads.c", &["libfoo.so"]), FOO_H),
+    with_inputs(exe("forker", Lang::C, "forker.c", &["libfoo.so"]), FOO_H),
+    exe("rust_app", Lang::Rust, "rust_app.rs", &["libfoo.so"]),
+    exe("peer_client", Lang::C, "peer_client.c", &[]),
+    // Bad patches of libfoo.so.
+    lib("libbad_undef.so", "libfoo.so", Lang::C, "libbad_undef.c"),
+    lib("libbad_data.so", "libfoo.so", Lang::C, "libbad_data.c"),
+    lib("libbad_size.so", "libfoo.so", Lang::C, "libbad_size.c"),
+    lib("libnothing.so", "libfoo.so", Lang::C, "libnothing.c"),
+    Spec {
+        ghost: true,
+        ..lib("libbad_needed.so", "libfoo.so", Lang::C, "libbad_needed.c")
+    },
+];
+
+fn spec(artifact: &str) -> &'static Spec {
+    SPECS
+        .iter()
+        .find(|s| s.out == artifact)
+        .unwrap_or_else(|| panic!("no fixture artifact named {artifact:?}"))
+}
+
+/// Artifacts built in every configuration.
+pub fn matrix_artifacts() -> Vec<&'static str> {
+    SPECS.iter().filter(|s| s.matrix).map(|s| s.out).collect()
+}
+
+/// Every artifact (all are built in [`Config::DEFAULT`]).
+pub fn all_artifacts() -> Vec<&'static str> {
+    SPECS.iter().map(|s| s.out).collect()
+}
+
+type Cell = Arc<OnceLock<Result<PathBuf, String>>>;
+
+fn memo() -> &'static Mutex<HashMap<(Config, &'static str), Cell>> {
+    static MEMO: OnceLock<Mutex<HashMap<(Config, &'static str), Cell>>> = OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+/// A file name no other thread or process uses.
+fn temp_name(dir: &Path, base: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{base}.tmp.{}.{n}", std::process::id()))
+}
+
+fn c_compiler(lang: Lang) -> String {
+    let (var, default) = match lang {
+        Lang::C => ("CC", "gcc"),
+        Lang::Cxx => ("CXX", "g++"),
+        Lang::Rust => ("RUSTC", "rustc"),
+    };
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The arguments of the compiler, except the output (`-o` is added by the caller) and the ghost
+/// library's folder.
+fn args(cfg: Config, spec: &Spec, dir: &Path) -> Vec<String> {
+    let src = fixtures_src();
+    let mut a: Vec<String> = Vec::new();
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    match spec.lang {
+        Lang::Rust => {
+            a.extend(["-O", "--edition", "2021", "--crate-type", "bin"].map(String::from));
+            a.push("--crate-name".into());
+            a.push(spec.out.replace('-', "_"));
+            a.push("-L".into());
+            a.push(format!("native={}", dir.display()));
+            a.push("-C".into());
+            a.push(format!("link-arg={rpath}"));
+            a.push(src.join(spec.src).display().to_string());
+            return a;
+        }
+        Lang::C | Lang::Cxx => {}
+    }
+    a.extend(["-O2", "-fno-builtin", "-Wall", "-g"].map(String::from));
+    a.extend(cfg.bind_flags().iter().map(|s| s.to_string()));
+    match spec.kind {
+        Kind::Lib(soname) => {
+            a.extend(["-fPIC", "-shared"].map(String::from));
+            a.push(format!("-Wl,-soname,{soname}"));
+        }
+        Kind::Exe => a.extend(cfg.exe_flags().iter().map(|s| s.to_string())),
+    }
+    if let Some(map) = spec.map {
+        a.push(format!("-Wl,--version-script={}", src.join(map).display()));
+    }
+    a.push(format!("-I{}", src.display()));
+    a.push(src.join(spec.src).display().to_string());
+    a.push(format!("-L{}", dir.display()));
+    a.push(rpath);
+    a.push("-Wl,--no-as-needed".into());
+    for l in spec.links {
+        let name = l
+            .strip_prefix("lib")
+            .and_then(|n| n.strip_suffix(".so"))
+            .unwrap_or_else(|| panic!("fixture link {l:?} must be named lib*.so"));
+        a.push(format!("-l{name}"));
+    }
+    if spec.kind == Kind::Exe {
+        a.extend(["-ldl", "-lpthread"].map(String::from));
+    }
+    a
+}
+
+fn run(tool: &str, args: &[String]) -> Result<(), String> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} {}\nexited with {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn stamp_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.file_name().unwrap_or_default().to_os_string();
+    name.push(".stamp");
+    artifact.with_file_name(name)
+}
+
+fn build(cfg: Config, spec: &'static Spec) -> Result<PathBuf, String> {
+    // Dependencies first (each through its own once-cell).
+    let mut hasher = DefaultHasher::new();
+    for dep in spec.links {
+        let dep_path = cfg.path(dep);
+        std::fs::read_to_string(stamp_path(&dep_path))
+            .unwrap_or_default()
+            .hash(&mut hasher);
+    }
+    let dir = cfg.dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = dir.join(spec.out);
+    let tool = c_compiler(spec.lang);
+    let args = args(cfg, spec, &dir);
+
+    tool.hash(&mut hasher);
+    args.hash(&mut hasher);
+    spec.ghost.hash(&mut hasher);
+    let src = fixtures_src();
+    let inputs = std::iter::once(spec.src)
+        .chain(spec.inputs.iter().copied())
+        .chain(spec.map)
+        .chain(spec.ghost.then_some("libghost.c"));
+    for input in inputs {
+        let path = src.join(input);
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        bytes.hash(&mut hasher);
+    }
+    let stamp = format!("{:016x}\n", hasher.finish());
+    let stamp_file = stamp_path(&out);
+    if out.is_file() && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp) {
+        return Ok(out);
+    }
+
+    let tmp = temp_name(&dir, spec.out);
+    let mut full = args;
+    // The ghost library lives in a temporary folder that is gone once the artifact is linked.
+    let ghost_dir = if spec.ghost {
+        let g = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let ghost = g.path().join("libghost.so");
+        let gargs: Vec<String> = vec![
+            "-O2".into(),
+            "-fPIC".into(),
+            "-shared".into(),
+            "-Wl,-soname,libghost.so".into(),
+            "-o".into(),
+            ghost.display().to_string(),
+            src.join("libghost.c").display().to_string(),
+        ];
+        run(&c_compiler(Lang::C), &gargs)?;
+        full.push(format!("-L{}", g.path().display()));
+        full.push("-lghost".into());
+        Some(g)
+    } else {
+        None
+    };
+    full.push("-o".into());
+    full.push(tmp.display().to_string());
+    let result = run(&tool, &full);
+    drop(ghost_dir);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &out).map_err(|e| format!("rename to {}: {e}", out.display()))?;
+    let stamp_tmp = temp_name(&dir, "stamp");
+    std::fs::write(&stamp_tmp, &stamp).map_err(|e| format!("write stamp: {e}"))?;
+    std::fs::rename(&stamp_tmp, &stamp_file).map_err(|e| format!("rename stamp: {e}"))?;
+    Ok(out)
+}
