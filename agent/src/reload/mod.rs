@@ -6,15 +6,24 @@
 //! symbol-table entries are redirected to the new code, so every later lookup — lazy binding of a
 //! slot not yet resolved, a library dlopened later (and its constructors), `dlsym` — finds the
 //! current generation without any hook on `dlopen`.
+//!
+//! Read `transaction.rs` first: it is the reload as one sequence. Each step lives in its own
+//! file: `check` and `guard` (the file), `select` (which symbols), `stage`, the probe in
+//! `sys::probe`, `plan` (which slots), `write` (the locked pass), `rollback`, and `state` (what
+//! the agent remembers between requests).
 
 mod check;
 mod error;
 mod guard;
 mod modules;
 mod plan;
+mod report;
+mod rollback;
 mod select;
 mod stage;
 mod state;
+mod transaction;
+mod write;
 
 pub use check::{check_bytes, PatchFile};
 pub use error::ReloadError;

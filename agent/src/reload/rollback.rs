@@ -1,0 +1,58 @@
+//! Rollback: every slot and symbol-table entry back to the previous generation's addresses.
+
+use super::error::ReloadError;
+use super::plan::Binding;
+use super::report::report;
+use super::state::{micros, Agent};
+use super::write::settled_modules;
+use crate::sys::dl;
+use hotagent_protocol::{RollbackReport, SymbolReport};
+use std::time::Instant;
+
+impl Agent {
+    pub fn rollback(&mut self) -> Result<RollbackReport, ReloadError> {
+        let t0 = Instant::now();
+        let Some(gen) = self.generations.last().cloned() else {
+            return Err(ReloadError::NothingToRollBack);
+        };
+        let mut bindings: Vec<Binding> = gen
+            .symbols
+            .iter()
+            .map(|&i| self.binding(i, self.replaced[i].below_top()))
+            .collect();
+        let settled = settled_modules();
+        dl::barrier();
+        let outcome = self.write_locked(&mut bindings, &gen.symbols, &settled, None)?;
+        for &i in &gen.symbols {
+            self.replaced[i].stack.pop();
+        }
+        self.generations.pop();
+        let symbols: Vec<SymbolReport> = gen
+            .symbols
+            .iter()
+            .zip(&outcome.plan.tallies)
+            .map(|(&i, t)| {
+                let r = &self.replaced[i];
+                report(&r.name, r.version.clone(), r.role, t)
+            })
+            .collect();
+        let mut symbols = symbols;
+        self.name_generations(&mut symbols);
+        let elapsed_us = micros(t0);
+        tracing::info!(
+            from = gen.number,
+            to = self.generation(),
+            elapsed_us,
+            "rolled back"
+        );
+        Ok(RollbackReport {
+            generation: self.generation(),
+            from: gen.number,
+            slots: outcome.plan.writes.len(),
+            symtab_entries: outcome.symtab,
+            symbols,
+            elapsed_us,
+            warnings: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The reload transaction, step by step: check → stage → probe → load → plan/write/verify.
+
+use super::check::{check_file, PatchFile};
+use super::error::ReloadError;
+use super::modules;
+use super::plan::{plan_slots, Binding};
+use super::report::symbol_reports;
+use super::select::{select, Match, Role};
+use super::stage::stage;
+use super::state::{micros, Agent, Generation, StagedLib};
+use super::write::{self_base, settled_modules};
+use crate::image::{exports, Image, Layout};
+use crate::sys::{dl, phdr, process};
+use hotagent_protocol::{Phases, ReloadReport, ReloadRequest};
+use std::time::Instant;
+
+/// How long the throwaway probe load may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Agent {
+    pub fn reload(&mut self, req: &ReloadRequest) -> Result<ReloadReport, ReloadError> {
+        let t0 = Instant::now();
+        let mut phases = Phases::default();
+        let path = req.path.as_str();
+        if !path.starts_with('/') {
+            return Err(ReloadError::FileUnreadable(format!(
+                "{path}: the path must be absolute (hotctl resolves it)"
+            )));
+        }
+        let (patch, bytes) = check_file(path)?;
+        let want = req
+            .replace
+            .clone()
+            .or_else(|| patch.soname.clone())
+            .unwrap_or_else(|| patch.file_name.clone());
+        let (module, matches) = self.select_locked(&patch, &want)?;
+        phases.check_us = micros(t0);
+
+        let settled = settled_modules();
+        let t = Instant::now();
+        self.seq += 1;
+        let staged =
+            stage(path, &bytes, &self.stage_dir, process::pid(), self.seq).map_err(|e| {
+                ReloadError::FileUnreadable(format!("cannot stage a private copy of {path}: {e}"))
+            })?;
+        let staged = staged.to_string_lossy().into_owned();
+        phases.stage_us = micros(t);
+
+        if !req.no_probe {
+            let t = Instant::now();
+            let verdict = probe(&staged, path);
+            phases.probe_us = micros(t);
+            if let Err(e) = verdict {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        }
+        if req.dry_run {
+            let _ = std::fs::remove_file(&staged);
+            let t = Instant::now();
+            let (bindings, _) = self.bindings_for_dry_run(&module, &matches);
+            let plan = phdr::with_modules_locked(|mods| {
+                let layouts = modules::layouts(&mods, &self.exe, self.page);
+                let mem = modules::live_memory(&layouts);
+                plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
+            });
+            phases.plan_us = micros(t);
+            let symbols = symbol_reports(&matches, &plan);
+            return Ok(ReloadReport {
+                generation: self.generation() + 1,
+                dry_run: true,
+                path: path.to_string(),
+                module: module.path,
+                slots: plan.writes.len(),
+                symtab_entries: matches.iter().filter(|m| m.role != Role::State).count(),
+                symbols,
+                elapsed_us: micros(t0),
+                phases,
+                warnings: Vec::new(),
+            });
+        }
+
+        let t = Instant::now();
+        let loaded = dl::open_now_local(&staged);
+        let _ = std::fs::remove_file(&staged);
+        let handle = loaded.map_err(|e| {
+            ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(&staged, path)))
+        })?;
+        let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
+        self.staged.push(StagedLib {
+            path: staged.clone(),
+            generation: self.generation() + 1,
+            file_name,
+        });
+        phases.load_us = micros(t);
+
+        let t = Instant::now();
+        let number = self.generation() + 1;
+        let resolved = self.resolve(&module, &matches, handle, path)?;
+        let mut touched = Vec::new();
+        let mut state_bindings = Vec::new();
+        for (m, new_addr) in matches.iter().zip(&resolved) {
+            match m.role {
+                Role::State => state_bindings.push((m, *new_addr)),
+                _ => touched.push(self.record(&module, m, number, *new_addr)?),
+            }
+        }
+        let mut bindings: Vec<Binding> = touched
+            .iter()
+            .map(|&i| self.binding(i, self.replaced[i].current()))
+            .collect();
+        for (m, own) in &state_bindings {
+            let storage = dl::default_symbol(&m.new.name).unwrap_or(m.old.addr);
+            bindings.push(Binding {
+                name: m.new.name.clone(),
+                known: vec![*own],
+                target: storage,
+                only_in: Some(0),
+            });
+        }
+        phases.plan_us = micros(t);
+
+        let t = Instant::now();
+        let outcome = self.write_locked(&mut bindings, &touched, &settled, Some(&staged));
+        let locked_us = micros(t);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                for &i in &touched {
+                    self.replaced[i].stack.pop();
+                }
+                return Err(e);
+            }
+        };
+        phases.write_us = outcome.write_us;
+        phases.verify_us = outcome.verify_us;
+        // Planning inside the lock is the rest of the locked time.
+        phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
+        let mut warnings = Vec::new();
+        if outcome.verify_fixes > 0 {
+            warnings.push(format!(
+                "{} slot(s) bound lazily during the switch were rebound by the verify pass",
+                outcome.verify_fixes
+            ));
+        }
+        // `touched` follows `matches` minus the state variables, as do the plan's tallies.
+        let ordered: Vec<Match> = matches
+            .iter()
+            .filter(|m| m.role != Role::State)
+            .cloned()
+            .collect();
+        let mut symbols = symbol_reports(&ordered, &outcome.plan);
+        self.name_generations(&mut symbols);
+        let slots = outcome.plan.writes.len();
+        let elapsed_us = micros(t0);
+        self.generations.push(Generation {
+            number,
+            path: path.to_string(),
+            staged,
+            module: module.path.clone(),
+            symbols: touched,
+            slots,
+            elapsed_us,
+        });
+        tracing::info!(
+            generation = number,
+            path,
+            module = module.path,
+            slots,
+            elapsed_us,
+            "reloaded"
+        );
+        Ok(ReloadReport {
+            generation: number,
+            dry_run: false,
+            path: path.to_string(),
+            module: module.path,
+            slots,
+            symtab_entries: outcome.symtab,
+            symbols,
+            elapsed_us,
+            phases,
+            warnings,
+        })
+    }
+
+    /// Finds the module to replace and pairs its exports with the patch's, under the list lock.
+    fn select_locked(
+        &self,
+        patch: &PatchFile,
+        want: &str,
+    ) -> Result<(Layout, Vec<Match>), ReloadError> {
+        phdr::with_modules_locked(|mods| {
+            let layouts = modules::layouts(&mods, &self.exe, self.page);
+            let mem = modules::live_memory(&layouts);
+            let excluded: Vec<String> = self.staged.iter().map(|l| l.path.clone()).collect();
+            let module = modules::find(&layouts, &mem, want, &excluded)?;
+            let image = Image::new(&mem, module).map_err(|e| {
+                ReloadError::ModuleNotFound(format!("cannot read {}: {e}", module.path))
+            })?;
+            let names: std::collections::HashSet<&[u8]> =
+                patch.symbols.iter().map(|s| s.name.as_bytes()).collect();
+            let exports = exports(&image, |n| names.contains(n));
+            let matches = select(patch, module.file_name(), &exports)?;
+            Ok((module.clone(), matches))
+        })
+    }
+
+    fn bindings_for_dry_run(&self, module: &Layout, matches: &[Match]) -> (Vec<Binding>, ()) {
+        let bindings = matches
+            .iter()
+            .filter(|m| m.role != Role::State)
+            .map(|m| {
+                let known = self
+                    .find_replaced(module, m)
+                    .map(|i| self.replaced[i].known.clone())
+                    .unwrap_or_else(|| vec![m.old.addr]);
+                // No real address can equal this, so every bound slot counts as "would write".
+                Binding {
+                    name: m.old.name.clone(),
+                    known,
+                    target: u64::MAX,
+                    only_in: None,
+                }
+            })
+            .collect();
+        (bindings, ())
+    }
+
+    /// The new library's address for each match, checked to lie inside it; for a symbol seen
+    /// for the first time, its generation-0 address too (recorded by `record`).
+    fn resolve(
+        &self,
+        module: &Layout,
+        matches: &[Match],
+        handle: dl::Handle,
+        path: &str,
+    ) -> Result<Vec<u64>, ReloadError> {
+        let mut out = Vec::with_capacity(matches.len());
+        for m in matches {
+            let addr =
+                dl::symbol(handle, &m.new.name, m.new.version.as_deref()).ok_or_else(|| {
+                    ReloadError::LoadFailed(format!(
+                        "{path} was loaded but dlsym cannot find its {}",
+                        m.new.name
+                    ))
+                })?;
+            if module.contains(addr) {
+                return Err(ReloadError::LoadFailed(format!(
+                    "{path}: {} resolves back into {}",
+                    m.new.name, module.path
+                )));
+            }
+            out.push(addr);
+        }
+        Ok(out)
+    }
+}
+
+/// Loads the staged copy in a throwaway child first: a refusal there is the error the real load
+/// would give, and a crash there is a crash the target was spared.
+fn probe(staged: &str, path: &str) -> Result<(), ReloadError> {
+    use crate::sys::probe::{probe_load, Probe};
+    match probe_load(staged, PROBE_TIMEOUT) {
+        Ok(Probe::Loaded) => Ok(()),
+        Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
+        Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(
+            "{path}: loading it crashed a throwaway copy of this process ({how}); the file is corrupt or its constructors fault, nothing was loaded here"
+        ))),
+        Ok(Probe::TimedOut) => Err(ReloadError::LoadFailed(format!(
+            "{path}: the probe load did not finish within {} s (a constructor that blocks?); nothing was loaded; --no-probe skips the probe",
+            PROBE_TIMEOUT.as_secs()
+        ))),
+        Err(e) => Err(ReloadError::Internal(format!("cannot start the probe load of {path}: {e}; --no-probe skips it"))),
+    }
+}
