@@ -157,21 +157,29 @@ impl Agent {
     }
 
     /// Pushes generation `number`'s address onto the symbol's history, creating it if needed.
+    /// The address `m`'s slots held at generation 0: remembered if a reload already replaced it,
+    /// else its definition (for an IFUNC, the implementation the loader chose).
+    pub(super) fn gen0_of(&self, module: &Layout, m: &Match) -> Result<u64, ReloadError> {
+        match self.find_replaced(module, m) {
+            Some(i) => Ok(self.replaced[i].gen0),
+            None if m.old.kind == SymKind::Ifunc => ifunc_choice(module, m),
+            None => Ok(m.old.addr),
+        }
+    }
+
+    /// Pushes generation `number`'s address onto the symbol's history, creating it if needed.
+    /// Cannot fail: everything fallible (`gen0_of`) was done before.
     pub(super) fn record(
         &mut self,
         module: &Layout,
         m: &Match,
         number: u32,
         new_addr: u64,
-    ) -> Result<usize, ReloadError> {
+        gen0: u64,
+    ) -> usize {
         let i = match self.find_replaced(module, m) {
             Some(i) => i,
             None => {
-                let gen0 = if m.old.kind == SymKind::Ifunc {
-                    ifunc_choice(module, m)?
-                } else {
-                    m.old.addr
-                };
                 self.replaced.push(Replaced {
                     module_path: module.path.clone(),
                     module_base: module.base,
@@ -194,7 +202,7 @@ impl Agent {
         if !r.known.contains(&new_addr) {
             r.known.push(new_addr);
         }
-        Ok(i)
+        i
     }
 
     pub(super) fn binding(&self, i: usize, target: u64) -> Binding {

@@ -97,12 +97,22 @@ impl Agent {
         let t = Instant::now();
         let number = self.generation() + 1;
         let resolved = self.resolve(&module, &matches, handle, path)?;
+        let gen0s = matches
+            .iter()
+            .map(|m| {
+                if m.role == Role::State {
+                    Ok(0)
+                } else {
+                    self.gen0_of(&module, m)
+                }
+            })
+            .collect::<Result<Vec<u64>, ReloadError>>()?;
         let mut touched = Vec::new();
         let mut state_bindings = Vec::new();
-        for (m, new_addr) in matches.iter().zip(&resolved) {
+        for ((m, new_addr), gen0) in matches.iter().zip(&resolved).zip(gen0s) {
             match m.role {
                 Role::State => state_bindings.push((m, *new_addr)),
-                _ => touched.push(self.record(&module, m, number, *new_addr)?),
+                _ => touched.push(self.record(&module, m, number, *new_addr, gen0)),
             }
         }
         let mut bindings: Vec<Binding> = touched
