@@ -25,7 +25,7 @@ pub fn install() {
 
 /// A probe child (see `sys::probe`) must not start an agent, and the prober holds the lock.
 fn probing() -> bool {
-    crate::sys::probe::PROBING.load(std::sync::atomic::Ordering::SeqCst)
+    crate::sys::probe::probing()
 }
 
 extern "C" fn prepare() {

@@ -6,15 +6,23 @@
 //! child reports through a pipe, so the verdict does not depend on `waitpid`: a target that reaps
 //! every child (its SIGCHLD handler) cannot steal it.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Set while a probe child is being forked: the agent's own fork handlers stand aside (the
-/// probe child must not start an agent of its own).
-pub static PROBING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Set while this thread forks a probe child: the agent's own fork handlers, which run on
+    /// the forking thread, stand aside (the probe child must not start an agent of its own).
+    /// Per thread, so a fork the target makes meanwhile on another thread is not mistaken.
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Is this thread forking a probe child?
+pub fn probing() -> bool {
+    PROBING.with(Cell::get)
+}
 
 /// What the throwaway load said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +44,13 @@ pub fn probe_load(path: &str, timeout: Duration) -> std::io::Result<Probe> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    PROBING.store(true, Ordering::SeqCst);
+    PROBING.with(|p| p.set(true));
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         child(&c_path, fds[1]);
     }
-    PROBING.store(false, Ordering::SeqCst);
+    PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -62,8 +70,30 @@ pub fn probe_load(path: &str, timeout: Duration) -> std::io::Result<Probe> {
     })
 }
 
-/// In the child: load, report, leave without running any exit handler of the target.
-fn child(path: &CString, fd: i32) -> ! {
+/// In the child: quiet, no core dump, load, report, leave without running any exit handler of
+/// the target.
+fn child(path: &CString, mut fd: i32) -> ! {
+    // SAFETY: plain syscalls on this (single-threaded) child's own descriptors and limits. A
+    // constructor's output must not reach the target's stdout twice, nor may it read the
+    // target's stdin; a crash must not write a core file of the whole target.
+    unsafe {
+        // A target that closed its standard descriptors may have given the pipe one of them.
+        if fd <= 2 {
+            fd = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+        }
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     // SAFETY: path is a valid C string; this is the forked child, which exits right after.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     let msg = if h.is_null() {
@@ -79,6 +109,10 @@ fn child(path: &CString, fd: i32) -> ! {
         };
         format!("err:{text}")
     } else {
+        // Unloading runs the library's destructors, which the real copy will run at the
+        // target's exit: a corrupted one must crash here, not there.
+        // SAFETY: h is the handle just returned by dlopen; nothing else uses it in this child.
+        unsafe { libc::dlclose(h) };
         "ok".to_string()
     };
     // SAFETY: fd is the pipe's write end; msg is a valid buffer; _exit never returns.
