@@ -211,6 +211,8 @@ const fn in_matrix(mut s: Spec) -> Spec {
 
 const FOO_H: &[&str] = &["foo.h"];
 const SHAPE_H: &[&str] = &["shape.h"];
+/// Sources that `#include "libfoo_v2.c"`.
+const FOO_V2: &[&str] = &["foo.h", "libfoo_v2.c"];
 
 static SPECS: &[Spec] = &[
     // libfoo and the programs around it: the whole matrix.
@@ -309,6 +311,26 @@ static SPECS: &[Spec] = &[
         ghost: true,
         ..lib("libbad_needed.so", "libfoo.so", Lang::C, "libbad_needed.c")
     },
+    // Patches that pass every check of the file but crash whoever loads them, or talk while loading
+    // (the probe's cases).
+    with_inputs(
+        lib("libcrash_ctor.so", "libfoo.so", Lang::C, "libcrash_ctor.c"),
+        FOO_V2,
+    ),
+    with_inputs(
+        lib("libabort_ctor.so", "libfoo.so", Lang::C, "libabort_ctor.c"),
+        FOO_V2,
+    ),
+    with_inputs(
+        lib("libcrash_dtor.so", "libfoo.so", Lang::C, "libcrash_dtor.c"),
+        FOO_V2,
+    ),
+    with_inputs(
+        lib("libnoisy_ctor.so", "libfoo.so", Lang::C, "libnoisy_ctor.c"),
+        FOO_V2,
+    ),
+    // A program that reaps every child (the probe's child included).
+    with_inputs(exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]), FOO_H),
 ];
 
 fn spec(artifact: &str) -> &'static Spec {

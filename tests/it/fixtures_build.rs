@@ -1,6 +1,7 @@
 //! Every fixture compiles in every configuration it is used in, and the artifacts have the
 //! properties the other tests rely on. Needs no agent.
 
+use hotagent_tests::files::elf;
 use hotagent_tests::{all_artifacts, matrix_artifacts, Bind, Config};
 use std::path::Path;
 use std::process::Command;
@@ -120,6 +121,26 @@ fn special_fixtures_are_what_they_claim() {
             .any(|l| l.contains("UND") && l.contains("nobody_defines_this_function")),
         "{syms}"
     );
+    // The probe's libraries kept their extra constructor or destructor (a null write the compiler
+    // may prove undefined and drop): one more init/fini array entry than libfoo v2.
+    let size = |artifact: &str, tag: u64| {
+        let bytes = std::fs::read(cfg.path(artifact)).unwrap();
+        elf::dynamic_entry(&bytes, tag).val
+    };
+    let init = size("libfoo_v2.so", elf::DT_INIT_ARRAYSZ);
+    for artifact in ["libcrash_ctor.so", "libabort_ctor.so", "libnoisy_ctor.so"] {
+        assert_eq!(
+            size(artifact, elf::DT_INIT_ARRAYSZ),
+            init + 8,
+            "{artifact} lost its constructor"
+        );
+    }
+    let fini = size("libfoo_v2.so", elf::DT_FINI_ARRAYSZ);
+    assert_eq!(
+        size("libcrash_dtor.so", elf::DT_FINI_ARRAYSZ),
+        fini + 8,
+        "libcrash_dtor.so lost its destructor"
+    );
     // Rust calls libfoo through the GOT, bound at start.
     let rust = cfg.path("rust_app");
     let dynamic = readelf(&["-d"], &rust);
@@ -190,6 +211,25 @@ fn fixtures_answer_without_agent() {
     let pid = child["child ".len()..].to_string();
     t.expect("child pid", pid);
     t.expect("child quit", "bye");
+
+    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("reaper"))
+        .without_agent()
+        .spawn();
+    t.expect("version", 1);
+    t.expect("add 2 3", 5);
+    t.expect("reaped", 0);
+    t.cmd_i("spawn");
+    let start = std::time::Instant::now();
+    while t.cmd_i("reaped") < 1 {
+        assert!(
+            start.elapsed() < hotagent_tests::DEADLINE,
+            "the SIGCHLD handler reaped nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    t.cmd_i("hold");
+    let done = t.finish();
+    assert!(done.status.success(), "{done:?}");
 
     let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("threads"))
         .without_agent()

@@ -10,5 +10,6 @@ mod core;
 mod exports;
 mod fixtures_build;
 mod hazards;
+mod probe;
 mod quiet;
 mod socket;

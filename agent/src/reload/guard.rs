@@ -88,6 +88,21 @@ fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
             return Err("corrupted: a segment's alignment is inconsistent".to_string());
         }
     }
+    // The loader acts on these ranges too (RELRO is made read-only after relocation): one
+    // outside the image would change some other mapping of the target.
+    for p in elf.program_headers.iter() {
+        let what = match p.p_type {
+            ph::PT_GNU_RELRO => "RELRO range",
+            ph::PT_TLS => "TLS template",
+            ph::PT_GNU_EH_FRAME => "unwind table",
+            _ => continue,
+        };
+        if p.p_memsz != 0 && !in_image(&loads, p.p_vaddr, p.p_memsz) {
+            return Err(format!(
+                "corrupted: the {what} lies outside every loadable segment"
+            ));
+        }
+    }
     let dynamic = elf
         .program_headers
         .iter()
@@ -148,6 +163,7 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
     if tag(dynamic::DT_SYMTAB).is_none() || tag(dynamic::DT_STRTAB).is_none() {
         return Err("no dynamic symbol table".to_string());
     }
+    check_strings(elf, d)?;
     for (t, what) in [
         (dynamic::DT_INIT, "initialiser"),
         (dynamic::DT_FINI, "finaliser"),
@@ -185,6 +201,47 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
                 return Err(format!(
                     "corrupted: a {what} points outside executable code"
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names the loader reads later (a soname when another `dlopen` compares names, needed
+/// libraries, run paths, version names) must lie inside the string table: an offset past it
+/// passes the load and faults the target's next `dlopen`.
+fn check_strings(elf: &Elf<'_>, d: &dynamic::Dynamic) -> Result<(), String> {
+    const STRING_TAGS: &[(u64, &str)] = &[
+        (dynamic::DT_NEEDED, "needed library"),
+        (dynamic::DT_SONAME, "soname"),
+        (dynamic::DT_RPATH, "run path"),
+        (dynamic::DT_RUNPATH, "run path"),
+        (0x7fff_fffd, "auxiliary filter"),
+        (0x7fff_ffff, "filter"),
+    ];
+    let name_ok = |off: usize| elf.dynstrtab.get_at(off).is_some();
+    for e in &d.dyns {
+        if let Some((_, what)) = STRING_TAGS.iter().find(|(t, _)| *t == e.d_tag) {
+            if !usize::try_from(e.d_val).is_ok_and(name_ok) {
+                return Err(format!(
+                    "corrupted: the {what} name lies outside the string table"
+                ));
+            }
+        }
+    }
+    if let Some(verdef) = &elf.verdef {
+        for vd in verdef.iter() {
+            if vd.iter().any(|aux| !name_ok(aux.vda_name)) {
+                return Err("corrupted: a version name lies outside the string table".to_string());
+            }
+        }
+    }
+    if let Some(verneed) = &elf.verneed {
+        for vn in verneed.iter() {
+            if !name_ok(vn.vn_file) || vn.iter().any(|aux| !name_ok(aux.vna_name)) {
+                return Err(
+                    "corrupted: a needed version's name lies outside the string table".to_string(),
+                );
             }
         }
     }
