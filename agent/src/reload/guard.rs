@@ -88,6 +88,18 @@ fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
             return Err("corrupted: a segment's alignment is inconsistent".to_string());
         }
     }
+    // glibc reserves one span from the first segment's start to the last one's end and maps
+    // each segment into it: segments out of order or overlapping (a grown memory size) would map
+    // zero pages over whatever lies next to the library in the target.
+    for pair in loads.windows(2) {
+        let end = pair[0]
+            .p_vaddr
+            .checked_add(pair[0].p_memsz)
+            .ok_or("segment range overflows")?;
+        if end > pair[1].p_vaddr {
+            return Err("corrupted: loadable segments overlap or are out of order".to_string());
+        }
+    }
     // The loader acts on these ranges too (RELRO is made read-only after relocation): one
     // outside the image would change some other mapping of the target.
     for p in elf.program_headers.iter() {
