@@ -3,8 +3,8 @@
 use crate::paths::hotctl_bin;
 use crate::target::HasAgent;
 use hotagent_protocol::{
-    encode_line, ErrorCode, ErrorReply, ReloadReport, Request, Response, RollbackReport,
-    StatusReport,
+    encode_line, ErrorCode, ErrorReply, ReloadReport, ReloadRequest, Request, Response,
+    RollbackReport, StatusReport,
 };
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -100,7 +100,8 @@ pub fn hotctl_json(agent: &impl HasAgent, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("hotctl did not print one JSON document ({e}):\n{out}"))
 }
 
-fn path_str(path: &Path) -> &str {
+/// A path as the `&str` hotctl arguments and requests take (test paths are UTF-8).
+pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
 
@@ -214,6 +215,18 @@ pub fn raw_line(agent: &impl HasAgent, bytes: &[u8]) -> Response {
     let reply = raw_exchange(agent, bytes)
         .unwrap_or_else(|e| panic!("exchange with the agent failed: {e}"));
     decode_reply(&reply)
+}
+
+/// The reload request hotctl sends for `hotctl reload PATH`: the module chosen by name, a real
+/// reload, with the probe. Other options by struct update: `ReloadRequest { dry_run: true,
+/// ..reload_request(path) }`.
+pub fn reload_request(path: &Path) -> ReloadRequest {
+    ReloadRequest {
+        path: path_str(path).to_string(),
+        replace: None,
+        dry_run: false,
+        no_probe: false,
+    }
 }
 
 /// Sends a request on the socket (bypassing hotctl) and returns the agent's response.

@@ -34,30 +34,17 @@ pub struct Config {
 }
 
 impl Config {
-    pub const LAZY_PIE: Config = Config {
-        bind: Bind::Lazy,
-        pie: true,
-    };
-    pub const LAZY_NOPIE: Config = Config {
-        bind: Bind::Lazy,
-        pie: false,
-    };
-    pub const NOW_PIE: Config = Config {
-        bind: Bind::Now,
-        pie: true,
-    };
-    pub const NOW_NOPIE: Config = Config {
-        bind: Bind::Now,
-        pie: false,
-    };
-    pub const NOPLT_PIE: Config = Config {
-        bind: Bind::NoPlt,
-        pie: true,
-    };
-    pub const NOPLT_NOPIE: Config = Config {
-        bind: Bind::NoPlt,
-        pie: false,
-    };
+    /// The configuration binding as `bind`, PIE or not.
+    pub const fn new(bind: Bind, pie: bool) -> Config {
+        Config { bind, pie }
+    }
+
+    pub const LAZY_PIE: Config = Config::new(Bind::Lazy, true);
+    pub const LAZY_NOPIE: Config = Config::new(Bind::Lazy, false);
+    pub const NOW_PIE: Config = Config::new(Bind::Now, true);
+    pub const NOW_NOPIE: Config = Config::new(Bind::Now, false);
+    pub const NOPLT_PIE: Config = Config::new(Bind::NoPlt, true);
+    pub const NOPLT_NOPIE: Config = Config::new(Bind::NoPlt, false);
 
     /// Every configuration of the matrix.
     pub const ALL: [Config; 6] = [
@@ -211,8 +198,20 @@ const fn in_matrix(mut s: Spec) -> Spec {
 
 const FOO_H: &[&str] = &["foo.h"];
 const SHAPE_H: &[&str] = &["shape.h"];
+/// The programs' shared line loop.
+const CMDLOOP_H: &[&str] = &["cmdloop.h"];
+/// Programs on libfoo.so.
+const FOO_PROGRAM: &[&str] = &["foo.h", "cmdloop.h"];
+/// Programs on libfoo.so that answer each of its calls.
+const FOO_COMMANDS: &[&str] = &["foo.h", "cmdloop.h", "foo_commands.h"];
+const SHAPE_PROGRAM: &[&str] = &["shape.h", "cmdloop.h"];
 /// Sources that `#include "libfoo_v2.c"`.
 const FOO_V2: &[&str] = &["foo.h", "libfoo_v2.c"];
+
+/// A patch of libfoo.so whose source `#include`s libfoo_v2.c and adds to it.
+const fn on_v2(out: &'static str, src: &'static str) -> Spec {
+    with_inputs(lib(out, "libfoo.so", Lang::C, src), FOO_V2)
+}
 
 static SPECS: &[Spec] = &[
     // libfoo and the programs around it: the whole matrix.
@@ -243,7 +242,7 @@ static SPECS: &[Spec] = &[
     }),
     in_matrix(with_inputs(
         exe("basic", Lang::C, "basic.c", &["libfoo.so"]),
-        FOO_H,
+        FOO_COMMANDS,
     )),
     // IFUNC.
     in_matrix(lib("libifunc.so", "libifunc.so", Lang::C, "libifunc_v1.c")),
@@ -259,7 +258,10 @@ static SPECS: &[Spec] = &[
         Lang::C,
         "libifunc_v3.c",
     )),
-    in_matrix(exe("ifunc", Lang::C, "ifunc.c", &["libifunc.so"])),
+    in_matrix(with_inputs(
+        exe("ifunc", Lang::C, "ifunc.c", &["libifunc.so"]),
+        CMDLOOP_H,
+    )),
     // Symbol versions.
     in_matrix(Spec {
         map: Some("libver.map"),
@@ -270,7 +272,10 @@ static SPECS: &[Spec] = &[
         map: Some("libver.map"),
         ..lib("libver_v3.so", "libver.so", Lang::C, "libver_v3.c")
     }),
-    in_matrix(exe("versioned", Lang::C, "versioned.c", &["libver.so"])),
+    in_matrix(with_inputs(
+        exe("versioned", Lang::C, "versioned.c", &["libver.so"]),
+        CMDLOOP_H,
+    )),
     // Patching libc itself.
     in_matrix(lib(
         "libc_patch.so",
@@ -278,7 +283,10 @@ static SPECS: &[Spec] = &[
         Lang::C,
         "libc_patch.c",
     )),
-    in_matrix(exe("libcpatch", Lang::C, "libcpatch.c", &[])),
+    in_matrix(with_inputs(
+        exe("libcpatch", Lang::C, "libcpatch.c", &[]),
+        CMDLOOP_H,
+    )),
     // C++.
     in_matrix(with_inputs(
         lib("libshape.so", "libshape.so", Lang::Cxx, "libshape_v1.cpp"),
@@ -295,11 +303,17 @@ static SPECS: &[Spec] = &[
     )),
     in_matrix(with_inputs(
         exe("cpp", Lang::Cxx, "cpp.cpp", &["libshape.so"]),
-        SHAPE_H,
+        SHAPE_PROGRAM,
     )),
     // Default configuration only.
-    with_inputs(exe("threads", Lang::C, "threads.c", &["libfoo.so"]), FOO_H),
-    with_inputs(exe("forker", Lang::C, "forker.c", &["libfoo.so"]), FOO_H),
+    with_inputs(
+        exe("threads", Lang::C, "threads.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
+    with_inputs(
+        exe("forker", Lang::C, "forker.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
     exe("rust_app", Lang::Rust, "rust_app.rs", &["libfoo.so"]),
     exe("peer_client", Lang::C, "peer_client.c", &[]),
     // Bad patches of libfoo.so.
@@ -313,24 +327,15 @@ static SPECS: &[Spec] = &[
     },
     // Patches that pass every check of the file but crash whoever loads them, or talk while loading
     // (the probe's cases).
-    with_inputs(
-        lib("libcrash_ctor.so", "libfoo.so", Lang::C, "libcrash_ctor.c"),
-        FOO_V2,
-    ),
-    with_inputs(
-        lib("libabort_ctor.so", "libfoo.so", Lang::C, "libabort_ctor.c"),
-        FOO_V2,
-    ),
-    with_inputs(
-        lib("libcrash_dtor.so", "libfoo.so", Lang::C, "libcrash_dtor.c"),
-        FOO_V2,
-    ),
-    with_inputs(
-        lib("libnoisy_ctor.so", "libfoo.so", Lang::C, "libnoisy_ctor.c"),
-        FOO_V2,
-    ),
+    on_v2("libcrash_ctor.so", "libcrash_ctor.c"),
+    on_v2("libabort_ctor.so", "libabort_ctor.c"),
+    on_v2("libcrash_dtor.so", "libcrash_dtor.c"),
+    on_v2("libnoisy_ctor.so", "libnoisy_ctor.c"),
     // A program that reaps every child (the probe's child included).
-    with_inputs(exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]), FOO_H),
+    with_inputs(
+        exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),
+        FOO_COMMANDS,
+    ),
 ];
 
 fn spec(artifact: &str) -> &'static Spec {

@@ -16,14 +16,19 @@ pub mod target;
 
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
-    raw_exchange, raw_line, raw_request, read_reply, reload, reload_json, rollback, status,
-    CtlOutput,
+    path_str, raw_exchange, raw_line, raw_request, read_reply, reload, reload_json, reload_request,
+    rollback, status, CtlOutput,
 };
 pub use files::{copy_atomic, patched_copy, scratch, truncated_copy, write_atomic};
 pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};
 pub use hotagent_protocol as protocol;
 pub use paths::{agent_so, hotctl_bin, repo_root, target_dir};
 pub use target::{wait_for_agent, AgentRef, Finished, HasAgent, Target, DEADLINE};
+
+/// `$NAME` parsed as a `T`; `None` when it is unset or does not parse.
+pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
 
 /// Defines one `#[test]` per configuration of the matrix for a scenario `fn NAME(cfg: Config)`:
 /// `matrix!(NAME);` makes a module `NAME` with tests `lazy_pie`, `lazy_nopie`, `now_pie`,
@@ -32,32 +37,24 @@ pub use target::{wait_for_agent, AgentRef, Finished, HasAgent, Target, DEADLINE}
 macro_rules! matrix {
     ($($scenario:ident),+ $(,)?) => {
         $(
-            mod $scenario {
-                #[test]
-                fn lazy_pie() {
-                    super::$scenario($crate::Config::LAZY_PIE)
-                }
-                #[test]
-                fn lazy_nopie() {
-                    super::$scenario($crate::Config::LAZY_NOPIE)
-                }
-                #[test]
-                fn now_pie() {
-                    super::$scenario($crate::Config::NOW_PIE)
-                }
-                #[test]
-                fn now_nopie() {
-                    super::$scenario($crate::Config::NOW_NOPIE)
-                }
-                #[test]
-                fn noplt_pie() {
-                    super::$scenario($crate::Config::NOPLT_PIE)
-                }
-                #[test]
-                fn noplt_nopie() {
-                    super::$scenario($crate::Config::NOPLT_NOPIE)
-                }
-            }
+            $crate::matrix!(@tests $scenario:
+                lazy_pie LAZY_PIE,
+                lazy_nopie LAZY_NOPIE,
+                now_pie NOW_PIE,
+                now_nopie NOW_NOPIE,
+                noplt_pie NOPLT_PIE,
+                noplt_nopie NOPLT_NOPIE,
+            );
         )+
+    };
+    (@tests $scenario:ident: $($test:ident $cfg:ident,)+) => {
+        mod $scenario {
+            $(
+                #[test]
+                fn $test() {
+                    super::$scenario($crate::Config::$cfg)
+                }
+            )+
+        }
     };
 }

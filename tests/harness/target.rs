@@ -192,6 +192,20 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// Asserts a clean end: a successful exit, nothing printed after `bye`, nothing on stderr.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        assert!(self.status.success(), "exit: {:?}", self.status);
+        assert!(
+            self.extra_stdout.is_empty(),
+            "unexpected stdout lines: {:?}",
+            self.extra_stdout
+        );
+        assert_eq!(self.stderr, "", "something wrote to the target's stderr");
+    }
+}
+
 /// A fixture program started with the agent preloaded, in its own socket folder.
 pub struct Target {
     child: Child,
@@ -323,6 +337,19 @@ impl Target {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("answer to {line:?} is not a number: {answer:?}"))
+    }
+
+    /// Asks a command whose answer is a number until it reaches `at_least` or [`DEADLINE`] has
+    /// passed; returns the last answer.
+    pub fn wait_for_count(&mut self, line: &str, at_least: i64) -> i64 {
+        let start = Instant::now();
+        loop {
+            let n = self.cmd_i(line);
+            if n >= at_least || start.elapsed() > DEADLINE {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Asserts the answer to a command.

@@ -3,270 +3,199 @@
 //! refused the same way (it loads the file in the throwaway probe, so even what only the loader can
 //! tell is caught), and the target keeps running unchanged.
 
+use crate::common::{assert_unchanged, basic, basic_refuses, refusals_keep_generation_1, refused};
 use hotagent_tests::files::elf;
-use hotagent_tests::protocol::{ErrorCode, ReloadRequest, Request};
+use hotagent_tests::protocol::ErrorCode;
 use hotagent_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const CFG: Config = Config::DEFAULT;
 
-pub(crate) fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+/// The hotctl arguments a bad file is offered with: none (a plain reload).
+const PLAIN: &[&[&str]] = &[&[]];
+/// None, then `--no-probe`: the check of the file catches it, not the probe, so it is refused
+/// without the probe too.
+const ALSO_WITHOUT_PROBE: &[&[&str]] = &[&[], &["--no-probe"]];
 
-/// The target answers as v1 and is still at generation 0.
+/// Starts `basic` and asserts that the file `name`, made by `make` in a fresh scratch folder (it
+/// may leave it missing), is [`refused`] with each argument list of `extras`: with one of `codes`,
+/// the message naming the file and each of `mentions`. Returns the target for more checks.
 #[track_caller]
-pub(crate) fn assert_unchanged(t: &mut Target) {
-    t.assert_alive();
-    t.expect("version", 1);
-    t.expect("add 2 3", 5);
-    t.expect("twice", 2);
-    let st = status(t);
-    assert_eq!(st.generation, 0, "{st:?}");
-    assert!(st.generations.is_empty(), "{st:?}");
-    assert_eq!(
-        t.stderr_text(),
-        "",
-        "the agent wrote to the target's stderr"
-    );
-}
-
-/// Asserts that reloading `path` (with `extra` hotctl arguments) is refused everywhere, with one
-/// of `codes` on the socket and a message containing each of `mentions` (case-insensitive): by
-/// hotctl, by hotctl with `--dry-run` (a dry run checks the file and loads it in the throwaway probe,
-/// so it catches everything a reload would), and on the raw socket with and without `dry_run`.
-#[track_caller]
-pub(crate) fn refused(
-    t: &mut Target,
-    path: &Path,
-    extra: &[&str],
+fn file_refused(
+    name: &str,
+    make: impl FnOnce(&Path),
+    extras: &[&[&str]],
     codes: &[ErrorCode],
     mentions: &[&str],
-) {
-    let mut args = vec!["reload", s(path)];
-    args.extend_from_slice(extra);
-    let check_mentions = |msg: &str| {
-        let lower = msg.to_lowercase();
-        for m in mentions {
-            assert!(
-                lower.contains(&m.to_lowercase()),
-                "the message should name {m:?}: {msg:?}"
-            );
-        }
-    };
-    check_mentions(&expect_fail(t, &args));
-    t.assert_alive();
-
-    args.push("--dry-run");
-    check_mentions(&expect_fail(t, &args));
-    t.assert_alive();
-
-    let replace = extra
-        .iter()
-        .position(|a| *a == "--replace")
-        .map(|i| extra[i + 1].to_string());
-    let no_probe = extra.contains(&"--no-probe");
-    for dry_run in [true, false] {
-        let req = Request::Reload(ReloadRequest {
-            path: s(path).to_string(),
-            replace: replace.clone(),
-            dry_run,
-            no_probe,
-        });
-        let e = expect_error(&raw_request(t, &req), codes);
-        check_mentions(&e.message);
+) -> Target {
+    let mut t = basic(CFG);
+    let dir = scratch();
+    let path = dir.path().join(name);
+    make(&path);
+    let mentions: Vec<&str> = std::iter::once(name)
+        .chain(mentions.iter().copied())
+        .collect();
+    for extra in extras {
+        refused(&mut t, &path, extra, codes, &mentions);
     }
-    assert_unchanged(t);
+    t
 }
 
-fn basic() -> Target {
-    Target::spawn(CFG.path("basic"))
+/// A maker for [`file_refused`]: a copy of libfoo v2, edited by `edit`.
+fn v2_edited(edit: impl FnOnce(&mut Vec<u8>)) -> impl FnOnce(&Path) {
+    move |path| {
+        let mut bytes = std::fs::read(CFG.path("libfoo_v2.so")).unwrap();
+        edit(&mut bytes);
+        write_atomic(path, &bytes);
+    }
+}
+
+/// A maker for [`file_refused`]: a copy of libfoo v2 with some bytes replaced (see
+/// [`patched_copy`]).
+fn v2_patched<'a>(patches: &'a [(usize, &'a [u8])]) -> impl FnOnce(&Path) + 'a {
+    move |path| patched_copy(&CFG.path("libfoo_v2.so"), path, patches)
 }
 
 #[test]
 fn missing_file() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_nope.so");
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_nope.so",
+        |_| {},
+        PLAIN,
         &[ErrorCode::FileUnreadable],
-        &["libfoo_nope.so"],
+        &[],
     );
 }
 
 #[test]
 fn directory() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_dir.so");
-    std::fs::create_dir(&path).unwrap();
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_dir.so",
+        |path| std::fs::create_dir(path).unwrap(),
+        PLAIN,
         &[ErrorCode::FileUnreadable],
-        &["libfoo_dir.so"],
+        &[],
     );
 }
 
 #[test]
 fn empty_file() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_empty.so");
-    write_atomic(&path, b"");
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_empty.so",
+        |path| write_atomic(path, b""),
+        PLAIN,
         &[ErrorCode::BadElf, ErrorCode::FileUnreadable],
-        &["libfoo_empty.so"],
+        &[],
     );
 }
 
 #[test]
 fn text_file() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_text.so");
-    write_atomic(&path, b"this is not a shared object\njust text\n");
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_text.so",
+        |path| write_atomic(path, b"this is not a shared object\njust text\n"),
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_text.so"],
+        &[],
     );
 }
 
 #[test]
 fn truncated_elf_header() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_trunc_header.so");
-    truncated_copy(&CFG.path("libfoo_v2.so"), &path, 40);
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_trunc_header.so",
+        |path| truncated_copy(&CFG.path("libfoo_v2.so"), path, 40),
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_trunc_header.so"],
+        &[],
     );
 }
 
 #[test]
 fn truncated_elf_half() {
-    let mut t = basic();
-    let dir = scratch();
     let src = CFG.path("libfoo_v2.so");
     let len = std::fs::metadata(&src).unwrap().len() as usize;
-    let path = dir.path().join("libfoo_trunc_half.so");
-    truncated_copy(&src, &path, len / 2);
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_trunc_half.so",
+        |path| truncated_copy(&src, path, len / 2),
+        PLAIN,
         &[ErrorCode::BadElf, ErrorCode::LoadFailed],
-        &["libfoo_trunc_half.so"],
+        &[],
     );
 }
 
 #[test]
 fn corrupted_program_headers() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_bad_phoff.so");
     // e_phoff far beyond the end of the file.
     let far = 0x7fff_ffff_0000u64.to_le_bytes();
-    patched_copy(&CFG.path("libfoo_v2.so"), &path, &[(elf::E_PHOFF, &far)]);
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_bad_phoff.so",
+        v2_patched(&[(elf::E_PHOFF, &far)]),
+        PLAIN,
         &[ErrorCode::BadElf, ErrorCode::LoadFailed],
-        &["libfoo_bad_phoff.so"],
+        &[],
     );
 }
 
 #[test]
 fn corrupted_body() {
-    let mut t = basic();
-    let dir = scratch();
-    let src = CFG.path("libfoo_v2.so");
-    let mut bytes = std::fs::read(&src).unwrap();
     // Keep a valid ELF header; scramble the program headers, the dynamic section and the rest.
-    let mut x: u32 = 0x1234_5678;
-    for b in bytes[elf::EHDR_SIZE..].iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = x as u8;
-    }
-    let path = dir.path().join("libfoo_garbage.so");
-    write_atomic(&path, &bytes);
-    refused(
-        &mut t,
-        &path,
-        &[],
+    let scramble = v2_edited(|bytes| {
+        let mut x: u32 = 0x1234_5678;
+        for b in bytes[elf::EHDR_SIZE..].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    });
+    file_refused(
+        "libfoo_garbage.so",
+        scramble,
+        PLAIN,
         &[ErrorCode::BadElf, ErrorCode::LoadFailed],
-        &["libfoo_garbage.so"],
+        &[],
     );
 }
 
 #[test]
 fn elf32_class() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_elf32.so");
-    patched_copy(&CFG.path("libfoo_v2.so"), &path, &[(elf::EI_CLASS, &[1])]);
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_elf32.so",
+        v2_patched(&[(elf::EI_CLASS, &[1])]),
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_elf32.so"],
+        &[],
     );
 }
 
 #[test]
 fn foreign_machine() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_aarch64.so");
     let machine = elf::EM_AARCH64.to_le_bytes();
-    patched_copy(
-        &CFG.path("libfoo_v2.so"),
-        &path,
-        &[(elf::E_MACHINE, &machine)],
-    );
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_aarch64.so",
+        v2_patched(&[(elf::E_MACHINE, &machine)]),
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_aarch64.so"],
+        &[],
     );
 }
 
 #[test]
 fn big_endian() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = dir.path().join("libfoo_be.so");
-    patched_copy(&CFG.path("libfoo_v2.so"), &path, &[(elf::EI_DATA, &[2])]);
-    refused(&mut t, &path, &[], &[ErrorCode::BadElf], &["libfoo_be.so"]);
+    file_refused(
+        "libfoo_be.so",
+        v2_patched(&[(elf::EI_DATA, &[2])]),
+        PLAIN,
+        &[ErrorCode::BadElf],
+        &[],
+    );
 }
 
 #[test]
 fn executable_pie() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &Config::LAZY_PIE.path("basic"),
-        &[],
         &[ErrorCode::BadElf, ErrorCode::LoadFailed],
         &["basic"],
     );
@@ -274,11 +203,8 @@ fn executable_pie() {
 
 #[test]
 fn executable_nopie() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &Config::LAZY_NOPIE.path("basic"),
-        &[],
         &[ErrorCode::BadElf, ErrorCode::LoadFailed],
         &["basic"],
     );
@@ -286,11 +212,8 @@ fn executable_nopie() {
 
 #[test]
 fn missing_dependency() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libbad_needed.so"),
-        &[],
         &[ErrorCode::LoadFailed],
         &["libghost.so"],
     );
@@ -298,11 +221,8 @@ fn missing_dependency() {
 
 #[test]
 fn undefined_symbol() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libbad_undef.so"),
-        &[],
         &[ErrorCode::LoadFailed],
         &["nobody_defines_this_function"],
     );
@@ -310,12 +230,9 @@ fn undefined_symbol() {
 
 #[test]
 fn function_replaced_by_data() {
-    let mut t = basic();
     // foo_add in the same file is fine, but the reload is all or nothing.
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libbad_data.so"),
-        &[],
         &[ErrorCode::IncompatibleSymbol],
         &["foo_version"],
     );
@@ -323,7 +240,7 @@ fn function_replaced_by_data() {
 
 #[test]
 fn variable_size_changed() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     t.expect("bump", 1);
     refused(
         &mut t,
@@ -338,11 +255,8 @@ fn variable_size_changed() {
 
 #[test]
 fn no_symbol_in_common() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libnothing.so"),
-        &[],
         &[ErrorCode::NoCommonSymbols],
         &[],
     );
@@ -350,7 +264,7 @@ fn no_symbol_in_common() {
 
 #[test]
 fn replace_module_not_loaded() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     refused(
         &mut t,
         &CFG.path("libfoo_v2.so"),
@@ -362,12 +276,9 @@ fn replace_module_not_loaded() {
 
 #[test]
 fn default_module_not_loaded() {
-    let mut t = basic();
     // libifunc.so is nowhere in `basic`.
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libifunc_v2.so"),
-        &[],
         &[ErrorCode::ModuleNotFound],
         &["libifunc"],
     );
@@ -375,55 +286,26 @@ fn default_module_not_loaded() {
 
 #[test]
 fn refusals_keep_the_current_generation() {
-    let mut t = basic();
-    reload(&t, &CFG.path("libfoo_v2.so"), &[]);
-    t.expect("bump", 10);
-    for bad in [
+    let bad = [
         "libbad_data.so",
         "libbad_size.so",
         "libbad_undef.so",
         "libnothing.so",
-    ] {
-        let path = CFG.path(bad);
-        expect_fail(&t, &["reload", s(&path)]);
-        t.assert_alive();
-        t.expect("version", 2);
-        t.expect("add 2 3", 105);
-        assert_eq!(status(&t).generation, 1, "after {bad}");
-    }
-    t.expect("bump", 20);
-    rollback(&t);
-    assert_unchanged(&mut t);
+    ];
+    let mut t = refusals_keep_generation_1(&bad, |_, _| {});
     t.expect("bump", 21);
-}
-
-/// A copy of libfoo v2 at `dir/name`, edited by `edit` first.
-fn edited_v2(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let mut bytes = std::fs::read(CFG.path("libfoo_v2.so")).unwrap();
-    edit(&mut bytes);
-    let path = dir.join(name);
-    write_atomic(&path, &bytes);
-    path
 }
 
 #[test]
 fn dynamic_unknown_tag() {
-    let mut t = basic();
-    let dir = scratch();
     // DT_INIT_ARRAYSZ turned into a tag nobody defines: the init array loses its size, which
     // used to crash the loader inside the target.
-    let path = edited_v2(dir.path(), "libfoo_dyn_tag.so", |b| {
-        elf::retag_dynamic(b, elf::DT_INIT_ARRAYSZ, 0x97_0000_001b)
-    });
-    let mentions = ["libfoo_dyn_tag.so", "corrupted", "0x970000001b"];
-    refused(&mut t, &path, &[], &[ErrorCode::BadElf], &mentions);
-    // The check of the file catches it, not the probe: refused without the probe too.
-    refused(
-        &mut t,
-        &path,
-        &["--no-probe"],
+    file_refused(
+        "libfoo_dyn_tag.so",
+        v2_edited(|b| elf::retag_dynamic(b, elf::DT_INIT_ARRAYSZ, 0x97_0000_001b)),
+        ALSO_WITHOUT_PROBE,
         &[ErrorCode::BadElf],
-        &mentions,
+        &["corrupted", "0x970000001b"],
     );
 }
 
@@ -433,48 +315,35 @@ fn dynamic_unknown_tag() {
 /// check can refuse it.
 #[test]
 fn relro_outside_the_image() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = edited_v2(dir.path(), "libfoo_relro.so", |b| {
-        elf::set_segment_vaddr(b, elf::PT_GNU_RELRO, 0xedc8)
-    });
-    let mentions = ["libfoo_relro.so", "corrupted", "RELRO"];
-    refused(&mut t, &path, &[], &[ErrorCode::BadElf], &mentions);
-    refused(
-        &mut t,
-        &path,
-        &["--no-probe"],
+    file_refused(
+        "libfoo_relro.so",
+        v2_edited(|b| elf::set_segment_vaddr(b, elf::PT_GNU_RELRO, 0xedc8)),
+        ALSO_WITHOUT_PROBE,
         &[ErrorCode::BadElf],
-        &mentions,
+        &["corrupted", "RELRO"],
     );
 }
 
 #[test]
 fn dynamic_pointer_without_size() {
-    let mut t = basic();
-    let dir = scratch();
     // The same loss of DT_INIT_ARRAYSZ, through a tag the loader knows (and ignores the value
     // of): every tag is valid, only the size is missing.
-    let path = edited_v2(dir.path(), "libfoo_no_size.so", |b| {
+    let lose_size = v2_edited(|b| {
         elf::dynamic_entry(b, elf::DT_INIT_ARRAY);
         elf::retag_dynamic(b, elf::DT_INIT_ARRAYSZ, elf::DT_BIND_NOW)
     });
-    let mentions = ["libfoo_no_size.so", "corrupted", "init array", "no size"];
-    refused(&mut t, &path, &[], &[ErrorCode::BadElf], &mentions);
-    refused(
-        &mut t,
-        &path,
-        &["--no-probe"],
+    file_refused(
+        "libfoo_no_size.so",
+        lose_size,
+        ALSO_WITHOUT_PROBE,
         &[ErrorCode::BadElf],
-        &mentions,
+        &["corrupted", "init array", "no size"],
     );
 }
 
 #[test]
 fn dynamic_init_outside_code() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = edited_v2(dir.path(), "libfoo_init_0x10.so", |b| {
+    let init_at_0x10 = v2_edited(|b| {
         elf::dynamic_entry(b, elf::DT_INIT);
         assert!(
             !elf::in_code(b, 0x10),
@@ -483,20 +352,18 @@ fn dynamic_init_outside_code() {
         // 0x10 is inside the ELF header (e_type), mapped read-only.
         elf::set_dynamic_value(b, elf::DT_INIT, 0x10)
     });
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_init_0x10.so",
+        init_at_0x10,
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_init_0x10.so", "corrupted", "initialiser", "0x10"],
+        &["corrupted", "initialiser", "0x10"],
     );
 }
 
 #[test]
 fn relocation_outside_the_image() {
-    let mut t = basic();
-    let dir = scratch();
-    let path = edited_v2(dir.path(), "libfoo_far_reloc.so", |b| {
+    let far_reloc = v2_edited(|b| {
         let rela = elf::dynamic_entry(b, elf::DT_RELA).val;
         let size = elf::dynamic_entry(b, elf::DT_RELASZ).val;
         assert!(
@@ -507,28 +374,21 @@ fn relocation_outside_the_image() {
         // The first entry's r_offset: where the loader writes.
         elf::write_u64(b, at, 0x7fff_0000_0000);
     });
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_far_reloc.so",
+        far_reloc,
+        PLAIN,
         &[ErrorCode::BadElf],
-        &[
-            "libfoo_far_reloc.so",
-            "corrupted",
-            "relocation",
-            "0x7fff00000000",
-        ],
+        &["corrupted", "relocation", "0x7fff00000000"],
     );
 }
 
 #[test]
 fn relative_relocation_count_lies() {
-    let mut t = basic();
-    let dir = scratch();
     // DT_RELACOUNT says the first relocations are R_X86_64_RELATIVE; make the first one
     // R_X86_64_64 instead (symbol 0, in the image: every check of the file passes). The loader
     // asserts on it ("Inconsistency detected by ld.so") and exits: in the probe's copy, silently.
-    let path = edited_v2(dir.path(), "libfoo_relacount.so", |b| {
+    let absolute_first = v2_edited(|b| {
         let count = elf::dynamic_entry(b, elf::DT_RELACOUNT).val;
         assert!(count >= 1, "no RELATIVE relocation counted");
         let rela = elf::dynamic_entry(b, elf::DT_RELA).val;
@@ -536,12 +396,12 @@ fn relative_relocation_count_lies() {
         assert_eq!(elf::read_u64(b, at + 8), elf::R_X86_64_RELATIVE, "r_info");
         elf::write_u64(b, at + 8, elf::R_X86_64_64);
     });
-    refused(
-        &mut t,
-        &path,
-        &[],
+    file_refused(
+        "libfoo_relacount.so",
+        absolute_first,
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo_relacount.so", "crashed a throwaway copy"],
+        &["crashed a throwaway copy"],
     );
 }
 
@@ -614,16 +474,16 @@ fn refusal_kind(msg: &str) -> &'static str {
 
 /// How many corrupted variants [`corruption_sweep`] tries: `HOTAGENT_SWEEP_VARIANTS`, default 150.
 fn sweep_variants() -> usize {
-    std::env::var("HOTAGENT_SWEEP_VARIANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150)
+    env_parse("HOTAGENT_SWEEP_VARIANTS").unwrap_or(150)
 }
 
 /// The target can still take a good patch and give it back: a reload of libfoo v2 works.
 #[track_caller]
 fn still_reloadable(t: &mut Target, after: &str) {
-    let out = hotctl(t, &["reload", s(&CFG.path("libfoo_v2.so")), "--json"]);
+    let out = hotctl(
+        t,
+        &["reload", path_str(&CFG.path("libfoo_v2.so")), "--json"],
+    );
     assert!(
         out.success(),
         "{after}, a good libfoo v2 no longer reloads:\n{out}"
@@ -640,16 +500,14 @@ fn still_reloadable(t: &mut Target, after: &str) {
 #[test]
 fn corruption_sweep() {
     let variants = sweep_variants();
-    let mut t = basic();
+    let mut t = basic(CFG);
     let good = std::fs::read(CFG.path("libfoo_v2.so")).unwrap();
     let dir = scratch();
     // Always the same name (a corrupted soname still names the module by file name), a new inode
     // every time.
     let path = dir.path().join("libfoo.so");
     // HOTAGENT_SWEEP_SEED picks another sequence (0 is not a valid xorshift state).
-    let seed = std::env::var("HOTAGENT_SWEEP_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let seed = env_parse("HOTAGENT_SWEEP_SEED")
         .filter(|&s: &u64| s != 0)
         .unwrap_or(0x2545_f491_4f6c_dd1d);
     let mut rng = XorShift(seed);
@@ -663,7 +521,7 @@ fn corruption_sweep() {
         if let Some(keep) = std::env::var_os("HOTAGENT_SWEEP_KEEP") {
             std::fs::write(keep, &bytes).unwrap();
         }
-        let out = hotctl(&t, &["reload", s(&path)]);
+        let out = hotctl(&t, &["reload", path_str(&path)]);
         let outcome = if out.success() {
             assert!(
                 t.is_alive(),
@@ -731,22 +589,20 @@ fn corruption_sweep() {
 /// every later probe crashes and the target's own next `dlopen` of a new library kills it.
 #[test]
 fn soname_outside_the_string_table() {
-    let mut t = basic();
-    let dir = scratch();
-    // Named libfoo.so: goblin reads no soname at such an offset, and the file name still selects
-    // the module.
-    let path = edited_v2(dir.path(), "libfoo.so", |b| {
+    let soname_far_out = v2_edited(|b| {
         let soname = elf::dynamic_entry(b, elf::DT_SONAME);
         let strsz = elf::dynamic_entry(b, elf::DT_STRSZ).val;
         assert!(soname.val < strsz);
         elf::set_dynamic_value(b, elf::DT_SONAME, soname.val + 0x6600_0000);
     });
-    refused(
-        &mut t,
-        &path,
-        &[],
+    // Named libfoo.so: goblin reads no soname at such an offset, and the file name still selects
+    // the module.
+    let mut t = file_refused(
+        "libfoo.so",
+        soname_far_out,
+        PLAIN,
         &[ErrorCode::BadElf],
-        &["libfoo.so", "corrupted"],
+        &["corrupted"],
     );
     still_reloadable(&mut t, "after the refusal");
     let plugin = CFG.path("libplugin.so");

@@ -2,47 +2,10 @@
 //! partial patches, state, lazy first calls, rebuilt files, generations and rollback, dlopen after a
 //! reload, read-only data, dry runs.
 
+use crate::common::{assert_foo, basic, V1, V2, V3};
 use hotagent_tests::protocol::{ErrorCode, ReloadReport, Request};
 use hotagent_tests::*;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-/// What `basic` answers with each build of libfoo.
-struct Foo {
-    version: i64,
-    add_2_3: i64,
-    twice: i64,
-    table: [i64; 4],
-}
-
-const V1: Foo = Foo {
-    version: 1,
-    add_2_3: 5,
-    twice: 2,
-    table: [1, 2, 3, 4],
-};
-const V2: Foo = Foo {
-    version: 2,
-    add_2_3: 105,
-    twice: 20,
-    table: [20, 21, 22, 23],
-};
-const V3: Foo = Foo {
-    version: 3,
-    add_2_3: 1005,
-    twice: 300,
-    table: [300, 301, 302, 303],
-};
-
-#[track_caller]
-fn assert_foo(t: &mut Target, want: &Foo) {
-    t.expect("version", want.version);
-    t.expect("add 2 3", want.add_2_3);
-    t.expect("twice", want.twice);
-    for (i, v) in want.table.iter().enumerate() {
-        t.expect(&format!("table {i}"), v);
-    }
-}
 
 #[track_caller]
 fn assert_generation(t: &Target, generation: u32) {
@@ -68,14 +31,6 @@ fn kind_of<'a>(r: &'a ReloadReport, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{name} not in the report: {r:?}"))
 }
 
-fn basic(cfg: Config) -> Target {
-    Target::spawn(cfg.path("basic"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
 fn direct_call_switches(cfg: Config) {
     let mut t = basic(cfg);
     assert_foo(&mut t, &V1);
@@ -85,7 +40,7 @@ fn direct_call_switches(cfg: Config) {
     let r = reload(&t, &v2, &[]);
     assert_eq!(r.generation, 1, "{r:?}");
     assert!(!r.dry_run);
-    assert_eq!(r.path, s(&v2));
+    assert_eq!(r.path, path_str(&v2));
     assert!(
         r.module.contains("libfoo.so"),
         "replaced module: {:?}",
@@ -121,7 +76,7 @@ fn direct_call_switches(cfg: Config) {
     assert_eq!(st.generation, 1);
     assert_eq!(st.generations.len(), 1);
     assert_eq!(st.generations[0].generation, 1);
-    assert_eq!(st.generations[0].path, s(&v2));
+    assert_eq!(st.generations[0].path, path_str(&v2));
     assert!(st.generations[0].symbols.iter().any(|n| n == "foo_version"));
     t.assert_alive();
 }
@@ -201,7 +156,10 @@ fn rebuilt_in_place(cfg: Config) {
     assert_foo(&mut t, &V3);
     let st = status(&t);
     assert_eq!(st.generations.len(), 2);
-    assert!(st.generations.iter().all(|g| g.path == s(&patch)), "{st:?}");
+    assert!(
+        st.generations.iter().all(|g| g.path == path_str(&patch)),
+        "{st:?}"
+    );
     assert_ne!(
         st.generations[0].staged, st.generations[1].staged,
         "each generation loads its own private copy"
@@ -261,7 +219,7 @@ fn dlopen_after_reload(cfg: Config) {
     copy_atomic(&cfg.path("libplugin.so"), &plugin_b);
 
     reload(&t, &cfg.path("libfoo_v2.so"), &[]);
-    t.expect(&format!("dlopen {}", s(&plugin_a)), "ok");
+    t.expect(&format!("dlopen {}", path_str(&plugin_a)), "ok");
     // The constructor ran during dlopen, after the reload: it saw generation 1.
     t.expect("plugin_ctor", 2);
     t.expect("plugin", 2);
@@ -271,7 +229,7 @@ fn dlopen_after_reload(cfg: Config) {
     t.expect("plugin", 1);
     t.expect("version", 1);
 
-    t.expect(&format!("dlopen {}", s(&plugin_b)), "ok");
+    t.expect(&format!("dlopen {}", path_str(&plugin_b)), "ok");
     t.expect("plugin_ctor", 1);
     t.expect("plugin", 1);
 

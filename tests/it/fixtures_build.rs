@@ -2,7 +2,7 @@
 //! properties the other tests rely on. Needs no agent.
 
 use hotagent_tests::files::elf;
-use hotagent_tests::{all_artifacts, matrix_artifacts, Bind, Config};
+use hotagent_tests::{all_artifacts, matrix_artifacts, Bind, Config, Target};
 use std::path::Path;
 use std::process::Command;
 
@@ -147,12 +147,17 @@ fn special_fixtures_are_what_they_claim() {
     assert!(dynamic.contains("[libfoo.so]"), "{dynamic}");
 }
 
+/// A fixture program of the default configuration, started without the agent.
+fn without_agent(program: &str) -> Target {
+    Target::builder(Config::DEFAULT.path(program))
+        .without_agent()
+        .spawn()
+}
+
 #[test]
 fn fixtures_answer_without_agent() {
     // The programs themselves work (independent of the agent): v1 answers.
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("basic"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("basic");
     t.expect("version", 1);
     t.expect("add 2 3", 5);
     t.expect("twice", 2);
@@ -166,44 +171,29 @@ fn fixtures_answer_without_agent() {
     t.expect(&format!("dlopen {}", plugin.display()), "ok");
     t.expect("plugin", 1);
     t.expect("plugin_ctor", 1);
-    let done = t.finish();
-    assert!(done.status.success());
-    assert!(done.extra_stdout.is_empty());
-    assert_eq!(done.stderr, "");
+    t.finish().assert_clean();
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("versioned"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("versioned");
     t.expect("new", 2);
     t.expect("old", 1);
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("cpp"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("cpp");
     t.expect("make", 0);
     t.expect("area 0", 10);
     t.expect("describe 0", 1);
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("rust_app"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("rust_app");
     t.expect("version", 1);
     t.expect("twice", 2);
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("ifunc"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("ifunc");
     t.expect("value", 1);
     t.expect("twice", 2);
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("libcpatch"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("libcpatch");
     t.expect("abs -5", 5);
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("forker"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("forker");
     t.expect("version", 1);
     let child = t.cmd("fork");
     assert!(child.starts_with("child "), "{child}");
@@ -212,28 +202,20 @@ fn fixtures_answer_without_agent() {
     t.expect("child pid", pid);
     t.expect("child quit", "bye");
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("reaper"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("reaper");
     t.expect("version", 1);
     t.expect("add 2 3", 5);
     t.expect("reaped", 0);
     t.cmd_i("spawn");
-    let start = std::time::Instant::now();
-    while t.cmd_i("reaped") < 1 {
-        assert!(
-            start.elapsed() < hotagent_tests::DEADLINE,
-            "the SIGCHLD handler reaped nothing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    assert!(
+        t.wait_for_count("reaped", 1) >= 1,
+        "the SIGCHLD handler reaped nothing"
+    );
     t.cmd_i("hold");
     let done = t.finish();
     assert!(done.status.success(), "{done:?}");
 
-    let mut t = hotagent_tests::Target::builder(Config::DEFAULT.path("threads"))
-        .without_agent()
-        .spawn();
+    let mut t = without_agent("threads");
     let stats = t.cmd("stats");
     assert!(stats.starts_with("calls="), "{stats}");
     assert!(stats.contains(" bad=0 "), "{stats}");

@@ -1,13 +1,9 @@
 //! The hard cases: IFUNCs, symbol versions, patching libc, C++ (vtables), Rust (GOT calls, full
 //! RELRO), threads calling flat out during hundreds of switches, and fork.
 
+use crate::common::{expect_foo_calls, V1, V2};
 use hotagent_tests::*;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 fn ifunc(cfg: Config) {
     let mut t = Target::spawn(cfg.path("ifunc"));
@@ -73,7 +69,7 @@ fn libc_patch(cfg: Config) {
     t.expect("abs -5", 5);
     let patch = cfg.path("libc_patch.so");
     // By default the module is found by soname (libc_patch.so): nothing loaded matches.
-    let msg = expect_fail(&t, &["reload", s(&patch)]);
+    let msg = expect_fail(&t, &["reload", path_str(&patch)]);
     assert!(msg.contains("libc_patch.so"), "{msg}");
     t.expect("abs -5", 5);
 
@@ -141,14 +137,10 @@ matrix!(
 fn rust_program() {
     let cfg = Config::DEFAULT;
     let mut t = Target::spawn(cfg.path("rust_app"));
-    t.expect("version", 1);
-    t.expect("twice", 2);
-    t.expect("add 2 3", 5);
+    expect_foo_calls(&mut t, &V1);
     let r = reload(&t, &cfg.path("libfoo_v2.so"), &[]);
     assert_eq!(r.generation, 1);
-    t.expect("version", 2);
-    t.expect("twice", 20);
-    t.expect("add 2 3", 105);
+    expect_foo_calls(&mut t, &V2);
     reload(&t, &cfg.path("libfoo_partial.so"), &[]);
     t.expect("version", 42);
     t.expect("add 2 3", 105);
@@ -176,10 +168,7 @@ fn stats(t: &mut Target) -> (u64, u64, String) {
 
 #[test]
 fn threads_torture() {
-    let cycles: usize = std::env::var("HOTAGENT_TEST_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let cycles: usize = env_parse("HOTAGENT_TEST_CYCLES").unwrap_or(300);
     let cfg = Config::DEFAULT;
     let mut t = Target::builder(cfg.path("threads")).arg("2").spawn();
     let v2 = cfg.path("libfoo_v2.so");

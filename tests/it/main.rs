@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod cli;
+mod common;
 mod core;
 mod exports;
 mod fixtures_build;

@@ -5,7 +5,9 @@
 //! target's stdout or stderr. `--no-probe` skips it. The verdict comes through a pipe, so a target
 //! that reaps every child (or ignores SIGCHLD) cannot steal it.
 
-use crate::bad_input::{assert_unchanged, refused, s};
+use crate::common::{
+    assert_unchanged, basic, basic_refuses, expect_foo_calls, refusals_keep_generation_1, V2,
+};
 use hotagent_tests::protocol::{ErrorCode, ReloadRequest, Request};
 use hotagent_tests::*;
 use std::path::Path;
@@ -13,30 +15,20 @@ use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
 
-fn basic() -> Target {
-    Target::spawn(CFG.path("basic"))
-}
-
 fn raw_reload(t: &Target, path: &Path, dry_run: bool, no_probe: bool) -> protocol::Response {
-    raw_request(
-        t,
-        &Request::Reload(ReloadRequest {
-            path: s(path).to_string(),
-            replace: None,
-            dry_run,
-            no_probe,
-        }),
-    )
+    let req = ReloadRequest {
+        dry_run,
+        no_probe,
+        ..reload_request(path)
+    };
+    raw_request(t, &Request::Reload(req))
 }
 
 #[test]
 fn constructor_that_segfaults() {
-    let mut t = basic();
     // A reload, a dry run, both on the socket too: each forks a copy that dies of SIGSEGV.
-    refused(
-        &mut t,
+    let mut t = basic_refuses(
         &CFG.path("libcrash_ctor.so"),
-        &[],
         &[ErrorCode::BadElf],
         &["libcrash_ctor.so", "crashed a throwaway copy", "signal 11"],
     );
@@ -47,11 +39,8 @@ fn constructor_that_segfaults() {
 
 #[test]
 fn constructor_that_aborts() {
-    let mut t = basic();
-    refused(
-        &mut t,
+    basic_refuses(
         &CFG.path("libabort_ctor.so"),
-        &[],
         &[ErrorCode::BadElf],
         &["libabort_ctor.so", "crashed a throwaway copy", "signal 6"],
     );
@@ -59,25 +48,14 @@ fn constructor_that_aborts() {
 
 #[test]
 fn a_crashing_patch_keeps_the_current_generation() {
-    let mut t = basic();
-    reload(&t, &CFG.path("libfoo_v2.so"), &[]);
-    t.expect("bump", 10);
-    for bad in ["libcrash_ctor.so", "libabort_ctor.so"] {
-        let msg = expect_fail(&t, &["reload", s(&CFG.path(bad))]);
+    refusals_keep_generation_1(&["libcrash_ctor.so", "libabort_ctor.so"], |bad, msg| {
         assert!(msg.contains("crashed a throwaway copy"), "{bad}: {msg}");
-        t.assert_alive();
-        t.expect("version", 2);
-        t.expect("add 2 3", 105);
-        assert_eq!(status(&t).generation, 1, "after {bad}");
-    }
-    t.expect("bump", 20);
-    rollback(&t);
-    assert_unchanged(&mut t);
+    });
 }
 
 #[test]
 fn no_probe_skips_the_probe() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     let v2 = CFG.path("libfoo_v2.so");
 
     // Without the probe: a plain reload, and the probe phase took no time at all.
@@ -85,9 +63,7 @@ fn no_probe_skips_the_probe() {
     assert_eq!(v["generation"], 1, "{v}");
     assert_eq!(v["dry_run"], false, "{v}");
     assert_eq!(v["phases"]["probe_us"], 0, "{v}");
-    t.expect("version", 2);
-    t.expect("add 2 3", 105);
-    t.expect("twice", 20);
+    expect_foo_calls(&mut t, &V2);
     assert_eq!(status(&t).generation, 1);
     rollback(&t);
     t.expect("version", 1);
@@ -119,7 +95,7 @@ fn no_probe_skips_the_probe() {
     // Without the probe, the real dlopen still refuses a library it cannot bind, with the same
     // code the probe gives.
     let undef = CFG.path("libbad_undef.so");
-    let msg = expect_fail(&t, &["reload", s(&undef), "--no-probe"]);
+    let msg = expect_fail(&t, &["reload", path_str(&undef), "--no-probe"]);
     assert!(msg.contains("nobody_defines_this_function"), "{msg}");
     let e = expect_error(
         &raw_reload(&t, &undef, false, true),
@@ -132,18 +108,6 @@ fn no_probe_skips_the_probe() {
     );
     assert!(e.message.contains("nobody_defines_this_function"), "{e:?}");
     assert_unchanged(&mut t);
-}
-
-/// Polls a numeric command until it reaches `at_least`.
-fn wait_for_count(t: &mut Target, cmd: &str, at_least: i64) -> i64 {
-    let start = Instant::now();
-    loop {
-        let n = t.cmd_i(cmd);
-        if n >= at_least || start.elapsed() > DEADLINE {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The reaper fixture (its SIGCHLD handler collects every child, or with `ignore` the kernel
@@ -159,7 +123,7 @@ fn reaper_scenario(mode: Option<&str>) {
         // The handler does reap: a child that exits is collected.
         t.cmd_i("spawn");
         assert!(
-            wait_for_count(&mut t, "reaped", 1) >= 1,
+            t.wait_for_count("reaped", 1) >= 1,
             "the SIGCHLD handler reaped nothing"
         );
     }
@@ -172,7 +136,7 @@ fn reaper_scenario(mode: Option<&str>) {
     let undef = CFG.path("libbad_undef.so");
     for round in 0..3 {
         for bad in [&crash, &abort] {
-            let msg = expect_fail(&t, &["reload", s(bad)]);
+            let msg = expect_fail(&t, &["reload", path_str(bad)]);
             assert!(
                 msg.contains("crashed a throwaway copy"),
                 "round {round}: {msg}"
@@ -198,9 +162,7 @@ fn reaper_scenario(mode: Option<&str>) {
 
         let r = reload(&t, &v2, &[]);
         assert_eq!(r.generation, 1, "round {round}: {r:?}");
-        t.expect("version", 2);
-        t.expect("add 2 3", 105);
-        t.expect("twice", 20);
+        expect_foo_calls(&mut t, &V2);
         rollback(&t);
         t.expect("version", 1);
         t.expect("add 2 3", 5);
@@ -234,7 +196,7 @@ fn target_that_ignores_sigchld() {
 
 #[test]
 fn the_probe_copy_keeps_quiet() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     let noisy = CFG.path("libnoisy_ctor.so");
     // A dry run loads it only in the probe: nothing may reach the target's stderr.
     let v = reload_json(&t, &noisy, &["--dry-run"]);
@@ -260,13 +222,10 @@ fn the_probe_copy_keeps_quiet() {
 
 #[test]
 fn destructor_that_segfaults() {
-    let mut t = basic();
     // Loading it works; unloading it crashes. The probe unloads it in the copy: refused here,
     // rather than accepted and crashing the target when it exits.
-    refused(
-        &mut t,
+    let t = basic_refuses(
         &CFG.path("libcrash_dtor.so"),
-        &[],
         &[ErrorCode::BadElf],
         &["libcrash_dtor.so", "crashed a throwaway copy", "signal 11"],
     );

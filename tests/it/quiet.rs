@@ -32,14 +32,7 @@ fn agent_is_silent_through_a_normal_cycle() {
     let _ = raw_request(&t, &Request::Status);
     t.expect("version", 1);
 
-    let done = t.finish();
-    assert!(done.status.success(), "exit: {:?}", done.status);
-    assert!(
-        done.extra_stdout.is_empty(),
-        "unexpected stdout lines: {:?}",
-        done.extra_stdout
-    );
-    assert_eq!(done.stderr, "", "the agent wrote to the target's stderr");
+    t.finish().assert_clean();
 }
 
 #[test]
@@ -50,20 +43,14 @@ fn agent_is_silent_in_a_cpp_and_a_threaded_target() {
     reload(&t, &cfg.path("libshape_v2.so"), &[]);
     t.expect("make", 1);
     rollback(&t);
-    let done = t.finish();
-    assert!(done.status.success());
-    assert!(done.extra_stdout.is_empty(), "{:?}", done.extra_stdout);
-    assert_eq!(done.stderr, "");
+    t.finish().assert_clean();
 
     let t = Target::builder(cfg.path("threads")).arg("2").spawn();
     for _ in 0..5 {
         reload(&t, &cfg.path("libfoo_v2.so"), &[]);
         rollback(&t);
     }
-    let done = t.finish();
-    assert!(done.status.success());
-    assert!(done.extra_stdout.is_empty(), "{:?}", done.extra_stdout);
-    assert_eq!(done.stderr, "");
+    t.finish().assert_clean();
 }
 
 #[test]
@@ -96,10 +83,7 @@ fn hotagent_log_is_obeyed() {
         .spawn();
     reload(&t, &cfg.path("libfoo_v2.so"), &[]);
     t.expect("version", 2);
-    let done = t.finish();
-    assert!(done.status.success());
-    assert!(done.extra_stdout.is_empty(), "{:?}", done.extra_stdout);
-    assert_eq!(done.stderr, "");
+    t.finish().assert_clean();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.is_empty(), "nothing logged to {}", log.display());
 }

@@ -2,8 +2,9 @@
 //! stall or vanish, many clients at once, a client of another uid. After each, the target is alive
 //! and its agent still serves.
 
+use crate::common::basic;
 use hotagent_tests::protocol::{
-    encode_line, ErrorCode, ReloadRequest, Request, Response, MAX_LINE_BYTES, PROTOCOL_VERSION,
+    encode_line, ErrorCode, Request, Response, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
 use hotagent_tests::*;
 use std::io::Write;
@@ -13,10 +14,6 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
-
-fn basic() -> Target {
-    Target::spawn(CFG.path("basic"))
-}
 
 /// The target runs, answers as v1, its agent serves a status at generation 0, and the agent has
 /// written nothing to the target's stderr.
@@ -47,7 +44,7 @@ fn serving(t: &mut Target) {
 
 #[test]
 fn raw_status() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     match raw_request(&t, &Request::Status) {
         Response::Status(s) => {
             assert_eq!(s.protocol, PROTOCOL_VERSION);
@@ -66,14 +63,8 @@ fn raw_status() {
 
 #[test]
 fn raw_reload_and_rollback() {
-    let mut t = basic();
-    let v2 = CFG.path("libfoo_v2.so");
-    let req = Request::Reload(ReloadRequest {
-        path: v2.display().to_string(),
-        replace: None,
-        dry_run: false,
-        no_probe: false,
-    });
+    let mut t = basic(CFG);
+    let req = Request::Reload(reload_request(&CFG.path("libfoo_v2.so")));
     match raw_request(&t, &req) {
         Response::Reload(r) => assert_eq!(r.generation, 1),
         other => panic!("expected a reload report, got {other:?}"),
@@ -88,7 +79,7 @@ fn raw_reload_and_rollback() {
 
 #[test]
 fn garbage_requests_get_bad_request() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     let cases: &[(&str, &[u8])] = &[
         ("malformed JSON", b"{\"op\":\n"),
         ("unknown op", b"{\"op\":\"explode\"}\n"),
@@ -140,7 +131,7 @@ fn oversized(t: &mut Target, bytes: &[u8]) {
 
 #[test]
 fn oversized_line() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     let pad = "x".repeat(MAX_LINE_BYTES + 1024);
     let line = format!("{{\"op\":\"status\",\"pad\":\"{pad}\"}}\n");
     oversized(&mut t, line.as_bytes());
@@ -151,7 +142,7 @@ fn oversized_line() {
 
 #[test]
 fn half_sent_request_then_close() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     for _ in 0..5 {
         let mut c = UnixStream::connect(t.socket_path()).unwrap();
         c.write_all(b"{\"op\":\"sta").unwrap();
@@ -175,7 +166,7 @@ fn half_sent_request_then_close() {
 
 #[test]
 fn stalled_client_does_not_block_others() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     // Holds a connection open with half a request and never finishes it.
     let mut staller = UnixStream::connect(t.socket_path()).unwrap();
     staller.write_all(b"{\"op\":\"stat").unwrap();
@@ -198,7 +189,7 @@ fn stalled_client_does_not_block_others() {
 #[test]
 fn many_clients_at_once() {
     const CLIENTS: usize = 50;
-    let mut t = basic();
+    let mut t = basic(CFG);
     let agent = t.agent_of(t.pid());
     let pid = t.pid();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
@@ -239,7 +230,7 @@ fn many_clients_at_once() {
 
 #[test]
 fn vanished_clients_do_not_kill_the_target() {
-    let mut t = basic();
+    let mut t = basic(CFG);
     // The client sends a whole request and closes before the answer is written: writing the
     // answer fails with EPIPE, which must not raise SIGPIPE in the target.
     for _ in 0..20 {
@@ -256,13 +247,7 @@ fn vanished_clients_do_not_kill_the_target() {
 
     // A reload whose client vanished: the agent may carry it out or drop it, but the target lives
     // and behaves as the generation it reports.
-    let v2 = CFG.path("libfoo_v2.so");
-    let req = Request::Reload(ReloadRequest {
-        path: v2.display().to_string(),
-        replace: None,
-        dry_run: false,
-        no_probe: false,
-    });
+    let req = Request::Reload(reload_request(&CFG.path("libfoo_v2.so")));
     let mut c = UnixStream::connect(t.socket_path()).unwrap();
     c.write_all(&encode_line(&req)).unwrap();
     drop(c);
@@ -313,7 +298,7 @@ fn other_uid_is_refused() {
         eprintln!("other_uid_is_refused: skipped, needs root");
         return;
     }
-    let mut t = basic();
+    let mut t = basic(CFG);
     // A copy of the client that nobody may run.
     let bin_dir = scratch();
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -322,13 +307,7 @@ fn other_uid_is_refused() {
     std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let socket = t.socket_path();
-    let v2 = CFG.path("libfoo_v2.so");
-    let reload_req = Request::Reload(ReloadRequest {
-        path: v2.display().to_string(),
-        replace: None,
-        dry_run: false,
-        no_probe: false,
-    });
+    let reload_req = Request::Reload(reload_request(&CFG.path("libfoo_v2.so")));
     let refused = |verdict: &str| {
         verdict.starts_with("connect-error")
             || verdict.starts_with("write-error")
