@@ -132,7 +132,7 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
             "a position-independent executable, not a shared library".to_string(),
         ));
     }
-    guard::check_structure(&elf, bytes.len() as u64).map_err(bad)?;
+    guard::check_structure(&elf, bytes).map_err(bad)?;
     let symbols = exported_symbols(&elf);
     let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
     Ok(PatchFile {

@@ -29,10 +29,87 @@ const LAST_GENERIC_TAG: u64 = 37;
 const OS_TAGS: std::ops::RangeInclusive<u64> = 0x6000_000d..=0x6fff_ffff;
 const PROC_TAGS: std::ops::RangeInclusive<u64> = 0x7000_0000..=0x7fff_ffff;
 
-pub fn check_structure(elf: &Elf<'_>, len: u64) -> Result<(), String> {
-    check_segments(elf, len)?;
+pub fn check_structure(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), String> {
+    check_segments(elf, bytes.len() as u64)?;
     check_dynamic(elf)?;
-    check_relocations(elf)
+    check_relocations(elf)?;
+    check_hash_tables(elf, bytes)
+}
+
+/// The bytes loaded at `vaddr` (through the end of their segment's file image).
+fn at_vaddr<'b>(elf: &Elf<'_>, bytes: &'b [u8], vaddr: u64) -> Option<&'b [u8]> {
+    let l = loads(elf)
+        .into_iter()
+        .find(|l| vaddr >= l.p_vaddr && vaddr < l.p_vaddr.saturating_add(l.p_filesz))?;
+    let start = usize::try_from(l.p_offset.checked_add(vaddr - l.p_vaddr)?).ok()?;
+    let end = usize::try_from(l.p_offset.checked_add(l.p_filesz)?).ok()?;
+    bytes.get(start..end)
+}
+
+fn word(table: &[u8], i: usize) -> Option<u32> {
+    let b = table.get(i.checked_mul(4)?..i.checked_mul(4)?.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+/// The loader walks these tables for every lookup in the library — `dlsym`, and any symbol
+/// search that reaches it later — trusting every count and index in them.
+fn check_hash_tables(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), String> {
+    let Some(d) = &elf.dynamic else { return Ok(()) };
+    let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
+    let nsyms = elf.dynsyms.len();
+    let bad = |what: &str| format!("corrupted: the {what} hash table is inconsistent");
+    if let Some(addr) = tag(dynamic::DT_GNU_HASH) {
+        let t = at_vaddr(elf, bytes, addr).ok_or_else(|| bad("GNU"))?;
+        let (nbuckets, symoffset, bloom_words) = (|| {
+            Some((
+                word(t, 0)? as usize,
+                word(t, 1)? as usize,
+                word(t, 2)? as usize,
+            ))
+        })()
+        .ok_or_else(|| bad("GNU"))?;
+        if nbuckets == 0 || bloom_words == 0 || symoffset > nsyms {
+            return Err(bad("GNU"));
+        }
+        // Header (4 words), bloom (64-bit words), buckets, then one chain word per symbol past
+        // symoffset.
+        let buckets = 4 + bloom_words.checked_mul(2).ok_or_else(|| bad("GNU"))?;
+        let chains = buckets.checked_add(nbuckets).ok_or_else(|| bad("GNU"))?;
+        for b in 0..nbuckets {
+            let first = word(t, buckets + b).ok_or_else(|| bad("GNU"))? as usize;
+            if first == 0 {
+                continue;
+            }
+            if first < symoffset || first >= nsyms {
+                return Err(bad("GNU"));
+            }
+            let mut i = first;
+            loop {
+                let h = word(t, chains + (i - symoffset)).ok_or_else(|| bad("GNU"))?;
+                if h & 1 != 0 {
+                    break;
+                }
+                i += 1;
+                if i >= nsyms {
+                    return Err(bad("GNU"));
+                }
+            }
+        }
+    }
+    if let Some(addr) = tag(dynamic::DT_HASH) {
+        let t = at_vaddr(elf, bytes, addr).ok_or_else(|| bad("SysV"))?;
+        let nbucket = word(t, 0).ok_or_else(|| bad("SysV"))? as usize;
+        let nchain = word(t, 1).ok_or_else(|| bad("SysV"))? as usize;
+        if nbucket == 0 || nchain > nsyms.max(1) {
+            return Err(bad("SysV"));
+        }
+        for i in 0..nbucket.saturating_add(nchain) {
+            if word(t, 2 + i).ok_or_else(|| bad("SysV"))? as usize >= nchain {
+                return Err(bad("SysV"));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn inside(load: &ph::ProgramHeader, addr: u64, size: u64) -> bool {

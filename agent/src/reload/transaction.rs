@@ -48,7 +48,11 @@ impl Agent {
 
         if !req.no_probe {
             let t = Instant::now();
-            let verdict = probe(&staged, path);
+            let lookups: Vec<_> = matches
+                .iter()
+                .map(|m| (m.new.name.clone(), m.new.version.clone()))
+                .collect();
+            let verdict = probe(&staged, path, &lookups);
             phases.probe_us = micros(t);
             if let Err(e) = verdict {
                 let _ = std::fs::remove_file(&staged);
@@ -269,9 +273,13 @@ impl Agent {
 
 /// Loads the staged copy in a throwaway child first: a refusal there is the error the real load
 /// would give, and a crash there is a crash the target was spared.
-fn probe(staged: &str, path: &str) -> Result<(), ReloadError> {
+fn probe(
+    staged: &str,
+    path: &str,
+    lookups: &[(String, Option<String>)],
+) -> Result<(), ReloadError> {
     use crate::sys::probe::{probe_load, Probe};
-    match probe_load(staged, PROBE_TIMEOUT) {
+    match probe_load(staged, lookups, PROBE_TIMEOUT) {
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
         Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(

@@ -36,9 +36,26 @@ pub enum Probe {
     TimedOut,
 }
 
-pub fn probe_load(path: &str, timeout: Duration) -> std::io::Result<Probe> {
+/// Loads `path` in a forked child, looks up `symbols` in it (name, version) as the real reload
+/// will, unloads it, and reports.
+pub fn probe_load(
+    path: &str,
+    symbols: &[(String, Option<String>)],
+    timeout: Duration,
+) -> std::io::Result<Probe> {
     let c_path =
         CString::new(path).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    // Built before the fork: the child allocates nothing of its own.
+    let lookups: Vec<(CString, Option<CString>)> = symbols
+        .iter()
+        .filter_map(|(n, v)| {
+            let version = match v {
+                Some(v) => Some(CString::new(v.as_str()).ok()?),
+                None => None,
+            };
+            Some((CString::new(n.as_str()).ok()?, version))
+        })
+        .collect();
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -48,7 +65,7 @@ pub fn probe_load(path: &str, timeout: Duration) -> std::io::Result<Probe> {
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(&c_path, fds[1]);
+        child(&c_path, &lookups, fds[1]);
     }
     PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
@@ -72,7 +89,7 @@ pub fn probe_load(path: &str, timeout: Duration) -> std::io::Result<Probe> {
 
 /// In the child: quiet, no core dump, load, report, leave without running any exit handler of
 /// the target.
-fn child(path: &CString, mut fd: i32) -> ! {
+fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) -> ! {
     // SAFETY: plain syscalls on this (single-threaded) child's own descriptors and limits. A
     // constructor's output must not reach the target's stdout twice, nor may it read the
     // target's stdin; a crash must not write a core file of the whole target.
@@ -109,6 +126,17 @@ fn child(path: &CString, mut fd: i32) -> ! {
         };
         format!("err:{text}")
     } else {
+        // The reload's own lookups walk the library's hash tables: a corrupted one must fault
+        // here.
+        for (name, version) in lookups {
+            // SAFETY: h is a live handle; name and version are valid C strings.
+            unsafe {
+                match version {
+                    Some(v) => libc::dlvsym(h, name.as_ptr(), v.as_ptr()),
+                    None => libc::dlsym(h, name.as_ptr()),
+                };
+            }
+        }
         // Unloading runs the library's destructors, which the real copy will run at the
         // target's exit: a corrupted one must crash here, not there.
         // SAFETY: h is the handle just returned by dlopen; nothing else uses it in this child.
