@@ -118,6 +118,7 @@ pub mod elf {
     }
 
     pub const PT_GNU_RELRO: u32 = 0x6474_e552;
+    pub const DT_GNU_HASH: u64 = 0x6fff_fef5;
 
     /// One `Elf64_Phdr`.
     #[derive(Debug, Clone, Copy)]
@@ -159,6 +160,26 @@ pub mod elf {
             .position(|p| p.p_type == p_type)
             .unwrap_or_else(|| panic!("no program header of type {p_type:#x}"));
         write_u64(bytes, phoff + i * 56 + 16, vaddr);
+    }
+
+    /// Sets the memory size of the `n`th loadable segment (counting from 0).
+    pub fn set_load_memsz(bytes: &mut [u8], n: usize, memsz: u64) {
+        let phoff = read_u64(bytes, E_PHOFF) as usize;
+        let i = program_headers(bytes)
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.p_type == PT_LOAD)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no loadable segment #{n}"))
+            .0;
+        write_u64(bytes, phoff + i * 56 + 40, memsz);
+    }
+
+    /// Sets the `symoffset` word of the GNU hash table (the index of its first hashed symbol).
+    pub fn set_gnu_hash_symoffset(bytes: &mut [u8], symoffset: u32) {
+        let table = dynamic_entry(bytes, DT_GNU_HASH).val;
+        let at = vaddr_to_offset(bytes, table).expect("the GNU hash table is in the file") + 4;
+        bytes[at..at + 4].copy_from_slice(&symoffset.to_le_bytes());
     }
 
     /// The file offset that holds the byte loaded at `vaddr`, if a loadable segment maps it from

@@ -324,6 +324,33 @@ fn relro_outside_the_image() {
     );
 }
 
+/// Found by the seed-22 sweep: the read-only data segment grown in memory over the segments
+/// after it. glibc maps the extra as zero pages past the library's reserved span, over whatever
+/// the target has there; the probe copy survived it, the target's next `dlopen` did not.
+#[test]
+fn overlapping_segments() {
+    file_refused(
+        "libfoo_overlap.so",
+        v2_edited(|b| elf::set_load_memsz(b, 2, 0xe238)),
+        ALSO_WITHOUT_PROBE,
+        &[ErrorCode::BadElf],
+        &["corrupted", "overlap"],
+    );
+}
+
+/// Found by the seed-44 sweep: the GNU hash table's first hashed symbol moved out of range. Only
+/// a lookup in the library walks it (the reload's `dlsym`), so loading alone did not fault.
+#[test]
+fn gnu_hash_out_of_range() {
+    file_refused(
+        "libfoo_hash.so",
+        v2_edited(|b| elf::set_gnu_hash_symoffset(b, 0x00c1_0005)),
+        ALSO_WITHOUT_PROBE,
+        &[ErrorCode::BadElf],
+        &["corrupted", "hash table"],
+    );
+}
+
 #[test]
 fn dynamic_pointer_without_size() {
     // The same loss of DT_INIT_ARRAYSZ, through a tag the loader knows (and ignores the value
