@@ -343,3 +343,33 @@ fn other_uid_is_refused() {
     eprintln!("other_uid_is_refused: target stderr: {:?}", t.stderr_text());
     std::fs::set_permissions(t.socket_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+/// A daemon closing every descriptor it did not open closes the agent's listener too: the agent
+/// must stop (its thread ends, with a warning) instead of spinning on a failing `accept`, and the
+/// program runs on.
+#[test]
+fn listener_closed_by_the_program() {
+    let mut t = basic(CFG);
+    let task_dir = format!("/proc/{}/task", t.pid());
+    let tasks = || std::fs::read_dir(&task_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(tasks(), 2, "the program's thread and the agent's");
+    t.expect("closefds", "ok");
+    // The agent's thread sleeps in accept() on the socket the kernel still holds for it; the next
+    // client wakes it, and its next accept() finds the descriptor gone. That client may or may
+    // not be answered.
+    let _ = hotctl(&t, &["status"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tasks() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's thread still runs after its listener was closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.expect("version", 1);
+    assert!(
+        t.stderr_text().contains("stopped listening"),
+        "{}",
+        t.stderr_text()
+    );
+}

@@ -86,13 +86,39 @@ pub(super) fn forget_parent_listener() {
 }
 
 fn accept_loop(listener: UnixListener) {
+    // Never closed by us: when this loop stops, the descriptor number may already belong to the
+    // program, and closing it would close the program's file.
+    let listener = std::mem::ManuallyDrop::new(listener);
     let my_pid = process::pid();
-    for conn in listener.incoming() {
+    let fd = listener.as_raw_fd();
+    let ours = socket::fd_identity(fd);
+    loop {
         // After fork the child closes this descriptor; a parent-side thread never runs there.
         if process::pid() != my_pid {
             return;
         }
-        let Ok(stream) = conn else { continue };
+        // A program that closed our descriptor may have reused its number for a socket of its
+        // own: accepting on it would steal its clients.
+        if socket::fd_identity(fd) != ours {
+            tracing::warn!("hotagent stopped listening: the program closed or replaced its socket");
+            return;
+        }
+        let conn = listener.accept().map(|(s, _)| s);
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => match accept_failure(&e) {
+                Failure::Retry => continue,
+                Failure::Backoff => {
+                    // Out of descriptors or memory: waiting beats spinning on the same error.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Failure::Stop => {
+                    tracing::warn!("hotagent stopped listening: {e} (the program closed or replaced its socket)");
+                    return;
+                }
+            },
+        };
         if ACTIVE.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
             reply_busy(stream);
@@ -105,6 +131,22 @@ fn accept_loop(listener: UnixListener) {
         if spawned.is_err() {
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+enum Failure {
+    Retry,
+    Backoff,
+    Stop,
+}
+
+/// A daemon that closes every descriptor it did not open takes our listener with it: accept then
+/// fails the same way forever, and must stop rather than spin.
+fn accept_failure(e: &std::io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => Failure::Retry,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Failure::Backoff,
+        _ => Failure::Stop,
     }
 }
 

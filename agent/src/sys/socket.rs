@@ -32,3 +32,15 @@ pub fn close_fd(fd: i32) {
     // SAFETY: fd is a descriptor this library opened (the parent's listener), unused in the child.
     unsafe { libc::close(fd) };
 }
+
+/// (device, inode) of what descriptor `fd` refers to now, or None if it is closed.
+pub fn fd_identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data; fstat writes it fully on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } == 0 {
+        Some((st.st_dev, st.st_ino))
+    } else {
+        None
+    }
+}
