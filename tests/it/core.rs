@@ -321,7 +321,24 @@ fn dry_run_plans_what_reload_does(cfg: Config) {
     }
 }
 
+/// A function pointer initialised in data follows the reload: in a PIE it is a data slot the
+/// loader filled by symbol; in a non-PIE it holds the canonical PLT entry, which jumps through the
+/// executable's own (switched) slot.
+fn static_pointer_follows(cfg: Config) {
+    let mut t = basic(cfg);
+    t.expect("ptr", 1);
+    reload(&t, &cfg.path("libfoo_v2.so"), &[]);
+    t.expect("ptr", 2);
+    reload(&t, &cfg.path("libfoo_v3.so"), &[]);
+    t.expect("ptr", 3);
+    rollback(&t);
+    t.expect("ptr", 2);
+    rollback(&t);
+    t.expect("ptr", 1);
+}
+
 matrix!(
+    static_pointer_follows,
     direct_call_switches,
     self_call_runs_new_code,
     partial_patch,
