@@ -37,6 +37,29 @@ fn constructor_that_segfaults() {
     t.expect("counter", 1);
 }
 
+/// A target with its own crash handler: the probe child resets it, so the copy dies of the signal
+/// (and the verdict names it) instead of running the target's handler.
+#[test]
+fn target_crash_handlers_do_not_run_in_the_probe() {
+    let mut t = Target::builder(CFG.path("reaper"))
+        .arg("crashhandler")
+        .spawn();
+    for (lib, signal) in [
+        ("libcrash_ctor.so", "signal 11"),
+        ("libabort_ctor.so", "signal 6"),
+    ] {
+        let out = hotctl(&t, &["reload", path_str(&CFG.path(lib))]);
+        let msg = check_failure(&out);
+        assert!(
+            msg.contains("crashed a throwaway copy") && msg.contains(signal),
+            "{lib}: {msg}"
+        );
+    }
+    t.expect("version", 1);
+    reload(&t, &CFG.path("libfoo_v2.so"), &[]);
+    t.expect("version", 2);
+}
+
 #[test]
 fn constructor_that_aborts() {
     basic_refuses(

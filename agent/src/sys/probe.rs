@@ -104,6 +104,23 @@ fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) ->
             libc::dup2(null, 1);
             libc::dup2(null, 2);
         }
+        // The target's own crash handlers (a crash reporter, a runtime's fault handler) must not
+        // run for a crash of the probe: it should simply die, and we read how.
+        let mut fatal: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut fatal);
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGABRT,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::sigaddset(&mut fatal, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &fatal, std::ptr::null_mut());
         let none = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
