@@ -24,11 +24,40 @@ pub fn fixtures_src() -> PathBuf {
     repo_root().join("tests").join("fixtures")
 }
 
-fn release_artifact(name: &str) -> PathBuf {
+/// The newest modification time of any file under `dir`.
+fn newest_under(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_under(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The tests do not depend on the cdylib and hotctl through cargo, so `cargo test` alone would
+/// happily test yesterday's agent: refuse artifacts older than their sources.
+fn release_artifact(name: &str, crates: &[&str]) -> PathBuf {
     let path = target_dir().join("release").join(name);
-    if !path.is_file() {
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --release` first (make test does)",
+                path.display()
+            )
+        });
+    let sources = crates
+        .iter()
+        .filter_map(|c| newest_under(&repo_root().join(c).join("src")))
+        .max();
+    if sources.is_some_and(|s| s > built) {
         panic!(
-            "{} is missing: run `cargo build --release` first (make test does)",
+            "{} is older than its sources: run `cargo build --release` first (make test does)",
             path.display()
         );
     }
@@ -37,10 +66,10 @@ fn release_artifact(name: &str) -> PathBuf {
 
 /// `target/release/libhotagent.so`.
 pub fn agent_so() -> PathBuf {
-    release_artifact("libhotagent.so")
+    release_artifact("libhotagent.so", &["agent", "protocol"])
 }
 
 /// `target/release/hotctl`.
 pub fn hotctl_bin() -> PathBuf {
-    release_artifact("hotctl")
+    release_artifact("hotctl", &["control", "protocol"])
 }
