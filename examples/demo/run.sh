@@ -158,12 +158,13 @@ ask() {
 
 banner "Start the demo server with the agent preloaded"
 echo "\$ HOTAGENT_SOCKET_DIR=$HOTAGENT_SOCKET_DIR LD_PRELOAD=$(short "$AGENT") $(short "$SERVER_BIN") 0"
+: >"$WORK/server.out" # exists before the server's shell opens it, so the wait below can read it
 LD_PRELOAD=$AGENT "$SERVER_BIN" 0 >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 
 PORT=
 for _ in $(seq 100); do
-    line=$(head -n 1 "$WORK/server.out")
+    line=$(head -n 1 "$WORK/server.out" 2>/dev/null || true)
     if [[ $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
         PORT=${BASH_REMATCH[1]}
         break
