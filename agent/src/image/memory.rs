@@ -20,6 +20,11 @@ pub trait Memory {
     fn u64(&self, addr: u64) -> Option<u64> {
         Some(u64::from_le_bytes(self.bytes(addr, 8)?.try_into().ok()?))
     }
+    /// A pointer-sized slot that other threads may be writing (a GOT entry the lazy-binding
+    /// resolver fills): the live memory reads it with one atomic load.
+    fn slot(&self, addr: u64) -> Option<u64> {
+        self.u64(addr)
+    }
     /// A NUL-terminated string, without its NUL.
     fn cstr(&self, addr: u64) -> Option<&[u8]> {
         let t = self.tail(addr)?;

@@ -75,7 +75,7 @@ pub fn plan_slots<M: Memory>(
             if reloc.sym == 0 {
                 continue;
             }
-            let Some(value) = mem.u64(reloc.slot) else {
+            let Some(value) = mem.slot(reloc.slot) else {
                 continue;
             };
             let base_value = value.wrapping_sub(reloc.addend as u64);

@@ -27,8 +27,16 @@ impl Memory for LiveMemory {
         let len = usize::try_from(r.end - addr).ok()?;
         // SAFETY: [addr, r.end) lies inside a readable PT_LOAD segment of a module that stays
         // mapped while `self` lives (the constructor's contract). The bytes may be written by
-        // other threads only where they are GOT slots, which are read through `load_u64` instead.
+        // other threads only where they are GOT slots, which are read through `slot` instead.
         Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
+    }
+
+    fn slot(&self, addr: u64) -> Option<u64> {
+        if !addr.is_multiple_of(8) || self.tail(addr)?.len() < 8 {
+            return None;
+        }
+        // SAFETY: aligned, and the 8 bytes lie in a readable segment of a mapped module.
+        Some(unsafe { load_u64(addr) })
     }
 }
 
