@@ -9,9 +9,27 @@ fn ifunc(cfg: Config) {
     let mut t = Target::spawn(cfg.path("ifunc"));
     t.expect("value", 1);
     t.expect("twice", 2);
+    // A dry run recognises the program's slot, which holds the implementation the resolver
+    // chose, not the IFUNC symbol's own address.
+    let dry = reload(&t, &cfg.path("libifunc_v2.so"), &["--dry-run"]);
+    let planned = dry
+        .symbols
+        .iter()
+        .find(|s| s.name == "ifunc_value")
+        .expect("ifunc_value planned");
+    assert!(planned.slots >= 1 && planned.other == 0, "{dry:?}");
     // v2's ifunc_value is an IFUNC too: its resolver must run (calling the resolver as the
     // function would print a pointer, not 2).
-    reload(&t, &cfg.path("libifunc_v2.so"), &[]);
+    let r = reload(&t, &cfg.path("libifunc_v2.so"), &[]);
+    let done = r
+        .symbols
+        .iter()
+        .find(|s| s.name == "ifunc_value")
+        .expect("ifunc_value switched");
+    assert!(
+        done.slots >= planned.slots,
+        "dry run {planned:?}, reload {done:?}"
+    );
     t.expect("value", 2);
     t.expect("twice", 20);
     // v3's is a plain function.

@@ -62,7 +62,7 @@ impl Agent {
         if req.dry_run {
             let _ = std::fs::remove_file(&staged);
             let t = Instant::now();
-            let (bindings, _) = self.bindings_for_dry_run(&module, &matches);
+            let bindings = self.bindings_for_dry_run(&module, &matches)?;
             let plan = phdr::with_modules_locked(|mods| {
                 let layouts = modules::layouts(&mods, &self.exe, self.page);
                 let mem = modules::live_memory(&layouts);
@@ -220,25 +220,29 @@ impl Agent {
         })
     }
 
-    fn bindings_for_dry_run(&self, module: &Layout, matches: &[Match]) -> (Vec<Binding>, ()) {
-        let bindings = matches
+    /// What a dry run plans with: each symbol bound to an address no slot can hold, so every
+    /// slot bound to the symbol counts as one the reload would write.
+    fn bindings_for_dry_run(
+        &self,
+        module: &Layout,
+        matches: &[Match],
+    ) -> Result<Vec<Binding>, ReloadError> {
+        matches
             .iter()
             .filter(|m| m.role != Role::State)
             .map(|m| {
-                let known = self
-                    .find_replaced(module, m)
-                    .map(|i| self.replaced[i].known.clone())
-                    .unwrap_or_else(|| vec![m.old.addr]);
-                // No real address can equal this, so every bound slot counts as "would write".
-                Binding {
+                let known = match self.find_replaced(module, m) {
+                    Some(i) => self.replaced[i].known.clone(),
+                    None => vec![self.gen0_of(module, m)?],
+                };
+                Ok(Binding {
                     name: m.old.name.clone(),
                     known,
                     target: u64::MAX,
                     only_in: None,
-                }
+                })
             })
-            .collect();
-        (bindings, ())
+            .collect()
     }
 
     /// The new library's address for each match, checked to lie inside it; for a symbol seen
