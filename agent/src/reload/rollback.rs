@@ -15,19 +15,19 @@ impl Agent {
         let Some(gen) = self.generations.last().cloned() else {
             return Err(ReloadError::NothingToRollBack);
         };
-        let mut bindings: Vec<Binding> = gen
+        let bindings: Vec<Binding> = gen
             .symbols
             .iter()
             .map(|&i| self.binding(i, self.replaced[i].below_top()))
             .collect();
         let settled = settled_modules();
         dl::barrier();
-        let outcome = self.write_locked(&mut bindings, &gen.symbols, &settled, None)?;
+        let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;
         for &i in &gen.symbols {
             self.replaced[i].stack.pop();
         }
         self.generations.pop();
-        let symbols: Vec<SymbolReport> = gen
+        let mut symbols: Vec<SymbolReport> = gen
             .symbols
             .iter()
             .zip(&outcome.plan.tallies)
@@ -36,7 +36,6 @@ impl Agent {
                 report(&r.name, r.version.clone(), r.role, t)
             })
             .collect();
-        let mut symbols = symbols;
         self.name_generations(&mut symbols);
         let elapsed_us = micros(t0);
         tracing::info!(
@@ -52,7 +51,7 @@ impl Agent {
             symtab_entries: outcome.symtab,
             symbols,
             elapsed_us,
-            warnings: Vec::new(),
+            warnings: outcome.warnings(),
         })
     }
 }

@@ -36,7 +36,6 @@ impl Agent {
         let (module, matches) = self.select_locked(&patch, &want)?;
         phases.check_us = micros(t0);
 
-        let settled = settled_modules();
         let t = Instant::now();
         self.seq += 1;
         let staged =
@@ -84,6 +83,8 @@ impl Agent {
             });
         }
 
+        // Taken before our own dlopen, which waits for any load in progress elsewhere.
+        let mut settled = settled_modules();
         let t = Instant::now();
         let loaded = dl::open_now_local(&staged);
         let _ = std::fs::remove_file(&staged);
@@ -96,6 +97,12 @@ impl Agent {
             generation: self.generation() + 1,
             file_name,
         });
+        // The new library is fully loaded once dlopen returns: ours to write into.
+        let new_base = phdr::snapshot()
+            .iter()
+            .find(|m| m.name == staged)
+            .map(|m| m.base);
+        settled.extend(new_base);
         phases.load_us = micros(t);
 
         let t = Instant::now();
@@ -129,13 +136,13 @@ impl Agent {
                 name: m.new.name.clone(),
                 known: vec![*own],
                 target: storage,
-                only_in: Some(0),
+                only_in: Some(new_base.unwrap_or(u64::MAX)),
             });
         }
         phases.plan_us = micros(t);
 
         let t = Instant::now();
-        let outcome = self.write_locked(&mut bindings, &touched, &settled, Some(&staged));
+        let outcome = self.write_locked(&bindings, &touched, &settled);
         let locked_us = micros(t);
         let outcome = match outcome {
             Ok(o) => o,
@@ -150,13 +157,7 @@ impl Agent {
         phases.verify_us = outcome.verify_us;
         // Planning inside the lock is the rest of the locked time.
         phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
-        let mut warnings = Vec::new();
-        if outcome.verify_fixes > 0 {
-            warnings.push(format!(
-                "{} slot(s) bound lazily during the switch were rebound by the verify pass",
-                outcome.verify_fixes
-            ));
-        }
+        let warnings = outcome.warnings();
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
         let ordered: Vec<Match> = matches
             .iter()

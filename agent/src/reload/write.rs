@@ -5,7 +5,7 @@ use super::modules;
 use super::plan::{plan_slots, Binding, Plan};
 use super::state::{micros, Agent};
 use crate::image::{Layout, Memory};
-use crate::patch::{self};
+use crate::patch;
 use crate::sys::{mem, phdr};
 use std::time::Instant;
 
@@ -24,41 +24,28 @@ pub(super) struct Outcome {
 
 impl Agent {
     /// Plans and writes under the list lock: slots, then the symbol-table entries of `touched`
-    /// (each bound to its binding's target), then verify rounds. `new_module` is the path of the
-    /// library just loaded: bindings with `only_in: Some(0)` apply to it alone.
+    /// (the first `touched.len()` bindings, in order), then verify rounds. Only modules in
+    /// `settled` are written.
     pub(super) fn write_locked(
         &self,
-        bindings: &mut [Binding],
+        bindings: &[Binding],
         touched: &[usize],
         settled: &[u64],
-        new_module: Option<&str>,
     ) -> Result<Outcome, ReloadError> {
-        let targets: Vec<u64> = touched
-            .iter()
-            .zip(bindings.iter())
-            .map(|(_, b)| b.target)
-            .collect();
         phdr::with_modules_locked(|mods| {
-            let all = modules::layouts(&mods, &self.exe, self.page);
             // A module that appeared after `settled` was taken may still be mid-relocation (its
             // RELRO not yet read-only): leave it to the loader, which binds it through the
             // symbol table we redirect.
-            let layouts: Vec<Layout> = all
+            let layouts: Vec<Layout> = modules::layouts(&mods, &self.exe, self.page)
                 .into_iter()
-                .filter(|l| settled.contains(&l.base) || Some(l.path.as_str()) == new_module)
+                .filter(|l| settled.contains(&l.base))
                 .collect();
-            if let Some(p) = new_module {
-                let base = layouts.iter().find(|l| l.path == p).map(|l| l.base);
-                for b in bindings.iter_mut().filter(|b| b.only_in == Some(0)) {
-                    b.only_in = Some(base.unwrap_or(u64::MAX));
-                }
-            }
             let mem = modules::live_memory(&layouts);
             let skip = [self_base(&layouts)];
             let plan = plan_slots(&mem, &layouts, bindings, &skip);
             let mut writes = plan.writes.clone();
             let mut symtab = 0;
-            for (&i, &target) in touched.iter().zip(&targets) {
+            for (&i, b) in touched.iter().zip(bindings) {
                 let r = &self.replaced[i];
                 if !layouts
                     .iter()
@@ -71,7 +58,7 @@ impl Agent {
                 }
                 let now_value = mem.u64(r.entry + 8).unwrap_or(r.orig_value);
                 let now_info = mem.u8(r.entry + 4).unwrap_or(r.orig_info);
-                let w = r.symtab_writes(target, now_value, now_info);
+                let w = r.symtab_writes(b.target, now_value, now_info);
                 symtab += usize::from(!w.is_empty());
                 writes.extend(w);
             }
@@ -101,6 +88,19 @@ impl Agent {
                 verify_fixes,
             })
         })
+    }
+}
+
+impl Outcome {
+    /// What the operator should hear about the pass.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        if self.verify_fixes == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} slot(s) bound lazily during the switch were rebound by the verify pass",
+            self.verify_fixes
+        )]
     }
 }
 
