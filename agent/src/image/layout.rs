@@ -39,6 +39,11 @@ impl Prot {
     }
 }
 
+/// The last component of a path (the whole string if it has no `/`).
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// Where a loaded module lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -95,7 +100,7 @@ impl Layout {
 
     /// The file name part of the path.
     pub fn file_name(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or(&self.path)
+        file_name(&self.path)
     }
 
     fn segment(&self, addr: u64) -> Option<&Segment> {

@@ -16,6 +16,6 @@ pub mod synthetic;
 pub use arch::{SlotKind, R_ABS64, R_GLOB_DAT, R_JUMP_SLOT};
 pub use dynamic::Dynamic;
 pub use exports::{as_plain_function, exports, Export, SymKind};
-pub use layout::{Layout, Prot, Segment};
+pub use layout::{file_name, Layout, Prot, Segment};
 pub use memory::{Memory, SliceMemory};
 pub use reader::{Image, ImageError, Reloc, Sym};

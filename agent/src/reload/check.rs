@@ -134,7 +134,7 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
     }
     guard::check_structure(&elf, bytes).map_err(bad)?;
     let symbols = exported_symbols(&elf);
-    let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
+    let file_name = crate::image::file_name(path).to_string();
     Ok(PatchFile {
         soname: elf.soname.map(str::to_string),
         file_name,

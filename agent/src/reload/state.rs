@@ -3,7 +3,7 @@
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::select::{Match, Role};
-use crate::image::{as_plain_function, Layout, SymKind};
+use crate::image::{as_plain_function, file_name, Layout, SymKind};
 use crate::patch::{Width, Write};
 use crate::sys::{dl, phdr, process, prot};
 use hotagent_protocol::{GenerationInfo, StatusReport, SymbolReport};
@@ -222,7 +222,7 @@ impl Agent {
                 if let Some(lib) = self
                     .staged
                     .iter()
-                    .find(|l| l.path.rsplit('/').next() == Some(m.as_str()))
+                    .find(|l| file_name(&l.path) == m.as_str())
                 {
                     *m = format!("{}#{}", lib.file_name, lib.generation);
                 }

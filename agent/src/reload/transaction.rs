@@ -91,11 +91,10 @@ impl Agent {
         let handle = loaded.map_err(|e| {
             ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(&staged, path)))
         })?;
-        let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
         self.staged.push(StagedLib {
             path: staged.clone(),
             generation: self.generation() + 1,
-            file_name,
+            file_name: patch.file_name.clone(),
         });
         // The new library is fully loaded once dlopen returns: ours to write into.
         let new_base = phdr::snapshot()
