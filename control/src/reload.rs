@@ -24,12 +24,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         Response::Reload(report) => report,
         other => return Err(client::unexpected(other, "reload")),
     };
-    if global.json {
-        render::json(out, &serde_json::to_value(&report)?)?;
-    } else {
-        human(out, &report)?;
-    }
-    Ok(())
+    render::report(out, global.json, &report, human)
 }
 
 /// The agent runs in another working directory, so it must get an absolute path. Nothing more is

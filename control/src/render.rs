@@ -8,6 +8,21 @@ pub fn json(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
     writeln!(out)
 }
 
+/// An agent's report: the one JSON document `--json` promises, or `human`'s text.
+pub fn report<T: serde::Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    report: &T,
+    human: fn(&mut dyn Write, &T) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    if json {
+        self::json(out, &serde_json::to_value(report)?)?;
+    } else {
+        human(out, report)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
     Left,

@@ -17,12 +17,7 @@ pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
         Response::Status(report) => report,
         other => return Err(client::unexpected(other, "status")),
     };
-    if global.json {
-        render::json(out, &serde_json::to_value(&report)?)?;
-    } else {
-        human(out, &report)?;
-    }
-    Ok(())
+    render::report(out, global.json, &report, human)
 }
 
 fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
