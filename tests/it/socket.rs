@@ -372,9 +372,14 @@ fn listener_closed_by_the_program() {
         "the agent's thread still runs after its listener was closed",
     );
     t.expect("version", 1);
-    assert!(
-        t.stderr_text().contains("stopped listening"),
-        "{}",
-        t.stderr_text()
-    );
+    // The harness collects the target's stderr on its own thread: wait for the line to arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.stderr_text().contains("stopped listening") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning on the target's stderr: {:?}",
+            t.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
