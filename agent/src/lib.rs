@@ -8,6 +8,7 @@
 // Unit tests do not start the agent in the test runner, so its entry points go unused there.
 #[cfg_attr(test, allow(dead_code, unused_imports))]
 mod control;
+pub mod entry;
 pub mod image;
 #[cfg_attr(test, allow(dead_code))]
 mod log;

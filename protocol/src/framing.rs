@@ -72,6 +72,7 @@ mod tests {
                 replace: Some("libc.so.6".into()),
                 dry_run: true,
                 no_probe: false,
+                got_only: true,
             }),
             Request::Rollback,
             Request::Status,

@@ -29,6 +29,10 @@ pub struct ReloadRequest {
     /// Skip the probe load in a forked copy of the target (see the agent's `sys/probe.rs`).
     #[serde(default)]
     pub no_probe: bool,
+    /// Rewrite GOT and data slots only: old function entries keep their own bytes, so pointers
+    /// taken earlier, vtables and a library's direct calls keep running the old code.
+    #[serde(default)]
+    pub got_only: bool,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -88,6 +92,9 @@ pub struct Phases {
     pub plan_us: u64,
     pub write_us: u64,
     pub verify_us: u64,
+    /// Writing function entries, threads stopped included.
+    #[serde(default)]
+    pub entries_us: u64,
 }
 
 /// What happened to one replaced symbol.
@@ -108,6 +115,47 @@ pub struct SymbolReport {
     /// GOT/PLT slots naming this symbol that are bound to another definition (interposed,
     /// canonical PLT): left as they are.
     pub other: usize,
+    /// Every entry of this function's older (and, after a rollback, newer) code, and whether it
+    /// jumps to the current code. Empty for data.
+    #[serde(default)]
+    pub entries: Vec<EntryReport>,
+}
+
+/// What one function entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// This is the current code: its own bytes.
+    Current,
+    /// Jumps to the current code (for a dry run: would).
+    Jump,
+    /// Old code left with its own bytes: `reason` says why.
+    Original,
+}
+
+/// One entry of a replaced function: generation 0's, or a generation's library's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryReport {
+    /// The module holding it: the replaced module's file name, or `libfoo.so#2` for the library
+    /// generation 2 loaded.
+    pub module: String,
+    pub addr: u64,
+    pub state: EntryState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Other threads held while entries were written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseReport {
+    /// Times the threads were stopped (more than one when a thread sat inside an entry).
+    pub rounds: u32,
+    /// The longest stop, in microseconds.
+    pub longest_us: u64,
+    /// Threads held.
+    pub threads: usize,
+    /// Entries written.
+    pub entries: usize,
 }
 
 /// The answer to a reload (also to a dry run).
@@ -129,6 +177,9 @@ pub struct ReloadReport {
     /// Agent-side time from request to answer.
     pub elapsed_us: u64,
     pub phases: Phases,
+    /// Entry writes and the pause they cost (zero for a dry run or `got_only`).
+    #[serde(default)]
+    pub pause: PauseReport,
     #[serde(default)]
     pub warnings: Vec<String>,
 }
@@ -144,6 +195,8 @@ pub struct RollbackReport {
     pub symtab_entries: usize,
     pub symbols: Vec<SymbolReport>,
     pub elapsed_us: u64,
+    #[serde(default)]
+    pub pause: PauseReport,
     #[serde(default)]
     pub warnings: Vec<String>,
 }
@@ -174,4 +227,8 @@ pub struct StatusReport {
     pub generations: Vec<GenerationInfo>,
     /// Modules currently loaded in the process.
     pub modules: usize,
+    /// Coverage of every replaced symbol now: slots bound to its current code (`slots`,
+    /// `modules`) and what each of its entries holds.
+    #[serde(default)]
+    pub symbols: Vec<SymbolReport>,
 }

@@ -35,6 +35,12 @@ pub(super) fn agent() -> &'static Mutex<Agent> {
 pub fn start() {
     let _ = agent();
     fork::install();
+    // Before any agent thread exists: they leave this signal unblocked.
+    if crate::sys::stop::install().is_none() {
+        tracing::warn!(
+            "no free real-time signal: function entries will not be rewritten (GOT only)"
+        );
+    }
     let dir = socket_dir::resolve();
     if let Err(e) = socket_dir::prepare(&dir, process::euid()) {
         tracing::warn!("hotagent disabled: {e}");

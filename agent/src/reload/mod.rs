@@ -13,6 +13,7 @@
 //! the agent remembers between requests).
 
 mod check;
+mod entries;
 mod error;
 mod guard;
 mod modules;

@@ -31,6 +31,9 @@ pub struct Tally {
     pub lazy: usize,
     /// Slots bound to something else.
     pub other: usize,
+    /// Slots already holding the target, and their modules.
+    pub bound: usize,
+    pub bound_in: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,17 +105,22 @@ pub fn plan_slots<M: Memory>(
                     continue;
                 }
                 matched = true;
+                let t = &mut plan.tallies[i];
+                let name = layout.file_name();
                 if base_value != b.target {
                     plan.writes.push(Write::slot(
                         reloc.slot,
                         value,
                         b.target.wrapping_add(reloc.addend as u64),
                     ));
-                    let t = &mut plan.tallies[i];
                     t.slots += 1;
-                    let name = layout.file_name().to_string();
-                    if !t.modules.contains(&name) {
-                        t.modules.push(name);
+                    if !t.modules.iter().any(|m| m == name) {
+                        t.modules.push(name.to_string());
+                    }
+                } else {
+                    t.bound += 1;
+                    if !t.bound_in.iter().any(|m| m == name) {
+                        t.bound_in.push(name.to_string());
                     }
                 }
                 break;

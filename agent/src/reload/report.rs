@@ -1,7 +1,11 @@
 //! Turning planner tallies into the per-symbol reports on the wire.
 
-use super::plan::Plan;
+use super::modules;
+use super::plan::{plan_slots, Binding, Plan};
 use super::select::{Match, Role};
+use super::state::Agent;
+use super::write::self_base;
+use crate::sys::phdr;
 use hotagent_protocol::SymbolReport;
 
 pub(super) fn role_name(role: Role) -> &'static str {
@@ -26,6 +30,7 @@ pub(super) fn report(
         modules: t.modules.clone(),
         lazy: t.lazy,
         other: t.other,
+        entries: Vec::new(),
     }
 }
 
@@ -36,4 +41,39 @@ pub(super) fn symbol_reports(matches: &[Match], plan: &Plan) -> Vec<SymbolReport
         .zip(&plan.tallies)
         .map(|(m, t)| report(&m.old.name, m.old.version.clone(), m.role, t))
         .collect()
+}
+
+impl Agent {
+    /// Every replaced symbol as it stands: the slots bound to its current code now (counted
+    /// live, so slots the lazy resolver bound since are included) and what its entries hold.
+    pub(super) fn coverage(&self) -> Vec<SymbolReport> {
+        let bindings: Vec<Binding> = (0..self.replaced.len())
+            .map(|i| self.binding(i, self.replaced[i].current()))
+            .collect();
+        let plan = phdr::with_modules_locked(|mods| {
+            let layouts = modules::layouts(&mods, &self.exe, self.page);
+            let mem = modules::live_memory(&layouts);
+            plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
+        });
+        let mut out: Vec<SymbolReport> = self
+            .replaced
+            .iter()
+            .enumerate()
+            .zip(&plan.tallies)
+            .map(|((i, r), t)| {
+                let mut s = report(&r.name, r.version.clone(), r.role, t);
+                s.slots = t.bound + t.slots;
+                s.modules = t.bound_in.clone();
+                for m in &t.modules {
+                    if !s.modules.contains(m) {
+                        s.modules.push(m.clone());
+                    }
+                }
+                s.entries = self.entry_reports(i);
+                s
+            })
+            .collect();
+        self.name_generations(&mut out);
+        out
+    }
 }

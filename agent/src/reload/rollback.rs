@@ -27,13 +27,16 @@ impl Agent {
             self.replaced[i].stack.pop();
         }
         self.generations.pop();
+        let (pause, _) = self.converge_entries();
         let mut symbols: Vec<SymbolReport> = gen
             .symbols
             .iter()
             .zip(&outcome.plan.tallies)
             .map(|(&i, t)| {
                 let r = &self.replaced[i];
-                report(&r.name, r.version.clone(), r.role, t)
+                let mut s = report(&r.name, r.version.clone(), r.role, t);
+                s.entries = self.entry_reports(i);
+                s
             })
             .collect();
         self.name_generations(&mut symbols);
@@ -51,6 +54,7 @@ impl Agent {
             symtab_entries: outcome.symtab,
             symbols,
             elapsed_us,
+            pause,
             warnings: outcome.warnings(),
         })
     }

@@ -3,7 +3,8 @@
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::select::{Match, Role};
-use crate::image::{as_plain_function, file_name, Layout, SymKind};
+use crate::entry::Entries;
+use crate::image::{as_plain_function, Layout, SymKind};
 use crate::patch::{Width, Write};
 use crate::sys::{dl, phdr, process, prot};
 use hotagent_protocol::{GenerationInfo, StatusReport, SymbolReport};
@@ -25,21 +26,54 @@ pub(super) struct Replaced {
     pub(super) orig_info: u8,
     /// The address slots held at generation 0 (the chosen implementation, for an IFUNC).
     pub(super) gen0: u64,
-    /// (generation, address) for each generation that replaced it, oldest first.
-    pub(super) stack: Vec<(u32, u64)>,
+    /// Each generation that replaced it, oldest first.
+    pub(super) stack: Vec<Layer>,
     /// Every address this symbol has had: a slot holding one of these is bound to it.
     pub(super) known: Vec<u64>,
+    /// The function entries among them (none for data), with their sizes.
+    pub(super) code: Vec<CodeAt>,
+}
+
+/// One generation's definition of a replaced symbol.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layer {
+    pub(super) addr: u64,
+    /// Reloaded with `got_only`: while this layer is on top, old entries keep their bytes.
+    pub(super) got_only: bool,
+}
+
+/// A function entry and its size, or why its size is unknown.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CodeAt {
+    pub(super) addr: u64,
+    pub(super) size: Result<u64, &'static str>,
+}
+
+impl CodeAt {
+    pub(super) fn of(addr: u64, kind: SymKind, size: u64) -> CodeAt {
+        let size = match (kind, size) {
+            (SymKind::Ifunc, _) => {
+                Err("an IFUNC's chosen implementation has no size in the dynamic symbol table")
+            }
+            (_, 0) => Err("its symbol gives no size"),
+            (_, n) => Ok(n),
+        };
+        CodeAt { addr, size }
+    }
 }
 
 impl Replaced {
     pub(super) fn current(&self) -> u64 {
-        self.stack.last().map_or(self.gen0, |&(_, a)| a)
+        self.stack.last().map_or(self.gen0, |l| l.addr)
     }
     pub(super) fn below_top(&self) -> u64 {
         match self.stack.len() {
             0 | 1 => self.gen0,
-            n => self.stack[n - 2].1,
+            n => self.stack[n - 2].addr,
         }
+    }
+    pub(super) fn got_only(&self) -> bool {
+        self.stack.last().is_some_and(|l| l.got_only)
     }
     /// The symbol-table writes that make lookups find `target`.
     pub(super) fn symtab_writes(&self, target: u64, now_value: u64, now_info: u8) -> Vec<Write> {
@@ -102,6 +136,8 @@ pub struct Agent {
     pub(super) stage_dir: PathBuf,
     pub(super) exe: String,
     pub(super) page: u64,
+    /// Every function entry a reload may write, and what it holds.
+    pub(super) entries: Entries,
 }
 
 impl Agent {
@@ -115,6 +151,7 @@ impl Agent {
             stage_dir,
             exe: process::exe(),
             page: prot::page_size(),
+            entries: Entries::default(),
         }
     }
 
@@ -147,6 +184,7 @@ impl Agent {
                 })
                 .collect(),
             modules: phdr::snapshot().len(),
+            symbols: self.coverage(),
         }
     }
 
@@ -169,14 +207,7 @@ impl Agent {
 
     /// Pushes generation `number`'s address onto the symbol's history, creating it if needed.
     /// Cannot fail: everything fallible (`gen0_of`) was done before.
-    pub(super) fn record(
-        &mut self,
-        module: &Layout,
-        m: &Match,
-        number: u32,
-        new_addr: u64,
-        gen0: u64,
-    ) -> usize {
+    pub(super) fn record(&mut self, module: &Layout, m: &Match, layer: Layer, gen0: u64) -> usize {
         let i = match self.find_replaced(module, m) {
             Some(i) => i,
             None => {
@@ -193,14 +224,21 @@ impl Agent {
                     gen0,
                     stack: Vec::new(),
                     known: vec![gen0],
+                    code: match m.role {
+                        Role::Code => vec![CodeAt::of(gen0, m.old.kind, m.old.size)],
+                        _ => Vec::new(),
+                    },
                 });
                 self.replaced.len() - 1
             }
         };
         let r = &mut self.replaced[i];
-        r.stack.push((number, new_addr));
-        if !r.known.contains(&new_addr) {
-            r.known.push(new_addr);
+        r.stack.push(layer);
+        if !r.known.contains(&layer.addr) {
+            r.known.push(layer.addr);
+            if m.role == Role::Code {
+                r.code.push(CodeAt::of(layer.addr, m.new.kind, m.new.size));
+            }
         }
         i
     }
@@ -219,13 +257,7 @@ impl Agent {
     pub(super) fn name_generations(&self, symbols: &mut [SymbolReport]) {
         for s in symbols {
             for m in &mut s.modules {
-                if let Some(lib) = self
-                    .staged
-                    .iter()
-                    .find(|l| file_name(&l.path) == m.as_str())
-                {
-                    *m = format!("{}#{}", lib.file_name, lib.generation);
-                }
+                *m = self.module_label(m);
             }
         }
     }

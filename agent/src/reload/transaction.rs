@@ -7,7 +7,7 @@ use super::plan::{plan_slots, Binding};
 use super::report::symbol_reports;
 use super::select::{select, Match, Role};
 use super::stage::stage;
-use super::state::{micros, Agent, Generation, StagedLib};
+use super::state::{micros, Agent, Generation, Layer, StagedLib};
 use super::write::{self_base, settled_modules};
 use crate::image::{exports, Image, Layout};
 use crate::sys::{dl, phdr, process};
@@ -68,7 +68,14 @@ impl Agent {
                 plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
             });
             phases.plan_us = micros(t);
-            let symbols = symbol_reports(&matches, &plan);
+            let mut symbols = symbol_reports(&matches, &plan);
+            let t = Instant::now();
+            let entries = self.dry_run_entries(&module, &matches, req.got_only);
+            for (s, e) in symbols.iter_mut().zip(entries) {
+                s.entries = e;
+            }
+            phases.entries_us = micros(t);
+            self.name_generations(&mut symbols);
             return Ok(ReloadReport {
                 generation: self.generation() + 1,
                 dry_run: true,
@@ -79,6 +86,7 @@ impl Agent {
                 symbols,
                 elapsed_us: micros(t0),
                 phases,
+                pause: Default::default(),
                 warnings: Vec::new(),
             });
         }
@@ -122,7 +130,15 @@ impl Agent {
         for ((m, new_addr), gen0) in matches.iter().zip(&resolved).zip(gen0s) {
             match m.role {
                 Role::State => state_bindings.push((m, *new_addr)),
-                _ => touched.push(self.record(&module, m, number, *new_addr, gen0)),
+                _ => touched.push(self.record(
+                    &module,
+                    m,
+                    Layer {
+                        addr: *new_addr,
+                        got_only: req.got_only,
+                    },
+                    gen0,
+                )),
             }
         }
         let mut bindings: Vec<Binding> = touched
@@ -156,6 +172,8 @@ impl Agent {
         phases.verify_us = outcome.verify_us;
         // Planning inside the lock is the rest of the locked time.
         phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
+        let (pause, entries_us) = self.converge_entries();
+        phases.entries_us = entries_us;
         let warnings = outcome.warnings();
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
         let ordered: Vec<Match> = matches
@@ -164,6 +182,9 @@ impl Agent {
             .cloned()
             .collect();
         let mut symbols = symbol_reports(&ordered, &outcome.plan);
+        for (s, &i) in symbols.iter_mut().zip(&touched) {
+            s.entries = self.entry_reports(i);
+        }
         self.name_generations(&mut symbols);
         let slots = outcome.plan.writes.len();
         let elapsed_us = micros(t0);
@@ -194,6 +215,7 @@ impl Agent {
             symbols,
             elapsed_us,
             phases,
+            pause,
             warnings,
         })
     }

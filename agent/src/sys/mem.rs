@@ -89,3 +89,59 @@ pub fn own_address() -> u64 {
     static MARKER: u8 = 0;
     &MARKER as *const u8 as u64
 }
+
+/// A page of our own, mapped read-write near an address, to be filled and then made executable.
+/// It is never unmapped: once executable, a thread may be running in it at any time.
+pub struct OwnPage {
+    pub addr: u64,
+    pub len: u64,
+}
+
+impl OwnPage {
+    /// Maps `len` bytes exactly at `addr` (page-aligned), failing rather than replacing anything.
+    pub fn map_at(addr: u64, len: u64) -> std::io::Result<OwnPage> {
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        if p as u64 != addr {
+            // An old kernel that treats the flag as a hint.
+            // SAFETY: `p` is the mapping just created, used by nobody.
+            unsafe { libc::munmap(p, len as usize) };
+            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok(OwnPage { addr, len })
+    }
+
+    /// Copies `bytes` at offset `off`; out-of-range writes are ignored.
+    pub fn fill(&mut self, off: u64, bytes: &[u8]) {
+        if off + bytes.len() as u64 > self.len {
+            return;
+        }
+        // SAFETY: the range lies inside our own mapping, still read-write (not sealed yet).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (self.addr + off) as *mut u8, bytes.len())
+        };
+    }
+
+    /// Makes the page read+execute for good.
+    pub fn seal(self) -> std::io::Result<u64> {
+        let r = super::prot::mprotect(self.addr, self.len, libc::PROT_READ | libc::PROT_EXEC);
+        if r.is_err() {
+            // Never executable, so nobody can be running in it.
+            // SAFETY: our own mapping, which nothing references yet.
+            unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
+        }
+        r.map(|()| self.addr)
+    }
+}

@@ -9,4 +9,5 @@ pub mod probe;
 pub mod process;
 pub mod prot;
 pub mod socket;
+pub mod stop;
 pub mod thread;

@@ -39,3 +39,62 @@ pub fn write_through_proc_mem(file: &std::fs::File, addr: u64, bytes: &[u8]) -> 
         ))
     }
 }
+
+/// `pwrite` of `bytes` at `addr` of `/proc/self/mem` (open as `fd`), reporting the raw errno:
+/// allocates nothing, so it may run while other threads are parked.
+pub fn poke_proc_mem(fd: std::os::fd::RawFd, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    // SAFETY: `bytes` is a valid buffer for its length; the kernel checks `addr`.
+    let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), addr as libc::off_t) };
+    match n {
+        n if n == bytes.len() as isize => Ok(()),
+        n if n >= 0 => Err(libc::EIO),
+        _ => Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)),
+    }
+}
+
+/// Writes `bytes` into code at `addr` by making its pages writable (keeping them executable:
+/// other threads may run code on them) and putting `prot` back. Allocates nothing.
+pub fn poke_code_mprotect(addr: u64, bytes: &[u8], prot: i32) -> Result<(), i32> {
+    let page = page_size();
+    let start = addr & !(page - 1);
+    let end = (addr + bytes.len() as u64 + page - 1) & !(page - 1);
+    let len = end - start;
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    if let Err(e) = mprotect(start, len, rwx) {
+        return Err(e.raw_os_error().unwrap_or(libc::EACCES));
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        // SAFETY: the page was just made writable and belongs to a loaded module that the
+        // caller keeps mapped (it holds the loader's list lock).
+        unsafe { std::ptr::write_volatile((addr + i as u64) as *mut u8, *b) };
+    }
+    mprotect(start, len, prot).map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))
+}
+
+/// Makes every CPU running a thread of this process execute a serialising instruction before it
+/// returns to user space, so no core keeps executing code we just rewrote from a stale pipeline.
+/// Registers on first use; a kernel without it is left to the serialisation of the signal return.
+pub fn sync_cores() {
+    const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
+    const PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
+    static REGISTERED: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+    use std::sync::atomic::Ordering;
+    if REGISTERED.load(Ordering::Relaxed) == 0 {
+        // SAFETY: membarrier takes plain integer arguments.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+                0,
+                0,
+            )
+        };
+        REGISTERED.store(if rc == 0 { 1 } else { -1 }, Ordering::Relaxed);
+    }
+    if REGISTERED.load(Ordering::Relaxed) == 1 {
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
+    }
+}

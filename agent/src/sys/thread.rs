@@ -1,9 +1,11 @@
 //! Agent threads: started with every signal blocked, so the target's signals are never delivered
-//! to them (a target's handler running on our thread could deadlock or misbehave).
+//! to them (a target's handler running on our thread could deadlock or misbehave). The one
+//! exception is the agent's own stop signal (`sys::stop`): agent threads run library code too
+//! (libc's), so they park like any other thread while function entries are rewritten.
 
 use std::io;
 
-/// Spawns a thread with all signals blocked; the caller's own mask is left as it was.
+/// Spawns a thread with all signals but the stop signal blocked; the caller's own mask is left as it was.
 pub fn spawn_quiet<F>(name: &str, stack: usize, f: F) -> io::Result<std::thread::JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
@@ -13,6 +15,9 @@ where
     // SAFETY: both sets are valid, initialised sigset_t values owned by this frame.
     unsafe {
         libc::sigfillset(&mut all);
+        if let Some(sig) = super::stop::signal() {
+            libc::sigdelset(&mut all, sig);
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     // The new thread inherits the fully blocked mask.

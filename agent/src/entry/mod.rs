@@ -1,0 +1,335 @@
+//! Entry jumps: the old entry of a replaced function jumps to the current generation's code, so
+//! references the GOT does not hold — function pointers taken earlier, vtables, a library's
+//! direct calls to itself, cached `dlsym` results — reach the new code too.
+//!
+//! A *site* is one function entry we may write. The caller says what each site should hold (its
+//! own bytes, or a jump to a target) and `converge` gets it there: the writes happen with every
+//! other thread parked (`sys::stop`) and none of them inside the bytes being replaced; a site that
+//! cannot be written keeps its bytes and says why. The architecture-specific part is `arch`.
+
+#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
+#[cfg_attr(not(target_arch = "x86_64"), path = "unsupported.rs")]
+pub mod arch;
+mod island;
+
+use crate::image::{Layout, Memory};
+use crate::sys::{prot, stop};
+use arch::JUMP_LEN;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// How long threads get to park for one stop.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to keep retrying while some thread sits inside the bytes to replace.
+const CONFLICT_BUDGET: Duration = Duration::from_secs(1);
+/// Between two stops, to let the threads move on.
+const RETRY_PAUSE: Duration = Duration::from_millis(1);
+
+/// What a site holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Its own bytes.
+    Original,
+    /// A jump to this address (through an island if it is far).
+    Jump(u64),
+}
+
+/// One function entry.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub addr: u64,
+    /// Where the jump goes (after an `endbr64`).
+    window: u64,
+    original: [u8; JUMP_LEN],
+    /// The bytes at `window` as we last left them.
+    current: [u8; JUMP_LEN],
+    pub holds: Holds,
+    /// Why this function can never take a jump, found once from its code.
+    pub refusal: Option<String>,
+    /// Why the last attempt to change it failed, until one succeeds.
+    pub last_error: Option<String>,
+    /// Its module, as reports name it.
+    pub label: String,
+    prot: i32,
+}
+
+/// Threads held while entries were written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pause {
+    pub rounds: u32,
+    pub longest: Duration,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Entries {
+    sites: Vec<Site>,
+    islands: island::Islands,
+}
+
+struct Pending {
+    want: usize,
+    site: usize,
+    bytes: [u8; JUMP_LEN],
+    holds: Holds,
+    through_proc_mem: bool,
+    done: Option<Result<(), i32>>,
+}
+
+impl Entries {
+    pub fn get(&self, addr: u64) -> Option<&Site> {
+        self.sites.iter().find(|s| s.addr == addr)
+    }
+
+    /// Learns the function at `addr` (`size` from its symbol; `None` when unknown, with the
+    /// reason) once, reading its code from `mem`.
+    pub fn register<M: Memory>(
+        &mut self,
+        mem: &M,
+        layouts: &[Layout],
+        addr: u64,
+        size: Result<u64, &str>,
+        label: String,
+    ) {
+        if self.get(addr).is_some() {
+            return;
+        }
+        let prot = layouts
+            .iter()
+            .find_map(|l| l.protection(addr))
+            .map_or(libc::PROT_READ | libc::PROT_EXEC, |p| p.to_mprotect());
+        let code = size.and_then(|n| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|n| mem.bytes(addr, n))
+                .ok_or("its code is not readable")
+        });
+        let mut site = Site {
+            addr,
+            window: addr,
+            original: [0; JUMP_LEN],
+            current: [0; JUMP_LEN],
+            holds: Holds::Original,
+            refusal: None,
+            last_error: None,
+            label,
+            prot,
+        };
+        match code {
+            Err(why) => site.refusal = Some(why.to_string()),
+            Ok(code) => {
+                let off = arch::window_offset(code);
+                match arch::check(code, addr, off) {
+                    Err(r) => site.refusal = Some(r.to_string()),
+                    Ok(()) => {
+                        site.window = addr + off as u64;
+                        site.original.copy_from_slice(&code[off..off + JUMP_LEN]);
+                        site.current = site.original;
+                    }
+                }
+            }
+        }
+        self.sites.push(site);
+    }
+
+    /// Whether a jump could be written at `addr` now, without writing one: the code allows it,
+    /// the text can be written, and the other threads can be stopped.
+    pub fn feasible(&self, addr: u64) -> Result<(), String> {
+        let site = self.get(addr).ok_or("not a known function entry")?;
+        if let Some(r) = &site.refusal {
+            return Err(r.clone());
+        }
+        let proc_mem = open_proc_mem().map_err(|e| format!("cannot open /proc/self/mem: {e}"))?;
+        // Rewriting the bytes it holds changes nothing but proves the page can be written.
+        writable(proc_mem.as_raw_fd(), site.window, &site.current, site.prot)?;
+        stop::preflight().map_err(|e| format!("other threads cannot be stopped: {e}"))
+    }
+
+    /// Brings each `(site address, wanted state)` there. Per request: done, or why the site was
+    /// left as it is.
+    pub fn converge<M: Memory>(
+        &mut self,
+        mem: &M,
+        wants: &[(u64, Holds)],
+    ) -> (Vec<Result<(), String>>, Pause) {
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut far: Vec<(usize, u64, u64)> = Vec::new();
+        for (k, &(addr, want)) in wants.iter().enumerate() {
+            let Some(si) = self.sites.iter().position(|s| s.addr == addr) else {
+                results[k] = Err("not a known function entry".into());
+                continue;
+            };
+            let site = &self.sites[si];
+            if site.holds == want {
+                continue;
+            }
+            let bytes = match want {
+                Holds::Original => site.original,
+                Holds::Jump(_) if site.refusal.is_some() => {
+                    results[k] = Err(site.refusal.clone().unwrap_or_default());
+                    continue;
+                }
+                Holds::Jump(to) => match arch::jump(site.window, to) {
+                    Some(b) => b,
+                    None => {
+                        far.push((k, site.window, to));
+                        continue;
+                    }
+                },
+            };
+            pending.push(Pending {
+                want: k,
+                site: si,
+                bytes,
+                holds: want,
+                through_proc_mem: true,
+                done: None,
+            });
+        }
+        let requests: Vec<(u64, u64)> = far.iter().map(|&(_, w, t)| (w, t)).collect();
+        for ((k, window, _), island) in far.into_iter().zip(self.islands.prepare(&requests)) {
+            match island.map(|at| arch::jump(window, at)) {
+                Ok(Some(bytes)) => pending.push(Pending {
+                    want: k,
+                    site: self
+                        .sites
+                        .iter()
+                        .position(|s| s.window == window)
+                        .unwrap_or(0),
+                    bytes,
+                    holds: wants[k].1,
+                    through_proc_mem: true,
+                    done: None,
+                }),
+                Ok(None) => results[k] = Err("the jump island landed out of reach".into()),
+                Err(e) => results[k] = Err(e),
+            }
+        }
+        let proc_mem = open_proc_mem().ok();
+        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
+        pending.retain_mut(|p| {
+            let site = &self.sites[p.site];
+            if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
+                results[p.want] = Err(
+                    "its first bytes were changed by something other than this agent; left alone"
+                        .into(),
+                );
+                return false;
+            }
+            match writable(fd, site.window, &site.current, site.prot) {
+                Ok(through_proc_mem) => {
+                    p.through_proc_mem = through_proc_mem;
+                    true
+                }
+                Err(e) => {
+                    results[p.want] = Err(e);
+                    false
+                }
+            }
+        });
+        let (pause, stop_failure) = self.write_stopped(fd, &mut pending);
+        for p in pending {
+            let site = &mut self.sites[p.site];
+            match p.done {
+                Some(Ok(())) => {
+                    site.current = p.bytes;
+                    site.holds = p.holds;
+                }
+                Some(Err(e)) => {
+                    results[p.want] = Err(format!(
+                        "writing its first bytes failed: {}",
+                        std::io::Error::from_raw_os_error(e)
+                    ))
+                }
+                None => {
+                    results[p.want] = Err(stop_failure.clone().unwrap_or_else(|| {
+                        format!(
+                            "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
+                            CONFLICT_BUDGET.as_millis()
+                        )
+                    }))
+                }
+            }
+        }
+        for (k, &(addr, _)) in wants.iter().enumerate() {
+            if let Some(site) = self.sites.iter_mut().find(|s| s.addr == addr) {
+                site.last_error = results[k].clone().err();
+            }
+        }
+        (results, pause)
+    }
+
+    /// Writes `pending` with the other threads parked, skipping any site a thread is inside,
+    /// and retries those until they are clear or the budget runs out. Sites left unwritten keep
+    /// `done == None`; the second value says why when the threads could not be stopped at all.
+    fn write_stopped(&self, fd: i32, pending: &mut [Pending]) -> (Pause, Option<String>) {
+        let mut pause = Pause::default();
+        if pending.is_empty() {
+            return (pause, None);
+        }
+        let mut tasks = stop::Tasks::default();
+        let deadline = Instant::now() + CONFLICT_BUDGET;
+        loop {
+            let stopped = match stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT) {
+                Ok(s) => s,
+                Err(e) => {
+                    return (
+                        pause,
+                        Some(format!("other threads could not be stopped: {e}")),
+                    )
+                }
+            };
+            // Parked: no allocation, no lock, until `release`.
+            for p in pending.iter_mut().filter(|p| p.done.is_none()) {
+                let site = &self.sites[p.site];
+                let (lo, hi) = (site.window, site.window + JUMP_LEN as u64);
+                if stopped.pcs().any(|pc| pc > lo && pc < hi) {
+                    continue;
+                }
+                p.done = Some(if p.through_proc_mem {
+                    prot::poke_proc_mem(fd, site.window, &p.bytes)
+                } else {
+                    prot::poke_code_mprotect(site.window, &p.bytes, site.prot)
+                });
+            }
+            prot::sync_cores();
+            let threads = stopped.threads();
+            let held = stopped.release();
+            pause.rounds += 1;
+            pause.longest = pause.longest.max(held);
+            pause.threads = pause.threads.max(threads);
+            if pending.iter().all(|p| p.done.is_some()) || Instant::now() >= deadline {
+                return (pause, None);
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+}
+
+fn open_proc_mem() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+}
+
+/// Whether code at `at` can be written, by writing the bytes it already holds: through
+/// `/proc/self/mem` (true), else by making its page writable (false).
+fn writable(fd: i32, at: u64, holds: &[u8], prot: i32) -> Result<bool, String> {
+    let through_proc = if fd >= 0 {
+        match prot::poke_proc_mem(fd, at, holds) {
+            Ok(()) => return Ok(true),
+            Err(e) => std::io::Error::from_raw_os_error(e).to_string(),
+        }
+    } else {
+        "cannot be opened".to_string()
+    };
+    match prot::poke_code_mprotect(at, holds, prot) {
+        Ok(()) => Ok(false),
+        Err(e) => Err(format!(
+            "its code cannot be made writable (/proc/self/mem: {through_proc}; mprotect: {})",
+            std::io::Error::from_raw_os_error(e)
+        )),
+    }
+}

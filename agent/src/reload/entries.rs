@@ -1,0 +1,215 @@
+//! The entry-jump step of reload and rollback: what every replaced function's entries should
+//! hold now, getting them there (`crate::entry`), and what the reports say about them.
+//!
+//! The rule is one line: every entry a symbol has had jumps straight to its current code, except
+//! the current code's own entry, and except while the current generation was loaded `got_only`
+//! (then every entry keeps its bytes). So after a reload older entries jump forward, after a
+//! rollback the entries of the generation left jump back, and at generation 0 every original
+//! entry holds its own bytes again. Never a chain of jumps.
+
+use super::modules;
+use super::select::{Match, Role};
+use super::state::{micros, Agent, CodeAt};
+use crate::entry::Holds;
+use crate::image::Layout;
+use crate::sys::phdr;
+use hotagent_protocol::{EntryReport, EntryState, PauseReport};
+use std::time::Instant;
+
+const SHARED: &str =
+    "this entry belongs to several symbols that now run different code; it keeps its bytes";
+const GOT_ONLY: &str = "reloaded with --got-only";
+
+/// What one site should hold, and why it holds its own bytes when it is not current.
+struct SiteWant {
+    addr: u64,
+    want: Holds,
+    note: Option<&'static str>,
+}
+
+impl Agent {
+    /// Learns every replaced function's entries and brings each to what the current generations
+    /// want. Never fails: an entry that cannot be written keeps its bytes, and the reports say why.
+    pub(super) fn converge_entries(&mut self) -> (PauseReport, u64) {
+        let t = Instant::now();
+        let wants: Vec<(u64, Holds)> = self
+            .site_wants()
+            .into_iter()
+            .map(|w| (w.addr, w.want))
+            .collect();
+        let pause = phdr::with_modules_locked(|mods| {
+            let layouts = modules::layouts(&mods, &self.exe, self.page);
+            let mem = modules::live_memory(&layouts);
+            self.register_sites(&mem, &layouts);
+            // An entry whose module is gone is not ours to write any more.
+            let live: Vec<(u64, Holds)> = wants
+                .iter()
+                .copied()
+                .filter(|(a, _)| layouts.iter().any(|l| l.contains(*a)))
+                .collect();
+            let (results, pause) = self.entries.converge(&mem, &live);
+            let written = results.iter().filter(|r| r.is_ok()).count();
+            PauseReport {
+                rounds: pause.rounds,
+                longest_us: pause.longest.as_micros().min(u128::from(u64::MAX)) as u64,
+                threads: pause.threads,
+                entries: if pause.rounds > 0 { written } else { 0 },
+            }
+        });
+        (pause, micros(t))
+    }
+
+    fn register_sites<M: crate::image::Memory>(&mut self, mem: &M, layouts: &[Layout]) {
+        let code: Vec<CodeAt> = self
+            .replaced
+            .iter()
+            .flat_map(|r| r.code.iter().copied())
+            .collect();
+        for c in code {
+            if self.entries.get(c.addr).is_some() {
+                continue;
+            }
+            let Some(layout) = layouts.iter().find(|l| l.contains(c.addr)) else {
+                continue;
+            };
+            let label = self.module_label(layout.file_name());
+            self.entries.register(mem, layouts, c.addr, c.size, label);
+        }
+    }
+
+    /// `libfoo.so#2` for a generation's library, else the module's file name.
+    pub(super) fn module_label(&self, file: &str) -> String {
+        self.staged
+            .iter()
+            .find(|l| crate::image::file_name(&l.path) == file)
+            .map_or_else(
+                || file.to_string(),
+                |l| format!("{}#{}", l.file_name, l.generation),
+            )
+    }
+
+    /// The rule above, site by site; a site shared by symbols that disagree keeps its bytes.
+    fn site_wants(&self) -> Vec<SiteWant> {
+        let mut out: Vec<SiteWant> = Vec::new();
+        for r in self.replaced.iter().filter(|r| r.role == Role::Code) {
+            let current = r.current();
+            for c in &r.code {
+                let (want, note) = if c.addr == current {
+                    (Holds::Original, None)
+                } else if r.got_only() {
+                    (Holds::Original, Some(GOT_ONLY))
+                } else {
+                    (Holds::Jump(current), None)
+                };
+                match out.iter_mut().find(|w| w.addr == c.addr) {
+                    None => out.push(SiteWant {
+                        addr: c.addr,
+                        want,
+                        note,
+                    }),
+                    Some(w) if w.want != want => {
+                        w.want = Holds::Original;
+                        w.note = Some(SHARED);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// What symbol `i`'s entries hold now.
+    pub(super) fn entry_reports(&self, i: usize) -> Vec<EntryReport> {
+        let r = &self.replaced[i];
+        let current = r.current();
+        let wants = self.site_wants();
+        r.code
+            .iter()
+            .map(|c| {
+                let site = self.entries.get(c.addr);
+                let module = site.map_or_else(|| "?".to_string(), |s| s.label.clone());
+                let (state, reason) = if c.addr == current {
+                    (EntryState::Current, None)
+                } else if site.is_some_and(|s| s.holds == Holds::Jump(current)) {
+                    (EntryState::Jump, None)
+                } else {
+                    let note = wants
+                        .iter()
+                        .find(|w| w.addr == c.addr)
+                        .and_then(|w| w.note)
+                        .map(str::to_string);
+                    let reason = note.or_else(|| match site {
+                        None => Some("its module is no longer loaded".to_string()),
+                        Some(s) => s.last_error.clone().or_else(|| s.refusal.clone()),
+                    });
+                    (
+                        EntryState::Original,
+                        Some(reason.unwrap_or_else(|| "not written".to_string())),
+                    )
+                };
+                EntryReport {
+                    module,
+                    addr: c.addr,
+                    state,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    /// For a dry run: what each matched function's entries would hold after the reload.
+    pub(super) fn dry_run_entries(
+        &mut self,
+        module: &Layout,
+        matches: &[Match],
+        got_only: bool,
+    ) -> Vec<Vec<EntryReport>> {
+        let code: Vec<Vec<CodeAt>> = matches
+            .iter()
+            .filter(|m| m.role != Role::State)
+            .map(|m| match self.find_replaced(module, m) {
+                Some(i) => self.replaced[i].code.clone(),
+                None if m.role == Role::Code => {
+                    let gen0 = self.gen0_of(module, m).unwrap_or(m.old.addr);
+                    vec![CodeAt::of(gen0, m.old.kind, m.old.size)]
+                }
+                None => Vec::new(),
+            })
+            .collect();
+        phdr::with_modules_locked(|mods| {
+            let layouts = modules::layouts(&mods, &self.exe, self.page);
+            let mem = modules::live_memory(&layouts);
+            for c in code.iter().flatten() {
+                if let Some(l) = layouts.iter().find(|l| l.contains(c.addr)) {
+                    let label = self.module_label(l.file_name());
+                    self.entries.register(&mem, &layouts, c.addr, c.size, label);
+                }
+            }
+        });
+        code.iter()
+            .map(|sites| {
+                sites
+                    .iter()
+                    .map(|c| {
+                        let site = self.entries.get(c.addr);
+                        let verdict = if got_only {
+                            Err(GOT_ONLY.to_string())
+                        } else {
+                            self.entries.feasible(c.addr)
+                        };
+                        let (state, reason) = match verdict {
+                            Ok(()) => (EntryState::Jump, None),
+                            Err(e) => (EntryState::Original, Some(e)),
+                        };
+                        EntryReport {
+                            module: site.map_or_else(|| "?".to_string(), |s| s.label.clone()),
+                            addr: c.addr,
+                            state,
+                            reason,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
