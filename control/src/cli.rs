@@ -55,6 +55,10 @@ pub struct ReloadArgs {
     /// library crashing the loader into an error).
     #[arg(long)]
     pub no_probe: bool,
+    /// Rewrite GOT and data slots only; old function entries keep their bytes (no jump at the
+    /// old entry, so pointers taken earlier keep running the old code).
+    #[arg(long)]
+    pub got_only: bool,
 }
 
 impl Cli {

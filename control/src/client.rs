@@ -283,6 +283,7 @@ mod tests {
             replace: Some("libfoo.so.1".into()),
             dry_run: true,
             no_probe: false,
+            got_only: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

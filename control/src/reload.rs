@@ -10,7 +10,7 @@ use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
 use crate::cli::{Global, ReloadArgs};
 use crate::client::{self, RELOAD_TIMEOUT};
 use crate::discover;
-use crate::render::{self, Align};
+use crate::render;
 
 pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
     let request = Request::Reload(ReloadRequest {
@@ -18,6 +18,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         replace: args.replace.clone(),
         dry_run: args.dry_run,
         no_probe: args.no_probe,
+        got_only: args.got_only,
     });
     let target = discover::target(dir, global.pid)?;
     let report = match target.exchange(&request, RELOAD_TIMEOUT)? {
@@ -68,43 +69,8 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
             report.generation, report.module, report.path
         )?;
     }
-    let rows: Vec<Vec<String>> = report
-        .symbols
-        .iter()
-        .map(|symbol| {
-            let name = match &symbol.version {
-                Some(version) => format!("{}@{version}", symbol.name),
-                None => symbol.name.clone(),
-            };
-            let modules = if symbol.modules.is_empty() {
-                String::new()
-            } else {
-                format!("in {}", symbol.modules.join(", "))
-            };
-            let mut notes = Vec::new();
-            if symbol.lazy > 0 {
-                notes.push(format!("{} lazy", symbol.lazy));
-            }
-            if symbol.other > 0 {
-                notes.push(format!("{} bound elsewhere", symbol.other));
-            }
-            vec![
-                name,
-                symbol.kind.clone(),
-                render::count(symbol.slots, "slot"),
-                modules,
-                notes.join(", "),
-            ]
-        })
-        .collect();
-    let align = [
-        Align::Left,
-        Align::Left,
-        Align::Right,
-        Align::Left,
-        Align::Left,
-    ];
-    render::table(out, "  ", &align, &rows)?;
+    render::symbols(out, &report.symbols)?;
+    render::pause(out, &report.pause)?;
     render::warnings(out, &report.warnings)
 }
 
@@ -171,8 +137,9 @@ mod tests {
             lines,
             [
                 "generation 1: libfoo.so replaced by /abs/libfoo_v2.so — 2 symbols, 7 slots, 412 µs",
-                "  foo          function  6 slots  in app, libbar.so  3 lazy",
+                "  foo          function  6 slots  in app, libbar.so  3 lazy, entry jumps",
                 "  bar@FOO_1.0  rodata     1 slot  in app             2 bound elsewhere",
+                "  1 entry written with 4 threads held 35 µs (1 stop)",
                 "warning: foo: 3 lazy slots left to the dynamic linker",
             ]
         );
@@ -210,6 +177,7 @@ mod tests {
             replace: Some("libfoo.so".into()),
             dry_run: true,
             no_probe: true,
+            got_only: true,
         };
         let mut out = Vec::new();
         run(dir.path(), &global, &args, &mut out).unwrap();
@@ -224,6 +192,7 @@ mod tests {
             replace: Some("libfoo.so".into()),
             dry_run: true,
             no_probe: true,
+            got_only: true,
         };
         assert_eq!(rx.recv().unwrap(), Request::Reload(expected));
         let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -1,5 +1,6 @@
 //! Shared pieces of the output: JSON documents, aligned columns, counts and durations.
 
+use hotagent_protocol::{EntryState, PauseReport, SymbolReport};
 use std::io::{self, Write};
 
 /// Writes `value` as one JSON document on one line.
@@ -61,12 +62,12 @@ pub fn table(
     Ok(())
 }
 
-/// "1 slot", "7 slots".
+/// "1 slot", "7 slots", "2 entries".
 pub fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
     }
 }
 
@@ -85,6 +86,88 @@ pub fn warnings(out: &mut dyn Write, warnings: &[String]) -> io::Result<()> {
         writeln!(out, "warning: {warning}")?;
     }
     Ok(())
+}
+
+/// One line per symbol: name, kind, slots, their modules, notes, and what its old entries hold.
+pub fn symbols(out: &mut dyn Write, symbols: &[SymbolReport]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = symbols
+        .iter()
+        .map(|symbol| {
+            let name = match &symbol.version {
+                Some(version) => format!("{}@{version}", symbol.name),
+                None => symbol.name.clone(),
+            };
+            let modules = if symbol.modules.is_empty() {
+                String::new()
+            } else {
+                format!("in {}", symbol.modules.join(", "))
+            };
+            let mut notes = Vec::new();
+            if symbol.lazy > 0 {
+                notes.push(format!("{} lazy", symbol.lazy));
+            }
+            if symbol.other > 0 {
+                notes.push(format!("{} bound elsewhere", symbol.other));
+            }
+            let entries = entries(symbol);
+            if !entries.is_empty() {
+                notes.push(entries);
+            }
+            vec![
+                name,
+                symbol.kind.clone(),
+                count(symbol.slots, "slot"),
+                modules,
+                notes.join(", "),
+            ]
+        })
+        .collect();
+    let align = [
+        Align::Left,
+        Align::Left,
+        Align::Right,
+        Align::Left,
+        Align::Left,
+    ];
+    table(out, "  ", &align, &rows)
+}
+
+/// What a function's old entries hold, in a few words: "entry jumps", "2 entries jump",
+/// "entry kept: <why>", "1 of 2 entries jump, kept: <why>". Empty when it has no old entry.
+pub fn entries(symbol: &SymbolReport) -> String {
+    let old: Vec<_> = symbol
+        .entries
+        .iter()
+        .filter(|e| e.state != EntryState::Current)
+        .collect();
+    let jumps = old.iter().filter(|e| e.state == EntryState::Jump).count();
+    let why = old
+        .iter()
+        .find_map(|e| e.reason.as_deref())
+        .unwrap_or("no reason given");
+    match (old.len(), jumps) {
+        (0, _) => String::new(),
+        (1, 1) => "entry jumps".to_string(),
+        (n, j) if n == j => format!("{n} entries jump"),
+        (1, 0) => format!("entry kept: {why}"),
+        (n, 0) => format!("{n} entries kept: {why}"),
+        (n, j) => format!("{j} of {n} entries jump, kept: {why}"),
+    }
+}
+
+/// The pause entry writes cost, when there was one.
+pub fn pause(out: &mut dyn Write, pause: &PauseReport) -> io::Result<()> {
+    if pause.rounds == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {} written with {} held {} ({})",
+        count(pause.entries, "entry"),
+        count(pause.threads, "thread"),
+        micros(pause.longest_us),
+        count(pause.rounds as usize, "stop")
+    )
 }
 
 #[cfg(test)]
@@ -127,9 +210,47 @@ mod tests {
         assert_eq!(count(1, "slot"), "1 slot");
         assert_eq!(count(0, "slot"), "0 slots");
         assert_eq!(count(7, "symbol"), "7 symbols");
+        assert_eq!(count(2, "entry"), "2 entries");
+        assert_eq!(count(1, "entry"), "1 entry");
         assert_eq!(micros(412), "412 µs");
         assert_eq!(micros(999), "999 µs");
         assert_eq!(micros(12_345), "12.3 ms");
         assert_eq!(micros(2_500_000), "2.50 s");
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+    use crate::testing::{entry, symbol};
+    use hotagent_protocol::EntryState::{Current, Jump, Original};
+
+    fn summary(entries: &[(EntryState, Option<&str>)]) -> String {
+        let mut s = symbol("foo", 1, 0, 0);
+        s.entries = entries
+            .iter()
+            .map(|&(state, why)| entry("libfoo.so", state, why))
+            .collect();
+        super::entries(&s)
+    }
+
+    #[test]
+    fn entry_summaries() {
+        assert_eq!(summary(&[]), "");
+        assert_eq!(summary(&[(Current, None)]), "");
+        assert_eq!(summary(&[(Jump, None), (Current, None)]), "entry jumps");
+        assert_eq!(summary(&[(Jump, None), (Jump, None)]), "2 entries jump");
+        assert_eq!(
+            summary(&[(Original, Some("too short")), (Current, None)]),
+            "entry kept: too short"
+        );
+        assert_eq!(
+            summary(&[(Original, Some("x")), (Original, Some("y"))]),
+            "2 entries kept: x"
+        );
+        assert_eq!(
+            summary(&[(Jump, None), (Original, Some("blocked")), (Current, None)]),
+            "1 of 2 entries jump, kept: blocked"
+        );
     }
 }

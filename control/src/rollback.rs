@@ -29,6 +29,8 @@ fn human(out: &mut dyn Write, report: &RollbackReport) -> std::io::Result<()> {
         render::count(report.slots, "slot"),
         render::micros(report.elapsed_us)
     )?;
+    render::symbols(out, &report.symbols)?;
+    render::pause(out, &report.pause)?;
     render::warnings(out, &report.warnings)
 }
 
@@ -47,6 +49,7 @@ mod tests {
             symtab_entries: 2,
             symbols: Vec::new(),
             elapsed_us: 120,
+            pause: Default::default(),
             warnings: vec!["something odd".into()],
         }
     }

@@ -37,7 +37,7 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
             report.protocol
         )?;
     }
-    if report.generations.is_empty() {
+    if report.generations.is_empty() && report.symbols.is_empty() {
         return writeln!(out, "no reloads yet");
     }
     let header = ["GEN", "MODULE", "SYMBOLS", "SLOTS", "PATH"]
@@ -60,7 +60,12 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
         Align::Right,
         Align::Left,
     ];
-    render::table(out, "", &align, &rows)
+    render::table(out, "", &align, &rows)?;
+    if !report.symbols.is_empty() {
+        writeln!(out, "coverage now:")?;
+        render::symbols(out, &report.symbols)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::thread;
 
 use hotagent_protocol::{
-    decode_request, encode_line, socket_path, GenerationInfo, Phases, ReloadReport, Request,
-    Response, StatusReport, SymbolReport, PROTOCOL_VERSION,
+    decode_request, encode_line, socket_path, EntryReport, EntryState, GenerationInfo, PauseReport,
+    Phases, ReloadReport, Request, Response, StatusReport, SymbolReport, PROTOCOL_VERSION,
 };
 
 use crate::client::Target;
@@ -58,6 +58,7 @@ pub fn status_report(pid: u32, exe: &str) -> StatusReport {
         generation: 0,
         generations: Vec::new(),
         modules: 5,
+        symbols: Vec::new(),
     }
 }
 
@@ -82,6 +83,16 @@ pub fn symbol(name: &str, slots: usize, lazy: usize, other: usize) -> SymbolRepo
         modules: vec!["app".into(), "libbar.so".into()],
         lazy,
         other,
+        entries: Vec::new(),
+    }
+}
+
+pub fn entry(module: &str, state: EntryState, reason: Option<&str>) -> EntryReport {
+    EntryReport {
+        module: module.into(),
+        addr: 0x7f00_0000_1000,
+        state,
+        reason: reason.map(String::from),
     }
 }
 
@@ -90,6 +101,11 @@ pub fn reload_report(dry_run: bool) -> ReloadReport {
     versioned.version = Some("FOO_1.0".into());
     versioned.kind = "rodata".into();
     versioned.modules = vec!["app".into()];
+    let mut foo = symbol("foo", 6, 3, 0);
+    foo.entries = vec![
+        entry("libfoo.so", EntryState::Jump, None),
+        entry("libfoo_v2.so#1", EntryState::Current, None),
+    ];
     ReloadReport {
         generation: 1,
         dry_run,
@@ -97,9 +113,15 @@ pub fn reload_report(dry_run: bool) -> ReloadReport {
         module: "libfoo.so".into(),
         slots: 7,
         symtab_entries: 2,
-        symbols: vec![symbol("foo", 6, 3, 0), versioned],
+        symbols: vec![foo, versioned],
         elapsed_us: 412,
         phases: Phases::default(),
+        pause: PauseReport {
+            rounds: 1,
+            longest_us: 35,
+            threads: 4,
+            entries: 1,
+        },
         warnings: vec!["foo: 3 lazy slots left to the dynamic linker".into()],
     }
 }

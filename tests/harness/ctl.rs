@@ -226,6 +226,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         replace: None,
         dry_run: false,
         no_probe: false,
+        got_only: false,
     }
 }
 

@@ -168,8 +168,18 @@ fn rust_program() {
     t.expect("twice", 2);
 }
 
-/// `calls=N bad=M last_bad=X` → (N, M, X).
-fn stats(t: &mut Target) -> (u64, u64, String) {
+/// One `stats` line of the `threads` fixture.
+#[derive(Debug)]
+struct Stats {
+    calls: u64,
+    bad: u64,
+    /// What the last bad call returned: `V/S/P`.
+    last_bad: String,
+    eintr: u64,
+    errors: u64,
+}
+
+fn stats(t: &mut Target) -> Stats {
     let line = t.cmd("stats");
     let field = |name: &str| -> String {
         line.split_whitespace()
@@ -177,49 +187,136 @@ fn stats(t: &mut Target) -> (u64, u64, String) {
             .unwrap_or_else(|| panic!("no {name} in {line:?}"))
             .to_string()
     };
-    let n = |v: String| {
-        v.parse::<u64>()
+    let n = |name: &str| {
+        field(name)
+            .parse::<u64>()
             .unwrap_or_else(|_| panic!("bad stats {line:?}"))
     };
-    (n(field("calls=")), n(field("bad=")), field("last_bad="))
+    Stats {
+        calls: n("calls="),
+        bad: n("bad="),
+        last_bad: field("last_bad="),
+        eintr: n("eintr="),
+        errors: n("errors="),
+    }
+}
+
+/// The entry states of `name` in a report's symbols.
+fn entry_states(symbols: &[protocol::SymbolReport], name: &str) -> Vec<protocol::EntryState> {
+    symbols
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {symbols:?}"))
+        .entries
+        .iter()
+        .map(|e| e.state)
+        .collect()
+}
+
+/// Reload/rollback cycles while `workers` threads call foo_version through the GOT and through a
+/// pointer taken at start-up, so every cycle rewrites the entry they are running through.
+fn torture(workers: &str, modes: &[&str], cycles: usize) -> Target {
+    let cfg = Config::DEFAULT;
+    let mut b = Target::builder(cfg.path("threads")).arg(workers);
+    for m in modes {
+        b = b.arg(m);
+    }
+    let mut t = b.spawn();
+    let v2 = cfg.path("libfoo_v2.so");
+    let mut last_calls = stats(&mut t).calls;
+    let start = std::time::Instant::now();
+    for i in 0..cycles {
+        let r = reload(&t, &v2, &[]);
+        assert_eq!(r.generation, 1, "cycle {i}");
+        assert!(
+            entry_states(&r.symbols, "foo_version").contains(&protocol::EntryState::Jump),
+            "cycle {i}: the old entry of foo_version must jump: {:?}",
+            r.symbols
+        );
+        let rb = rollback(&t);
+        assert_eq!(rb.generation, 0, "cycle {i}");
+        if i % 50 == 49 {
+            t.assert_alive();
+            let s = stats(&mut t);
+            assert_eq!(
+                s.bad, 0,
+                "cycle {i}: a thread saw a value from neither v1 nor v2 (last bad: {})",
+                s.last_bad
+            );
+            assert!(
+                s.calls > last_calls,
+                "cycle {i}: the threads stopped calling"
+            );
+            last_calls = s.calls;
+        }
+    }
+    let s = stats(&mut t);
+    assert_eq!(
+        s.bad, 0,
+        "a thread saw a value from neither v1 nor v2 ({s:?})"
+    );
+    assert_eq!(
+        s.errors, 0,
+        "a sleeping thread saw an error other than EINTR"
+    );
+    t.expect("version", 1);
+    t.expect("ptr", 1);
+    t.assert_alive();
+    eprintln!(
+        "torture {workers} {modes:?}: {cycles} reload/rollback cycles in {:?}, {} calls, {} EINTR",
+        start.elapsed(),
+        s.calls,
+        s.eintr
+    );
+    t
 }
 
 #[test]
 fn threads_torture() {
     let cycles: usize = env_parse("HOTAGENT_TEST_CYCLES").unwrap_or(300);
+    torture("4", &[], cycles);
+}
+
+/// Threads asleep in epoll_wait, nanosleep and pause are stopped too (each stop interrupts them:
+/// EINTR is all they may see), and a thread parked the whole time does not hold a reload up.
+#[test]
+fn threads_asleep_are_stopped_too() {
+    let cycles: usize = env_parse("HOTAGENT_TEST_CYCLES").unwrap_or(300) / 3;
+    let mut t = torture("2", &["sleepers"], cycles.max(1));
+    let s = stats(&mut t);
+    assert!(
+        s.eintr > 0,
+        "the sleeping threads were never interrupted, so they were not stopped: {s:?}"
+    );
+}
+
+/// A thread that blocks every signal cannot be stopped: the reload still switches the GOT, keeps
+/// the old entries as they are, and says why.
+#[test]
+fn thread_blocking_the_signal_falls_back_to_got_only() {
     let cfg = Config::DEFAULT;
-    let mut t = Target::builder(cfg.path("threads")).arg("2").spawn();
-    let v2 = cfg.path("libfoo_v2.so");
-    let (mut last_calls, _, _) = stats(&mut t);
-    let start = std::time::Instant::now();
-    for i in 0..cycles {
-        let r = reload(&t, &v2, &[]);
-        assert_eq!(r.generation, 1, "cycle {i}");
-        let rb = rollback(&t);
-        assert_eq!(rb.generation, 0, "cycle {i}");
-        if i % 50 == 49 {
-            t.assert_alive();
-            let (calls, bad, last) = stats(&mut t);
-            assert_eq!(
-                bad, 0,
-                "cycle {i}: a thread saw a value from neither v1 nor v2 ({last})"
-            );
-            assert!(calls > last_calls, "cycle {i}: the threads stopped calling");
-            last_calls = calls;
-        }
-    }
-    let (calls, bad, last) = stats(&mut t);
-    assert_eq!(
-        bad, 0,
-        "a thread saw a value from neither v1 nor v2 ({last})"
-    );
-    assert!(calls > 0);
+    let mut t = Target::builder(cfg.path("threads"))
+        .arg("1")
+        .arg("blocker")
+        .spawn();
+    let r = reload(&t, &cfg.path("libfoo_v2.so"), &[]);
+    let foo = r.symbols.iter().find(|s| s.name == "foo_version").unwrap();
+    let old = foo
+        .entries
+        .iter()
+        .find(|e| e.module == "libfoo.so")
+        .unwrap_or_else(|| panic!("{foo:?}"));
+    assert_eq!(old.state, protocol::EntryState::Original, "{foo:?}");
+    let why = old.reason.as_deref().unwrap_or_default();
+    assert!(why.contains("blocks signal"), "{why}");
+    assert_eq!(r.pause.rounds, 0, "nothing may be stopped: {:?}", r.pause);
+    t.expect("version", 2);
+    t.expect("ptr", 1);
+    rollback(&t);
     t.expect("version", 1);
+    let s = stats(&mut t);
+    assert_eq!(s.bad, 0, "{s:?}");
     t.assert_alive();
-    eprintln!(
-        "threads_torture: {cycles} reload/rollback cycles in {:?}, {calls} calls",
-        start.elapsed()
-    );
 }
 
 /// Parses `child <pid>`.
