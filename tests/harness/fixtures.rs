@@ -146,6 +146,9 @@ struct Spec {
     links: &'static [&'static str],
     /// A version script in `tests/fixtures/`.
     map: Option<&'static str>,
+    /// Extra compiler/linker arguments, appended to the command line (e.g.
+    /// `-Wl,-Bsymbolic-functions`).
+    flags: &'static [&'static str],
     /// Link against `libghost.so` built in a temporary folder that is then deleted, so the
     /// artifact has a DT_NEEDED entry nothing can satisfy.
     ghost: bool,
@@ -162,6 +165,7 @@ const fn lib(out: &'static str, soname: &'static str, lang: Lang, src: &'static 
         inputs: &[],
         links: &[],
         map: None,
+        flags: &[],
         ghost: false,
         matrix: false,
     }
@@ -181,6 +185,7 @@ const fn exe(
         inputs: &[],
         links,
         map: None,
+        flags: &[],
         ghost: false,
         matrix: false,
     }
@@ -205,6 +210,10 @@ const FOO_PROGRAM: &[&str] = &["foo.h", "cmdloop.h"];
 /// Programs on libfoo.so that answer each of its calls.
 const FOO_COMMANDS: &[&str] = &["foo.h", "cmdloop.h", "foo_commands.h"];
 const SHAPE_PROGRAM: &[&str] = &["shape.h", "cmdloop.h"];
+const DIRECT_H: &[&str] = &["direct.h"];
+const DIRECT_PROGRAM: &[&str] = &["direct.h", "cmdloop.h"];
+/// A library's calls to its own exported functions bind inside it, not through its GOT.
+const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
 const FOO_V2: &[&str] = &["foo.h", "libfoo_v2.c"];
 
@@ -304,6 +313,56 @@ static SPECS: &[Spec] = &[
     in_matrix(with_inputs(
         exe("cpp", Lang::Cxx, "cpp.cpp", &["libshape.so"]),
         SHAPE_PROGRAM,
+    )),
+    // The same classes and program, the library linked with -Bsymbolic-functions: its vtable
+    // holds relative relocations, no symbol a slot could be switched by.
+    in_matrix(Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib(
+                "libshapesym.so",
+                "libshapesym.so",
+                Lang::Cxx,
+                "libshape_v1.cpp",
+            ),
+            SHAPE_H,
+        )
+    }),
+    in_matrix(Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib(
+                "libshapesym_v2.so",
+                "libshapesym.so",
+                Lang::Cxx,
+                "libshape_v2.cpp",
+            ),
+            SHAPE_H,
+        )
+    }),
+    in_matrix(with_inputs(
+        exe("cpp_symbolic", Lang::Cxx, "cpp.cpp", &["libshapesym.so"]),
+        SHAPE_PROGRAM,
+    )),
+    // A library whose calls to its own functions never read a GOT slot (-Bsymbolic-functions, a
+    // hidden alias), its partial patch, and a program on it: only entry jumps reach those calls.
+    in_matrix(Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib("libdirect.so", "libdirect.so", Lang::C, "libdirect_v1.c"),
+            DIRECT_H,
+        )
+    }),
+    in_matrix(Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib("libdirect_v2.so", "libdirect.so", Lang::C, "libdirect_v2.c"),
+            DIRECT_H,
+        )
+    }),
+    in_matrix(with_inputs(
+        exe("direct", Lang::C, "direct.c", &["libdirect.so"]),
+        DIRECT_PROGRAM,
     )),
     // Default configuration only.
     with_inputs(
@@ -428,6 +487,7 @@ fn args(cfg: Config, spec: &Spec, dir: &Path) -> Vec<String> {
     if spec.kind == Kind::Exe {
         a.extend(["-ldl", "-lpthread"].map(String::from));
     }
+    a.extend(spec.flags.iter().map(|s| s.to_string()));
     a
 }
 

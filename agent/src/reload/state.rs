@@ -256,9 +256,14 @@ impl Agent {
     /// Reports name a generation's library `libfoo.so#3`, not by its staged file name.
     pub(super) fn name_generations(&self, symbols: &mut [SymbolReport]) {
         for s in symbols {
-            for m in &mut s.modules {
-                *m = self.module_label(m);
+            let mut named: Vec<String> = Vec::with_capacity(s.modules.len());
+            for m in &s.modules {
+                let label = self.module_label(m);
+                if !named.contains(&label) {
+                    named.push(label);
+                }
             }
+            s.modules = named;
         }
     }
 }
