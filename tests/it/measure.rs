@@ -8,15 +8,26 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// How long other threads are held while entries are written, with 2, 16 and 64 threads calling
-/// the replaced function flat out.
+/// How long other threads are held while entries are written: with 2, 16 and 64 threads calling
+/// the replaced function flat out (on a 2-core machine the stop then waits for the scheduler to
+/// run each of them), and with 2 such threads beside 14 and 62 idle ones (a server's pool).
 #[test]
 #[ignore]
 fn entry_pause() {
     let cfg = Config::DEFAULT;
     let v2 = cfg.path("libfoo_v2.so");
-    for threads in ["2", "16", "64"] {
-        let mut t = Target::builder(cfg.path("threads")).arg(threads).spawn();
+    for (busy, idle) in [
+        ("2", "0"),
+        ("16", "0"),
+        ("64", "0"),
+        ("2", "14"),
+        ("2", "62"),
+    ] {
+        let threads = format!("{busy} busy + {idle} idle");
+        let mut t = Target::builder(cfg.path("threads"))
+            .arg(busy)
+            .arg(format!("idle={idle}"))
+            .spawn();
         let mut pauses = Vec::new();
         let mut rounds = Vec::new();
         for _ in 0..40 {
@@ -30,7 +41,7 @@ fn entry_pause() {
         pauses.sort_unstable();
         rounds.sort_unstable();
         eprintln!(
-            "entry pause, {threads:>2} threads: median {} µs, p95 {} µs, max {} µs; stops per switch: median {}, max {}",
+            "entry pause, {threads:>18} threads: median {} µs, p95 {} µs, max {} µs; stops per switch: median {}, max {}",
             percentile(&pauses, 0.5),
             percentile(&pauses, 0.95),
             pauses[pauses.len() - 1],

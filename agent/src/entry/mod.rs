@@ -10,7 +10,7 @@
 #[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
 #[cfg_attr(not(target_arch = "x86_64"), path = "unsupported.rs")]
 pub mod arch;
-mod island;
+mod dispatch;
 
 use crate::image::{Layout, Memory};
 use crate::sys::{prot, stop};
@@ -30,8 +30,19 @@ const RETRY_PAUSE: Duration = Duration::from_millis(1);
 pub enum Holds {
     /// Its own bytes.
     Original,
-    /// A jump to this address (through an island if it is far).
+    /// A jump to this dispatch stub.
     Jump(u64),
+}
+
+/// What a site should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Original,
+    /// A jump to `symbol`'s current code, `target`.
+    Jump {
+        symbol: usize,
+        target: u64,
+    },
 }
 
 /// One function entry.
@@ -59,21 +70,36 @@ pub struct Pause {
     pub rounds: u32,
     pub longest: Duration,
     pub threads: usize,
+    /// Entries written.
+    pub written: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Entries {
     sites: Vec<Site>,
-    islands: island::Islands,
+    dispatches: dispatch::Dispatches,
 }
 
+/// One entry to write.
 struct Pending {
     want: usize,
     site: usize,
     bytes: [u8; JUMP_LEN],
     holds: Holds,
+    /// The retarget a jump waits for.
+    retarget: Option<usize>,
     through_proc_mem: bool,
     done: Option<Result<(), i32>>,
+}
+
+/// One stub slot to point at a new target.
+struct Retarget {
+    dispatch: dispatch::Dispatch,
+    target: u64,
+    /// The site of the target's own entry, when it is one of ours, and its restoring write.
+    needs: Option<usize>,
+    needs_pending: Option<usize>,
+    done: bool,
 }
 
 impl Entries {
@@ -145,35 +171,96 @@ impl Entries {
         stop::preflight().map_err(|e| format!("other threads cannot be stopped: {e}"))
     }
 
+    /// Where the entry at `addr` leads now: the target of its stub when it jumps, else `None`.
+    pub fn lands_at(&self, addr: u64) -> Option<u64> {
+        match self.get(addr)?.holds {
+            Holds::Jump(stub) => self.dispatches.target_of_stub(stub),
+            Holds::Original => None,
+        }
+    }
+
     /// Brings each `(site address, wanted state)` there. Per request: done, or why the site was
     /// left as it is.
     pub fn converge<M: Memory>(
         &mut self,
         mem: &M,
-        wants: &[(u64, Holds)],
+        wants: &[(u64, Want)],
     ) -> (Vec<Result<(), String>>, Pause) {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
         let mut pending: Vec<Pending> = Vec::new();
-        let mut far: Vec<(usize, u64, u64)> = Vec::new();
+        let mut retargets: Vec<Retarget> = Vec::new();
+        // Which retarget each want depends on.
+        let mut want_retarget: Vec<Option<usize>> = vec![None; wants.len()];
+        let proc_mem = open_proc_mem().ok();
+        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         for (k, &(addr, want)) in wants.iter().enumerate() {
             let Some(si) = self.sites.iter().position(|s| s.addr == addr) else {
                 results[k] = Err("not a known function entry".into());
                 continue;
             };
             let site = &self.sites[si];
-            if site.holds == want {
+            if let (Want::Jump { .. }, Some(r)) = (want, &site.refusal) {
+                results[k] = Err(r.clone());
                 continue;
             }
-            let bytes = match want {
-                Holds::Original => site.original,
-                Holds::Jump(_) if site.refusal.is_some() => {
-                    results[k] = Err(site.refusal.clone().unwrap_or_default());
+            // Checked before any stub is made for it: a site that cannot be written needs none.
+            let rewrites = !matches!(
+                (want, site.holds),
+                (Want::Original, Holds::Original) | (Want::Jump { .. }, Holds::Jump(_))
+            );
+            let mut through_proc_mem = true;
+            if rewrites {
+                if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
+                    results[k] = Err("its first bytes were changed by something other than \
+                                      this agent; left alone"
+                        .into());
                     continue;
                 }
-                Holds::Jump(to) => match arch::jump(site.window, to) {
+                match writable(fd, site.window, &site.current, site.prot) {
+                    Ok(p) => through_proc_mem = p,
+                    Err(e) => {
+                        results[k] = Err(e);
+                        continue;
+                    }
+                }
+            }
+            let (holds, retarget) = match want {
+                Want::Original => (Holds::Original, None),
+                Want::Jump { symbol, target } => {
+                    let d = match self.dispatches.near(symbol, site.window, target) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            results[k] = Err(e);
+                            continue;
+                        }
+                    };
+                    let ri = match retargets.iter().position(|r| r.dispatch == d) {
+                        Some(ri) => ri,
+                        None => {
+                            retargets.push(Retarget {
+                                dispatch: d,
+                                target,
+                                needs: self.sites.iter().position(|s| s.addr == target),
+                                needs_pending: None,
+                                done: false,
+                            });
+                            retargets.len() - 1
+                        }
+                    };
+                    want_retarget[k] = Some(ri);
+                    (Holds::Jump(d.stub), Some(ri))
+                }
+            };
+            let site = &self.sites[si];
+            if site.holds == holds {
+                continue;
+            }
+            let bytes = match holds {
+                Holds::Original => site.original,
+                Holds::Jump(stub) => match arch::jump(site.window, stub) {
                     Some(b) => b,
                     None => {
-                        far.push((k, site.window, to));
+                        results[k] = Err("its dispatch stub landed out of reach".into());
                         continue;
                     }
                 },
@@ -182,53 +269,20 @@ impl Entries {
                 want: k,
                 site: si,
                 bytes,
-                holds: want,
-                through_proc_mem: true,
+                holds,
+                retarget,
+                through_proc_mem,
                 done: None,
             });
         }
-        let requests: Vec<(u64, u64)> = far.iter().map(|&(_, w, t)| (w, t)).collect();
-        for ((k, window, _), island) in far.into_iter().zip(self.islands.prepare(&requests)) {
-            match island.map(|at| arch::jump(window, at)) {
-                Ok(Some(bytes)) => pending.push(Pending {
-                    want: k,
-                    site: self
-                        .sites
-                        .iter()
-                        .position(|s| s.window == window)
-                        .unwrap_or(0),
-                    bytes,
-                    holds: wants[k].1,
-                    through_proc_mem: true,
-                    done: None,
-                }),
-                Ok(None) => results[k] = Err("the jump island landed out of reach".into()),
-                Err(e) => results[k] = Err(e),
-            }
+        for r in &mut retargets {
+            r.needs_pending = r.needs.and_then(|si| {
+                pending
+                    .iter()
+                    .position(|p| p.site == si && p.holds == Holds::Original)
+            });
         }
-        let proc_mem = open_proc_mem().ok();
-        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
-        pending.retain_mut(|p| {
-            let site = &self.sites[p.site];
-            if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
-                results[p.want] = Err(
-                    "its first bytes were changed by something other than this agent; left alone"
-                        .into(),
-                );
-                return false;
-            }
-            match writable(fd, site.window, &site.current, site.prot) {
-                Ok(through_proc_mem) => {
-                    p.through_proc_mem = through_proc_mem;
-                    true
-                }
-                Err(e) => {
-                    results[p.want] = Err(e);
-                    false
-                }
-            }
-        });
-        let (pause, stop_failure) = self.write_stopped(fd, &mut pending);
+        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets);
         for p in pending {
             let site = &mut self.sites[p.site];
             match p.done {
@@ -242,13 +296,25 @@ impl Entries {
                         std::io::Error::from_raw_os_error(e)
                     ))
                 }
+                None if stop_failure.is_some() => {
+                    results[p.want] = Err(stop_failure.clone().unwrap_or_default())
+                }
                 None => {
-                    results[p.want] = Err(stop_failure.clone().unwrap_or_else(|| {
-                        format!(
-                            "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
-                            CONFLICT_BUDGET.as_millis()
-                        )
-                    }))
+                    results[p.want] = Err(format!(
+                        "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
+                        CONFLICT_BUDGET.as_millis()
+                    ))
+                }
+            }
+        }
+        for (k, r) in want_retarget.iter().enumerate() {
+            if let (Some(ri), Ok(())) = (r, &results[k]) {
+                if !retargets[*ri].done {
+                    results[k] = Err(stop_failure.clone().unwrap_or_else(|| {
+                        "the current code's own entry could not be restored, so old entries \
+                         cannot be sent to it"
+                            .into()
+                    }));
                 }
             }
         }
@@ -260,14 +326,39 @@ impl Entries {
         (results, pause)
     }
 
-    /// Writes `pending` with the other threads parked, skipping any site a thread is inside,
-    /// and retries those until they are clear or the budget runs out. Sites left unwritten keep
-    /// `done == None`; the second value says why when the threads could not be stopped at all.
-    fn write_stopped(&self, fd: i32, pending: &mut [Pending]) -> (Pause, Option<String>) {
+    /// Whether retarget `r` may happen now: the code it points at holds its own bytes (else its
+    /// entry would jump back into the stub, forever).
+    fn retarget_ready(&self, r: &Retarget, pending: &[Pending]) -> bool {
+        match (r.needs_pending, r.needs) {
+            (Some(pi), _) => pending[pi].done == Some(Ok(())),
+            (None, Some(si)) => self.sites[si].holds == Holds::Original,
+            (None, None) => true,
+        }
+    }
+
+    /// Writes with the other threads parked, in an order no thread can observe as a loop:
+    /// restored entries first, then the stubs' slots, then the new jumps. A jump is skipped while
+    /// a thread is inside the bytes it replaces, and retried until the budget runs out. Writes
+    /// left undone keep `done == None`; the second value says why when the threads could not be
+    /// stopped at all.
+    fn write_stopped(
+        &self,
+        fd: i32,
+        pending: &mut [Pending],
+        retargets: &mut [Retarget],
+    ) -> (Pause, Option<String>) {
         let mut pause = Pause::default();
         if pending.is_empty() {
+            // Nothing to write in code: the slots alone change, one atomic store each.
+            for r in retargets.iter_mut() {
+                if self.retarget_ready(r, pending) {
+                    self.dispatches.retarget(r.dispatch, r.target);
+                    r.done = true;
+                }
+            }
             return (pause, None);
         }
+        prot::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
         let deadline = Instant::now() + CONFLICT_BUDGET;
         loop {
@@ -281,20 +372,36 @@ impl Entries {
                 }
             };
             // Parked: no allocation, no lock, until `release`.
-            for p in pending.iter_mut().filter(|p| p.done.is_none()) {
-                let site = &self.sites[p.site];
-                let (lo, hi) = (site.window, site.window + JUMP_LEN as u64);
-                if stopped.pcs().any(|pc| pc > lo && pc < hi) {
+            let inside = |window: u64| {
+                let hi = window + JUMP_LEN as u64;
+                stopped.pcs().any(|pc| pc > window && pc < hi)
+            };
+            for p in pending.iter_mut() {
+                if p.done.is_none() && p.holds == Holds::Original {
+                    let site = &self.sites[p.site];
+                    p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
+                }
+            }
+            for i in 0..retargets.len() {
+                if !retargets[i].done && self.retarget_ready(&retargets[i], pending) {
+                    self.dispatches
+                        .retarget(retargets[i].dispatch, retargets[i].target);
+                    retargets[i].done = true;
+                }
+            }
+            for p in pending.iter_mut() {
+                if p.done.is_some() || p.holds == Holds::Original {
                     continue;
                 }
-                p.done = Some(if p.through_proc_mem {
-                    prot::poke_proc_mem(fd, site.window, &p.bytes)
-                } else {
-                    prot::poke_code_mprotect(site.window, &p.bytes, site.prot)
-                });
+                let site = &self.sites[p.site];
+                let ready = p.retarget.is_none_or(|ri| retargets[ri].done);
+                if ready && !inside(site.window) {
+                    p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
+                }
             }
             prot::sync_cores();
             let threads = stopped.threads();
+            pause.written = pending.iter().filter(|p| p.done == Some(Ok(()))).count();
             let held = stopped.release();
             pause.rounds += 1;
             pause.longest = pause.longest.max(held);
@@ -303,6 +410,14 @@ impl Entries {
                 return (pause, None);
             }
             std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+
+    fn poke(&self, fd: i32, site: &Site, bytes: &[u8], through_proc_mem: bool) -> Result<(), i32> {
+        if through_proc_mem {
+            prot::poke_proc_mem(fd, site.window, bytes)
+        } else {
+            prot::poke_code_mprotect(site.window, bytes, site.prot)
         }
     }
 }

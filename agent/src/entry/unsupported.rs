@@ -2,7 +2,7 @@
 //! What aarch64 needs is written down in docs/design.md ("Entry jumps on aarch64").
 
 pub const JUMP_LEN: usize = 4;
-pub const ISLAND_LEN: usize = 16;
+pub const STUB_LEN: usize = 8;
 pub const REACH: u64 = 0;
 
 pub fn window_offset(_code: &[u8]) -> usize {
@@ -13,8 +13,8 @@ pub fn jump(_at: u64, _to: u64) -> Option<[u8; JUMP_LEN]> {
     None
 }
 
-pub fn island(_to: u64) -> [u8; ISLAND_LEN] {
-    [0; ISLAND_LEN]
+pub fn stub(_at: u64, _slot: u64) -> Option<[u8; STUB_LEN]> {
+    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

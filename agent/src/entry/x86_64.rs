@@ -1,10 +1,11 @@
 //! What an entry jump is on x86_64, and whether a function can take one.
 //!
 //! The jump is a 5-byte `jmp rel32` written at the entry, or just after an `endbr64` (indirect
-//! calls must still land on one when IBT is enforced). It clobbers no register: `rax` carries the
-//! vector-register count of a variadic call, and every argument register stays as the caller
-//! left it. A target more than ±2 GiB away is reached through an island near the entry holding
-//! `jmp [rip+0]` and the absolute address, again without touching a register.
+//! calls must still land on one when IBT is enforced), to the symbol's dispatch stub near it: a
+//! `jmp [rip+disp32]` through a data slot holding the current code's address. Neither clobbers a
+//! register: `rax` carries the vector-register count of a variadic call, and every argument
+//! register stays as the caller left it. The stub's target is a data store away, so retargeting
+//! every old entry of a symbol is one atomic store, however many generations it has had.
 //!
 //! Overwriting 5 bytes is safe only if no code can arrive strictly inside them later: no branch
 //! of the function may target them, and no call among them may return into them. Threads that are
@@ -14,8 +15,8 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 /// Bytes the jump replaces.
 pub const JUMP_LEN: usize = 5;
-/// Bytes of an island: `jmp qword [rip+0]` (6), the target (8), two `int3` of padding.
-pub const ISLAND_LEN: usize = 16;
+/// Bytes of a dispatch stub: `jmp qword [rip+disp32]` (6), two `int3` of padding.
+pub const STUB_LEN: usize = 8;
 
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 
@@ -36,12 +37,11 @@ pub fn jump(at: u64, to: u64) -> Option<[u8; JUMP_LEN]> {
     Some([0xe9, r[0], r[1], r[2], r[3]])
 }
 
-/// An island's bytes: an absolute jump to `to`.
-pub fn island(to: u64) -> [u8; ISLAND_LEN] {
-    let mut b = [0xcc; ISLAND_LEN];
-    b[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-    b[6..14].copy_from_slice(&to.to_le_bytes());
-    b
+/// A stub at `at` jumping to wherever the 8-byte slot at `slot` points, when within reach.
+pub fn stub(at: u64, slot: u64) -> Option<[u8; STUB_LEN]> {
+    let rel = i32::try_from(slot.wrapping_sub(at + 6) as i64).ok()?;
+    let r = rel.to_le_bytes();
+    Some([0xff, 0x25, r[0], r[1], r[2], r[3], 0xcc, 0xcc])
 }
 
 /// How far a `jmp rel32` reaches from its window, either way (kept a page short of 2 GiB).
@@ -130,15 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn islands_jump_through_rip_without_registers() {
-        let b = island(0x1122_3344_5566_7788);
-        let mut d = Decoder::with_ip(64, &b, 0x1000, DecoderOptions::NONE);
+    fn stubs_jump_through_their_slot_without_registers() {
+        let b = stub(0x7000_1000, 0x7000_2008).unwrap();
+        let mut d = Decoder::with_ip(64, &b, 0x7000_1000, DecoderOptions::NONE);
         let ins = d.decode();
         assert_eq!(ins.mnemonic(), Mnemonic::Jmp);
         assert_eq!(ins.len(), 6);
         assert!(ins.is_ip_rel_memory_operand());
-        assert_eq!(ins.ip_rel_memory_address(), 0x1006);
-        assert_eq!(&b[6..14], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(ins.ip_rel_memory_address(), 0x7000_2008);
+        assert!(stub(0x1000, 0x1006 + (1 << 32)).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use super::modules;
 use super::select::{Match, Role};
 use super::state::{micros, Agent, CodeAt};
-use crate::entry::Holds;
+use crate::entry::Want;
 use crate::image::Layout;
 use crate::sys::phdr;
 use hotagent_protocol::{EntryReport, EntryState, PauseReport};
@@ -23,7 +23,7 @@ const GOT_ONLY: &str = "reloaded with --got-only";
 /// What one site should hold, and why it holds its own bytes when it is not current.
 struct SiteWant {
     addr: u64,
-    want: Holds,
+    want: Want,
     note: Option<&'static str>,
 }
 
@@ -32,7 +32,7 @@ impl Agent {
     /// want. Never fails: an entry that cannot be written keeps its bytes, and the reports say why.
     pub(super) fn converge_entries(&mut self) -> (PauseReport, u64) {
         let t = Instant::now();
-        let wants: Vec<(u64, Holds)> = self
+        let wants: Vec<(u64, Want)> = self
             .site_wants()
             .into_iter()
             .map(|w| (w.addr, w.want))
@@ -42,18 +42,17 @@ impl Agent {
             let mem = modules::live_memory(&layouts);
             self.register_sites(&mem, &layouts);
             // An entry whose module is gone is not ours to write any more.
-            let live: Vec<(u64, Holds)> = wants
+            let live: Vec<(u64, Want)> = wants
                 .iter()
                 .copied()
                 .filter(|(a, _)| layouts.iter().any(|l| l.contains(*a)))
                 .collect();
-            let (results, pause) = self.entries.converge(&mem, &live);
-            let written = results.iter().filter(|r| r.is_ok()).count();
+            let (_, pause) = self.entries.converge(&mem, &live);
             PauseReport {
                 rounds: pause.rounds,
                 longest_us: pause.longest.as_micros().min(u128::from(u64::MAX)) as u64,
                 threads: pause.threads,
-                entries: if pause.rounds > 0 { written } else { 0 },
+                entries: pause.written,
             }
         });
         (pause, micros(t))
@@ -91,15 +90,24 @@ impl Agent {
     /// The rule above, site by site; a site shared by symbols that disagree keeps its bytes.
     fn site_wants(&self) -> Vec<SiteWant> {
         let mut out: Vec<SiteWant> = Vec::new();
-        for r in self.replaced.iter().filter(|r| r.role == Role::Code) {
+        for (symbol, r) in self.replaced.iter().enumerate() {
+            if r.role != Role::Code {
+                continue;
+            }
             let current = r.current();
             for c in &r.code {
                 let (want, note) = if c.addr == current {
-                    (Holds::Original, None)
+                    (Want::Original, None)
                 } else if r.got_only() {
-                    (Holds::Original, Some(GOT_ONLY))
+                    (Want::Original, Some(GOT_ONLY))
                 } else {
-                    (Holds::Jump(current), None)
+                    (
+                        Want::Jump {
+                            symbol,
+                            target: current,
+                        },
+                        None,
+                    )
                 };
                 match out.iter_mut().find(|w| w.addr == c.addr) {
                     None => out.push(SiteWant {
@@ -107,8 +115,8 @@ impl Agent {
                         want,
                         note,
                     }),
-                    Some(w) if w.want != want => {
-                        w.want = Holds::Original;
+                    Some(w) if !same_code(w.want, want) => {
+                        w.want = Want::Original;
                         w.note = Some(SHARED);
                     }
                     Some(_) => {}
@@ -130,7 +138,7 @@ impl Agent {
                 let module = site.map_or_else(|| "?".to_string(), |s| s.label.clone());
                 let (state, reason) = if c.addr == current {
                     (EntryState::Current, None)
-                } else if site.is_some_and(|s| s.holds == Holds::Jump(current)) {
+                } else if self.entries.lands_at(c.addr) == Some(current) {
                     (EntryState::Jump, None)
                 } else {
                     let note = wants
@@ -211,5 +219,14 @@ impl Agent {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// Whether two symbols sharing an entry want the same thing of it.
+fn same_code(a: Want, b: Want) -> bool {
+    match (a, b) {
+        (Want::Original, Want::Original) => true,
+        (Want::Jump { target: x, .. }, Want::Jump { target: y, .. }) => x == y,
+        _ => false,
     }
 }

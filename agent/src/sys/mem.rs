@@ -90,22 +90,31 @@ pub fn own_address() -> u64 {
     &MARKER as *const u8 as u64
 }
 
-/// A page of our own, mapped read-write near an address, to be filled and then made executable.
-/// It is never unmapped: once executable, a thread may be running in it at any time.
+/// A page of our own, mapped read-write near an address: code to be filled and then made
+/// executable, or data that stays read-write. It is never unmapped: code in it may be running at
+/// any time, and running code reads its data.
+#[derive(Debug)]
 pub struct OwnPage {
     pub addr: u64,
     pub len: u64,
 }
 
 impl OwnPage {
-    /// Maps `len` bytes exactly at `addr` (page-aligned), failing rather than replacing anything.
-    pub fn map_at(addr: u64, len: u64) -> std::io::Result<OwnPage> {
+    /// Maps `len` bytes exactly at `addr` (page-aligned), failing rather than replacing anything:
+    /// read-write, or read+execute when `exec` (to be filled through `/proc/self/mem`, for a
+    /// process that may not turn writable memory executable).
+    pub fn map_at(addr: u64, len: u64, exec: bool) -> std::io::Result<OwnPage> {
+        let prot = if exec {
+            libc::PROT_READ | libc::PROT_EXEC
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the result is checked.
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
                 len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
                 -1,
                 0,
@@ -123,7 +132,7 @@ impl OwnPage {
         Ok(OwnPage { addr, len })
     }
 
-    /// Copies `bytes` at offset `off`; out-of-range writes are ignored.
+    /// Copies `bytes` at offset `off` of a read-write page; out-of-range writes are ignored.
     pub fn fill(&mut self, off: u64, bytes: &[u8]) {
         if off + bytes.len() as u64 > self.len {
             return;
@@ -132,6 +141,33 @@ impl OwnPage {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), (self.addr + off) as *mut u8, bytes.len())
         };
+    }
+
+    /// Atomically stores `value` in the aligned 8-byte slot at offset `off` (ignored when out of
+    /// range or misaligned). Allocates nothing: fine while threads are parked.
+    pub fn store_u64(&self, off: u64, value: u64) {
+        if !off.is_multiple_of(8) || off + 8 > self.len {
+            return;
+        }
+        // SAFETY: aligned, inside our own mapping, which stays read-write (data pages are never
+        // sealed) and mapped for the life of the process.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr((self.addr + off) as *mut u64) }
+            .store(value, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Atomically reads the aligned 8-byte slot at offset `off` (0 when out of range).
+    pub fn load_u64(&self, off: u64) -> u64 {
+        if !off.is_multiple_of(8) || off + 8 > self.len {
+            return 0;
+        }
+        // SAFETY: as in `store_u64`.
+        unsafe { load_u64(self.addr + off) }
+    }
+
+    /// Unmaps a page nothing was ever placed in.
+    pub fn discard(self) {
+        // SAFETY: our own mapping, never handed out, so nothing references it.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
     }
 
     /// Makes the page read+execute for good.

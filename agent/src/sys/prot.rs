@@ -73,28 +73,42 @@ pub fn poke_code_mprotect(addr: u64, bytes: &[u8], prot: i32) -> Result<(), i32>
     mprotect(start, len, prot).map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))
 }
 
-/// Makes every CPU running a thread of this process execute a serialising instruction before it
-/// returns to user space, so no core keeps executing code we just rewrote from a stale pipeline.
-/// Registers on first use; a kernel without it is left to the serialisation of the signal return.
-pub fn sync_cores() {
-    const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
-    const PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
-    static REGISTERED: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
+const MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
+/// 0: not tried yet, 1: registered, -1: unavailable.
+static SYNC_CORE: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+
+/// Registers for `sync_cores` once. Slow (the kernel waits for an RCU grace period), so it is done
+/// before threads are stopped, never while they are.
+pub fn sync_cores_prepare() {
     use std::sync::atomic::Ordering;
-    if REGISTERED.load(Ordering::Relaxed) == 0 {
+    if SYNC_CORE.load(Ordering::Relaxed) == 0 {
         // SAFETY: membarrier takes plain integer arguments.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_membarrier,
-                REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+                MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
                 0,
                 0,
             )
         };
-        REGISTERED.store(if rc == 0 { 1 } else { -1 }, Ordering::Relaxed);
+        SYNC_CORE.store(if rc == 0 { 1 } else { -1 }, Ordering::Relaxed);
     }
-    if REGISTERED.load(Ordering::Relaxed) == 1 {
-        // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
+}
+
+/// Makes every CPU running a thread of this process execute a serialising instruction before it
+/// returns to user space, so no core keeps executing code we just rewrote from a stale pipeline.
+/// Without registration (or kernel support) it is left to the serialisation of the signal return.
+pub fn sync_cores() {
+    if SYNC_CORE.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+        // SAFETY: membarrier takes plain integer arguments.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE,
+                0,
+                0,
+            )
+        };
     }
 }

@@ -46,6 +46,11 @@ static NEXT_ROUND: AtomicU32 = AtomicU32::new(1);
 static RELEASED: AtomicU32 = AtomicU32::new(0);
 /// Futex word: bumped by every thread that parks.
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
+/// Futex word: threads inside the parking part of the handler. They block every signal while
+/// there, so the next stop waits for them to leave rather than take them for blockers.
+static INSIDE: AtomicU32 = AtomicU32::new(0);
+/// How long a release waits for the parked threads to leave the handler.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the other threads could not be stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +167,7 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
         .find(|s| s.tid.load(Ordering::Acquire) == tid)
     {
         if slot.round.load(Ordering::Acquire) != round {
+            INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
             slot.pc
                 .store(unsafe { interrupted_pc(ctx) }, Ordering::Relaxed);
@@ -174,6 +180,9 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
                     break;
                 }
                 futex_wait(&RELEASED, released, None);
+            }
+            if INSIDE.fetch_sub(1, Ordering::AcqRel) == 1 {
+                futex_wake(&INSIDE, i32::MAX);
             }
         }
     }
@@ -337,10 +346,20 @@ impl Stopped {
         self.pcs().count()
     }
 
-    /// Releases the threads; returns how long they were held.
+    /// Releases the threads and waits for them to leave the handler; returns how long they
+    /// were held.
     pub fn release(self) -> Duration {
         let held = self.started.elapsed();
         drop(self);
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        loop {
+            let inside = INSIDE.load(Ordering::Acquire);
+            let now = Instant::now();
+            if inside == 0 || now >= deadline {
+                break;
+            }
+            futex_wait(&INSIDE, inside, Some(deadline - now));
+        }
         held
     }
 }
