@@ -382,11 +382,10 @@ impl Entries {
                     p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
                 }
             }
-            for i in 0..retargets.len() {
-                if !retargets[i].done && self.retarget_ready(&retargets[i], pending) {
-                    self.dispatches
-                        .retarget(retargets[i].dispatch, retargets[i].target);
-                    retargets[i].done = true;
+            for r in retargets.iter_mut() {
+                if !r.done && self.retarget_ready(r, pending) {
+                    self.dispatches.retarget(r.dispatch, r.target);
+                    r.done = true;
                 }
             }
             for p in pending.iter_mut() {
