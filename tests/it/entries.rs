@@ -265,6 +265,14 @@ fn unwritable_text_falls_back() {
     let fv = symbol(&r.symbols, "foo_version");
     assert_original_because(fv, entry_in(fv, "libfoo.so"), "cannot be made writable");
     assert_eq!(r.pause.entries, 0, "no entry could be written: {r:?}");
+    // Said once more, for the operator who reads only the summary.
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("foo_version") && w.contains("cannot be made writable")),
+        "{:?}",
+        r.warnings
+    );
     t.expect("version", 2);
     t.expect("twice", 20);
     t.expect("start_ptr", 1);

@@ -77,6 +77,8 @@ pub struct Pause {
 #[derive(Debug, Default)]
 pub struct Entries {
     sites: Vec<Site>,
+    /// Site index by entry address.
+    index: std::collections::HashMap<u64, usize>,
     dispatches: dispatch::Dispatches,
 }
 
@@ -104,7 +106,11 @@ struct Retarget {
 
 impl Entries {
     pub fn get(&self, addr: u64) -> Option<&Site> {
-        self.sites.iter().find(|s| s.addr == addr)
+        self.sites.get(*self.index.get(&addr)?)
+    }
+
+    fn position(&self, addr: u64) -> Option<usize> {
+        self.index.get(&addr).copied()
     }
 
     /// Learns the function at `addr` (`size` from its symbol; `None` when unknown, with the
@@ -155,6 +161,7 @@ impl Entries {
                 }
             }
         }
+        self.index.insert(addr, self.sites.len());
         self.sites.push(site);
     }
 
@@ -194,7 +201,7 @@ impl Entries {
         let proc_mem = open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         for (k, &(addr, want)) in wants.iter().enumerate() {
-            let Some(si) = self.sites.iter().position(|s| s.addr == addr) else {
+            let Some(si) = self.position(addr) else {
                 results[k] = Err("not a known function entry".into());
                 continue;
             };
@@ -240,7 +247,7 @@ impl Entries {
                             retargets.push(Retarget {
                                 dispatch: d,
                                 target,
-                                needs: self.sites.iter().position(|s| s.addr == target),
+                                needs: self.position(target),
                                 needs_pending: None,
                                 done: false,
                             });
@@ -319,8 +326,8 @@ impl Entries {
             }
         }
         for (k, &(addr, _)) in wants.iter().enumerate() {
-            if let Some(site) = self.sites.iter_mut().find(|s| s.addr == addr) {
-                site.last_error = results[k].clone().err();
+            if let Some(si) = self.position(addr) {
+                self.sites[si].last_error = results[k].clone().err();
             }
         }
         (results, pause)

@@ -90,6 +90,7 @@ impl Agent {
     /// The rule above, site by site; a site shared by symbols that disagree keeps its bytes.
     fn site_wants(&self) -> Vec<SiteWant> {
         let mut out: Vec<SiteWant> = Vec::new();
+        let mut at: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
         for (symbol, r) in self.replaced.iter().enumerate() {
             if r.role != Role::Code {
                 continue;
@@ -109,12 +110,15 @@ impl Agent {
                         None,
                     )
                 };
-                match out.iter_mut().find(|w| w.addr == c.addr) {
-                    None => out.push(SiteWant {
-                        addr: c.addr,
-                        want,
-                        note,
-                    }),
+                match at.get(&c.addr).map(|&i| &mut out[i]) {
+                    None => {
+                        at.insert(c.addr, out.len());
+                        out.push(SiteWant {
+                            addr: c.addr,
+                            want,
+                            note,
+                        })
+                    }
                     Some(w) if !same_code(w.want, want) => {
                         w.want = Want::Original;
                         w.note = Some(SHARED);
@@ -130,7 +134,12 @@ impl Agent {
     pub(super) fn entry_reports(&self, i: usize) -> Vec<EntryReport> {
         let r = &self.replaced[i];
         let current = r.current();
-        let wants = self.site_wants();
+        // Only notes (why a site keeps its bytes on purpose) are read from the wants.
+        let wants: Vec<SiteWant> = self
+            .site_wants()
+            .into_iter()
+            .filter(|w| w.note.is_some() && r.code.iter().any(|c| c.addr == w.addr))
+            .collect();
         r.code
             .iter()
             .map(|c| {
@@ -229,4 +238,39 @@ fn same_code(a: Want, b: Want) -> bool {
         (Want::Jump { target: x, .. }, Want::Jump { target: y, .. }) => x == y,
         _ => false,
     }
+}
+
+/// One warning per reason some old entries keep their bytes (a `--got-only` generation asked
+/// for that, so it is not warned about): calls that do not go through the GOT still reach them.
+pub(super) fn entry_warnings(symbols: &[hotagent_protocol::SymbolReport]) -> Vec<String> {
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for s in symbols {
+        for e in &s.entries {
+            let Some(why) = e.reason.as_deref() else {
+                continue;
+            };
+            if e.state != EntryState::Original || why == GOT_ONLY {
+                continue;
+            }
+            match by_reason.iter_mut().find(|(r, _)| *r == why) {
+                Some((_, names)) if names.contains(&s.name.as_str()) => {}
+                Some((_, names)) => names.push(&s.name),
+                None => by_reason.push((why, vec![&s.name])),
+            }
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(why, names)| {
+            let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+            let more = match names.len() {
+                n if n > 3 => format!(" and {} more", n - 3),
+                _ => String::new(),
+            };
+            format!(
+                "{shown}{more}: old code kept without a jump at its entry (calls that do not go \
+                 through the GOT still run it): {why}"
+            )
+        })
+        .collect()
 }

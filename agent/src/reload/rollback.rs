@@ -1,5 +1,6 @@
 //! Rollback: every slot and symbol-table entry back to the previous generation's addresses.
 
+use super::entries::entry_warnings;
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::report::report;
@@ -40,6 +41,7 @@ impl Agent {
             })
             .collect();
         self.name_generations(&mut symbols);
+        let warnings = [outcome.warnings(), entry_warnings(&symbols)].concat();
         let elapsed_us = micros(t0);
         tracing::info!(
             from = gen.number,
@@ -55,7 +57,7 @@ impl Agent {
             symbols,
             elapsed_us,
             pause,
-            warnings: outcome.warnings(),
+            warnings,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The reload transaction, step by step: check → stage → probe → load → plan/write/verify.
 
 use super::check::{check_file, PatchFile};
+use super::entries::entry_warnings;
 use super::error::ReloadError;
 use super::modules;
 use super::plan::{plan_slots, Binding};
@@ -76,6 +77,7 @@ impl Agent {
             }
             phases.entries_us = micros(t);
             self.name_generations(&mut symbols);
+            let warnings = entry_warnings(&symbols);
             return Ok(ReloadReport {
                 generation: self.generation() + 1,
                 dry_run: true,
@@ -87,7 +89,7 @@ impl Agent {
                 elapsed_us: micros(t0),
                 phases,
                 pause: Default::default(),
-                warnings: Vec::new(),
+                warnings,
             });
         }
 
@@ -174,7 +176,7 @@ impl Agent {
         phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
         let (pause, entries_us) = self.converge_entries();
         phases.entries_us = entries_us;
-        let warnings = outcome.warnings();
+        let mut warnings = outcome.warnings();
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
         let ordered: Vec<Match> = matches
             .iter()
@@ -185,6 +187,7 @@ impl Agent {
         for (s, &i) in symbols.iter_mut().zip(&touched) {
             s.entries = self.entry_reports(i);
         }
+        warnings.extend(entry_warnings(&symbols));
         self.name_generations(&mut symbols);
         let slots = outcome.plan.writes.len();
         let elapsed_us = micros(t0);
