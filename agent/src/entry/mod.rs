@@ -165,17 +165,22 @@ impl Entries {
         self.sites.push(site);
     }
 
-    /// Whether a jump could be written at `addr` now, without writing one: the code allows it,
-    /// the text can be written, and the other threads can be stopped.
+    /// Whether a jump could be written at `addr` now, as far as the site goes (without writing
+    /// one): the code allows it and the text can be written. See also `stoppable`.
     pub fn feasible(&self, addr: u64) -> Result<(), String> {
         let site = self.get(addr).ok_or("not a known function entry")?;
         if let Some(r) = &site.refusal {
             return Err(r.clone());
         }
-        let proc_mem = open_proc_mem().map_err(|e| format!("cannot open /proc/self/mem: {e}"))?;
+        let proc_mem = open_proc_mem().ok();
+        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         // Rewriting the bytes it holds changes nothing but proves the page can be written.
-        writable(proc_mem.as_raw_fd(), site.window, &site.current, site.prot)?;
-        stop::preflight().map_err(|e| format!("other threads cannot be stopped: {e}"))
+        writable(fd, site.window, &site.current, site.prot).map(|_| ())
+    }
+
+    /// Whether the other threads could be stopped now.
+    pub fn stoppable() -> Result<(), String> {
+        stop::preflight().map_err(|e| format!("other threads could not be stopped: {e}"))
     }
 
     /// Where the entry at `addr` leads now: the target of its stub when it jumps, else `None`.

@@ -10,7 +10,7 @@
 use super::modules;
 use super::select::{Match, Role};
 use super::state::{micros, Agent, CodeAt};
-use crate::entry::Want;
+use crate::entry::{Entries, Want};
 use crate::image::Layout;
 use crate::sys::phdr;
 use hotagent_protocol::{EntryReport, EntryState, PauseReport};
@@ -203,6 +203,11 @@ impl Agent {
                 }
             }
         });
+        let stoppable = if got_only {
+            Ok(())
+        } else {
+            Entries::stoppable()
+        };
         code.iter()
             .map(|sites| {
                 sites
@@ -212,7 +217,9 @@ impl Agent {
                         let verdict = if got_only {
                             Err(GOT_ONLY.to_string())
                         } else {
-                            self.entries.feasible(c.addr)
+                            self.entries
+                                .feasible(c.addr)
+                                .and_then(|()| stoppable.clone())
                         };
                         let (state, reason) = match verdict {
                             Ok(()) => (EntryState::Jump, None),
