@@ -369,6 +369,10 @@ static SPECS: &[Spec] = &[
         exe("threads", Lang::C, "threads.c", &["libfoo.so"]),
         FOO_PROGRAM,
     ),
+    // A thread that stays inside the first bytes of a function (blocked in a system call there).
+    lib("libpark.so", "libpark.so", Lang::C, "libpark_v1.c"),
+    lib("libpark_v2.so", "libpark.so", Lang::C, "libpark_v2.c"),
+    with_inputs(exe("park", Lang::C, "park.c", &["libpark.so"]), CMDLOOP_H),
     with_inputs(
         exe("forker", Lang::C, "forker.c", &["libfoo.so"]),
         FOO_PROGRAM,

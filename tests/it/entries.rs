@@ -384,3 +384,37 @@ matrix!(
     cpp_object_made_before_reload,
     direct_calls_inside_a_library,
 );
+
+/// A thread that sits inside the bytes a jump would replace (blocked in a system call made from
+/// there) is seen at every stop: the agent retries, then gives up on that function alone, says
+/// why, and switches the rest. The parked thread runs on unharmed.
+#[test]
+fn thread_inside_an_entry_gives_up_on_that_function_only() {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::spawn(cfg.path("park"));
+    t.expect("version", 1);
+    let before: u64 = t.cmd("rounds").parse().unwrap();
+    let r = reload(&t, &cfg.path("libpark_v2.so"), &[]);
+    let parked = symbol(&r.symbols, "park_in_entry");
+    assert_original_because(
+        parked,
+        entry_in(parked, "libpark.so"),
+        "a thread stayed inside its first 5 bytes",
+    );
+    let other = symbol(&r.symbols, "park_version");
+    assert_state(other, entry_in(other, "libpark.so"), EntryState::Jump);
+    assert!(
+        r.pause.rounds > 1,
+        "the agent must have retried: {:?}",
+        r.pause
+    );
+    t.expect("version", 2);
+    let after: u64 = t.cmd("rounds").parse().unwrap();
+    assert!(
+        after > before,
+        "every stop wakes the parked thread (pause returns EINTR) and it parks again"
+    );
+    rollback(&t);
+    t.expect("version", 1);
+    t.assert_alive();
+}
