@@ -75,32 +75,40 @@ pub fn poke_code_mprotect(addr: u64, bytes: &[u8], prot: i32) -> Result<(), i32>
 
 const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
 const MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
-/// 0: not tried yet, 1: registered, -1: unavailable.
-static SYNC_CORE: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+/// The process that registered (a forked child must register again), and whether it could.
+static SYNC_CORE_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static SYNC_CORE_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Registers for `sync_cores` once. Slow (the kernel waits for an RCU grace period), so it is done
-/// before threads are stopped, never while they are.
+/// Registers this process for `sync_cores`, once. Slow (the kernel waits for an RCU grace
+/// period), so it is done when the agent starts and before threads are stopped, never while they
+/// are.
 pub fn sync_cores_prepare() {
     use std::sync::atomic::Ordering;
-    if SYNC_CORE.load(Ordering::Relaxed) == 0 {
-        // SAFETY: membarrier takes plain integer arguments.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
-                0,
-                0,
-            )
-        };
-        SYNC_CORE.store(if rc == 0 { 1 } else { -1 }, Ordering::Relaxed);
+    let pid = std::process::id();
+    if SYNC_CORE_PID.load(Ordering::Acquire) == pid {
+        return;
     }
+    // SAFETY: membarrier takes plain integer arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+            0,
+        )
+    };
+    SYNC_CORE_OK.store(rc == 0, Ordering::Release);
+    SYNC_CORE_PID.store(pid, Ordering::Release);
 }
 
 /// Makes every CPU running a thread of this process execute a serialising instruction before it
 /// returns to user space, so no core keeps executing code we just rewrote from a stale pipeline.
 /// Without registration (or kernel support) it is left to the serialisation of the signal return.
 pub fn sync_cores() {
-    if SYNC_CORE.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+    use std::sync::atomic::Ordering;
+    if SYNC_CORE_OK.load(Ordering::Acquire)
+        && SYNC_CORE_PID.load(Ordering::Acquire) == std::process::id()
+    {
         // SAFETY: membarrier takes plain integer arguments.
         unsafe {
             libc::syscall(
