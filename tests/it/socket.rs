@@ -383,3 +383,29 @@ fn listener_closed_by_the_program() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A reload stops every thread, the agent's own connection threads included: one waiting for the
+/// rest of a request sees its read interrupted (EINTR, even with SA_RESTART, as the read has a
+/// timeout) and must go on reading, not hang up.
+#[test]
+fn a_client_mid_request_survives_the_stop_of_a_reload() {
+    let mut t = basic(CFG);
+    let line = encode_line(&Request::Status);
+    let (head, tail) = line.split_at(line.len() / 2);
+    let mut c = UnixStream::connect(t.socket_path()).unwrap();
+    c.write_all(head).unwrap();
+    // Its connection thread is now blocked reading the rest when the reload stops it.
+    let r = reload(&t, &CFG.path("libfoo_v2.so"), &[]);
+    assert!(
+        r.pause.rounds >= 1,
+        "the reload must have stopped the threads: {r:?}"
+    );
+    c.write_all(tail).unwrap();
+    let reply = read_reply(&mut c).expect("the interrupted connection must still be answered");
+    match decode_reply(&reply) {
+        Response::Status(s) => assert_eq!(s.generation, 1),
+        other => panic!("expected a status, got {other:?}"),
+    }
+    rollback(&t);
+    healthy(&mut t);
+}

@@ -210,7 +210,13 @@ fn read_line(stream: &mut UnixStream) -> std::io::Result<Option<Line>> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            // The stop signal (`sys::stop`) interrupts this thread's read like any other's: a
+            // read with a timeout is not restarted by SA_RESTART.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok((!buf.is_empty()).then_some(Line::Complete(buf)));
         }

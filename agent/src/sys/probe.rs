@@ -209,8 +209,14 @@ fn reap(pid: libc::pid_t, kill: bool) -> Option<String> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let mut status = 0;
-    // SAFETY: status is a valid int; the target may have reaped the child already (ECHILD).
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = loop {
+        // SAFETY: status is a valid int; the target may have reaped the child already (ECHILD).
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
     if r != pid {
         return None;
     }
