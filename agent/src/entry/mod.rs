@@ -30,7 +30,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(1);
 pub enum Holds {
     /// Its own bytes.
     Original,
-    /// A jump to this dispatch stub.
+    /// A jump to this address: the current code itself, or a dispatch stub leading there.
     Jump(u64),
 }
 
@@ -38,10 +38,13 @@ pub enum Holds {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
     Original,
-    /// A jump to `symbol`'s current code, `target`.
+    /// A jump to `symbol`'s current code, `target`: straight there when `direct` and within
+    /// reach (rewritten at every switch), else through the symbol's dispatch stub (which a switch
+    /// retargets with one store).
     Jump {
         symbol: usize,
         target: u64,
+        direct: bool,
     },
 }
 
@@ -88,8 +91,12 @@ struct Pending {
     site: usize,
     bytes: [u8; JUMP_LEN],
     holds: Holds,
-    /// The retarget a jump waits for.
+    /// The retarget a jump through a stub waits for.
     retarget: Option<usize>,
+    /// The site a direct jump lands on, which must hold its own bytes first, and the pending
+    /// write restoring them.
+    after: Option<usize>,
+    after_pending: Option<usize>,
     through_proc_mem: bool,
     done: Option<Result<(), i32>>,
 }
@@ -186,7 +193,7 @@ impl Entries {
     /// Where the entry at `addr` leads now: the target of its stub when it jumps, else `None`.
     pub fn lands_at(&self, addr: u64) -> Option<u64> {
         match self.get(addr)?.holds {
-            Holds::Jump(stub) => self.dispatches.target_of_stub(stub),
+            Holds::Jump(to) => Some(self.dispatches.target_of_stub(to).unwrap_or(to)),
             Holds::Original => None,
         }
     }
@@ -215,11 +222,23 @@ impl Entries {
                 results[k] = Err(r.clone());
                 continue;
             }
+            let direct_to = match want {
+                Want::Jump {
+                    target,
+                    direct: true,
+                    ..
+                } if arch::jump(site.window, target).is_some() => Some(target),
+                _ => None,
+            };
+            let rewrites = match (want, site.holds) {
+                (Want::Original, Holds::Original) => false,
+                (Want::Jump { .. }, Holds::Jump(at)) => match direct_to {
+                    Some(target) => at != target,
+                    None => self.dispatches.target_of_stub(at).is_none(),
+                },
+                _ => true,
+            };
             // Checked before any stub is made for it: a site that cannot be written needs none.
-            let rewrites = !matches!(
-                (want, site.holds),
-                (Want::Original, Holds::Original) | (Want::Jump { .. }, Holds::Jump(_))
-            );
             let mut through_proc_mem = true;
             if rewrites {
                 if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
@@ -236,9 +255,14 @@ impl Entries {
                     }
                 }
             }
-            let (holds, retarget) = match want {
-                Want::Original => (Holds::Original, None),
-                Want::Jump { symbol, target } => {
+            let (holds, retarget, after) = match (want, direct_to) {
+                (Want::Original, _) => (Holds::Original, None, None),
+                (Want::Jump { target, .. }, Some(_)) => {
+                    // Straight to the current code, once its own entry holds its bytes.
+                    let after = self.position(target);
+                    (Holds::Jump(target), None, after)
+                }
+                (Want::Jump { symbol, target, .. }, None) => {
                     let d = match self.dispatches.near(symbol, site.window, target) {
                         Ok(d) => d,
                         Err(e) => {
@@ -260,7 +284,7 @@ impl Entries {
                         }
                     };
                     want_retarget[k] = Some(ri);
-                    (Holds::Jump(d.stub), Some(ri))
+                    (Holds::Jump(d.stub), Some(ri), None)
                 }
             };
             let site = &self.sites[si];
@@ -269,10 +293,10 @@ impl Entries {
             }
             let bytes = match holds {
                 Holds::Original => site.original,
-                Holds::Jump(stub) => match arch::jump(site.window, stub) {
+                Holds::Jump(to) => match arch::jump(site.window, to) {
                     Some(b) => b,
                     None => {
-                        results[k] = Err("its dispatch stub landed out of reach".into());
+                        results[k] = Err("its jump target landed out of reach".into());
                         continue;
                     }
                 },
@@ -283,50 +307,62 @@ impl Entries {
                 bytes,
                 holds,
                 retarget,
+                after,
+                after_pending: None,
                 through_proc_mem,
                 done: None,
             });
         }
+        let restoring = |si: usize| {
+            pending
+                .iter()
+                .position(|p| p.site == si && p.holds == Holds::Original)
+        };
         for r in &mut retargets {
-            r.needs_pending = r.needs.and_then(|si| {
-                pending
-                    .iter()
-                    .position(|p| p.site == si && p.holds == Holds::Original)
-            });
+            r.needs_pending = r.needs.and_then(restoring);
+        }
+        let after: Vec<Option<usize>> = pending
+            .iter()
+            .map(|p| p.after.and_then(restoring))
+            .collect();
+        for (p, a) in pending.iter_mut().zip(after) {
+            p.after_pending = a;
         }
         let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets);
-        for p in pending {
+        for p in pending.iter().filter(|p| p.done == Some(Ok(()))) {
             let site = &mut self.sites[p.site];
-            match p.done {
-                Some(Ok(())) => {
-                    site.current = p.bytes;
-                    site.holds = p.holds;
+            site.current = p.bytes;
+            site.holds = p.holds;
+        }
+        const NOT_RESTORED: &str =
+            "the current code's own entry could not be restored, so old entries cannot be sent to it";
+        for p in &pending {
+            let why = match p.done {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => format!(
+                    "writing its first bytes failed: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ),
+                None if stop_failure.is_some() => stop_failure.clone().unwrap_or_default(),
+                None if p
+                    .after
+                    .is_some_and(|si| self.sites[si].holds != Holds::Original) =>
+                {
+                    NOT_RESTORED.to_string()
                 }
-                Some(Err(e)) => {
-                    results[p.want] = Err(format!(
-                        "writing its first bytes failed: {}",
-                        std::io::Error::from_raw_os_error(e)
-                    ))
-                }
-                None if stop_failure.is_some() => {
-                    results[p.want] = Err(stop_failure.clone().unwrap_or_default())
-                }
-                None => {
-                    results[p.want] = Err(format!(
-                        "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
-                        CONFLICT_BUDGET.as_millis()
-                    ))
-                }
-            }
+                None => format!(
+                    "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
+                    CONFLICT_BUDGET.as_millis()
+                ),
+            };
+            results[p.want] = Err(why);
         }
         for (k, r) in want_retarget.iter().enumerate() {
             if let (Some(ri), Ok(())) = (r, &results[k]) {
                 if !retargets[*ri].done {
-                    results[k] = Err(stop_failure.clone().unwrap_or_else(|| {
-                        "the current code's own entry could not be restored, so old entries \
-                         cannot be sent to it"
-                            .into()
-                    }));
+                    results[k] = Err(stop_failure
+                        .clone()
+                        .unwrap_or_else(|| NOT_RESTORED.to_string()));
                 }
             }
         }
@@ -338,11 +374,17 @@ impl Entries {
         (results, pause)
     }
 
-    /// Whether retarget `r` may happen now: the code it points at holds its own bytes (else its
-    /// entry would jump back into the stub, forever).
-    fn retarget_ready(&self, r: &Retarget, pending: &[Pending]) -> bool {
-        match (r.needs_pending, r.needs) {
-            (Some(pi), _) => pending[pi].done == Some(Ok(())),
+    /// Whether a slot or a direct jump may point at a site now: it holds its own bytes (else its
+    /// entry could jump back into the stub, forever). `restored[i]`: pending write `i` restored
+    /// an entry's bytes.
+    fn original_ready(
+        &self,
+        site: Option<usize>,
+        pending: Option<usize>,
+        restored: &[bool],
+    ) -> bool {
+        match (pending, site) {
+            (Some(pi), _) => restored[pi],
             (None, Some(si)) => self.sites[si].holds == Holds::Original,
             (None, None) => true,
         }
@@ -363,13 +405,14 @@ impl Entries {
         if pending.is_empty() {
             // Nothing to write in code: the slots alone change, one atomic store each.
             for r in retargets.iter_mut() {
-                if self.retarget_ready(r, pending) {
+                if self.original_ready(r.needs, r.needs_pending, &[]) {
                     self.dispatches.retarget(r.dispatch, r.target);
                     r.done = true;
                 }
             }
             return (pause, None);
         }
+        let mut restored = vec![false; pending.len()];
         prot::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
         let deadline = Instant::now() + CONFLICT_BUDGET;
@@ -394,8 +437,11 @@ impl Entries {
                     p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
                 }
             }
+            for (r, p) in restored.iter_mut().zip(pending.iter()) {
+                *r = p.holds == Holds::Original && p.done == Some(Ok(()));
+            }
             for r in retargets.iter_mut() {
-                if !r.done && self.retarget_ready(r, pending) {
+                if !r.done && self.original_ready(r.needs, r.needs_pending, &restored) {
                     self.dispatches.retarget(r.dispatch, r.target);
                     r.done = true;
                 }
@@ -405,7 +451,10 @@ impl Entries {
                     continue;
                 }
                 let site = &self.sites[p.site];
-                let ready = p.retarget.is_none_or(|ri| retargets[ri].done);
+                let ready = match p.retarget {
+                    Some(ri) => retargets[ri].done,
+                    None => self.original_ready(p.after, p.after_pending, &restored),
+                };
                 if ready && !inside(site.window) {
                     p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
                 }

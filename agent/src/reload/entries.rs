@@ -106,6 +106,9 @@ impl Agent {
                         Want::Jump {
                             symbol,
                             target: current,
+                            // Generation 0's entries, which most old pointers hold, jump straight
+                            // to the current code; later generations' go through the stub.
+                            direct: c.addr == r.gen0,
                         },
                         None,
                     )
