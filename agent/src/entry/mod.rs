@@ -101,6 +101,13 @@ struct Pending {
     done: Option<Result<(), i32>>,
 }
 
+/// What one request needs.
+struct Planned {
+    write: Option<Pending>,
+    /// The retarget the request depends on (a jump through a stub).
+    retarget: Option<usize>,
+}
+
 /// One stub slot to point at a new target.
 struct Retarget {
     dispatch: dispatch::Dispatch,
@@ -213,105 +220,13 @@ impl Entries {
         let proc_mem = open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         for (k, &(addr, want)) in wants.iter().enumerate() {
-            let Some(si) = self.position(addr) else {
-                results[k] = Err("not a known function entry".into());
-                continue;
-            };
-            let site = &self.sites[si];
-            if let (Want::Jump { .. }, Some(r)) = (want, &site.refusal) {
-                results[k] = Err(r.clone());
-                continue;
+            match self.plan(mem, fd, k, addr, want, &mut retargets) {
+                Ok(Planned { write, retarget }) => {
+                    want_retarget[k] = retarget;
+                    pending.extend(write);
+                }
+                Err(e) => results[k] = Err(e),
             }
-            let direct_to = match want {
-                Want::Jump {
-                    target,
-                    direct: true,
-                    ..
-                } if arch::jump(site.window, target).is_some() => Some(target),
-                _ => None,
-            };
-            let rewrites = match (want, site.holds) {
-                (Want::Original, Holds::Original) => false,
-                (Want::Jump { .. }, Holds::Jump(at)) => match direct_to {
-                    Some(target) => at != target,
-                    None => self.dispatches.target_of_stub(at).is_none(),
-                },
-                _ => true,
-            };
-            // Checked before any stub is made for it: a site that cannot be written needs none.
-            let mut through_proc_mem = true;
-            if rewrites {
-                if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
-                    results[k] = Err("its first bytes were changed by something other than \
-                                      this agent; left alone"
-                        .into());
-                    continue;
-                }
-                match writable(fd, site.window, &site.current, site.prot) {
-                    Ok(p) => through_proc_mem = p,
-                    Err(e) => {
-                        results[k] = Err(e);
-                        continue;
-                    }
-                }
-            }
-            let (holds, retarget, after) = match (want, direct_to) {
-                (Want::Original, _) => (Holds::Original, None, None),
-                (Want::Jump { target, .. }, Some(_)) => {
-                    // Straight to the current code, once its own entry holds its bytes.
-                    let after = self.position(target);
-                    (Holds::Jump(target), None, after)
-                }
-                (Want::Jump { symbol, target, .. }, None) => {
-                    let d = match self.dispatches.near(symbol, site.window, target) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            results[k] = Err(e);
-                            continue;
-                        }
-                    };
-                    let ri = match retargets.iter().position(|r| r.dispatch == d) {
-                        Some(ri) => ri,
-                        None => {
-                            retargets.push(Retarget {
-                                dispatch: d,
-                                target,
-                                needs: self.position(target),
-                                needs_pending: None,
-                                done: false,
-                            });
-                            retargets.len() - 1
-                        }
-                    };
-                    want_retarget[k] = Some(ri);
-                    (Holds::Jump(d.stub), Some(ri), None)
-                }
-            };
-            let site = &self.sites[si];
-            if site.holds == holds {
-                continue;
-            }
-            let bytes = match holds {
-                Holds::Original => site.original,
-                Holds::Jump(to) => match arch::jump(site.window, to) {
-                    Some(b) => b,
-                    None => {
-                        results[k] = Err("its jump target landed out of reach".into());
-                        continue;
-                    }
-                },
-            };
-            pending.push(Pending {
-                want: k,
-                site: si,
-                bytes,
-                holds,
-                retarget,
-                after,
-                after_pending: None,
-                through_proc_mem,
-                done: None,
-            });
         }
         let restoring = |si: usize| {
             pending
@@ -372,6 +287,103 @@ impl Entries {
             }
         }
         (results, pause)
+    }
+
+    /// What request `k` (`want` at the site `addr`) needs: a write, a stub retarget, both or
+    /// neither; or why the site must keep what it holds.
+    fn plan<M: Memory>(
+        &mut self,
+        mem: &M,
+        fd: i32,
+        k: usize,
+        addr: u64,
+        want: Want,
+        retargets: &mut Vec<Retarget>,
+    ) -> Result<Planned, String> {
+        let si = self.position(addr).ok_or("not a known function entry")?;
+        let site = &self.sites[si];
+        if let (Want::Jump { .. }, Some(r)) = (want, &site.refusal) {
+            return Err(r.clone());
+        }
+        let direct_to = match want {
+            Want::Jump {
+                target,
+                direct: true,
+                ..
+            } if arch::jump(site.window, target).is_some() => Some(target),
+            _ => None,
+        };
+        let rewrites = match (want, site.holds) {
+            (Want::Original, Holds::Original) => false,
+            (Want::Jump { .. }, Holds::Jump(at)) => match direct_to {
+                Some(target) => at != target,
+                None => self.dispatches.target_of_stub(at).is_none(),
+            },
+            _ => true,
+        };
+        // Checked before any stub is made for it: a site that cannot be written needs none.
+        let mut through_proc_mem = true;
+        if rewrites {
+            if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
+                return Err(
+                    "its first bytes were changed by something other than this agent; \
+                            left alone"
+                        .into(),
+                );
+            }
+            through_proc_mem = writable(fd, site.window, &site.current, site.prot)?;
+        }
+        let (holds, retarget, after) = match (want, direct_to) {
+            (Want::Original, _) => (Holds::Original, None, None),
+            // Straight to the current code, once its own entry holds its bytes.
+            (Want::Jump { target, .. }, Some(_)) => {
+                (Holds::Jump(target), None, self.position(target))
+            }
+            (Want::Jump { symbol, target, .. }, None) => {
+                let d = self.dispatches.near(symbol, site.window, target)?;
+                let ri = match retargets.iter().position(|r| r.dispatch == d) {
+                    Some(ri) => ri,
+                    None => {
+                        retargets.push(Retarget {
+                            dispatch: d,
+                            target,
+                            needs: self.position(target),
+                            needs_pending: None,
+                            done: false,
+                        });
+                        retargets.len() - 1
+                    }
+                };
+                (Holds::Jump(d.stub), Some(ri), None)
+            }
+        };
+        let site = &self.sites[si];
+        if site.holds == holds {
+            return Ok(Planned {
+                write: None,
+                retarget,
+            });
+        }
+        let bytes = match holds {
+            Holds::Original => site.original,
+            Holds::Jump(to) => {
+                arch::jump(site.window, to).ok_or("its jump target landed out of reach")?
+            }
+        };
+        Ok(Planned {
+            write: Some(Pending {
+                want: k,
+                site: si,
+                bytes,
+                holds,
+                retarget,
+                after,
+                after_pending: None,
+                through_proc_mem,
+                done: None,
+            }),
+            retarget,
+        })
     }
 
     /// Whether a slot or a direct jump may point at a site now: it holds its own bytes (else its
