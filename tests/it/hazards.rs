@@ -386,10 +386,16 @@ fn fork_after_reload_inherits_the_generation() {
     t.expect("child version", 2);
     let cs = status(&child);
     assert_eq!((cs.pid, cs.generation), (child.pid, 1), "{cs:?}");
-    // Rolling back the child leaves the parent at generation 1.
+    // The entry jumps came along in the copied memory.
+    t.expect("ptr", 2);
+    t.expect("child ptr", 2);
+    // Rolling back the child leaves the parent at generation 1: its entries are the child's own
+    // copy (the child's agent writes into the child).
     rollback(&child);
     t.expect("child version", 1);
+    t.expect("child ptr", 1);
     t.expect("version", 2);
+    t.expect("ptr", 2);
     assert_eq!(status(&t).generation, 1);
     t.expect("child quit", "bye");
 }
