@@ -95,9 +95,6 @@ fn accept_loop(listener: UnixListener) {
     // Never closed by us: when this loop stops, the descriptor number may already belong to the
     // program, and closing it would close the program's file.
     let listener = std::mem::ManuallyDrop::new(listener);
-    // Slow (an RCU grace period) and needed by the first entry write: done here, off both the
-    // target's path and the first reload's.
-    crate::sys::prot::sync_cores_prepare();
     let my_pid = process::pid();
     let fd = listener.as_raw_fd();
     let ours = socket::fd_identity(fd);

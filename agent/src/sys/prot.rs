@@ -80,8 +80,9 @@ static SYNC_CORE_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU3
 static SYNC_CORE_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Registers this process for `sync_cores`, once. Slow (the kernel waits for an RCU grace
-/// period), so it is done when the agent starts and before threads are stopped, never while they
-/// are.
+/// period: the first entry write pays ~10 ms for it), so it is done before threads are stopped,
+/// never while they are — and not at start-up either, where a thread stuck in it delays the exit
+/// of every short-lived program run with the agent by as long.
 pub fn sync_cores_prepare() {
     use std::sync::atomic::Ordering;
     let pid = std::process::id();
