@@ -3,6 +3,8 @@
 #   make            build libhotagent.so and hotctl (release)
 #   make demo       build the demo server, client and both libgreet.so, then run the demo
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
+#   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
+#                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
 #   make lint       clippy (warnings are errors) and rustfmt --check
 #   make fmt        format the Rust code
 #   make clean      remove every build output
@@ -27,7 +29,8 @@ DEMO_DIR := $(TARGET_DIR)/demo
 DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
              $(DEMO_DIR)/server $(DEMO_DIR)/client
 
-.PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help
+.PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
+        bench-smoke
 
 all: build
 
@@ -57,11 +60,20 @@ $(DEMO_DIR)/client: $(DEMO_SRC)/client.c
 demo: build demo-build
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) bash $(DEMO_SRC)/run.sh
 
-# Sequential on purpose (also under -j): tests, then lint, then the demo as a smoke check.
+# Sequential on purpose (also under -j): tests, then lint, then the demo and the bench as smoke
+# checks.
 test: build
 	$(CARGO) test --release --workspace
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory demo
+	@$(MAKE) --no-print-directory bench-smoke
+
+bench: build demo-build
+	$(RELEASE_DIR)/hotagent-bench --write-docs
+
+# Every section of the bench with tiny counts, so it cannot rot; its figures mean nothing.
+bench-smoke: build demo-build
+	BENCH_QUICK=1 $(RELEASE_DIR)/hotagent-bench > /dev/null
 
 lint: clippy fmt-check
 
@@ -81,4 +93,4 @@ clean-demo:
 	rm -rf $(DEMO_DIR)
 
 help:
-	@sed -n '3,9p' Makefile
+	@sed -n '3,11p' Makefile

@@ -1,0 +1,651 @@
+//! `make bench`: how long a reload takes, what it costs the program, and what the agent costs
+//! while idle — measured on real fixtures through the real hotctl, printed as a table and written
+//! to `target/bench/report.md` (and `docs/PERFORMANCE.md` with `--write-docs`).
+//!
+//! `BENCH_QUICK=1` runs every section with tiny counts (the smoke `make test` runs, so the bench
+//! cannot rot); figures from a quick run mean nothing.
+
+use hotagent_tests::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Counts {
+    cycles: usize,
+    targets: usize,
+    scaling: &'static [usize],
+    scaling_cycles: usize,
+    calls: u64,
+    execs: usize,
+    idle: Duration,
+    pause_cycles: usize,
+    /// Reload/rollback cycles of the demo server under load.
+    switches: usize,
+}
+
+const FULL: Counts = Counts {
+    cycles: 25,
+    targets: 4,
+    scaling: &[10, 50, 200, 500],
+    scaling_cycles: 10,
+    calls: 50_000_000,
+    execs: 200,
+    idle: Duration::from_secs(10),
+    pause_cycles: 20,
+    switches: 100,
+};
+
+const QUICK: Counts = Counts {
+    cycles: 2,
+    targets: 1,
+    scaling: &[3],
+    scaling_cycles: 1,
+    calls: 1000,
+    execs: 3,
+    idle: Duration::from_millis(200),
+    pause_cycles: 1,
+    switches: 2,
+};
+
+/// One part of the report: its counts in, its markdown out.
+type Section = fn(&Counts) -> String;
+
+fn main() {
+    let quick = env_parse::<u32>("BENCH_QUICK").unwrap_or(0) == 1;
+    let write_docs = std::env::args().any(|a| a == "--write-docs");
+    let n = if quick { &QUICK } else { &FULL };
+    let mut report = String::new();
+    let _ = writeln!(report, "# hotagent performance\n");
+    let _ = writeln!(report, "{}\n", machine());
+    let sections: [(&str, Section); 7] = [
+        ("Reload against restart, under load", against_restart),
+        ("Reload latency", latency),
+        ("Scaling with loaded libraries", scaling),
+        ("Call cost", call_cost),
+        ("Entry-jump pause", pause),
+        ("Agent start-up", startup),
+        ("Agent idle cost", idle),
+    ];
+    for (title, section) in sections {
+        eprintln!("bench: {title}...");
+        let body = section(n);
+        let _ = writeln!(report, "## {title}\n\n{body}");
+        print!("## {title}\n\n{body}\n");
+    }
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).expect("create target/bench");
+    std::fs::write(dir.join("report.md"), &report).expect("write target/bench/report.md");
+    eprintln!("bench: wrote {}", dir.join("report.md").display());
+    if write_docs && !quick {
+        let doc = format!(
+            "{report}\nRegenerate with `make bench` (this file is `target/bench/report.md` of that run).\n"
+        );
+        std::fs::write(repo_root().join("docs/PERFORMANCE.md"), doc)
+            .expect("write docs/PERFORMANCE.md");
+    }
+}
+
+/// CPU, cores, kernel: what the figures were measured on.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!("Measured on {cpu}, {cores} cores, Linux {kernel}.")
+}
+
+/// (median, p99) of `v`, sorted in place.
+fn stats(v: &mut [u64]) -> (u64, u64) {
+    if v.is_empty() {
+        return (0, 0);
+    }
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
+    }
+}
+
+/// Runs `hotctl reload` and returns (wall µs, report).
+fn timed_reload(t: &Target, lib: &Path, extra: &[&str]) -> (u64, protocol::ReloadReport) {
+    let start = Instant::now();
+    let r = reload(t, lib, extra);
+    (start.elapsed().as_micros() as u64, r)
+}
+
+fn latency(n: &Counts) -> String {
+    let cfg = Config::DEFAULT;
+    let v2 = cfg.path("libfoo_v2.so");
+    let mut out = String::from(
+        "`basic` (libfoo.so, 7 functions), reload/rollback cycles, fresh target every \
+         few cycles. Wall: `hotctl reload` as a process, start to exit. Agent: inside the agent.\n\n\
+         | probe | wall median | wall p99 | agent median | agent p99 | check | stage | probe | load | plan | write | verify | entries | rollback median |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (label, extra) in [("off", &["--no-probe"][..]), ("on", &[][..])] {
+        let (mut wall, mut agent, mut rb) = (Vec::new(), Vec::new(), Vec::new());
+        let mut phases: [Vec<u64>; 8] = Default::default();
+        for _ in 0..n.targets {
+            let t = Target::spawn(cfg.path("basic"));
+            for _ in 0..n.cycles {
+                let (w, r) = timed_reload(&t, &v2, extra);
+                wall.push(w);
+                agent.push(r.elapsed_us);
+                let p = &r.phases;
+                for (i, v) in [
+                    p.check_us,
+                    p.stage_us,
+                    p.probe_us,
+                    p.load_us,
+                    p.plan_us,
+                    p.write_us,
+                    p.verify_us,
+                    p.entries_us,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    phases[i].push(v);
+                }
+                rb.push(rollback(&t).elapsed_us);
+            }
+        }
+        let (wm, wp) = stats(&mut wall);
+        let (am, ap) = stats(&mut agent);
+        let ph: Vec<String> = phases.iter_mut().map(|v| us(stats(v).0)).collect();
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            us(wm),
+            us(wp),
+            us(am),
+            us(ap),
+            ph.join(" | "),
+            us(stats(&mut rb).0)
+        );
+    }
+    out
+}
+
+/// Builds `count` libraries that call libfoo's functions (each one GOT slot per function), with
+/// `cfg`'s binding flags, into a scratch folder.
+fn users(cfg: Config, count: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("scratch folder");
+    let src = dir.path().join("user.c");
+    std::fs::write(
+        &src,
+        "int foo_version(void); int foo_add(int, int); int foo_twice(void);\n\
+         int user_call(void) { return foo_version() + foo_add(1, 2) + foo_twice(); }\n",
+    )
+    .expect("write user.c");
+    let libfoo = cfg.path("libfoo.so");
+    let flags: &[&str] = match cfg.bind {
+        Bind::Lazy => &["-Wl,-z,lazy"],
+        _ => &["-Wl,-z,now", "-Wl,-z,relro"],
+    };
+    let paths: Vec<PathBuf> = (0..count)
+        .map(|i| dir.path().join(format!("libuser{i}.so")))
+        .collect();
+    // A few compilers at a time: the machine has few cores.
+    for chunk in paths.chunks(8) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|out| {
+                Command::new("gcc")
+                    .args(["-O2", "-fPIC", "-shared", "-o"])
+                    .arg(out)
+                    .arg(&src)
+                    .args(flags)
+                    .arg(&libfoo)
+                    .spawn()
+                    .expect("run gcc")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().expect("wait gcc").success(), "gcc failed");
+        }
+    }
+    (dir, paths)
+}
+
+fn scaling(n: &Counts) -> String {
+    let mut out = String::from(
+        "`basic` with N extra libraries loaded, each calling three of libfoo's functions \
+         (`--no-probe`; median of the agent-side time). `load` is the `dlopen` of the new \
+         library inside the reload: the floor any reload pays.\n\n\
+         | libraries | binding | slots written | agent median | load (dlopen) | plan | write | verify | entries |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for &count in n.scaling {
+        for cfg in [Config::LAZY_PIE, Config::NOW_PIE] {
+            let (_dir, libs) = users(cfg, count);
+            let mut t = Target::spawn(cfg.path("basic"));
+            for lib in &libs {
+                let line = t.cmd(&format!("dlopen {}", lib.display()));
+                assert_eq!(line, "ok", "dlopen {}", lib.display());
+            }
+            let v2 = cfg.path("libfoo_v2.so");
+            let mut cols: [Vec<u64>; 6] = Default::default();
+            let mut slots = 0;
+            for _ in 0..n.scaling_cycles {
+                let r = reload(&t, &v2, &["--no-probe"]);
+                slots = r.slots;
+                let p = &r.phases;
+                for (i, v) in [
+                    r.elapsed_us,
+                    p.load_us,
+                    p.plan_us,
+                    p.write_us,
+                    p.verify_us,
+                    p.entries_us,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    cols[i].push(v);
+                }
+                rollback(&t);
+            }
+            let c: Vec<String> = cols.iter_mut().map(|v| us(stats(v).0)).collect();
+            let bind = if cfg.bind == Bind::Lazy {
+                "lazy, partial RELRO"
+            } else {
+                "BIND_NOW, full RELRO"
+            };
+            let _ = writeln!(out, "| {count} | {bind} | {slots} | {} |", c.join(" | "));
+            t.assert_alive();
+        }
+    }
+    out
+}
+
+/// `got_ns=X ptr_ns=Y` → (X, Y).
+fn call_ns(line: &str) -> (f64, f64) {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    (field("got_ns="), field("ptr_ns="))
+}
+
+fn call_cost(n: &Counts) -> String {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::builder(cfg.path("threads")).arg("0").spawn();
+    let bench = format!("bench {}", n.calls);
+    let (g0, p0) = call_ns(&t.cmd(&bench));
+    reload(&t, &cfg.path("libfoo_v2.so"), &[]);
+    let (g1, p1) = call_ns(&t.cmd(&bench));
+    reload(&t, &cfg.path("libfoo_v3.so"), &[]);
+    let (g2, p2) = call_ns(&t.cmd(&bench));
+    rollback(&t);
+    rollback(&t);
+    let (g3, p3) = call_ns(&t.cmd(&bench));
+    format!(
+        "`foo_version()` in a loop of {} calls: through the GOT, and through a pointer taken at \
+         start-up (after a reload it reaches the new code through the jump at the old entry).\n\n\
+         | state | GOT call | pointer to the original entry |\n|---|---|---|\n\
+         | before any reload | {g0:.2} ns | {p0:.2} ns |\n\
+         | after reload to v2 | {g1:.2} ns ({:.2}x) | {p1:.2} ns (one jump) |\n\
+         | after reload to v3 | {g2:.2} ns ({:.2}x) | {p2:.2} ns (one jump) |\n\
+         | rolled back to v1 | {g3:.2} ns | {p3:.2} ns (own bytes again) |\n",
+        n.calls,
+        g1 / g0,
+        g2 / g0,
+    )
+}
+
+fn pause(n: &Counts) -> String {
+    let cfg = Config::DEFAULT;
+    let v2 = cfg.path("libfoo_v2.so");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = format!(
+        "Other threads held while entries are written, per reload and rollback ({cores} cores).\n\n\
+         | threads | median | p95 | max |\n|---|---|---|---|\n"
+    );
+    for (busy, idle) in [
+        ("2", "0"),
+        ("16", "0"),
+        ("64", "0"),
+        ("2", "62"),
+        ("0", "64"),
+    ] {
+        let t = Target::builder(cfg.path("threads"))
+            .arg(busy)
+            .arg(format!("idle={idle}"))
+            .spawn();
+        let mut v = Vec::new();
+        for _ in 0..n.pause_cycles {
+            v.push(reload(&t, &v2, &["--no-probe"]).pause.longest_us);
+            v.push(rollback(&t).pause.longest_us);
+        }
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let _ = writeln!(
+            out,
+            "| {busy} busy + {idle} idle | {} | {} | {} |",
+            us(at(0.5)),
+            us(at(0.95)),
+            us(v[v.len() - 1])
+        );
+    }
+    out
+}
+
+/// Median wall time of running `/bin/true` `n` times, with or without the agent preloaded.
+fn exec_us(n: usize, preload: bool) -> u64 {
+    let dir = tempfile::tempdir().expect("socket folder");
+    let mut v: Vec<u64> = (0..n)
+        .map(|_| {
+            let mut c = Command::new("/bin/true");
+            c.env_remove("LD_PRELOAD")
+                .env("HOTAGENT_SOCKET_DIR", dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if preload {
+                c.env("LD_PRELOAD", agent_so());
+            }
+            let start = Instant::now();
+            let status = c.status().expect("run /bin/true");
+            assert!(status.success());
+            start.elapsed().as_micros() as u64
+        })
+        .collect();
+    stats(&mut v).0
+}
+
+fn startup(n: &Counts) -> String {
+    // Interleaved, so drift in the machine's load hits both alike.
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for _ in 0..5 {
+        without.push(exec_us(n.execs / 5 + 1, false));
+        with.push(exec_us(n.execs / 5 + 1, true));
+    }
+    let (a, _) = stats(&mut without);
+    let (b, _) = stats(&mut with);
+    format!(
+        "`/bin/true` run {} times each way (median wall time of fork + exec + exit).\n\n\
+         | without the agent | with the agent | added |\n|---|---|---|\n| {} | {} | {} |\n",
+        n.execs,
+        us(a),
+        us(b),
+        us(b.saturating_sub(a))
+    )
+}
+
+/// (CPU ticks, threads, RSS kB, voluntary + involuntary context switches of the agent's threads).
+fn proc_sample(pid: u32) -> (u64, usize, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("hotagent") {
+                continue;
+            }
+            let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for l in s.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    switches += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (ticks, field("Threads:") as usize, field("VmRSS:"), switches)
+}
+
+fn idle(n: &Counts) -> String {
+    let cfg = Config::DEFAULT;
+    let mut bare = Target::builder(cfg.path("basic")).without_agent().spawn();
+    let mut with = Target::spawn(cfg.path("basic"));
+    bare.expect("version", 1);
+    with.expect("version", 1);
+    let (t0, _, _, s0) = proc_sample(with.pid());
+    std::thread::sleep(n.idle);
+    let (t1, threads, rss, s1) = proc_sample(with.pid());
+    let (_, bare_threads, bare_rss, _) = proc_sample(bare.pid());
+    format!(
+        "`basic` left idle for {:?}, with and without the agent.\n\n\
+         | CPU time used while idle | agent thread wake-ups | threads added | RSS without | RSS with | RSS added |\n\
+         |---|---|---|---|---|---|\n| {} ms | {} | {} | {} KiB | {} KiB | {} KiB |\n",
+        n.idle,
+        (t1 - t0) * 10,
+        s1 - s0,
+        threads.saturating_sub(bare_threads),
+        bare_rss,
+        rss,
+        rss.saturating_sub(bare_rss)
+    )
+}
+
+/// What the load generator saw.
+#[derive(Default)]
+struct Load {
+    ok: u64,
+    failed: u64,
+    /// Replies whose text came from neither version.
+    wrong: u64,
+    /// The longest time a client went without a reply, in µs.
+    longest_gap_us: u64,
+    /// The server's request counter in the first and last reply (state carried over or lost).
+    first_req: u64,
+    last_req: u64,
+}
+
+/// `clients` persistent connections to 127.0.0.1:`port`, one request after another, until
+/// `stop` is set; a broken connection counts its request as failed and is opened again.
+fn load(port: u16, clients: usize, stop: &std::sync::atomic::AtomicBool) -> Load {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut l = Load::default();
+                    let mut conn: Option<(std::net::TcpStream, BufReader<std::net::TcpStream>)> =
+                        None;
+                    let mut last = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                                Ok(c) => {
+                                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                                    let r = BufReader::new(c.try_clone().expect("clone"));
+                                    conn = Some((c, r));
+                                }
+                                Err(_) => {
+                                    l.failed += 1;
+                                    std::thread::sleep(Duration::from_millis(1));
+                                    continue;
+                                }
+                            }
+                        }
+                        let (c, r) = conn.as_mut().expect("connected");
+                        let mut line = String::new();
+                        let answered = c.write_all(b"bob\n").is_ok()
+                            && matches!(r.read_line(&mut line), Ok(n) if n > 0);
+                        if !answered {
+                            l.failed += 1;
+                            conn = None;
+                            continue;
+                        }
+                        let now = Instant::now();
+                        l.longest_gap_us = l.longest_gap_us.max((now - last).as_micros() as u64);
+                        last = now;
+                        if !(line.contains("hello, bob (v1)") || line.contains("HELLO, BOB! (v2)"))
+                        {
+                            l.wrong += 1;
+                        }
+                        let req = line
+                            .split("req ")
+                            .nth(1)
+                            .and_then(|r| r.split(',').next())
+                            .and_then(|r| r.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        if l.first_req == 0 {
+                            l.first_req = req;
+                        }
+                        l.last_req = req;
+                        l.ok += 1;
+                    }
+                    l
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load thread"))
+            .fold(Load::default(), |mut a, l| {
+                a.ok += l.ok;
+                a.failed += l.failed;
+                a.wrong += l.wrong;
+                a.longest_gap_us = a.longest_gap_us.max(l.longest_gap_us);
+                a.first_req = if a.first_req == 0 {
+                    l.first_req
+                } else {
+                    a.first_req.min(l.first_req)
+                };
+                a.last_req = a.last_req.max(l.last_req);
+                a
+            })
+    })
+}
+
+/// Starts the demo server (with or without the agent) on `port` (0: any); returns it and its port.
+fn demo_server(port: u16, agent: bool, socket_dir: &Path) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let demo = target_dir().join("demo");
+    let mut c = Command::new(demo.join("server"));
+    c.arg(port.to_string())
+        .env_remove("LD_PRELOAD")
+        .env("HOTAGENT_SOCKET_DIR", socket_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if agent {
+        c.env("LD_PRELOAD", agent_so());
+    }
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the demo server (make demo-build): {e}"));
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the server's first line");
+    let port = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    (child, port)
+}
+
+fn against_restart(n: &Counts) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let demo = target_dir().join("demo");
+    let dir = tempfile::tempdir().expect("socket folder");
+    let clients = 4;
+
+    // hotagent: reload/rollback cycles while the clients keep asking.
+    let (mut server, port) = demo_server(0, true, dir.path());
+    wait_for_agent(dir.path(), server.id(), || Ok(())).expect("the demo server's agent");
+    let agent = AgentRef {
+        dir: dir.path().to_path_buf(),
+        pid: server.id(),
+    };
+    let stop = AtomicBool::new(false);
+    let (reloads, seen) = std::thread::scope(|s| {
+        let gen = s.spawn(|| load(port, clients, &stop));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut walls = Vec::new();
+        for _ in 0..n.switches {
+            let start = Instant::now();
+            reload(&agent, &demo.join("v2/libgreet.so"), &[]);
+            walls.push(start.elapsed().as_micros() as u64);
+            rollback(&agent);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        (walls, gen.join().expect("load"))
+    });
+    let mut reloads = reloads;
+    let (reload_median, _) = stats(&mut reloads);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // Restart: stop the server and start it again on the same port, under the same load.
+    let (mut old, port) = demo_server(0, false, dir.path());
+    let stop = AtomicBool::new(false);
+    let (down_us, restarted) = std::thread::scope(|s| {
+        let gen = s.spawn(|| load(port, clients, &stop));
+        std::thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+        let _ = old.wait();
+        let (mut new, _) = demo_server(port, false, dir.path());
+        // demo_server returns once the new server printed that it listens.
+        let down = start.elapsed().as_micros() as u64;
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, Ordering::Relaxed);
+        let seen = gen.join().expect("load");
+        let _ = new.kill();
+        let _ = new.wait();
+        (down, seen)
+    });
+    format!(
+        "The demo server under {clients} clients asking flat out on persistent connections. \
+         hotagent: {} reload + rollback cycles of libgreet.so. Restart: SIGTERM, then the same \
+         server started again on the same port.\n\n\
+         | | requests served | failed | wrong answers | longest wait for a reply | state (request counter) | switch time |\n\
+         |---|---|---|---|---|---|---|\n\
+         | hotagent reload | {} | {} | {} | {} | kept: {} → {} | {} per `hotctl reload` (median) |\n\
+         | restart | {} | {} | {} | {} | lost: counting starts again at 1 | {} until it listens again |\n",
+        n.switches,
+        seen.ok,
+        seen.failed,
+        seen.wrong,
+        us(seen.longest_gap_us),
+        seen.first_req,
+        seen.last_req,
+        us(reload_median),
+        restarted.ok,
+        restarted.failed,
+        restarted.wrong,
+        us(restarted.longest_gap_us),
+        us(down_us),
+    )
+}
