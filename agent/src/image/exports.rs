@@ -1,7 +1,7 @@
 //! The symbols a loaded module exports.
 
 use super::memory::Memory;
-use super::reader::Image;
+use super::reader::{Image, SYM_SIZE};
 
 const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
@@ -67,6 +67,16 @@ pub fn exports<M: Memory>(image: &Image<'_, M>, wanted: impl Fn(&[u8]) -> bool) 
     let mut out = Vec::new();
     for index in 1..count {
         let Some(sym) = image.symbol(index) else {
+            // The table is contiguous: once an entry runs past readable memory the count (from a
+            // hash table) was wrong and every later entry is unreadable too. Without this stop, a
+            // corrupted count of four billion had every index tried (a minute under the fuzzer).
+            if image
+                .sym_entry(index)
+                .and_then(|e| image.mem.bytes(e, SYM_SIZE as usize))
+                .is_none()
+            {
+                break;
+            }
             continue;
         };
         if !wanted(sym.name) {
@@ -101,4 +111,60 @@ pub fn exports<M: Memory>(image: &Image<'_, M>, wanted: impl Fn(&[u8]) -> bool) 
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::synthetic::Synthetic;
+    use crate::image::{Dynamic, SliceMemory, R_GLOB_DAT};
+    use std::cell::Cell;
+
+    /// Memory that fails the test at the first sign of a runaway walk, rather than spinning.
+    struct Bounded<'a> {
+        inner: SliceMemory<'a>,
+        reads: Cell<u32>,
+    }
+
+    impl Memory for Bounded<'_> {
+        fn tail(&self, addr: u64) -> Option<&[u8]> {
+            self.reads.set(self.reads.get() + 1);
+            assert!(
+                self.reads.get() < 10_000,
+                "runaway walk over the symbol table"
+            );
+            self.inner.tail(addr)
+        }
+    }
+
+    /// Found by the `image_reader` fuzz target: a hash table claiming four billion symbols made
+    /// `exports` try every index, long after the table ran out of memory.
+    #[test]
+    fn a_corrupted_symbol_count_stops_where_memory_ends() {
+        let base = 0x40_0000;
+        let mut syn = Synthetic::new(base, &[("foo", R_GLOB_DAT, 0)]);
+        let mem = SliceMemory {
+            base,
+            bytes: &syn.bytes,
+        };
+        let hash = Dynamic::read(&mem, &syn.layout).unwrap().hash;
+        let nchain = (hash - base + 4) as usize;
+        syn.bytes[nchain..nchain + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mem = Bounded {
+            inner: SliceMemory {
+                base,
+                bytes: &syn.bytes,
+            },
+            reads: Cell::new(0),
+        };
+        let image = Image::new(&mem, &syn.layout).unwrap();
+        assert_eq!(image.symbol_count(), Some(u32::MAX));
+        let saw_foo = Cell::new(false);
+        let found = exports(&image, |name| {
+            saw_foo.set(saw_foo.get() || name == b"foo");
+            true
+        });
+        assert!(found.is_empty(), "the only symbol is an import");
+        assert!(saw_foo.get());
+    }
 }

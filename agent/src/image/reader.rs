@@ -4,7 +4,7 @@ use super::dynamic::Dynamic;
 use super::layout::Layout;
 use super::memory::Memory;
 
-const SYM_SIZE: u64 = 24;
+pub(super) const SYM_SIZE: u64 = 24;
 const RELA_SIZE: u64 = 24;
 const VERSYM_HIDDEN: u16 = 0x8000;
 /// Walks over version chains stop here: a longer chain means a corrupt image.
