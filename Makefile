@@ -5,6 +5,9 @@
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
 #                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
+#   make bench-compare  the same fixture under Frida (installed from PyPI into a venv) and hotagent
+#   make fuzz       run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each; needs
+#                   the nightly toolchain and cargo-fuzz (.ci/run installs them)
 #   make lint       clippy (warnings are errors) and rustfmt --check
 #   make fmt        format the Rust code
 #   make clean      remove every build output
@@ -30,7 +33,7 @@ DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
              $(DEMO_DIR)/server $(DEMO_DIR)/client
 
 .PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
-        bench-smoke
+        bench-smoke bench-compare fuzz fuzz-smoke
 
 all: build
 
@@ -60,20 +63,63 @@ $(DEMO_DIR)/client: $(DEMO_SRC)/client.c
 demo: build demo-build
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) bash $(DEMO_SRC)/run.sh
 
-# Sequential on purpose (also under -j): tests, then lint, then the demo and the bench as smoke
-# checks.
+# Sequential on purpose (also under -j): tests, then lint, then the demo, the bench and the fuzz
+# targets as smoke checks.
 test: build
 	$(CARGO) test --release --workspace
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory demo
 	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 bench: build demo-build
 	$(RELEASE_DIR)/hotagent-bench --write-docs
 
+BENCH_VENV := $(TARGET_DIR)/bench/venv
+
+bench-compare: build
+	$(RELEASE_DIR)/hotagent-bench --build-fixtures > /dev/null
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check frida
+	$(BENCH_VENV)/bin/python tests/bench/frida_compare.py $(TARGET_DIR) | tee $(TARGET_DIR)/bench/compare.md
+
 # Every section of the bench with tiny counts, so it cannot rot; its figures mean nothing.
 bench-smoke: build demo-build
 	BENCH_QUICK=1 $(RELEASE_DIR)/hotagent-bench > /dev/null
+
+# Fuzzing: fuzz/ is its own cargo workspace, built by cargo-fuzz with the nightly toolchain (and
+# AddressSanitizer) into $(TARGET_DIR)/fuzz. New inputs a run finds go to $(FUZZ_OUT)/corpus and are
+# kept between runs; the seeds in fuzz/corpus stay as they are. A crash or a hang (an input taking
+# over 10 s) stops the run and is written to fuzz/artifacts/<target>/.
+FUZZ_TARGETS := framing patch_check image_reader
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_OUT := $(TARGET_DIR)/fuzz
+CARGO_FUZZ = $(CARGO) +nightly fuzz
+FUZZ_FLAGS = --fuzz-dir fuzz --target-dir $(FUZZ_OUT)/build
+
+fuzz:
+	$(CARGO_FUZZ) build $(FUZZ_FLAGS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_OUT)/corpus/$$t; \
+		echo "=== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		$(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t $(FUZZ_OUT)/corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
+	done
+
+# Each target over its seeds, then a few seconds of fuzzing from them, so the targets cannot rot.
+# An unoptimised build (--dev, about half the build time of the optimised one) keeps it short.
+fuzz-smoke:
+	$(CARGO_FUZZ) build --dev $(FUZZ_FLAGS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_OUT)/smoke/$$t; mkdir -p $(FUZZ_OUT)/smoke/$$t; \
+		log=$(FUZZ_OUT)/smoke/$$t.log; \
+		if ! $(CARGO_FUZZ) run --dev $(FUZZ_FLAGS) $$t $(FUZZ_OUT)/smoke/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 > $$log 2>&1; then \
+			tail -n 40 $$log; echo "fuzz-smoke: $$t failed (log: $$log)"; exit 1; \
+		fi; \
+		echo "fuzz-smoke $$t: $$(grep -E '^Done [0-9]+ runs' $$log)"; \
+	done
 
 lint: clippy fmt-check
 
@@ -82,9 +128,11 @@ clippy:
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
 clean:
 	$(CARGO) clean
@@ -93,4 +141,4 @@ clean-demo:
 	rm -rf $(DEMO_DIR)
 
 help:
-	@sed -n '3,11p' Makefile
+	@sed -n '3,/^$$/{/^$$/!p}' Makefile

@@ -5,18 +5,23 @@
 //! target's own functions. `unsafe` lives in `sys` alone.
 #![deny(unsafe_code)]
 
-// Unit tests do not start the agent in the test runner, so its entry points go unused there.
-#[cfg_attr(test, allow(dead_code, unused_imports))]
+// Unit tests do not start the agent in the test runner, and neither does a build without the
+// `autostart` feature (the fuzz targets), so its entry points go unused there.
+#[cfg_attr(
+    any(test, not(feature = "autostart")),
+    allow(dead_code, unused_imports)
+)]
 mod control;
 pub mod entry;
 pub mod image;
-#[cfg_attr(test, allow(dead_code))]
+#[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
 mod log;
 pub mod patch;
 pub mod reload;
 mod sys;
 
-#[cfg(not(test))]
+// Not in unit tests, nor without `autostart` (see agent/Cargo.toml).
+#[cfg(all(not(test), feature = "autostart"))]
 #[ctor::ctor(unsafe)]
 fn hotagent_init() {
     // A panic escaping a constructor would abort the target before its main.

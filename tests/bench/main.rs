@@ -52,6 +52,13 @@ const QUICK: Counts = Counts {
 type Section = fn(&Counts) -> String;
 
 fn main() {
+    if std::env::args().any(|a| a == "--build-fixtures") {
+        // What `make bench-compare` runs other tools on.
+        for artifact in ["threads", "libfoo_v2.so"] {
+            println!("{}", Config::DEFAULT.path(artifact).display());
+        }
+        return;
+    }
     let quick = env_parse::<u32>("BENCH_QUICK").unwrap_or(0) == 1;
     let write_docs = std::env::args().any(|a| a == "--write-docs");
     let n = if quick { &QUICK } else { &FULL };
@@ -81,8 +88,12 @@ fn main() {
         let doc = format!(
             "{report}\nRegenerate with `make bench` (this file is `target/bench/report.md` of that run).\n"
         );
-        std::fs::write(repo_root().join("docs/PERFORMANCE.md"), doc)
-            .expect("write docs/PERFORMANCE.md");
+        let docs = repo_root().join("docs");
+        // The report links its plots by name: they go next to it.
+        let doc = doc.replace("](scaling.svg)", "](perf/scaling.svg)");
+        std::fs::create_dir_all(docs.join("perf")).expect("create docs/perf");
+        let _ = std::fs::copy(dir.join("scaling.svg"), docs.join("perf/scaling.svg"));
+        std::fs::write(docs.join("PERFORMANCE.md"), doc).expect("write docs/PERFORMANCE.md");
     }
 }
 
@@ -232,6 +243,7 @@ fn scaling(n: &Counts) -> String {
          | libraries | binding | slots written | agent median | load (dlopen) | plan | write | verify | entries |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
+    let mut points = Vec::new();
     for &count in n.scaling {
         for cfg in [Config::LAZY_PIE, Config::NOW_PIE] {
             let (_dir, libs) = users(cfg, count);
@@ -262,17 +274,91 @@ fn scaling(n: &Counts) -> String {
                 }
                 rollback(&t);
             }
-            let c: Vec<String> = cols.iter_mut().map(|v| us(stats(v).0)).collect();
+            let medians: Vec<u64> = cols.iter_mut().map(|v| stats(v).0).collect();
+            let c: Vec<String> = medians.iter().map(|&m| us(m)).collect();
             let bind = if cfg.bind == Bind::Lazy {
                 "lazy, partial RELRO"
             } else {
                 "BIND_NOW, full RELRO"
             };
+            points.push((cfg.bind == Bind::Lazy, count, medians[0], medians[1]));
             let _ = writeln!(out, "| {count} | {bind} | {slots} | {} |", c.join(" | "));
             t.assert_alive();
         }
     }
+    match plot_scaling(&points) {
+        Ok(name) => {
+            let _ = writeln!(
+                out,
+                "\n![agent-side reload time against libraries loaded]({name})"
+            );
+        }
+        Err(e) => eprintln!("bench: no scaling plot: {e}"),
+    }
     out
+}
+
+/// `target/bench/scaling.svg`: agent-side reload time and its `dlopen` against libraries loaded.
+fn plot_scaling(points: &[(bool, usize, u64, u64)]) -> Result<&'static str, String> {
+    use plotters::prelude::*;
+    let name = "scaling.svg";
+    let path = target_dir().join("bench").join(name);
+    std::fs::create_dir_all(path.parent().expect("bench folder")).map_err(|e| e.to_string())?;
+    let max_x = points.iter().map(|p| p.1).max().unwrap_or(1) as u32;
+    let max_y = points.iter().map(|p| p.2).max().unwrap_or(1) as f64 / 1000.0 * 1.1;
+    let root = SVGBackend::new(&path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Agent-side reload time (median, --no-probe)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0u32..max_x + max_x / 20 + 1, 0f64..max_y.max(0.1))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("libraries loaded that import the replaced functions")
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let series = [
+        (true, false, "lazy binding: reload", BLUE.mix(1.0)),
+        (false, false, "BIND_NOW + full RELRO: reload", RED.mix(1.0)),
+        (true, true, "lazy: dlopen of the new library", BLUE.mix(0.4)),
+        (
+            false,
+            true,
+            "BIND_NOW: dlopen of the new library",
+            RED.mix(0.4),
+        ),
+    ];
+    for (lazy, load, label, color) in series {
+        let line: Vec<(u32, f64)> = points
+            .iter()
+            .filter(|p| p.0 == lazy)
+            .map(|p| (p.1 as u32, if load { p.3 } else { p.2 } as f64 / 1000.0))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(name)
 }
 
 /// `got_ns=X ptr_ns=Y` → (X, Y).
