@@ -82,6 +82,12 @@ fn main() {
     }
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
+    if let Ok(compare) = std::fs::read_to_string(dir.join("compare.md")) {
+        let _ = writeln!(
+            report,
+            "## Against Frida (from the last `make bench-compare`)\n\n{compare}"
+        );
+    }
     std::fs::write(dir.join("report.md"), &report).expect("write target/bench/report.md");
     eprintln!("bench: wrote {}", dir.join("report.md").display());
     if write_docs && !quick {
