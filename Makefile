@@ -6,6 +6,8 @@
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
 #                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
 #   make bench-compare  the same fixture under Frida (installed from PyPI into a venv) and hotagent
+#   make soak       reload/rollback for long under load (SOAK_CYCLES, SOAK_THREADS); fails on any
+#                   wrong answer or failed request
 #   make fuzz       run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each; needs
 #                   the nightly toolchain and cargo-fuzz (.ci/run installs them)
 #   make lint       clippy (warnings are errors) and rustfmt --check
@@ -33,7 +35,7 @@ DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
              $(DEMO_DIR)/server $(DEMO_DIR)/client
 
 .PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
-        bench-smoke bench-compare fuzz fuzz-smoke
+        bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke
 
 all: build
 
@@ -70,10 +72,18 @@ test: build
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory demo
 	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory soak-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 bench: build demo-build
 	$(RELEASE_DIR)/hotagent-bench --write-docs
+
+# SOAK_CYCLES (default 1000) reload + rollback cycles, SOAK_THREADS (default 8) hammering threads.
+soak: build demo-build
+	$(RELEASE_DIR)/hotagent-bench --soak
+
+soak-smoke: build demo-build
+	SOAK_CYCLES=20 SOAK_THREADS=2 $(RELEASE_DIR)/hotagent-bench --soak > /dev/null
 
 BENCH_VENV := $(TARGET_DIR)/bench/venv
 

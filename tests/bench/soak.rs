@@ -1,0 +1,126 @@
+//! `make soak`: long runs that must stay correct. Threads hammer the replaced function (through
+//! the GOT and through a pointer taken at start-up) while reloads and rollbacks go on, and the
+//! demo server serves clients flat out through as many reloads; then the target's memory per
+//! generation. Exit status 1 on any wrong answer, failed request or crash.
+//!
+//! `SOAK_CYCLES` (default 1000) reload + rollback cycles each, `SOAK_THREADS` (default 8) hammering
+//! threads.
+
+use crate::load::{demo_server, load};
+use hotagent_tests::*;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Cycles between two samples of the target's memory.
+const SAMPLE_EVERY: usize = 100;
+
+pub fn run() -> i32 {
+    let cycles: usize = env_parse("SOAK_CYCLES").unwrap_or(1000);
+    let threads: usize = env_parse("SOAK_THREADS").unwrap_or(8);
+    let mut out = String::from("# hotagent soak\n\n");
+    let mut ok = true;
+    ok &= hammer(cycles, threads, &mut out);
+    ok &= serve(cycles, &mut out);
+    let dir = target_dir().join("bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("soak.md"), &out);
+    print!("{out}");
+    eprintln!("soak: {}", if ok { "passed" } else { "FAILED" });
+    i32::from(!ok)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `calls=N bad=M ... errors=E` → (N, M, E).
+fn counters(line: &str) -> (u64, u64, u64) {
+    let f = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    (f("calls="), f("bad="), f("errors="))
+}
+
+fn hammer(cycles: usize, threads: usize, out: &mut String) -> bool {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::builder(cfg.path("threads"))
+        .arg(threads.to_string())
+        .arg("sleepers")
+        .spawn();
+    let v2 = cfg.path("libfoo_v2.so");
+    let start = Instant::now();
+    let _ = writeln!(
+        out,
+        "## {threads} threads calling libfoo flat out, {cycles} reload + rollback cycles\n\n\
+         | cycles | calls | wrong answers | errors in sleeping threads | RSS |\n|---|---|---|---|---|"
+    );
+    let mut ok = true;
+    for i in 1..=cycles {
+        reload(&t, &v2, &["--no-probe"]);
+        rollback(&t);
+        if i % SAMPLE_EVERY == 0 || i == cycles {
+            let (calls, bad, errors) = counters(&t.cmd("stats"));
+            ok &= bad == 0 && errors == 0 && t.is_alive();
+            let _ = writeln!(
+                out,
+                "| {i} | {calls} | {bad} | {errors} | {} KiB |",
+                rss_kib(t.pid())
+            );
+        }
+    }
+    t.expect("version", 1);
+    t.expect("ptr", 1);
+    let _ = writeln!(out, "\nTook {:?}.\n", start.elapsed());
+    ok
+}
+
+fn serve(cycles: usize, out: &mut String) -> bool {
+    let demo = target_dir().join("demo");
+    let dir = tempfile::tempdir().expect("socket folder");
+    let (mut server, port) = demo_server(0, true, dir.path());
+    wait_for_agent(dir.path(), server.id(), || Ok(())).expect("the demo server's agent");
+    let agent = AgentRef {
+        dir: dir.path().to_path_buf(),
+        pid: server.id(),
+    };
+    let _ = writeln!(
+        out,
+        "## The demo server under 4 clients, {cycles} reload + rollback cycles\n\n\
+         | cycles | RSS |\n|---|---|"
+    );
+    let stop = AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let gen = s.spawn(|| load(port, 4, &stop));
+        for i in 1..=cycles {
+            reload(&agent, &demo.join("v2/libgreet.so"), &["--no-probe"]);
+            rollback(&agent);
+            if i % SAMPLE_EVERY == 0 || i == cycles {
+                let _ = writeln!(out, "| {i} | {} KiB |", rss_kib(server.id()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        gen.join().expect("load")
+    });
+    let alive = server.try_wait().ok().flatten().is_none();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = writeln!(
+        out,
+        "\n{} requests served, {} failed, {} wrong; request counter {} → {}; server alive: {alive}.\n\n\
+         Memory grows with every generation on purpose: each reload's library stays loaded (a \
+         thread may still run its code), with its relocated pages and any private copies of \
+         text pages it made.\n",
+        seen.ok, seen.failed, seen.wrong, seen.first_req, seen.last_req
+    );
+    alive && seen.failed == 0 && seen.wrong == 0
+}
