@@ -76,6 +76,8 @@ test: build
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 bench: build demo-build
+	@mkdir -p $(TARGET_DIR)/bench
+	$(CARGO) bench -p hotagent --bench scan 2>&1 | tee $(TARGET_DIR)/bench/scan.txt
 	$(RELEASE_DIR)/hotagent-bench --write-docs
 
 # SOAK_CYCLES (default 1000) reload + rollback cycles, SOAK_THREADS (default 8) hammering threads.

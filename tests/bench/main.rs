@@ -89,6 +89,21 @@ fn main() {
     }
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
+    if let Ok(scan) = std::fs::read_to_string(dir.join("scan.txt")) {
+        // Criterion prints a name, then its time on the same line or the next one.
+        let lines: Vec<&str> = scan
+            .lines()
+            .filter(|l| l.starts_with("scan/") || l.trim_start().starts_with("time:"))
+            .collect();
+        let _ = writeln!(
+            report,
+            "## Scanning and planning (criterion, synthetic images of 40 imports each)\n\n\
+             Reading every module's relocations, and planning 8 replaced symbols, by number of \
+             modules (`cargo bench -p hotagent --bench scan`, part of `make bench`).\n\n\
+             ```\n{}\n```\n",
+            lines.join("\n")
+        );
+    }
     if let Ok(compare) = std::fs::read_to_string(dir.join("compare.md")) {
         let _ = writeln!(
             report,

@@ -10,7 +10,7 @@ mod exports;
 mod layout;
 mod memory;
 mod reader;
-#[cfg(test)]
+/// Also built outside tests: the criterion benches and the fuzz targets use it.
 pub mod synthetic;
 
 pub use arch::{SlotKind, R_ABS64, R_GLOB_DAT, R_JUMP_SLOT};
