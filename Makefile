@@ -80,7 +80,7 @@ bench: build demo-build
 	$(CARGO) bench -p hotagent --bench scan 2>&1 | tee $(TARGET_DIR)/bench/scan.txt
 	$(RELEASE_DIR)/hotagent-bench --write-docs
 
-# SOAK_CYCLES (default 1000) reload + rollback cycles, SOAK_THREADS (default 8) hammering threads.
+# SOAK_CYCLES (default 500) reload + rollback cycles, SOAK_THREADS (default 8) hammering threads.
 soak: build demo-build
 	$(RELEASE_DIR)/hotagent-bench --soak
 

@@ -3,7 +3,7 @@
 //! demo server serves clients flat out through as many reloads; then the target's memory per
 //! generation. Exit status 1 on any wrong answer, failed request or crash.
 //!
-//! `SOAK_CYCLES` (default 1000) reload + rollback cycles each, `SOAK_THREADS` (default 8) hammering
+//! `SOAK_CYCLES` (default 500) reload + rollback cycles each, `SOAK_THREADS` (default 8) hammering
 //! threads.
 
 use crate::load::{demo_server, load};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const SAMPLE_EVERY: usize = 100;
 
 pub fn run() -> i32 {
-    let cycles: usize = env_parse("SOAK_CYCLES").unwrap_or(1000);
+    let cycles: usize = env_parse("SOAK_CYCLES").unwrap_or(500);
     let threads: usize = env_parse("SOAK_THREADS").unwrap_or(8);
     let mut out = String::from("# hotagent soak\n\n");
     let mut ok = true;
