@@ -108,14 +108,8 @@ fn map_pair(window: u64) -> Result<StubPage, String> {
             .ok_or("the stub's data page landed out of reach")?;
         chunk.copy_from_slice(&bytes);
     }
-    let through_proc_mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/mem")
-        .ok()
-        .is_some_and(|f| {
-            use std::os::fd::AsRawFd;
-            prot::poke_proc_mem(f.as_raw_fd(), code_at.addr, &stubs).is_ok()
-        });
+    let through_proc_mem = prot::open_proc_mem()
+        .is_ok_and(|f| prot::write_through_proc_mem(&f, code_at.addr, &stubs).is_ok());
     let code = if through_proc_mem {
         code_at.addr
     } else {

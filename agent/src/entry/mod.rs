@@ -186,7 +186,7 @@ impl Entries {
         if let Some(r) = &site.refusal {
             return Err(r.clone());
         }
-        let proc_mem = open_proc_mem().ok();
+        let proc_mem = prot::open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         // Rewriting the bytes it holds changes nothing but proves the page can be written.
         writable(fd, site.window, &site.current, site.prot).map(|_| ())
@@ -217,7 +217,7 @@ impl Entries {
         let mut retargets: Vec<Retarget> = Vec::new();
         // Which retarget each want depends on.
         let mut want_retarget: Vec<Option<usize>> = vec![None; wants.len()];
-        let proc_mem = open_proc_mem().ok();
+        let proc_mem = prot::open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         for (k, &(addr, want)) in wants.iter().enumerate() {
             match self.plan(mem, fd, k, addr, want, &mut retargets) {
@@ -492,13 +492,6 @@ impl Entries {
             prot::poke_code_mprotect(site.window, bytes, site.prot)
         }
     }
-}
-
-fn open_proc_mem() -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
 }
 
 /// Whether code at `at` can be written, by writing the bytes it already holds: through

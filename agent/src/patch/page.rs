@@ -60,10 +60,7 @@ impl<'l> PageWriter<'l> {
             }
         }
         if self.proc_mem.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/proc/self/mem");
+            let f = prot::open_proc_mem();
             self.proc_mem = Some(f.map_err(|e| PatchError::Protect {
                 addr,
                 reason: e.to_string(),

@@ -25,19 +25,20 @@ pub fn mprotect(start: u64, len: u64, prot: i32) -> io::Result<()> {
     }
 }
 
-/// Writes `bytes` at `addr` through `/proc/self/mem`, which the kernel allows on read-only
-/// private mappings (it breaks copy-on-write for us) without touching their protection.
+/// This process's memory as a file: writes go through the kernel, which allows them on read-only
+/// private mappings (it breaks copy-on-write for us) without touching their protection. Opened
+/// afresh by each user: a descriptor kept across `fork` would write into the parent.
+pub fn open_proc_mem() -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+}
+
+/// Writes `bytes` at `addr` through `/proc/self/mem` (see `open_proc_mem`).
 pub fn write_through_proc_mem(file: &std::fs::File, addr: u64, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let n = file.write_at(bytes, addr)?;
-    if n == bytes.len() {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            "short write to /proc/self/mem",
-        ))
-    }
+    use std::os::fd::AsRawFd;
+    poke_proc_mem(file.as_raw_fd(), addr, bytes).map_err(io::Error::from_raw_os_error)
 }
 
 /// `pwrite` of `bytes` at `addr` of `/proc/self/mem` (open as `fd`), reporting the raw errno:

@@ -376,12 +376,18 @@ fn release_round(round: u32) {
     futex_wake(&RELEASED, i32::MAX);
 }
 
-/// Whether a stop could work now: the signal is ours and no thread blocks it.
-pub fn preflight() -> Result<(), StopError> {
+/// The stop signal, if one was installed and its handler is still ours.
+fn ours() -> Result<i32, StopError> {
     let sig = signal().ok_or(StopError::NoSignal)?;
     if current_handler(sig) != Some(handler_address()) {
         return Err(StopError::HandlerReplaced(sig));
     }
+    Ok(sig)
+}
+
+/// Whether a stop could work now: the signal is ours and no thread blocks it.
+pub fn preflight() -> Result<(), StopError> {
+    let sig = ours()?;
     let mut tasks = Tasks::default();
     check_unblocked(&mut tasks, sig)
 }
@@ -409,10 +415,7 @@ fn check_unblocked(tasks: &mut Tasks, sig: i32) -> Result<(), StopError> {
 /// Between this call and the release of the returned value, the caller must allocate nothing
 /// and take no lock.
 pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped, StopError> {
-    let sig = signal().ok_or(StopError::NoSignal)?;
-    if current_handler(sig) != Some(handler_address()) {
-        return Err(StopError::HandlerReplaced(sig));
-    }
+    let sig = ours()?;
     // Checked before stopping anyone: a thread that blocks the signal would only time out.
     check_unblocked(tasks, sig)?;
     let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
