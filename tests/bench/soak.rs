@@ -30,13 +30,9 @@ pub fn run() -> i32 {
     i32::from(!ok)
 }
 
+/// The process's resident memory, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    crate::proc_sample(pid).2
 }
 
 /// `calls=N bad=M ... errors=E` → (N, M, E).

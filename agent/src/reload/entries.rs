@@ -133,16 +133,27 @@ impl Agent {
         out
     }
 
-    /// What symbol `i`'s entries hold now.
-    pub(super) fn entry_reports(&self, i: usize) -> Vec<EntryReport> {
-        let r = &self.replaced[i];
-        let current = r.current();
-        // Only notes (why a site keeps its bytes on purpose) are read from the wants.
-        let wants: Vec<SiteWant> = self
+    /// What the entries of each of `symbols` (indices into `replaced`) hold now.
+    pub(super) fn entry_reports(&self, symbols: &[usize]) -> Vec<Vec<EntryReport>> {
+        // Why a site keeps its bytes on purpose, worked out once for every symbol.
+        let notes: std::collections::HashMap<u64, &'static str> = self
             .site_wants()
             .into_iter()
-            .filter(|w| w.note.is_some() && r.code.iter().any(|c| c.addr == w.addr))
+            .filter_map(|w| Some((w.addr, w.note?)))
             .collect();
+        symbols
+            .iter()
+            .map(|&i| self.entries_of(i, &notes))
+            .collect()
+    }
+
+    fn entries_of(
+        &self,
+        i: usize,
+        notes: &std::collections::HashMap<u64, &'static str>,
+    ) -> Vec<EntryReport> {
+        let r = &self.replaced[i];
+        let current = r.current();
         r.code
             .iter()
             .map(|c| {
@@ -153,11 +164,7 @@ impl Agent {
                 } else if self.entries.lands_at(c.addr) == Some(current) {
                     (EntryState::Jump, None)
                 } else {
-                    let note = wants
-                        .iter()
-                        .find(|w| w.addr == c.addr)
-                        .and_then(|w| w.note)
-                        .map(str::to_string);
+                    let note = notes.get(&c.addr).map(|n| n.to_string());
                     let reason = note.or_else(|| match site {
                         None => Some("its module is no longer loaded".to_string()),
                         Some(s) => s.last_error.clone().or_else(|| s.refusal.clone()),

@@ -55,12 +55,13 @@ impl Agent {
             let mem = modules::live_memory(&layouts);
             plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
         });
+        let all: Vec<usize> = (0..self.replaced.len()).collect();
         let mut out: Vec<SymbolReport> = self
             .replaced
             .iter()
-            .enumerate()
             .zip(&plan.tallies)
-            .map(|((i, r), t)| {
+            .zip(self.entry_reports(&all))
+            .map(|((r, t), entries)| {
                 let mut s = report(&r.name, r.version.clone(), r.role, t);
                 s.slots = t.bound + t.slots;
                 s.modules = t.bound_in.clone();
@@ -69,7 +70,7 @@ impl Agent {
                         s.modules.push(m.clone());
                     }
                 }
-                s.entries = self.entry_reports(i);
+                s.entries = entries;
                 s
             })
             .collect();

@@ -33,10 +33,11 @@ impl Agent {
             .symbols
             .iter()
             .zip(&outcome.plan.tallies)
-            .map(|(&i, t)| {
+            .zip(self.entry_reports(&gen.symbols))
+            .map(|((&i, t), entries)| {
                 let r = &self.replaced[i];
                 let mut s = report(&r.name, r.version.clone(), r.role, t);
-                s.entries = self.entry_reports(i);
+                s.entries = entries;
                 s
             })
             .collect();

@@ -184,8 +184,8 @@ impl Agent {
             .cloned()
             .collect();
         let mut symbols = symbol_reports(&ordered, &outcome.plan);
-        for (s, &i) in symbols.iter_mut().zip(&touched) {
-            s.entries = self.entry_reports(i);
+        for (s, e) in symbols.iter_mut().zip(self.entry_reports(&touched)) {
+            s.entries = e;
         }
         warnings.extend(entry_warnings(&symbols));
         self.name_generations(&mut symbols);
