@@ -8,6 +8,7 @@ pub mod phdr;
 pub mod probe;
 pub mod process;
 pub mod prot;
+pub mod raw;
 pub mod socket;
 pub mod stop;
 pub mod thread;
