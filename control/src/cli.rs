@@ -25,6 +25,30 @@ pub struct Global {
     /// Print the agent's report as one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long the request may take before it starts its change (default: 30 for reload, 10
+    /// for rollback, 5 for status and list). Past it the agent changes nothing; see EXIT STATUS.
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Global {
+    /// The timeout the user gave, or the verb's default.
+    pub fn timeout_or(&self, default: std::time::Duration) -> std::time::Duration {
+        self.timeout.unwrap_or(default)
+    }
+}
+
+/// Seconds, fractions allowed, more than zero and at most a day.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{text} s is out of range: give more than 0 and at most 86400"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Subcommand)]

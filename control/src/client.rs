@@ -12,6 +12,8 @@ use hotagent_protocol::{encode_line, ErrorReply, Request, Response};
 
 /// A reload stages, checks and loads a library inside the target, which takes a while for a big one.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A rollback writes slots and entries; stopping the threads may take a second of retries.
+pub const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything else is bookkeeping inside the agent.
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,9 +52,18 @@ pub enum ExchangeError {
         target: Target,
         source: io::Error,
     },
+    /// No answer in time. With `nothing_changed`, the request was one the agent only carries out
+    /// on our commit, and we never sent it.
     TimedOut {
         target: Target,
         after: Duration,
+        nothing_changed: bool,
+    },
+    /// We committed, then heard nothing: the change may or may not have happened.
+    Unknown {
+        target: Target,
+        after: Duration,
+        why: String,
     },
     Send {
         target: Target,
@@ -95,11 +106,30 @@ impl fmt::Display for ExchangeError {
             ExchangeError::Connect { target, source } => {
                 write!(f, "cannot connect to {}: {source}", target.socket.display())
             }
-            ExchangeError::TimedOut { target, after } => write!(
+            ExchangeError::TimedOut {
+                target,
+                after,
+                nothing_changed,
+            } => {
+                write!(
+                    f,
+                    "the agent in process {} did not answer within {} s",
+                    target.pid,
+                    after.as_secs_f32()
+                )?;
+                if *nothing_changed {
+                    f.write_str(
+                        "; nothing was changed (the agent drops a request that was not confirmed before its deadline)",
+                    )?;
+                }
+                Ok(())
+            }
+            ExchangeError::Unknown { target, after, why } => write!(
                 f,
-                "the agent in process {} did not answer within {} s",
+                "outcome unknown: the agent in process {} was told to go ahead, then {why} within {} s; the change may or may not have been made: check with `hotctl status --pid {}`",
                 target.pid,
-                after.as_secs_f32()
+                after.as_secs_f32(),
+                target.pid
             ),
             ExchangeError::Send { target, source } => {
                 write!(
@@ -132,27 +162,64 @@ impl fmt::Display for ExchangeError {
 // No `source()`: the messages above already carry the cause, and anyhow's `{:#}` would repeat it.
 impl std::error::Error for ExchangeError {}
 
+/// `CLOCK_MONOTONIC` now, in milliseconds: the clock of the deadline the agent checks.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// Gives a request that changes the target its deadline, `timeout` from now, and asks the agent
+/// to wait for our commit before the change.
+pub fn with_deadline(request: Request, timeout: Duration) -> Request {
+    let deadline = monotonic_ms().saturating_add(timeout.as_millis() as u64);
+    match request {
+        Request::Reload(mut r) => {
+            r.deadline_ms = Some(deadline);
+            r.confirm = !r.dry_run;
+            Request::Reload(r)
+        }
+        Request::Rollback(mut r) => {
+            r.deadline_ms = Some(deadline);
+            r.confirm = true;
+            Request::Rollback(r)
+        }
+        other => other,
+    }
+}
+
 impl Target {
-    /// Sends `request` and returns the agent's answer, whatever its kind.
+    /// Sends `request` and returns the agent's answer, whatever its kind. A request with
+    /// `confirm` gets a `ready` answer first: we commit only while its deadline has not passed,
+    /// so a timeout before the commit means that nothing changed.
     pub fn exchange(
         &self,
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, ExchangeError> {
+        let start = std::time::Instant::now();
+        let confirm = request.control().confirm;
         let stream = connect(&self.socket, timeout).map_err(|source| match source.kind() {
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ExchangeError::Stale {
                 target: self.clone(),
                 running: process_running(self.pid),
             },
-            io::ErrorKind::TimedOut => self.timed_out(timeout),
+            io::ErrorKind::TimedOut => self.timed_out(timeout, confirm),
             _ => ExchangeError::Connect {
                 target: self.clone(),
                 source,
             },
         })?;
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
         let set_timeouts = stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)));
+            .set_read_timeout(Some(left))
+            .and_then(|()| stream.set_write_timeout(Some(left)));
         set_timeouts.map_err(|source| ExchangeError::Connect {
             target: self.clone(),
             source,
@@ -161,11 +228,11 @@ impl Target {
         let sent = (&stream).write_all(&encode_line(request));
         if let Err(source) = sent {
             if is_timeout(&source) {
-                return Err(self.timed_out(timeout));
+                return Err(self.timed_out(timeout, confirm));
             }
             // An agent that refuses at once (busy) may answer and close before reading the
             // request; its answer is still waiting in our buffer and says more than EPIPE.
-            return match self.receive(&stream, timeout) {
+            return match self.receive(&stream, timeout, confirm) {
                 Err(ExchangeError::Closed { .. } | ExchangeError::Receive { .. }) => {
                     Err(ExchangeError::Send {
                         target: self.clone(),
@@ -175,16 +242,53 @@ impl Target {
                 answered => answered,
             };
         }
-        self.receive(&stream, timeout)
+        let first = self.receive(&stream, timeout, confirm)?;
+        if !(confirm && first == Response::Ready) {
+            return Ok(first);
+        }
+        // The agent is ready to change the target. Past our deadline it will not, and we must
+        // not ask it to: then we know for certain that nothing changed.
+        if start.elapsed() >= timeout {
+            return Err(self.timed_out(timeout, confirm));
+        }
+        if (&stream)
+            .write_all(&encode_line(&Request::commit()))
+            .is_err()
+        {
+            // The agent gave up waiting (its deadline passed): it changes nothing without a commit.
+            return Err(self.timed_out(timeout, confirm));
+        }
+        // Once committed, the change (loading the library, its constructors, writing slots and
+        // entries) has no deadline in the agent; we wait as long again for its report.
+        let _ = stream.set_read_timeout(Some(timeout));
+        self.receive(&stream, timeout, false).map_err(|e| {
+            let why = match e {
+                ExchangeError::TimedOut { .. } => "did not report".to_string(),
+                ExchangeError::Closed { .. } => {
+                    "closed the connection without a report".to_string()
+                }
+                other => format!("failed: {other}"),
+            };
+            ExchangeError::Unknown {
+                target: self.clone(),
+                after: timeout,
+                why,
+            }
+        })
     }
 
-    fn receive(&self, stream: &UnixStream, timeout: Duration) -> Result<Response, ExchangeError> {
+    fn receive(
+        &self,
+        stream: &UnixStream,
+        timeout: Duration,
+        confirm: bool,
+    ) -> Result<Response, ExchangeError> {
         let mut line = Vec::new();
         BufReader::new(stream.take(MAX_REPLY_BYTES))
             .read_until(b'\n', &mut line)
             .map_err(|source| {
                 if is_timeout(&source) {
-                    self.timed_out(timeout)
+                    self.timed_out(timeout, confirm)
                 } else {
                     ExchangeError::Receive {
                         target: self.clone(),
@@ -203,10 +307,11 @@ impl Target {
         })
     }
 
-    fn timed_out(&self, after: Duration) -> ExchangeError {
+    fn timed_out(&self, after: Duration, nothing_changed: bool) -> ExchangeError {
         ExchangeError::TimedOut {
             target: self.clone(),
             after,
+            nothing_changed,
         }
     }
 }
@@ -219,6 +324,7 @@ pub fn unexpected(response: Response, asked: &str) -> anyhow::Error {
         Response::Reload(_) => "reload",
         Response::Rollback(_) => "rollback",
         Response::Status(_) => "status",
+        Response::Ready => "ready",
     };
     anyhow::anyhow!("the agent answered a {asked} request with a {kind} report")
 }
@@ -266,7 +372,7 @@ mod tests {
         let target = fake_agent(dir.path(), 1234, |_| {
             Some(Response::Status(status_report(1234, "/bin/x")))
         });
-        let answer = target.exchange(&Request::Status, QUICK_TIMEOUT).unwrap();
+        let answer = target.exchange(&Request::status(), QUICK_TIMEOUT).unwrap();
         assert_eq!(answer, Response::Status(status_report(1234, "/bin/x")));
     }
 
@@ -284,6 +390,8 @@ mod tests {
             dry_run: true,
             no_probe: false,
             got_only: false,
+            deadline_ms: None,
+            confirm: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);
@@ -316,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = fake_agent(dir.path(), 1234, |_| None);
         let err = target
-            .exchange(&Request::Status, QUICK_TIMEOUT)
+            .exchange(&Request::status(), QUICK_TIMEOUT)
             .unwrap_err();
         assert!(matches!(err, ExchangeError::Closed { .. }), "{err}");
     }
@@ -329,7 +437,7 @@ mod tests {
         let _listener = UnixListener::bind(&socket).unwrap();
         let target = Target { pid: 1234, socket };
         let err = target
-            .exchange(&Request::Status, Duration::from_millis(200))
+            .exchange(&Request::status(), Duration::from_millis(200))
             .unwrap_err();
         assert!(matches!(err, ExchangeError::TimedOut { .. }), "{err}");
         assert!(
@@ -352,7 +460,7 @@ mod tests {
             socket,
         };
         let err = target
-            .exchange(&Request::Status, QUICK_TIMEOUT)
+            .exchange(&Request::status(), QUICK_TIMEOUT)
             .unwrap_err();
         assert!(
             matches!(err, ExchangeError::Stale { running: false, .. }),
@@ -372,7 +480,7 @@ mod tests {
         });
         let target = Target { pid: 1234, socket };
         let err = target
-            .exchange(&Request::Status, QUICK_TIMEOUT)
+            .exchange(&Request::status(), QUICK_TIMEOUT)
             .unwrap_err();
         assert!(matches!(err, ExchangeError::BadReply { .. }), "{err}");
     }

@@ -145,7 +145,7 @@ enum Probe {
 }
 
 fn probe(target: Target) -> Probe {
-    match target.exchange(&Request::Status, QUICK_TIMEOUT) {
+    match target.exchange(&Request::status(), QUICK_TIMEOUT) {
         Ok(Response::Status(status)) => Probe::Agent(Agent { target, status }),
         Ok(other) => {
             let why = format!("{:#}", client::unexpected(other, "status"));

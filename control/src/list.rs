@@ -66,7 +66,16 @@ mod tests {
 
     fn list(dir: &Path, json: bool) -> String {
         let mut out = Vec::new();
-        run(dir, &Global { pid: None, json }, &mut out).unwrap();
+        run(
+            dir,
+            &Global {
+                pid: None,
+                json,
+                timeout: None,
+            },
+            &mut out,
+        )
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 

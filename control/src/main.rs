@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
-use crate::client::AgentError;
+use crate::client::{AgentError, ExchangeError};
 
 mod cli;
 mod client;
@@ -48,10 +48,16 @@ fn run(cli: &Cli) -> Result<()> {
 }
 
 /// 1 when the agent refused the request, 2 when hotctl could not get an answer at all (usage,
-/// discovery, connection), matching clap's 2 for usage errors.
+/// discovery, connection), matching clap's 2 for usage errors, 3 when the agent was told to go
+/// ahead with a change and then fell silent: whether it happened is unknown.
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<AgentError>().is_some() {
         1
+    } else if matches!(
+        err.downcast_ref::<ExchangeError>(),
+        Some(ExchangeError::Unknown { .. })
+    ) {
+        3
     } else {
         2
     }

@@ -19,9 +19,13 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         dry_run: args.dry_run,
         no_probe: args.no_probe,
         got_only: args.got_only,
+        deadline_ms: None,
+        confirm: false,
     });
     let target = discover::target(dir, global.pid)?;
-    let report = match target.exchange(&request, RELOAD_TIMEOUT)? {
+    let timeout = global.timeout_or(RELOAD_TIMEOUT);
+    let answer = target.exchange(&client::with_deadline(request, timeout), timeout)?;
+    let report = match answer {
         Response::Reload(report) => report,
         other => return Err(client::unexpected(other, "reload")),
     };
@@ -171,6 +175,7 @@ mod tests {
         let global = Global {
             pid: Some(4242),
             json: true,
+            timeout: None,
         };
         let args = ReloadArgs {
             path: "rel/libfoo_v2.so".into(),
@@ -193,8 +198,16 @@ mod tests {
             dry_run: true,
             no_probe: true,
             got_only: true,
+            deadline_ms: None,
+            confirm: false,
         };
-        assert_eq!(rx.recv().unwrap(), Request::Reload(expected));
+        // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
+        let Request::Reload(mut got) = rx.recv().unwrap() else {
+            panic!("not a reload request")
+        };
+        assert!(got.deadline_ms.is_some());
+        got.deadline_ms = None;
+        assert_eq!(got, expected);
         let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(printed, serde_json::to_value(reload_report(true)).unwrap());
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);

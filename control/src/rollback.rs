@@ -7,13 +7,18 @@ use anyhow::Result;
 use hotagent_protocol::{Request, Response, RollbackReport};
 
 use crate::cli::Global;
-use crate::client::{self, QUICK_TIMEOUT};
+use crate::client::{self, ROLLBACK_TIMEOUT};
 use crate::discover;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let target = discover::target(dir, global.pid)?;
-    let report = match target.exchange(&Request::Rollback, QUICK_TIMEOUT)? {
+    let timeout = global.timeout_or(ROLLBACK_TIMEOUT);
+    let answer = target.exchange(
+        &client::with_deadline(Request::rollback(), timeout),
+        timeout,
+    )?;
+    let report = match answer {
         Response::Rollback(report) => report,
         other => return Err(client::unexpected(other, "rollback")),
     };
@@ -80,6 +85,7 @@ mod tests {
             &Global {
                 pid: Some(4242),
                 json: true,
+                timeout: None,
             },
             &mut out,
         )
@@ -102,6 +108,7 @@ mod tests {
             &Global {
                 pid: Some(4242),
                 json: true,
+                timeout: None,
             },
             &mut out,
         )

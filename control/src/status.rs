@@ -13,7 +13,7 @@ use crate::render::{self, Align};
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let target = discover::target(dir, global.pid)?;
-    let report = match target.exchange(&Request::Status, QUICK_TIMEOUT)? {
+    let report = match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
         Response::Status(report) => report,
         other => return Err(client::unexpected(other, "status")),
     };

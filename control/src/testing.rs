@@ -44,7 +44,7 @@ pub fn fake_agent(
 pub fn status_agent(dir: &Path, pid: u32, exe: &str) -> Target {
     let report = status_report(pid, exe);
     fake_agent(dir, pid, move |request| match request {
-        Request::Status => Some(Response::Status(report.clone())),
+        Request::Status(_) => Some(Response::Status(report.clone())),
         _ => None,
     })
 }
@@ -58,6 +58,7 @@ pub fn status_report(pid: u32, exe: &str) -> StatusReport {
         generation: 0,
         generations: Vec::new(),
         modules: 5,
+        busy: false,
         symbols: Vec::new(),
     }
 }

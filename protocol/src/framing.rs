@@ -73,9 +73,12 @@ mod tests {
                 dry_run: true,
                 no_probe: false,
                 got_only: true,
+                deadline_ms: Some(12),
+                confirm: true,
             }),
-            Request::Rollback,
-            Request::Status,
+            Request::rollback(),
+            Request::status(),
+            Request::commit(),
         ];
         for req in reqs {
             let line = encode_line(&req);
@@ -100,6 +103,18 @@ mod tests {
             decode_request(b"{\"op\":\"reload\",\"path\":\"/x\",\"bogus\":1}"),
             Err(FrameError::Malformed(_))
         ));
+        // Every verb refuses fields it does not know, and a rollback takes no generation.
+        for line in [
+            &b"{\"op\":\"rollback\",\"generation\":-1}"[..],
+            b"{\"op\":\"status\",\"verbose\":true}",
+            b"{\"op\":\"commit\",\"x\":1}",
+        ] {
+            assert!(
+                matches!(decode_request(line), Err(FrameError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
         let big = vec![b' '; MAX_LINE_BYTES + 1];
         assert_eq!(
             decode_request(&big),

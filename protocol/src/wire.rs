@@ -9,10 +9,73 @@ pub enum Request {
     /// Switch calls to a new build of a loaded library.
     Reload(ReloadRequest),
     /// Return to the previous generation.
-    Rollback,
+    Rollback(RollbackRequest),
     /// Describe the agent, its process and its generations.
-    Status,
+    Status(NoArgs),
+    /// The client's go-ahead after a `ready` answer (see [`Control::confirm`]); only valid then.
+    Commit(NoArgs),
 }
+
+impl Request {
+    /// A status request.
+    pub fn status() -> Request {
+        Request::Status(NoArgs {})
+    }
+    /// The go-ahead after a `ready` answer.
+    pub fn commit() -> Request {
+        Request::Commit(NoArgs {})
+    }
+    /// A rollback request with no deadline and no confirmation step.
+    pub fn rollback() -> Request {
+        Request::Rollback(RollbackRequest::default())
+    }
+    /// The deadline and confirmation settings of a request that changes the target.
+    pub fn control(&self) -> Control {
+        match self {
+            Request::Reload(r) => Control {
+                deadline_ms: r.deadline_ms,
+                confirm: r.confirm,
+            },
+            Request::Rollback(r) => Control {
+                deadline_ms: r.deadline_ms,
+                confirm: r.confirm,
+            },
+            Request::Status(_) | Request::Commit(_) => Control::default(),
+        }
+    }
+}
+
+/// When a request that changes the target may still start, and whether the client confirms.
+///
+/// A client that gives up cannot know whether an agent it can no longer hear went on to make the
+/// change. So a request carries its deadline, and the agent never starts switching past it; and
+/// with `confirm`, the agent stops right before the change with a `ready` answer and goes on only
+/// when the client answers `{"op":"commit"}` in time: a client that did not send its commit knows
+/// for certain that nothing changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// `CLOCK_MONOTONIC` time, in milliseconds, after which the agent must not start the change.
+    pub deadline_ms: Option<u64>,
+    /// Answer `ready` before the change and wait for the client's commit.
+    pub confirm: bool,
+}
+
+/// The arguments of a rollback: only its [`Control`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// See [`Control::deadline_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// See [`Control::confirm`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
+}
+
+/// The arguments of a request that takes none: any field is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
 
 /// The arguments of a reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,12 +96,20 @@ pub struct ReloadRequest {
     /// taken earlier, vtables and a library's direct calls keep running the old code.
     #[serde(default)]
     pub got_only: bool,
+    /// See [`Control::deadline_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// See [`Control::confirm`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 /// The agent's answer: exactly one of these per request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
+    /// Everything is checked and loaded in the probe; the change starts on the client's commit.
+    Ready,
     Reload(ReloadReport),
     Rollback(RollbackReport),
     Status(StatusReport),
@@ -71,6 +142,8 @@ pub enum ErrorCode {
     Busy,
     /// A fault inside the agent (a caught panic): the request was abandoned, the target keeps running.
     Internal,
+    /// The request's deadline passed, or its client left, before the change started: nothing changed.
+    Abandoned,
 }
 
 /// An error answer.
@@ -227,6 +300,9 @@ pub struct StatusReport {
     pub generations: Vec<GenerationInfo>,
     /// Modules currently loaded in the process.
     pub modules: usize,
+    /// A reload or rollback is running: this report shows the state it started from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
     /// Coverage of every replaced symbol now: slots bound to its current code (`slots`,
     /// `modules`) and what each of its entries holds.
     #[serde(default)]

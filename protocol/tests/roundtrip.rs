@@ -37,14 +37,18 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        option::of(any::<u64>()),
+        any::<bool>(),
     )
         .prop_map(
-            |(path, replace, dry_run, no_probe, got_only)| ReloadRequest {
+            |(path, replace, dry_run, no_probe, got_only, deadline_ms, confirm)| ReloadRequest {
                 path,
                 replace,
                 dry_run,
                 no_probe,
                 got_only,
+                deadline_ms,
+                confirm,
             },
         )
 }
@@ -52,8 +56,14 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         reload_request().prop_map(Request::Reload),
-        Just(Request::Rollback),
-        Just(Request::Status),
+        (option::of(any::<u64>()), any::<bool>()).prop_map(|(deadline_ms, confirm)| {
+            Request::Rollback(RollbackRequest {
+                deadline_ms,
+                confirm,
+            })
+        }),
+        Just(Request::status()),
+        Just(Request::commit()),
     ]
 }
 
@@ -68,6 +78,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::IncompatibleSymbol),
         Just(ErrorCode::NothingToRollBack),
         Just(ErrorCode::WriteFailed),
+        Just(ErrorCode::Abandoned),
         Just(ErrorCode::Busy),
         Just(ErrorCode::Internal),
     ]
@@ -224,10 +235,14 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
             vec(generation(), 0..3),
             any::<usize>(),
             symbols(),
+            any::<bool>(),
         ),
     )
         .prop_map(
-            |((protocol, agent_version, pid, exe), (generation, generations, modules, symbols))| {
+            |(
+                (protocol, agent_version, pid, exe),
+                (generation, generations, modules, symbols, busy),
+            )| {
                 StatusReport {
                     protocol,
                     agent_version,
@@ -236,6 +251,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                     generation,
                     generations,
                     modules,
+                    busy,
                     symbols,
                 }
             },
@@ -244,6 +260,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
+        Just(Response::Ready),
         reload_report().prop_map(Response::Reload),
         rollback_report().prop_map(Response::Rollback),
         status_report().prop_map(Response::Status),

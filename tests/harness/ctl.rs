@@ -227,6 +227,8 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         dry_run: false,
         no_probe: false,
         got_only: false,
+        deadline_ms: None,
+        confirm: false,
     }
 }
 

@@ -199,7 +199,7 @@ fn chain_and_rollback(cfg: Config) {
             .any(|w| lower.contains(w)),
         "the message should say there is nothing to roll back: {msg}"
     );
-    let resp = raw_request(&t, &Request::Rollback);
+    let resp = raw_request(&t, &Request::rollback());
     expect_error(&resp, &[ErrorCode::NothingToRollBack]);
     assert_foo(&mut t, &V1);
     assert_generation(&t, 0);

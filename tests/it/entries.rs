@@ -321,7 +321,7 @@ fn status_reports_coverage() {
     assert_original_because(add, entry_in(add, "libfoo.so"), "too short");
 
     // The status the raw socket gives is the same document.
-    match raw_request(&t, &Request::Status) {
+    match raw_request(&t, &Request::status()) {
         Response::Status(raw) => assert_eq!(raw.symbols, st.symbols),
         other => panic!("expected a status, got {other:?}"),
     }

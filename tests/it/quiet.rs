@@ -29,7 +29,7 @@ fn agent_is_silent_through_a_normal_cycle() {
     );
     let _ = raw_exchange(&t, b"{\"op\":\"explode\"}\n");
     let _ = raw_exchange(&t, b"not json\n");
-    let _ = raw_request(&t, &Request::Status);
+    let _ = raw_request(&t, &Request::status());
     t.expect("version", 1);
 
     t.finish().assert_clean();

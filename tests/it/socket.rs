@@ -32,7 +32,7 @@ fn healthy(t: &mut Target) {
 fn serving(t: &mut Target) {
     t.assert_alive();
     t.expect("version", 1);
-    match raw_request(t, &Request::Status) {
+    match raw_request(t, &Request::status()) {
         Response::Status(s) => {
             assert_eq!(s.pid, t.pid());
             assert_eq!(s.generation, 0);
@@ -45,7 +45,7 @@ fn serving(t: &mut Target) {
 #[test]
 fn raw_status() {
     let mut t = basic(CFG);
-    match raw_request(&t, &Request::Status) {
+    match raw_request(&t, &Request::status()) {
         Response::Status(s) => {
             assert_eq!(s.protocol, PROTOCOL_VERSION);
             assert_eq!(s.pid, t.pid());
@@ -70,7 +70,7 @@ fn raw_reload_and_rollback() {
         other => panic!("expected a reload report, got {other:?}"),
     }
     t.expect("version", 2);
-    match raw_request(&t, &Request::Rollback) {
+    match raw_request(&t, &Request::rollback()) {
         Response::Rollback(r) => assert_eq!((r.from, r.generation), (1, 0)),
         other => panic!("expected a rollback report, got {other:?}"),
     }
@@ -199,7 +199,7 @@ fn many_clients_at_once() {
             let barrier = barrier.clone();
             std::thread::spawn(move || -> Result<Response, String> {
                 barrier.wait();
-                let reply = raw_exchange(&agent, &encode_line(&Request::Status))
+                let reply = raw_exchange(&agent, &encode_line(&Request::status()))
                     .map_err(|e| format!("client {i}: {e}"))?;
                 let text = String::from_utf8_lossy(&reply);
                 serde_json::from_str(text.trim_end())
@@ -235,12 +235,12 @@ fn vanished_clients_do_not_kill_the_target() {
     // answer fails with EPIPE, which must not raise SIGPIPE in the target.
     for _ in 0..20 {
         let mut c = UnixStream::connect(t.socket_path()).unwrap();
-        c.write_all(&encode_line(&Request::Status)).unwrap();
+        c.write_all(&encode_line(&Request::status())).unwrap();
         drop(c);
     }
     for _ in 0..5 {
         let mut c = UnixStream::connect(t.socket_path()).unwrap();
-        c.write_all(&encode_line(&Request::Rollback)).unwrap();
+        c.write_all(&encode_line(&Request::rollback())).unwrap();
         drop(c);
     }
     healthy(&mut t);
@@ -317,7 +317,7 @@ fn other_uid_is_refused() {
     };
 
     // 1. The agent's own setup.
-    for req in [&Request::Status, &reload_req] {
+    for req in [&Request::status(), &reload_req] {
         let v = as_nobody(&client, &socket, req);
         eprintln!("other_uid_is_refused: as set up: {v}");
         assert!(refused(&v), "nobody was served: {v}");
@@ -327,7 +327,7 @@ fn other_uid_is_refused() {
     // 2. Doors opened: only the agent's peer check stands.
     std::fs::set_permissions(t.socket_dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let v = as_nobody(&client, &socket, &Request::Status);
+    let v = as_nobody(&client, &socket, &Request::status());
     eprintln!("other_uid_is_refused: doors open, status: {v}");
     assert!(
         !v.starts_with("connect-error"),
@@ -390,7 +390,7 @@ fn listener_closed_by_the_program() {
 #[test]
 fn a_client_mid_request_survives_the_stop_of_a_reload() {
     let mut t = basic(CFG);
-    let line = encode_line(&Request::Status);
+    let line = encode_line(&Request::status());
     let (head, tail) = line.split_at(line.len() / 2);
     let mut c = UnixStream::connect(t.socket_path()).unwrap();
     c.write_all(head).unwrap();

@@ -1,44 +1,102 @@
-//! One request line in, one response out. Panics stop here: the target never sees them.
+//! What each request becomes: an answer the I/O thread gives at once, or a job for the worker.
+//! Panics stop here: the target never sees them.
 
-use crate::reload::{Agent, ReloadError};
-use hotagent_protocol::{decode_request, ErrorCode, ErrorReply, Request, Response};
+use super::line;
+use crate::reload::{Agent, Gate, ReloadError};
+use crate::sys::raw;
+use hotagent_protocol::{
+    decode_request, encode_line, Control, ErrorCode, ErrorReply, Request, Response, StatusReport,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
-fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+/// The status as the last reload or rollback left it: what `status` answers while the next one
+/// runs.
+static SNAPSHOT: Mutex<Option<StatusReport>> = Mutex::new(None);
+
+pub enum Route {
+    Answer(Response),
+    /// A reload or rollback: the worker runs it.
+    Job(Request),
+}
+
+pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply {
         code,
         message: message.into(),
     })
 }
 
+/// Decodes a request line and answers it, unless it is work for the worker.
+pub fn route(agent: &Mutex<Agent>, line: &[u8]) -> Route {
+    let req = match decode_request(line) {
+        Ok(r) => r,
+        Err(e) => return Route::Answer(error(ErrorCode::BadRequest, e.to_string())),
+    };
+    match req {
+        Request::Status(_) => Route::Answer(guarded(|| Response::Status(status(agent)))),
+        Request::Commit(_) => Route::Answer(error(
+            ErrorCode::BadRequest,
+            "commit is only the answer to a ready reply of a confirmed reload or rollback",
+        )),
+        // Dry runs too: the probe in them may take seconds.
+        Request::Reload(_) | Request::Rollback(_) => Route::Job(req),
+    }
+}
+
+/// The live status when no reload runs; otherwise the last snapshot, marked busy. Never waits.
+fn status(agent: &Mutex<Agent>) -> StatusReport {
+    let live = match agent.try_lock() {
+        Ok(a) => Some(a.status()),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner().status()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    match live {
+        Some(s) => s,
+        None => {
+            let snap = SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut s = snap.unwrap_or_else(Agent::idle_status);
+            s.busy = true;
+            s
+        }
+    }
+}
+
+/// Runs a reload, dry run or rollback with the agent's lock held, then leaves a snapshot for
+/// `status` to answer from during the next one.
+pub fn run(agent: &Mutex<Agent>, req: &Request, gate: Gate<'_>) -> Response {
+    // A panic in an earlier request poisoned the lock; the state itself stays consistent
+    // (every step that changes it finishes or is undone), so carry on with it.
+    let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+    let resp = match req {
+        Request::Reload(r) => agent
+            .reload(r, gate)
+            .map(Response::Reload)
+            .unwrap_or_else(from_reload),
+        Request::Rollback(_) => agent
+            .rollback(gate)
+            .map(Response::Rollback)
+            .unwrap_or_else(from_reload),
+        Request::Status(_) | Request::Commit(_) => error(ErrorCode::BadRequest, "not a job"),
+    };
+    let snap = agent.status();
+    *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    resp
+}
+
+/// Holds the snapshot's lock across a fork (it is only ever held for a copy), so a forked child
+/// never inherits it locked.
+pub fn snapshot_lock() -> std::sync::MutexGuard<'static, Option<StatusReport>> {
+    SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn from_reload(e: ReloadError) -> Response {
     error(e.code(), e.to_string())
 }
 
-/// Decodes and runs one request against the agent's state.
-pub fn handle_line(agent: &Mutex<Agent>, line: &[u8]) -> Response {
-    let req = match decode_request(line) {
-        Ok(r) => r,
-        Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
-    };
-    let run = AssertUnwindSafe(|| {
-        // A panic in an earlier request poisoned the lock; the state itself stays consistent
-        // (every step that changes it finishes or is undone), so carry on with it.
-        let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
-        match &req {
-            Request::Reload(r) => agent
-                .reload(r)
-                .map(Response::Reload)
-                .unwrap_or_else(from_reload),
-            Request::Rollback => agent
-                .rollback()
-                .map(Response::Rollback)
-                .unwrap_or_else(from_reload),
-            Request::Status => Response::Status(agent.status()),
-        }
-    });
-    match catch_unwind(run) {
+/// Runs `f`, turning a panic into an error answer.
+pub fn guarded(f: impl FnOnce() -> Response) -> Response {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
             let what = p
@@ -52,5 +110,44 @@ pub fn handle_line(agent: &Mutex<Agent>, line: &[u8]) -> Response {
                 format!("internal fault in the agent, request abandoned: {what}"),
             )
         }
+    }
+}
+
+/// The point of no return for a request on connection `fd`: refuses when its deadline passed or
+/// its client left; with `confirm`, answers `ready` and waits for the client's commit until the
+/// deadline (or `wait_ms` when there is none).
+pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
+    let now = raw::monotonic_ms();
+    if let Some(d) = ctl.deadline_ms {
+        if now >= d {
+            return Err(ReloadError::Abandoned(format!(
+                "the request's deadline passed {} ms before the change could start; nothing was changed",
+                now - d
+            )));
+        }
+    }
+    if line::hung_up(fd) {
+        return Err(ReloadError::Abandoned(
+            "the client left before the change started; nothing was changed".into(),
+        ));
+    }
+    if !ctl.confirm {
+        return Ok(());
+    }
+    let until = ctl.deadline_ms.unwrap_or(now + wait_ms);
+    if !line::send_all(fd, &encode_line(&Response::Ready), until) {
+        return Err(ReloadError::Abandoned(
+            "the client did not take the ready answer in time; nothing was changed".into(),
+        ));
+    }
+    match line::read_line(fd, until).map(|l| decode_request(&l)) {
+        Some(Ok(Request::Commit(_))) => Ok(()),
+        Some(_) => Err(ReloadError::Abandoned(
+            "the client answered ready with something other than commit; nothing was changed"
+                .into(),
+        )),
+        None => Err(ReloadError::Abandoned(
+            "the client did not commit before the deadline; nothing was changed".into(),
+        )),
     }
 }

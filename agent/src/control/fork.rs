@@ -1,20 +1,24 @@
 //! Across `fork`: the child gets its own agent, with the state it inherited.
 //!
-//! The agent's lock is taken before the fork (so the child never inherits it held mid-reload)
-//! and released on both sides after. The child then drops the parent's listener and starts its
-//! own thread and socket, named by its own pid.
+//! The prepare handler never waits: a fork the program makes while a reload runs (whose patch
+//! constructor may spin for seconds) must not be held up by us. It takes the agent's lock only
+//! if it is free. A child forked in the middle of a reload inherits a half-made change and a
+//! lock no thread of its own will release, so its agent stays off (one warning line); any other
+//! child closes the parent's descriptors and starts its own agent, named by its own pid.
 
-use super::server;
+use super::{dispatch, server};
 use crate::reload::Agent;
+use hotagent_protocol::StatusReport;
 use std::cell::RefCell;
-use std::sync::{MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::sync::{MutexGuard, Once, TryLockError};
 
-/// How long the prepare handler waits for a reload in progress before forking without the lock.
-const PREPARE_WAIT: Duration = Duration::from_secs(2);
+type Held = (
+    Option<MutexGuard<'static, Agent>>,
+    Option<MutexGuard<'static, Option<StatusReport>>>,
+);
 
 thread_local! {
-    static HELD: RefCell<Option<MutexGuard<'static, Agent>>> = const { RefCell::new(None) };
+    static HELD: RefCell<Held> = const { RefCell::new((None, None)) };
 }
 
 static INSTALL: Once = Once::new();
@@ -33,36 +37,37 @@ extern "C" fn prepare() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let lock = server::agent();
-        let deadline = Instant::now() + PREPARE_WAIT;
-        loop {
-            match lock.try_lock() {
-                Ok(g) => {
-                    HELD.with(|h| *h.borrow_mut() = Some(g));
-                    return;
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    HELD.with(|h| *h.borrow_mut() = Some(p.into_inner()));
-                    return;
-                }
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => return,
-            }
-        }
+        let agent = match server::agent().try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        // Only ever held for a copy, never across a wait: taking it cannot stall the fork.
+        let snapshot = dispatch::snapshot_lock();
+        HELD.with(|h| *h.borrow_mut() = (agent, Some(snapshot)));
     });
 }
 
-fn release() {
-    HELD.with(|h| drop(h.borrow_mut().take()));
+/// Releases what `prepare` took; true if it had the agent's lock.
+fn release() -> bool {
+    HELD.with(|h| {
+        let (agent, snapshot) = std::mem::take(&mut *h.borrow_mut());
+        drop(snapshot);
+        let had = agent.is_some();
+        drop(agent);
+        had
+    })
 }
 
 extern "C" fn parent() {
     if probing() {
         return;
     }
-    let _ = std::panic::catch_unwind(release);
+    let _ = std::panic::catch_unwind(|| {
+        release();
+        // The child may `_exit` without removing its socket: look for leftovers soon.
+        server::want_sweep();
+    });
 }
 
 extern "C" fn child() {
@@ -70,8 +75,14 @@ extern "C" fn child() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        release();
-        server::forget_parent_listener();
-        server::start();
+        let had_lock = release();
+        server::forget_parent();
+        if had_lock {
+            server::start();
+        } else {
+            tracing::warn!(
+                "hotagent is off in this process: it was forked while a reload or rollback was under way"
+            );
+        }
     });
 }

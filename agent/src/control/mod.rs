@@ -1,9 +1,12 @@
-//! The control side: the socket folder, the listener and its one accepting thread, the request
-//! loop, and what happens across `fork`.
+//! The control side: the socket folder, the listener and its I/O thread, the worker that runs
+//! reloads and rollbacks, and what happens across `fork`.
 
 mod dispatch;
+mod fds;
 mod fork;
+mod line;
 mod server;
 mod socket_dir;
+mod worker;
 
 pub use server::start;

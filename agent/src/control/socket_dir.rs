@@ -40,6 +40,11 @@ pub fn prepare(dir: &Path, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// PLACEHOLDER until the sweep lands: removes nothing.
+pub fn sweep_stale(_dir: &Path, _uid: u32) -> usize {
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub enum ReloadError {
     WriteFailed(String),
     #[error("{0}")]
     Internal(String),
+    /// The request's deadline passed or its client left before the change started.
+    #[error("{0}")]
+    Abandoned(String),
 }
 
 impl ReloadError {
@@ -36,6 +39,7 @@ impl ReloadError {
             ReloadError::NothingToRollBack => ErrorCode::NothingToRollBack,
             ReloadError::WriteFailed(_) => ErrorCode::WriteFailed,
             ReloadError::Internal(_) => ErrorCode::Internal,
+            ReloadError::Abandoned(_) => ErrorCode::Abandoned,
         }
     }
 }

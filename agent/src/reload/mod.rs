@@ -30,3 +30,4 @@ pub use check::{check_bytes, PatchFile};
 pub use error::ReloadError;
 pub use plan::{plan_slots, Binding, Plan, Tally};
 pub use state::Agent;
+pub use transaction::Gate;

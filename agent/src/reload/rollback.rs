@@ -5,13 +5,15 @@ use super::error::ReloadError;
 use super::plan::Binding;
 use super::report::report;
 use super::state::{micros, Agent};
+use super::transaction::Gate;
 use super::write::settled_modules;
 use crate::sys::dl;
 use hotagent_protocol::{RollbackReport, SymbolReport};
 use std::time::Instant;
 
 impl Agent {
-    pub fn rollback(&mut self) -> Result<RollbackReport, ReloadError> {
+    /// Rolls back one generation; `gate` is asked right before anything is written.
+    pub fn rollback(&mut self, gate: Gate<'_>) -> Result<RollbackReport, ReloadError> {
         let t0 = Instant::now();
         let Some(gen) = self.generations.last().cloned() else {
             return Err(ReloadError::NothingToRollBack);
@@ -21,6 +23,7 @@ impl Agent {
             .iter()
             .map(|&i| self.binding(i, self.replaced[i].below_top()))
             .collect();
+        gate()?;
         let settled = settled_modules();
         dl::barrier();
         let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;

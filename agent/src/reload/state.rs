@@ -159,6 +159,22 @@ impl Agent {
         self.generations.last().map_or(0, |g| g.number)
     }
 
+    /// The status of an agent that has changed nothing yet, without its lock: what `status`
+    /// answers while the first reload runs.
+    pub fn idle_status() -> StatusReport {
+        StatusReport {
+            protocol: hotagent_protocol::PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: process::pid(),
+            exe: process::exe(),
+            generation: 0,
+            generations: Vec::new(),
+            modules: phdr::snapshot().len(),
+            busy: false,
+            symbols: Vec::new(),
+        }
+    }
+
     pub fn status(&self) -> StatusReport {
         StatusReport {
             protocol: hotagent_protocol::PROTOCOL_VERSION,
@@ -184,6 +200,7 @@ impl Agent {
                 })
                 .collect(),
             modules: phdr::snapshot().len(),
+            busy: false,
             symbols: self.coverage(),
         }
     }

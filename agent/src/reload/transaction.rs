@@ -18,8 +18,19 @@ use std::time::Instant;
 /// How long the throwaway probe load may take.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The point of no return, asked right before a reload or rollback changes the target: it fails
+/// (with [`ReloadError::Abandoned`]) when the request's deadline passed or its client left or did
+/// not confirm, and nothing has changed then.
+pub type Gate<'a> = &'a mut dyn FnMut() -> Result<(), ReloadError>;
+
 impl Agent {
-    pub fn reload(&mut self, req: &ReloadRequest) -> Result<ReloadReport, ReloadError> {
+    /// Reloads as `req` says; `gate` is asked once everything is checked, before the new library
+    /// is loaded into the target (a dry run never asks it).
+    pub fn reload(
+        &mut self,
+        req: &ReloadRequest,
+        gate: Gate<'_>,
+    ) -> Result<ReloadReport, ReloadError> {
         let t0 = Instant::now();
         let mut phases = Phases::default();
         let path = req.path.as_str();
@@ -93,6 +104,11 @@ impl Agent {
             });
         }
 
+        // Its constructors are the first of the patch to run in the target.
+        if let Err(e) = gate() {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
         // Taken before our own dlopen, which waits for any load in progress elsewhere.
         let mut settled = settled_modules();
         let t = Instant::now();

@@ -219,6 +219,7 @@ pub fn drain(fd: i32) {
     let _ = read(fd, &mut buf);
 }
 
+#[allow(dead_code)] // for the stop path
 /// The kernel's view of a signal's handler (`rt_sigaction` with no new action).
 pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
     // The kernel's struct sigaction on x86_64 and aarch64: handler, flags, restorer, mask.
@@ -233,6 +234,7 @@ pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
     Ok(old[0])
 }
 
+#[allow(dead_code)] // for the stop path
 /// This thread's id.
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.
@@ -243,6 +245,31 @@ pub fn gettid() -> i32 {
 pub fn getpid() -> i32 {
     // SAFETY: no arguments.
     unsafe { syscall(libc::SYS_getpid, &[]) }.map_or(0, |t| t as i32)
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall(libc::SYS_geteuid, &[]) }.map_or(u32::MAX, |u| u as u32)
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds: the clock of every request's deadline.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_clock_gettime,
+            &[
+                libc::CLOCK_MONOTONIC as usize,
+                &mut ts as *mut libc::timespec as usize,
+            ],
+        )
+    };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 #[cfg(test)]
@@ -276,5 +303,15 @@ mod tests {
         assert_eq!(getpid() as u32, std::process::id());
         assert!(gettid() > 0);
         assert_eq!(signal_handler(libc::SIGKILL), Ok(0));
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(geteuid(), unsafe { libc::geteuid() });
+        let t = std::time::Instant::now();
+        let a = monotonic_ms();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = monotonic_ms();
+        assert!(
+            b - a >= 19 && b - a <= t.elapsed().as_millis() as u64 + 1,
+            "{a} {b}"
+        );
     }
 }

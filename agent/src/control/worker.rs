@@ -1,0 +1,114 @@
+//! The worker: runs reloads and rollbacks one at a time, each with its client's connection.
+//!
+//! The I/O thread hands over a request with its connection and goes back to serving others. The
+//! worker checks, just before starting and again at the point of no return, that the request's
+//! deadline has not passed and its client is still there (and, when asked, that the client
+//! commits): a request whose client gave up is abandoned, never carried out behind its back.
+
+use super::{dispatch, fds, line, server};
+use crate::sys::{raw, thread};
+use hotagent_protocol::{encode_line, Control, ErrorCode, Request, Response};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+/// Requests waiting for the worker; more are told "busy".
+const MAX_QUEUED: usize = 16;
+/// Without a deadline of its own, a client has this long to take the answer and to commit.
+const IO_TIMEOUT_MS: u64 = 10_000;
+const WORKER_STACK: usize = 2 * 1024 * 1024;
+
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+struct Job {
+    fd: i32,
+    request: Request,
+}
+
+/// The worker's inbox. The worker thread starts with the first job, so an idle target carries
+/// one agent thread only; it stops when the I/O thread does.
+#[derive(Default)]
+pub struct Queue(Option<mpsc::Sender<Job>>);
+
+impl Queue {
+    /// Hands `request` and its connection to the worker, or gives back the answer to send when it
+    /// cannot take more.
+    pub fn submit(&mut self, fd: i32, request: Request) -> Result<(), Box<Response>> {
+        if QUEUED.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
+            QUEUED.fetch_sub(1, Ordering::SeqCst);
+            return Err(Box::new(dispatch::error(
+                ErrorCode::Busy,
+                "the agent has too many reloads and rollbacks waiting; try again",
+            )));
+        }
+        let sent = self.sender().and_then(|tx| {
+            tx.send(Job { fd, request })
+                .map_err(|_| std::io::Error::other("the agent's worker is gone"))
+        });
+        sent.map_err(|e| {
+            QUEUED.fetch_sub(1, Ordering::SeqCst);
+            Box::new(dispatch::error(
+                ErrorCode::Internal,
+                format!("cannot run the request: {e}"),
+            ))
+        })
+    }
+
+    fn sender(&mut self) -> std::io::Result<&mpsc::Sender<Job>> {
+        if self.0.is_none() {
+            self.0 = Some(spawn()?);
+        }
+        Ok(self.0.as_ref().expect("set above"))
+    }
+}
+
+fn spawn() -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    thread::spawn_quiet("hotagent-work", WORKER_STACK, move || {
+        for job in rx {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&job)));
+            fds::close(job.fd);
+            QUEUED.fetch_sub(1, Ordering::SeqCst);
+        }
+    })?;
+    Ok(tx)
+}
+
+/// In a forked child: the parent's queue is not ours.
+pub fn forget_parent() {
+    QUEUED.store(0, Ordering::SeqCst);
+}
+
+fn serve(job: &Job) {
+    let ctl = job.request.control();
+    let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
+    let resp = match &job.request {
+        // A dry run changes nothing: no gate, but no point in running it for nobody either.
+        Request::Reload(r) if r.dry_run => match dispatch::gate(
+            job.fd,
+            Control {
+                confirm: false,
+                ..ctl
+            },
+            0,
+        ) {
+            Ok(()) => {
+                dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut || Ok(())))
+            }
+            Err(e) => dispatch::error(e.code(), e.to_string()),
+        },
+        _ => {
+            let mut g = gate(job.fd);
+            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut g))
+        }
+    };
+    if let Response::Error(e) = &resp {
+        if e.code == ErrorCode::Abandoned {
+            tracing::info!(why = e.message, "request abandoned");
+        }
+    }
+    let until = ctl
+        .deadline_ms
+        .map_or(0, |d| d.saturating_add(IO_TIMEOUT_MS))
+        .max(raw::monotonic_ms() + IO_TIMEOUT_MS);
+    let _ = line::send_all(job.fd, &encode_line(&resp), until);
+}
