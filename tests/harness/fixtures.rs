@@ -399,6 +399,19 @@ static SPECS: &[Spec] = &[
         exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),
         FOO_COMMANDS,
     ),
+    // Liveness: a program that forks (and forks a lot), a patch whose constructor takes its
+    // time, and a patch of libc that cuts every socket call.
+    with_inputs(
+        exe("lively", Lang::C, "lively.c", &["libfoo.so"]),
+        FOO_COMMANDS,
+    ),
+    on_v2("libfoo_slow.so", "libfoo_slow.c"),
+    lib(
+        "libc_lifeline.so",
+        "libc_lifeline.so",
+        Lang::C,
+        "libc_lifeline.c",
+    ),
 ];
 
 fn spec(artifact: &str) -> &'static Spec {

@@ -10,6 +10,7 @@ use super::{dispatch, server};
 use crate::reload::Agent;
 use hotagent_protocol::StatusReport;
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::{MutexGuard, Once, TryLockError};
 
 type Held = (
@@ -18,7 +19,11 @@ type Held = (
 );
 
 thread_local! {
-    static HELD: RefCell<Held> = const { RefCell::new((None, None)) };
+    /// What `prepare` took, until `parent` or `child` gives it back. `ManuallyDrop`, so that the
+    /// thread-local has no destructor: registering one takes the loader's lock
+    /// (`__cxa_thread_atexit_impl`), and a fork during a `dlopen` (a patch constructor that
+    /// takes seconds) would wait for it.
+    static HELD: RefCell<Option<ManuallyDrop<Held>>> = const { RefCell::new(None) };
 }
 
 static INSTALL: Once = Once::new();
@@ -44,14 +49,15 @@ extern "C" fn prepare() {
         };
         // Only ever held for a copy, never across a wait: taking it cannot stall the fork.
         let snapshot = dispatch::snapshot_lock();
-        HELD.with(|h| *h.borrow_mut() = (agent, Some(snapshot)));
+        HELD.with(|h| *h.borrow_mut() = Some(ManuallyDrop::new((agent, Some(snapshot)))));
     });
 }
 
 /// Releases what `prepare` took; true if it had the agent's lock.
 fn release() -> bool {
     HELD.with(|h| {
-        let (agent, snapshot) = std::mem::take(&mut *h.borrow_mut());
+        let held = h.borrow_mut().take().map(ManuallyDrop::into_inner);
+        let (agent, snapshot) = held.unwrap_or((None, None));
         drop(snapshot);
         let had = agent.is_some();
         drop(agent);

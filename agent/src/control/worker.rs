@@ -80,22 +80,28 @@ pub fn forget_parent() {
 
 fn serve(job: &Job) {
     let ctl = job.request.control();
+    // A request that waited in the queue past its deadline, or whose client left meanwhile, is
+    // not worth even the checks.
+    let unchanged = Control {
+        confirm: false,
+        ..ctl
+    };
+    if let Err(e) = dispatch::gate(job.fd, unchanged, 0) {
+        tracing::info!(why = %e, "request abandoned");
+        let resp = dispatch::error(e.code(), e.to_string());
+        let _ = line::send_all(
+            job.fd,
+            &encode_line(&resp),
+            raw::monotonic_ms() + IO_TIMEOUT_MS,
+        );
+        return;
+    }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
     let resp = match &job.request {
-        // A dry run changes nothing: no gate, but no point in running it for nobody either.
-        Request::Reload(r) if r.dry_run => match dispatch::gate(
-            job.fd,
-            Control {
-                confirm: false,
-                ..ctl
-            },
-            0,
-        ) {
-            Ok(()) => {
-                dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut || Ok(())))
-            }
-            Err(e) => dispatch::error(e.code(), e.to_string()),
-        },
+        // A dry run changes nothing: no point of no return.
+        Request::Reload(r) if r.dry_run => {
+            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut || Ok(())))
+        }
         _ => {
             let mut g = gate(job.fd);
             dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut g))
