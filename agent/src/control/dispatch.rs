@@ -8,6 +8,7 @@ use hotagent_protocol::{
     decode_request, encode_line, Control, ErrorCode, ErrorReply, Request, Response, StatusReport,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, TryLockError};
 
 /// The status as the last reload or rollback left it: what `status` answers while the next one
@@ -62,9 +63,25 @@ fn status(agent: &Mutex<Agent>) -> StatusReport {
     }
 }
 
+/// Set while the worker runs a reload, dry run or rollback: the agent's lock is then held for
+/// long, unlike the moment a status takes it.
+static WORKING: AtomicBool = AtomicBool::new(false);
+
+/// Is a reload, dry run or rollback under way?
+pub fn working() -> bool {
+    WORKING.load(Ordering::SeqCst)
+}
+
 /// Runs a reload, dry run or rollback with the agent's lock held, then leaves a snapshot for
 /// `status` to answer from during the next one.
 pub fn run(agent: &Mutex<Agent>, req: &Request, gate: Gate<'_>) -> Response {
+    WORKING.store(true, Ordering::SeqCst);
+    let resp = run_locked(agent, req, gate);
+    WORKING.store(false, Ordering::SeqCst);
+    resp
+}
+
+fn run_locked(agent: &Mutex<Agent>, req: &Request, gate: Gate<'_>) -> Response {
     // A panic in an earlier request poisoned the lock; the state itself stays consistent
     // (every step that changes it finishes or is undone), so carry on with it.
     let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,8 +1,8 @@
 //! Across `fork`: the child gets its own agent, with the state it inherited.
 //!
-//! The prepare handler never waits: a fork the program makes while a reload runs (whose patch
-//! constructor may spin for seconds) must not be held up by us. It takes the agent's lock only
-//! if it is free. A child forked in the middle of a reload inherits a half-made change and a
+//! The prepare handler never waits for a reload: a fork the program makes while one runs (whose
+//! patch constructor may spin for seconds) must not be held up by us. It takes the agent's lock
+//! only if no reload or rollback holds it (a status holds it for a moment). A child forked in the middle of a reload inherits a half-made change and a
 //! lock no thread of its own will release, so its agent stays off (one warning line); any other
 //! child closes the parent's descriptors and starts its own agent, named by its own pid.
 
@@ -12,6 +12,7 @@ use hotagent_protocol::StatusReport;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::sync::{MutexGuard, Once, TryLockError};
+use std::time::{Duration, Instant};
 
 type Held = (
     Option<MutexGuard<'static, Agent>>,
@@ -28,6 +29,9 @@ thread_local! {
 
 static INSTALL: Once = Once::new();
 
+/// The longest a status computation holds the agent's lock, and so the longest a fork waits.
+const STATUS_WAIT: Duration = Duration::from_millis(100);
+
 pub fn install() {
     INSTALL.call_once(|| crate::sys::process::at_fork(prepare, parent, child));
 }
@@ -42,15 +46,27 @@ extern "C" fn prepare() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let agent = match server::agent().try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
+        let agent = take_agent();
         // Only ever held for a copy, never across a wait: taking it cannot stall the fork.
         let snapshot = dispatch::snapshot_lock();
         HELD.with(|h| *h.borrow_mut() = Some(ManuallyDrop::new((agent, Some(snapshot)))));
     });
+}
+
+/// The agent's lock, unless a reload or rollback holds it. A status holds it for a moment only:
+/// that is worth a short wait, or the child would start without an agent.
+fn take_agent() -> Option<MutexGuard<'static, Agent>> {
+    let deadline = Instant::now() + STATUS_WAIT;
+    loop {
+        match server::agent().try_lock() {
+            Ok(g) => return Some(g),
+            Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) if !dispatch::working() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(TryLockError::WouldBlock) => return None,
+        }
+    }
 }
 
 /// Releases what `prepare` took; true if it had the agent's lock.
