@@ -412,6 +412,39 @@ static SPECS: &[Spec] = &[
         Lang::C,
         "libc_lifeline.c",
     ),
+    // The agent's lifeline and aliases: a program whose `wrap_calls` the wrapper patches of libc
+    // find (-rdynamic), and the patches.
+    Spec {
+        flags: &["-rdynamic"],
+        ..with_inputs(
+            exe("lifeline", Lang::C, "lifeline.c", &["libfoo.so"]),
+            FOO_COMMANDS,
+        )
+    },
+    lib(
+        "libsigaction_broken.so",
+        "libsigaction_broken.so",
+        Lang::C,
+        "libsigaction_broken.c",
+    ),
+    lib(
+        "libsigaction_wrap.so",
+        "libsigaction_wrap.so",
+        Lang::C,
+        "libsigaction_wrap.c",
+    ),
+    lib(
+        "libmutex_wrap.so",
+        "libmutex_wrap.so",
+        Lang::C,
+        "libmutex_wrap.c",
+    ),
+    lib(
+        "libmmap_alias.so",
+        "libmmap_alias.so",
+        Lang::C,
+        "libmmap_alias.c",
+    ),
 ];
 
 fn spec(artifact: &str) -> &'static Spec {

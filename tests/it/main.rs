@@ -13,6 +13,7 @@ mod exports;
 mod fixtures_build;
 mod hazards;
 mod liveness;
+mod lifeline;
 mod measure;
 mod probe;
 mod quiet;

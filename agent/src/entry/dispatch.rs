@@ -133,7 +133,9 @@ fn map_pair(window: u64) -> Result<StubPage, String> {
 
 /// Unmapped ranges of the address space, from `/proc/self/maps`.
 fn free_ranges() -> Vec<(u64, u64)> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    // Read with raw system calls: libc's `open` and `read` may be what is being rolled back.
+    let maps = crate::sys::raw::read_file(c"/proc/self/maps").unwrap_or_default();
+    let maps = String::from_utf8_lossy(&maps);
     let mut used: Vec<(u64, u64)> = maps
         .lines()
         .filter_map(|l| {

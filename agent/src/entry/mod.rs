@@ -13,10 +13,9 @@ pub mod arch;
 mod dispatch;
 
 use crate::image::{Layout, Memory};
-use crate::sys::{prot, stop};
+use crate::sys::{prot, raw, stop};
 use arch::JUMP_LEN;
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long threads get to park for one stop.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -427,7 +426,8 @@ impl Entries {
         let mut restored = vec![false; pending.len()];
         prot::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
-        let deadline = Instant::now() + CONFLICT_BUDGET;
+        // The raw clock and sleep: `clock_gettime` and `nanosleep` may be what is rolled back.
+        let deadline = raw::monotonic() + CONFLICT_BUDGET;
         loop {
             let stopped = match stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT) {
                 Ok(s) => s,
@@ -478,10 +478,10 @@ impl Entries {
             pause.rounds += 1;
             pause.longest = pause.longest.max(held);
             pause.threads = pause.threads.max(threads);
-            if pending.iter().all(|p| p.done.is_some()) || Instant::now() >= deadline {
+            if pending.iter().all(|p| p.done.is_some()) || raw::monotonic() >= deadline {
                 return (pause, None);
             }
-            std::thread::sleep(RETRY_PAUSE);
+            raw::sleep(RETRY_PAUSE);
         }
     }
 

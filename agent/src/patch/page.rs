@@ -12,7 +12,7 @@ pub struct PageWriter<'l> {
     page_size: u64,
     /// The page currently opened for writing and the protection to put back.
     open: Option<(u64, Prot)>,
-    proc_mem: Option<std::fs::File>,
+    proc_mem: Option<prot::ProcMem>,
 }
 
 enum Path {

@@ -17,12 +17,23 @@ pub struct PatchSymbol {
     pub mutable: bool,
 }
 
+/// A symbol the patch file needs from elsewhere (an undefined dynamic symbol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchImport {
+    pub name: String,
+    /// The version it asks for (`name@VERSION`), when it asks for one.
+    pub version: Option<String>,
+}
+
 /// What the checks learnt about the patch file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchFile {
     pub soname: Option<String>,
     pub file_name: String,
     pub symbols: Vec<PatchSymbol>,
+    /// What it calls or reads elsewhere: a wrapper's call to an alias of what it replaces
+    /// shows here.
+    pub imports: Vec<PatchImport>,
 }
 
 /// The machine this agent was built for.
@@ -139,6 +150,7 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
         soname: elf.soname.map(str::to_string),
         file_name,
         symbols,
+        imports: imported_symbols(&elf),
     })
 }
 
@@ -206,6 +218,40 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
     out
 }
 
+/// The patch's undefined dynamic symbols, with the version each asks for (from `.gnu.version_r`).
+fn imported_symbols(elf: &Elf<'_>) -> Vec<PatchImport> {
+    use goblin::elf::sym;
+    let mut needed = std::collections::HashMap::new();
+    if let Some(verneed) = &elf.verneed {
+        for need in verneed.iter() {
+            for aux in need.iter() {
+                if let Some(name) = elf.dynstrtab.get_at(aux.vna_name) {
+                    needed.insert(aux.vna_other, name.to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, s) in elf.dynsyms.iter().enumerate() {
+        if s.st_shndx != 0 || !matches!(s.st_bind(), sym::STB_GLOBAL | sym::STB_WEAK) {
+            continue;
+        }
+        let Some(name) = elf.dynstrtab.get_at(s.st_name).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let version = elf
+            .versym
+            .as_ref()
+            .and_then(|vs| vs.get_at(i))
+            .and_then(|v| needed.get(&v.version()).cloned());
+        out.push(PatchImport {
+            name: name.to_string(),
+            version,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +277,14 @@ mod tests {
         );
         let environ = f.symbols.iter().find(|s| s.name == "environ").unwrap();
         assert!(environ.mutable);
+        // libc needs a few things from the loader, versioned.
+        let tls = f
+            .imports
+            .iter()
+            .find(|i| i.name == "__tls_get_addr")
+            .unwrap();
+        assert_eq!(tls.version.as_deref(), Some("GLIBC_2.3"));
+        assert!(!f.imports.iter().any(|i| i.name == "abs"));
     }
 
     #[test]

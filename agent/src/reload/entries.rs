@@ -5,11 +5,13 @@
 //! the current code's own entry, and except while the current generation was loaded `got_only`
 //! (then every entry keeps its bytes). So after a reload older entries jump forward, after a
 //! rollback the entries of the generation left jump back, and at generation 0 every original
-//! entry holds its own bytes again. Never a chain of jumps.
+//! entry holds its own bytes again. Never a chain of jumps. One more exception: an old entry the
+//! current generation's code calls under another name (`alias.rs`) keeps its bytes.
 
+use super::alias::keep_note;
 use super::modules;
 use super::select::{Match, Role};
-use super::state::{micros, Agent, CodeAt};
+use super::state::{micros, Agent, CodeAt, Keep};
 use crate::entry::{Entries, Want};
 use crate::image::Layout;
 use crate::sys::phdr;
@@ -21,10 +23,12 @@ const SHARED: &str =
 const GOT_ONLY: &str = "reloaded with --got-only";
 
 /// What one site should hold, and why it holds its own bytes when it is not current.
-struct SiteWant {
-    addr: u64,
-    want: Want,
-    note: Option<&'static str>,
+pub(super) struct SiteWant {
+    pub(super) addr: u64,
+    /// The (first) replaced symbol it is an entry of.
+    pub(super) symbol: usize,
+    pub(super) want: Want,
+    note: Option<String>,
 }
 
 impl Agent {
@@ -88,7 +92,7 @@ impl Agent {
     }
 
     /// The rule above, site by site; a site shared by symbols that disagree keeps its bytes.
-    fn site_wants(&self) -> Vec<SiteWant> {
+    pub(super) fn site_wants(&self) -> Vec<SiteWant> {
         let mut out: Vec<SiteWant> = Vec::new();
         let mut at: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
         for (symbol, r) in self.replaced.iter().enumerate() {
@@ -100,7 +104,9 @@ impl Agent {
                 let (want, note) = if c.addr == current {
                     (Want::Original, None)
                 } else if r.got_only() {
-                    (Want::Original, Some(GOT_ONLY))
+                    (Want::Original, Some(GOT_ONLY.to_string()))
+                } else if let Some(k) = r.kept(c.addr) {
+                    (Want::Original, Some(keep_note(&r.name, &k.alias)))
                 } else {
                     (
                         Want::Jump {
@@ -118,13 +124,14 @@ impl Agent {
                         at.insert(c.addr, out.len());
                         out.push(SiteWant {
                             addr: c.addr,
+                            symbol,
                             want,
                             note,
                         })
                     }
                     Some(w) if !same_code(w.want, want) => {
                         w.want = Want::Original;
-                        w.note = Some(SHARED);
+                        w.note = Some(SHARED.to_string());
                     }
                     Some(_) => {}
                 }
@@ -136,7 +143,7 @@ impl Agent {
     /// What the entries of each of `symbols` (indices into `replaced`) hold now.
     pub(super) fn entry_reports(&self, symbols: &[usize]) -> Vec<Vec<EntryReport>> {
         // Why a site keeps its bytes on purpose, worked out once for every symbol.
-        let notes: std::collections::HashMap<u64, &'static str> = self
+        let notes: std::collections::HashMap<u64, String> = self
             .site_wants()
             .into_iter()
             .filter_map(|w| Some((w.addr, w.note?)))
@@ -147,10 +154,12 @@ impl Agent {
             .collect()
     }
 
+    /// What each entry really holds: a jump shows as a jump even where it should not be one
+    /// (an entry a failed write left jumping elsewhere), with where it leads and why.
     fn entries_of(
         &self,
         i: usize,
-        notes: &std::collections::HashMap<u64, &'static str>,
+        notes: &std::collections::HashMap<u64, String>,
     ) -> Vec<EntryReport> {
         let r = &self.replaced[i];
         let current = r.current();
@@ -159,20 +168,29 @@ impl Agent {
             .map(|c| {
                 let site = self.entries.get(c.addr);
                 let module = site.map_or_else(|| "?".to_string(), |s| s.label.clone());
-                let (state, reason) = if c.addr == current {
-                    (EntryState::Current, None)
-                } else if self.entries.lands_at(c.addr) == Some(current) {
-                    (EntryState::Jump, None)
-                } else {
-                    let note = notes.get(&c.addr).map(|n| n.to_string());
-                    let reason = note.or_else(|| match site {
-                        None => Some("its module is no longer loaded".to_string()),
-                        Some(s) => s.last_error.clone().or_else(|| s.refusal.clone()),
-                    });
-                    (
-                        EntryState::Original,
-                        Some(reason.unwrap_or_else(|| "not written".to_string())),
-                    )
+                let why_not = || site.and_then(|s| s.last_error.clone());
+                let (state, reason) = match self.entries.lands_at(c.addr) {
+                    Some(to) if to == current => (EntryState::Jump, None),
+                    Some(to) => (
+                        EntryState::Jump,
+                        Some(format!(
+                            "it still jumps to {}, not to the current code{}",
+                            self.code_label(to),
+                            why_not().map(|e| format!(": {e}")).unwrap_or_default()
+                        )),
+                    ),
+                    None if c.addr == current => (EntryState::Current, None),
+                    None => {
+                        let note = notes.get(&c.addr).cloned();
+                        let reason = note.or_else(|| match site {
+                            None => Some("its module is no longer loaded".to_string()),
+                            Some(s) => s.last_error.clone().or_else(|| s.refusal.clone()),
+                        });
+                        (
+                            EntryState::Original,
+                            Some(reason.unwrap_or_else(|| "not written".to_string())),
+                        )
+                    }
                 };
                 EntryReport {
                     module,
@@ -184,24 +202,66 @@ impl Agent {
             .collect()
     }
 
+    /// `libfoo.so#1's code` for the entry of a generation's code, else the address.
+    pub(super) fn code_label(&self, addr: u64) -> String {
+        match self.entries.get(addr) {
+            Some(s) => format!("{}'s code", s.label),
+            None => format!("the code at {addr:#x}"),
+        }
+    }
+
+    /// Entries that hold a jump the current generations do not want: the ones a switch must
+    /// move, and (after it) the ones it could not.
+    pub(super) fn stray_jumps(&self) -> Vec<SiteWant> {
+        self.site_wants()
+            .into_iter()
+            .filter(|w| {
+                let Some(to) = self.entries.lands_at(w.addr) else {
+                    return false;
+                };
+                match w.want {
+                    Want::Original => true,
+                    Want::Jump { target, .. } => to != target,
+                }
+            })
+            .collect()
+    }
+
     /// For a dry run: what each matched function's entries would hold after the reload.
+    /// `keeps` follows `matches`: the entries an alias keeps (see `entry_aliases`).
     pub(super) fn dry_run_entries(
         &mut self,
         module: &Layout,
         matches: &[Match],
         got_only: bool,
+        keeps: &[Vec<Keep>],
     ) -> Vec<Vec<EntryReport>> {
+        let mut kept: Vec<&[Keep]> = Vec::new();
         let code: Vec<Vec<CodeAt>> = matches
             .iter()
-            .filter(|m| m.role != Role::State)
-            .map(|m| match self.find_replaced(module, m) {
-                Some(i) => self.replaced[i].code.clone(),
-                None if m.role == Role::Code => {
-                    let gen0 = self.gen0_of(module, m).unwrap_or(m.old.addr);
-                    vec![CodeAt::of(gen0, m.old.kind, m.old.size)]
+            .zip(
+                keeps
+                    .iter()
+                    .map(Vec::as_slice)
+                    .chain(std::iter::repeat(&[][..])),
+            )
+            .filter(|(m, _)| m.role != Role::State)
+            .map(|(m, keep)| {
+                kept.push(keep);
+                match self.find_replaced(module, m) {
+                    Some(i) => self.replaced[i].code.clone(),
+                    None if m.role == Role::Code => {
+                        let gen0 = self.gen0_of(module, m).unwrap_or(m.old.addr);
+                        vec![CodeAt::of(gen0, m.old.kind, m.old.size)]
+                    }
+                    None => Vec::new(),
                 }
-                None => Vec::new(),
             })
+            .collect();
+        let names: Vec<&str> = matches
+            .iter()
+            .filter(|m| m.role != Role::State)
+            .map(|m| m.old.name.as_str())
             .collect();
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
@@ -219,13 +279,17 @@ impl Agent {
             Entries::stoppable()
         };
         code.iter()
-            .map(|sites| {
+            .zip(kept)
+            .zip(names)
+            .map(|((sites, keep), name)| {
                 sites
                     .iter()
                     .map(|c| {
                         let site = self.entries.get(c.addr);
                         let verdict = if got_only {
                             Err(GOT_ONLY.to_string())
+                        } else if let Some(k) = keep.iter().find(|k| k.site == c.addr) {
+                            Err(keep_note(name, &k.alias))
                         } else {
                             self.entries
                                 .feasible(c.addr)
@@ -259,35 +323,45 @@ fn same_code(a: Want, b: Want) -> bool {
 
 /// One warning per reason some old entries keep their bytes (a `--got-only` generation asked
 /// for that, so it is not warned about): calls that do not go through the GOT still reach them.
+/// And one per reason an entry still jumps to code that is not current.
 pub(super) fn entry_warnings(symbols: &[hotagent_protocol::SymbolReport]) -> Vec<String> {
-    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut by_reason: Vec<(EntryState, &str, Vec<&str>)> = Vec::new();
     for s in symbols {
         for e in &s.entries {
             let Some(why) = e.reason.as_deref() else {
                 continue;
             };
-            if e.state != EntryState::Original || why == GOT_ONLY {
+            if e.state == EntryState::Current || why == GOT_ONLY {
                 continue;
             }
-            match by_reason.iter_mut().find(|(r, _)| *r == why) {
-                Some((_, names)) if names.contains(&s.name.as_str()) => {}
-                Some((_, names)) => names.push(&s.name),
-                None => by_reason.push((why, vec![&s.name])),
+            match by_reason
+                .iter_mut()
+                .find(|(st, r, _)| *st == e.state && *r == why)
+            {
+                Some((_, _, names)) if names.contains(&s.name.as_str()) => {}
+                Some((_, _, names)) => names.push(&s.name),
+                None => by_reason.push((e.state, why, vec![&s.name])),
             }
         }
     }
     by_reason
         .into_iter()
-        .map(|(why, names)| {
+        .map(|(state, why, names)| {
             let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
             let more = match names.len() {
                 n if n > 3 => format!(" and {} more", n - 3),
                 _ => String::new(),
             };
-            format!(
-                "{shown}{more}: old code kept without a jump at its entry (calls that do not go \
-                 through the GOT still run it): {why}"
-            )
+            match state {
+                EntryState::Jump => format!(
+                    "{shown}{more}: an entry leads to code that is not current (calls that do not \
+                     go through the GOT run that code): {why}"
+                ),
+                _ => format!(
+                    "{shown}{more}: old code kept without a jump at its entry (calls that do not \
+                     go through the GOT still run it): {why}"
+                ),
+            }
         })
         .collect()
 }

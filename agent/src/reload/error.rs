@@ -20,6 +20,10 @@ pub enum ReloadError {
     NothingToRollBack,
     #[error("{0}")]
     WriteFailed(String),
+    /// Entries that jump to the code being left could not be rewritten: the switch was refused
+    /// (or undone), so nothing claims a change that did not happen.
+    #[error("{0}")]
+    EntriesUnwritable(String),
     #[error("{0}")]
     Internal(String),
     /// The request's deadline passed or its client left before the change started.
@@ -37,7 +41,9 @@ impl ReloadError {
             ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
             ReloadError::IncompatibleSymbol(_) => ErrorCode::IncompatibleSymbol,
             ReloadError::NothingToRollBack => ErrorCode::NothingToRollBack,
-            ReloadError::WriteFailed(_) => ErrorCode::WriteFailed,
+            ReloadError::WriteFailed(_) | ReloadError::EntriesUnwritable(_) => {
+                ErrorCode::WriteFailed
+            }
             ReloadError::Internal(_) => ErrorCode::Internal,
             ReloadError::Abandoned(_) => ErrorCode::Abandoned,
         }

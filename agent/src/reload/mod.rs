@@ -12,6 +12,7 @@
 //! `sys::probe`, `plan` (which slots), `write` (the locked pass), `rollback`, and `state` (what
 //! the agent remembers between requests).
 
+mod alias;
 mod check;
 mod entries;
 mod error;

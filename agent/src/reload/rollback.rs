@@ -1,12 +1,20 @@
 //! Rollback: every slot and symbol-table entry back to the previous generation's addresses.
+//!
+//! A rollback either happens or is refused: entries that jump into the code being left must be
+//! rewritten (else calls through them keep running it), and that needs the other threads
+//! stopped. When that cannot be done — the program replaced the agent's stop-signal handler, a
+//! thread blocks the signal, the text cannot be written — the rollback is refused before
+//! anything changes. If it fails anyway (the handler replaced between the check and the stop),
+//! it is undone and reported as failed.
 
-use super::entries::entry_warnings;
+use super::entries::{entry_warnings, SiteWant};
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::report::report;
-use super::state::{micros, Agent};
+use super::state::{micros, Agent, Generation, Layer};
 use super::transaction::Gate;
 use super::write::settled_modules;
+use crate::entry::Entries;
 use crate::sys::dl;
 use hotagent_protocol::{RollbackReport, SymbolReport};
 use std::time::Instant;
@@ -23,15 +31,17 @@ impl Agent {
             .iter()
             .map(|&i| self.binding(i, self.replaced[i].below_top()))
             .collect();
+        self.entries_can_follow(&gen)?;
         gate()?;
         let settled = settled_modules();
         dl::barrier();
         let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;
-        for &i in &gen.symbols {
-            self.replaced[i].stack.pop();
-        }
-        self.generations.pop();
+        let layers = self.pop_generation(&gen);
         let (pause, _) = self.converge_entries();
+        let stray = self.stray_jumps();
+        if !stray.is_empty() {
+            return Err(self.undo_rollback(gen, layers, &stray, &settled));
+        }
         let mut symbols: Vec<SymbolReport> = gen
             .symbols
             .iter()
@@ -63,5 +73,118 @@ impl Agent {
             pause,
             warnings,
         })
+    }
+
+    /// The top generation's layers, taken off (in `gen.symbols` order), and the generation.
+    fn pop_generation(&mut self, gen: &Generation) -> Vec<Option<Layer>> {
+        let layers = gen
+            .symbols
+            .iter()
+            .map(|&i| self.replaced[i].stack.pop())
+            .collect();
+        self.generations.pop();
+        layers
+    }
+
+    fn push_generation(&mut self, gen: Generation, layers: Vec<Option<Layer>>) {
+        for (&i, layer) in gen.symbols.iter().zip(layers) {
+            self.replaced[i].stack.extend(layer);
+        }
+        self.generations.push(gen);
+    }
+
+    /// Refuses, before anything changes, a rollback whose entries that jump into the code being
+    /// left could not be rewritten now.
+    fn entries_can_follow(&mut self, gen: &Generation) -> Result<(), ReloadError> {
+        let layers = self.pop_generation(gen);
+        let stray = self.stray_jumps();
+        self.push_generation(gen.clone(), layers);
+        if stray.is_empty() {
+            return Ok(());
+        }
+        let why = Entries::stoppable().err().or_else(|| {
+            stray
+                .iter()
+                .find_map(|w| self.entries.feasible(w.addr).err())
+                .map(|e| format!("its first bytes cannot be written: {e}"))
+        });
+        match why {
+            None => Ok(()),
+            Some(why) => Err(ReloadError::EntriesUnwritable(format!(
+                "cannot roll back generation {n}: {what} must be restored, but {why}; nothing \
+                 was changed: generation {n} still runs",
+                n = gen.number,
+                what = self.describe(&stray),
+            ))),
+        }
+    }
+
+    /// Puts generation `gen` back after its rollback left `stray` entries jumping into it.
+    fn undo_rollback(
+        &mut self,
+        gen: Generation,
+        layers: Vec<Option<Layer>>,
+        stray: &[SiteWant],
+        settled: &[u64],
+    ) -> ReloadError {
+        let what = self.describe(stray);
+        let why = stray
+            .iter()
+            .find_map(|w| self.entries.get(w.addr)?.last_error.clone())
+            .unwrap_or_else(|| "it could not be written".to_string());
+        let n = gen.number;
+        let symbols = gen.symbols.clone();
+        self.push_generation(gen, layers);
+        let bindings: Vec<Binding> = symbols
+            .iter()
+            .map(|&i| self.binding(i, self.replaced[i].current()))
+            .collect();
+        let undone = self.write_locked(&bindings, &symbols, settled);
+        self.converge_entries();
+        let outcome = match undone {
+            Ok(_) if self.stray_jumps().is_empty() => {
+                format!("the rollback was undone: generation {n} still runs")
+            }
+            _ => format!(
+                "undoing it failed too: generation {n} is current but some calls may run other \
+                 code; `hotctl status` shows what each entry holds"
+            ),
+        };
+        tracing::warn!(generation = n, "rollback failed: {what}: {why}");
+        ReloadError::EntriesUnwritable(format!(
+            "rolling back generation {n} failed: {what} could not be restored ({why}); {outcome}"
+        ))
+    }
+
+    /// `the entries of foo, bar (in libfoo.so, jumping to libfoo.so#1's code)`.
+    fn describe(&self, stray: &[SiteWant]) -> String {
+        const SHOWN: usize = 8;
+        let Some(first) = stray.first() else {
+            return "no entry".to_string();
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for w in stray {
+            let n = self.replaced[w.symbol].name.as_str();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let more = match names.len() {
+            n if n > SHOWN => format!(" and {} more", n - SHOWN),
+            _ => String::new(),
+        };
+        let module = self
+            .entries
+            .get(first.addr)
+            .map_or_else(|| "?".to_string(), |s| s.label.clone());
+        let to = self
+            .entries
+            .lands_at(first.addr)
+            .map_or_else(|| "other code".to_string(), |t| self.code_label(t));
+        format!(
+            "the {} of {}{more} (in {module}, jumping to {to})",
+            if stray.len() == 1 { "entry" } else { "entries" },
+            names[..names.len().min(SHOWN)].join(", "),
+        )
     }
 }

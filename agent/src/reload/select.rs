@@ -5,8 +5,14 @@ use super::error::ReloadError;
 use crate::image::Export;
 
 /// Symbols the agent itself cannot live without: switching them would pull the floor from under
-/// the agent (and under every allocation the target already made).
-const NEVER_REPLACED: &[&str] = &[
+/// the agent (and under every allocation the target already made). Their aliases (`__libc_malloc`,
+/// `__mmap`, `mmap64` ...) share their code, so a symbol at the same address is refused too
+/// (`alias.rs`). The reload and rollback writes themselves make raw system calls (`sys::raw`),
+/// so `mprotect`, `open`, `sigaction` or `clock_gettime` no longer carry them; what remains is
+/// what Rust's standard library and the loader call: the allocator, the loader's interface,
+/// `syscall` (std's futex: every lock the agent takes), `__errno_location` (every error std
+/// reads), thread creation (each client's connection is a thread).
+pub(super) const NEVER_REPLACED: &[&str] = &[
     "malloc",
     "free",
     "calloc",
@@ -31,7 +37,15 @@ const NEVER_REPLACED: &[&str] = &[
     "mprotect",
     "mmap",
     "munmap",
+    "mremap",
+    "brk",
+    "sbrk",
     "pthread_atfork",
+    "syscall",
+    "__errno_location",
+    "pthread_create",
+    "clone",
+    "clone3",
 ];
 
 /// What a matched symbol does in the reload.

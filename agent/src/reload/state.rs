@@ -35,11 +35,23 @@ pub(super) struct Replaced {
 }
 
 /// One generation's definition of a replaced symbol.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Layer {
     pub(super) addr: u64,
     /// Reloaded with `got_only`: while this layer is on top, old entries keep their bytes.
     pub(super) got_only: bool,
+    /// Old entries that keep their bytes while this layer is on top, because the new code calls
+    /// them under another name (see `alias.rs`).
+    pub(super) keep: Vec<Keep>,
+}
+
+/// An old entry the new code reaches through an alias: a jump there would send that call back
+/// into the new code, forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Keep {
+    pub(super) site: u64,
+    /// The name the new code calls it by.
+    pub(super) alias: String,
 }
 
 /// A function entry and its size, or why its size is unknown.
@@ -74,6 +86,10 @@ impl Replaced {
     }
     pub(super) fn got_only(&self) -> bool {
         self.stack.last().is_some_and(|l| l.got_only)
+    }
+    /// Why the entry at `site` keeps its bytes under the current generation, if an alias is why.
+    pub(super) fn kept(&self, site: u64) -> Option<&Keep> {
+        self.stack.last()?.keep.iter().find(|k| k.site == site)
     }
     /// The symbol-table writes that make lookups find `target`.
     pub(super) fn symtab_writes(&self, target: u64, now_value: u64, now_info: u8) -> Vec<Write> {
@@ -250,11 +266,12 @@ impl Agent {
             }
         };
         let r = &mut self.replaced[i];
+        let addr = layer.addr;
         r.stack.push(layer);
-        if !r.known.contains(&layer.addr) {
-            r.known.push(layer.addr);
+        if !r.known.contains(&addr) {
+            r.known.push(addr);
             if m.role == Role::Code {
-                r.code.push(CodeAt::of(layer.addr, m.new.kind, m.new.size));
+                r.code.push(CodeAt::of(addr, m.new.kind, m.new.size));
             }
         }
         i

@@ -46,6 +46,7 @@ impl Agent {
             .or_else(|| patch.soname.clone())
             .unwrap_or_else(|| patch.file_name.clone());
         let (module, matches) = self.select_locked(&patch, &want)?;
+        let keeps = self.entry_aliases(&patch, &module, &matches)?;
         phases.check_us = micros(t0);
 
         let t = Instant::now();
@@ -82,7 +83,7 @@ impl Agent {
             phases.plan_us = micros(t);
             let mut symbols = symbol_reports(&matches, &plan);
             let t = Instant::now();
-            let entries = self.dry_run_entries(&module, &matches, req.got_only);
+            let entries = self.dry_run_entries(&module, &matches, req.got_only, &keeps);
             for (s, e) in symbols.iter_mut().zip(entries) {
                 s.entries = e;
             }
@@ -145,7 +146,7 @@ impl Agent {
             .collect::<Result<Vec<u64>, ReloadError>>()?;
         let mut touched = Vec::new();
         let mut state_bindings = Vec::new();
-        for ((m, new_addr), gen0) in matches.iter().zip(&resolved).zip(gen0s) {
+        for (((m, new_addr), gen0), keep) in matches.iter().zip(&resolved).zip(gen0s).zip(keeps) {
             match m.role {
                 Role::State => state_bindings.push((m, *new_addr)),
                 _ => touched.push(self.record(
@@ -154,6 +155,7 @@ impl Agent {
                     Layer {
                         addr: *new_addr,
                         got_only: req.got_only,
+                        keep,
                     },
                     gen0,
                 )),

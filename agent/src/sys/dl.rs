@@ -79,3 +79,8 @@ pub fn default_symbol(name: &str) -> Option<u64> {
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, n.as_ptr()) };
     (!p.is_null()).then_some(p as u64)
 }
+
+/// The global scope (`RTLD_DEFAULT`) as a handle, for versioned look-ups there.
+pub fn default_scope() -> Handle {
+    Handle(libc::RTLD_DEFAULT as usize)
+}

@@ -109,26 +109,7 @@ impl OwnPage {
         } else {
             libc::PROT_READ | libc::PROT_WRITE
         };
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len as usize,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        if p as u64 != addr {
-            // An old kernel that treats the flag as a hint.
-            // SAFETY: `p` is the mapping just created, used by nobody.
-            unsafe { libc::munmap(p, len as usize) };
-            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-        }
+        super::raw::map_anonymous_at(addr, len, prot).map_err(std::io::Error::from_raw_os_error)?;
         Ok(OwnPage { addr, len })
     }
 
@@ -167,7 +148,7 @@ impl OwnPage {
     /// Unmaps a page nothing was ever placed in.
     pub fn discard(self) {
         // SAFETY: our own mapping, never handed out, so nothing references it.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
+        let _ = unsafe { super::raw::munmap(self.addr, self.len) };
     }
 
     /// Makes the page read+execute for good.
@@ -176,7 +157,7 @@ impl OwnPage {
         if r.is_err() {
             // Never executable, so nobody can be running in it.
             // SAFETY: our own mapping, which nothing references yet.
-            unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
+            let _ = unsafe { super::raw::munmap(self.addr, self.len) };
         }
         r.map(|()| self.addr)
     }

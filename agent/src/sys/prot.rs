@@ -1,15 +1,25 @@
 //! Page protection changes, and the `/proc/self/mem` path that writes without changing them.
+//!
+//! These are the write path of reload and rollback: they enter the kernel through `sys::raw`,
+//! never through libc, whose `mprotect`, `pwrite`, `open` or `syscall` a patch may have replaced.
 
+use super::raw;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
-/// The system page size.
+static PAGE_SIZE: AtomicU64 = AtomicU64::new(0);
+
+/// The system page size: asked once (the agent asks at start, before any patch), then cached.
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as u64
-    } else {
-        4096
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions.
+            let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let n = if n > 0 { n as u64 } else { 4096 };
+            PAGE_SIZE.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
     }
 }
 
@@ -17,41 +27,46 @@ pub fn page_size() -> u64 {
 pub fn mprotect(start: u64, len: u64, prot: i32) -> io::Result<()> {
     // SAFETY: changing protection of mapped pages of loaded modules; the caller restores the
     // original protection and never removes read access from a page the target uses.
-    let rc = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    unsafe { raw::mprotect(start, len, prot) }.map_err(io::Error::from_raw_os_error)
 }
 
 /// This process's memory as a file: writes go through the kernel, which allows them on read-only
 /// private mappings (it breaks copy-on-write for us) without touching their protection. Opened
 /// afresh by each user: a descriptor kept across `fork` would write into the parent.
-pub fn open_proc_mem() -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
+#[derive(Debug)]
+pub struct ProcMem(i32);
+
+impl ProcMem {
+    pub fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for ProcMem {
+    fn drop(&mut self) {
+        raw::close(self.0);
+    }
+}
+
+/// Opens `/proc/self/mem` for writing (see `ProcMem`).
+pub fn open_proc_mem() -> io::Result<ProcMem> {
+    raw::open(c"/proc/self/mem", libc::O_RDWR)
+        .map(ProcMem)
+        .map_err(io::Error::from_raw_os_error)
 }
 
 /// Writes `bytes` at `addr` through `/proc/self/mem` (see `open_proc_mem`).
-pub fn write_through_proc_mem(file: &std::fs::File, addr: u64, bytes: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub fn write_through_proc_mem(file: &ProcMem, addr: u64, bytes: &[u8]) -> io::Result<()> {
     poke_proc_mem(file.as_raw_fd(), addr, bytes).map_err(io::Error::from_raw_os_error)
 }
 
 /// `pwrite` of `bytes` at `addr` of `/proc/self/mem` (open as `fd`), reporting the raw errno:
 /// allocates nothing, so it may run while other threads are parked.
-pub fn poke_proc_mem(fd: std::os::fd::RawFd, addr: u64, bytes: &[u8]) -> Result<(), i32> {
-    // SAFETY: `bytes` is a valid buffer for its length; the kernel checks `addr`.
-    let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), addr as libc::off_t) };
-    match n {
-        n if n == bytes.len() as isize => Ok(()),
-        n if n >= 0 => Err(libc::EIO),
-        _ => Err(io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)),
+pub fn poke_proc_mem(fd: i32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    match raw::pwrite(fd, bytes, addr) {
+        Ok(n) if n == bytes.len() => Ok(()),
+        Ok(_) => Err(libc::EIO),
+        Err(e) => Err(e),
     }
 }
 
@@ -63,43 +78,35 @@ pub fn poke_code_mprotect(addr: u64, bytes: &[u8], prot: i32) -> Result<(), i32>
     let end = (addr + bytes.len() as u64 + page - 1) & !(page - 1);
     let len = end - start;
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    if let Err(e) = mprotect(start, len, rwx) {
-        return Err(e.raw_os_error().unwrap_or(libc::EACCES));
-    }
+    // SAFETY: adds write access to code pages of a loaded module for the instant of the write;
+    // read and execute stay, so threads running there are unaffected.
+    unsafe { raw::mprotect(start, len, rwx) }?;
     for (i, b) in bytes.iter().enumerate() {
         // SAFETY: the page was just made writable and belongs to a loaded module that the
         // caller keeps mapped (it holds the loader's list lock).
         unsafe { std::ptr::write_volatile((addr + i as u64) as *mut u8, *b) };
     }
-    mprotect(start, len, prot).map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))
+    // SAFETY: puts back the protection the module's program headers give the page.
+    unsafe { raw::mprotect(start, len, prot) }
 }
 
-const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
-const MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
+const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
+const MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
 /// The process that registered (a forked child must register again), and whether it could.
-static SYNC_CORE_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-static SYNC_CORE_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SYNC_CORE_PID: AtomicI32 = AtomicI32::new(0);
+static SYNC_CORE_OK: AtomicBool = AtomicBool::new(false);
 
 /// Registers this process for `sync_cores`, once. Slow (the kernel waits for an RCU grace
 /// period: the first entry write pays ~10 ms for it), so it is done before threads are stopped,
 /// never while they are — and not at start-up either, where a thread stuck in it delays the exit
 /// of every short-lived program run with the agent by as long.
 pub fn sync_cores_prepare() {
-    use std::sync::atomic::Ordering;
-    let pid = std::process::id();
+    let pid = raw::getpid();
     if SYNC_CORE_PID.load(Ordering::Acquire) == pid {
         return;
     }
-    // SAFETY: membarrier takes plain integer arguments.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
-            0,
-            0,
-        )
-    };
-    SYNC_CORE_OK.store(rc == 0, Ordering::Release);
+    let ok = raw::membarrier(MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0).is_ok();
+    SYNC_CORE_OK.store(ok, Ordering::Release);
     SYNC_CORE_PID.store(pid, Ordering::Release);
 }
 
@@ -107,18 +114,9 @@ pub fn sync_cores_prepare() {
 /// returns to user space, so no core keeps executing code we just rewrote from a stale pipeline.
 /// Without registration (or kernel support) it is left to the serialisation of the signal return.
 pub fn sync_cores() {
-    use std::sync::atomic::Ordering;
     if SYNC_CORE_OK.load(Ordering::Acquire)
-        && SYNC_CORE_PID.load(Ordering::Acquire) == std::process::id()
+        && SYNC_CORE_PID.load(Ordering::Acquire) == raw::getpid()
     {
-        // SAFETY: membarrier takes plain integer arguments.
-        unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE,
-                0,
-                0,
-            )
-        };
+        let _ = raw::membarrier(MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE, 0);
     }
 }

@@ -219,7 +219,6 @@ pub fn drain(fd: i32) {
     let _ = read(fd, &mut buf);
 }
 
-#[allow(dead_code)] // for the stop path
 /// The kernel's view of a signal's handler (`rt_sigaction` with no new action).
 pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
     // The kernel's struct sigaction on x86_64 and aarch64: handler, flags, restorer, mask.
@@ -234,7 +233,6 @@ pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
     Ok(old[0])
 }
 
-#[allow(dead_code)] // for the stop path
 /// This thread's id.
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.
@@ -247,19 +245,75 @@ pub fn getpid() -> i32 {
     unsafe { syscall(libc::SYS_getpid, &[]) }.map_or(0, |t| t as i32)
 }
 
-/// The effective uid.
-pub fn geteuid() -> u32 {
-    // SAFETY: no arguments.
-    unsafe { syscall(libc::SYS_geteuid, &[]) }.map_or(u32::MAX, |u| u as u32)
+// The reload/rollback write path: stopping threads, writing code, mapping stub pages.
+
+/// `tgkill(2)`: signal `sig` (0 only checks that the thread exists) to thread `tid` of `pid`.
+pub fn tgkill(pid: i32, tid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: no memory arguments.
+    unsafe {
+        syscall(
+            libc::SYS_tgkill,
+            &[pid as usize, tid as usize, sig as usize],
+        )
+    }
+    .map(|_| ())
 }
 
-/// `CLOCK_MONOTONIC` in milliseconds: the clock of every request's deadline.
-pub fn monotonic_ms() -> u64 {
+/// Wakes at most `n` threads waiting on `word` (process-private futex).
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: word is a valid, aligned u32 for the duration of the call.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_futex,
+            &[
+                word.as_ptr() as usize,
+                (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize,
+                n as usize,
+            ],
+        )
+    };
+}
+
+/// Sleeps while `*word == seen`, at most `timeout` (`None`: until woken). Returns early on a
+/// signal or a spurious wake: callers loop.
+pub fn futex_wait(
+    word: &core::sync::atomic::AtomicU32,
+    seen: u32,
+    timeout: Option<core::time::Duration>,
+) {
+    let ts = timeout.map(timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(0usize, |t| t as *const libc::timespec as usize);
+    // SAFETY: word is a valid aligned u32; tsp is null or points at ts, alive for the call.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_futex,
+            &[
+                word.as_ptr() as usize,
+                (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
+                seen as usize,
+                tsp,
+            ],
+        )
+    };
+}
+
+fn timespec(d: core::time::Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// `CLOCK_MONOTONIC` as a duration since an arbitrary start: deadlines that no patch of
+/// `clock_gettime` can stretch.
+pub fn monotonic() -> core::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: ts is a valid, writable timespec.
+    // SAFETY: ts is a writable timespec.
     let _ = unsafe {
         syscall(
             libc::SYS_clock_gettime,
@@ -269,7 +323,173 @@ pub fn monotonic_ms() -> u64 {
             ],
         )
     };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+    core::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Sleeps for `d` (a signal may cut it short).
+pub fn sleep(d: core::time::Duration) {
+    let ts = timespec(d);
+    // SAFETY: ts is a valid timespec; no remainder is asked for.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_nanosleep,
+            &[&ts as *const libc::timespec as usize, 0],
+        )
+    };
+}
+
+/// `openat(AT_FDCWD, path, flags | O_CLOEXEC)`.
+pub fn open(path: &core::ffi::CStr, flags: i32) -> Result<i32, Errno> {
+    // No mode argument is passed, so creating files is refused.
+    if flags & libc::O_CREAT != 0 {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: path is NUL-terminated and outlives the call.
+    again(|| unsafe {
+        syscall(
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                (flags | libc::O_CLOEXEC) as usize,
+            ],
+        )
+    })
+    .map(|fd| fd as i32)
+}
+
+/// Reads the file at `path` into `buf` (as much as fits), allocating nothing.
+pub fn read_file_into(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, Errno> {
+    let fd = open(path, libc::O_RDONLY)?;
+    let mut n = 0;
+    let result = loop {
+        match read(fd, &mut buf[n..]) {
+            Ok(0) => break Ok(n),
+            Ok(k) => {
+                n += k;
+                if n == buf.len() {
+                    break Ok(n);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    result
+}
+
+/// Reads the whole file at `path` (a `/proc` file whose size `stat` does not tell).
+pub fn read_file(path: &core::ffi::CStr) -> Result<Vec<u8>, Errno> {
+    let fd = open(path, libc::O_RDONLY)?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let result = loop {
+        match read(fd, &mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    result.map(|()| out)
+}
+
+/// `getdents64(2)` into `buf`: the bytes filled (0 at the end of the directory).
+pub fn getdents64(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is writable for its whole length.
+    again(|| unsafe {
+        syscall(
+            libc::SYS_getdents64,
+            &[fd as usize, buf.as_mut_ptr() as usize, buf.len()],
+        )
+    })
+}
+
+/// `pwrite64(2)`: the bytes written.
+pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+    // SAFETY: buf is readable for its length; the kernel checks the offset.
+    again(|| unsafe {
+        syscall(
+            libc::SYS_pwrite64,
+            &[
+                fd as usize,
+                buf.as_ptr() as usize,
+                buf.len(),
+                offset as usize,
+            ],
+        )
+    })
+}
+
+/// `mprotect(2)`.
+///
+/// # Safety
+/// Taking access away from memory the process uses (or granting it to memory it must not write)
+/// breaks whoever relies on it: the caller knows the range and restores what it changes.
+pub unsafe fn mprotect(addr: u64, len: u64, prot: i32) -> Result<(), Errno> {
+    // SAFETY: forwarded contract; no memory is read or written by the call itself.
+    unsafe {
+        syscall(
+            libc::SYS_mprotect,
+            &[addr as usize, len as usize, prot as usize],
+        )
+    }
+    .map(|_| ())
+}
+
+/// An anonymous private mapping of `len` bytes exactly at `addr`, never replacing anything
+/// (`MAP_FIXED_NOREPLACE`); an old kernel that takes the flag as a hint gets its mapping undone
+/// and `EEXIST`.
+pub fn map_anonymous_at(addr: u64, len: u64, prot: i32) -> Result<u64, Errno> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory in use changes.
+    let p = unsafe {
+        syscall(
+            libc::SYS_mmap,
+            &[
+                addr as usize,
+                len as usize,
+                prot as usize,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as usize,
+                usize::MAX, // fd -1
+                0,
+            ],
+        )
+    }? as u64;
+    if p != addr {
+        // SAFETY: the mapping just made, which nobody knows of.
+        let _ = unsafe { munmap(p, len) };
+        return Err(libc::EEXIST);
+    }
+    Ok(p)
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+/// Nothing may use the range any more.
+pub unsafe fn munmap(addr: u64, len: u64) -> Result<(), Errno> {
+    // SAFETY: forwarded contract.
+    unsafe { syscall(libc::SYS_munmap, &[addr as usize, len as usize]) }.map(|_| ())
+}
+
+/// `membarrier(2)` with a command and flags.
+pub fn membarrier(cmd: i32, flags: u32) -> Result<(), Errno> {
+    // SAFETY: integer arguments only.
+    unsafe { syscall(libc::SYS_membarrier, &[cmd as usize, flags as usize, 0]) }.map(|_| ())
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall(libc::SYS_geteuid, &[]) }.map_or(u32::MAX, |u| u as u32)
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds: the clock of every request's deadline.
+pub fn monotonic_ms() -> u64 {
+    monotonic().as_millis() as u64
 }
 
 #[cfg(test)]
@@ -313,5 +533,36 @@ mod tests {
             b - a >= 19 && b - a <= t.elapsed().as_millis() as u64 + 1,
             "{a} {b}"
         );
+    }
+    #[test]
+    fn files_and_clocks() {
+        let mut buf = [0u8; 4096];
+        let n = read_file_into(c"/proc/self/status", &mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"Name:"));
+        let all = read_file(c"/proc/self/maps").unwrap();
+        assert!(all.len() > 100 && all.contains(&b'\n'));
+        assert_eq!(open(c"/nonexistent/x", libc::O_RDONLY), Err(libc::ENOENT));
+        let a = monotonic();
+        sleep(core::time::Duration::from_millis(2));
+        assert!(monotonic() - a >= core::time::Duration::from_millis(2));
+        assert_eq!(tgkill(getpid(), gettid(), 0), Ok(()));
+    }
+
+    #[test]
+    fn maps_pages() {
+        let page = 4096;
+        // A hint far from anything: the first page of a free 1 GiB-aligned area.
+        let at = 0x3f00_0000_0000u64;
+        let p = map_anonymous_at(at, page, libc::PROT_READ | libc::PROT_WRITE).unwrap();
+        assert_eq!(p, at);
+        assert_eq!(
+            map_anonymous_at(at, page, libc::PROT_READ),
+            Err(libc::EEXIST)
+        );
+        // SAFETY: our own page, used by nobody else.
+        unsafe {
+            mprotect(at, page, libc::PROT_READ).unwrap();
+            munmap(at, page).unwrap();
+        }
     }
 }

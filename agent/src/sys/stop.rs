@@ -7,9 +7,15 @@
 //! must do the same. The signal is chosen once, at start-up, among the real-time signals the
 //! target leaves at their default; the handler stays installed for the life of the process, so a
 //! late signal is never fatal.
+//!
+//! Everything here enters the kernel through `sys::raw`, never through libc: the threads are
+//! stopped to write function entries, and the function being rolled back may be any libc
+//! export (`sigaction`, `syscall`, `clock_gettime`, `open` ...), broken by the patch that
+//! replaced it. Deadlines use the raw monotonic clock for the same reason.
 
+use super::raw;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Threads one stop can hold; a process with more is refused (and the reload falls back).
 pub const MAX_THREADS: usize = 8192;
@@ -57,7 +63,10 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum StopError {
     #[error("no real-time signal was free for stopping threads when the agent started")]
     NoSignal,
-    #[error("the target replaced the agent's handler of signal {0}")]
+    #[error(
+        "the program replaced the agent's stop-signal handler (signal {0}): entries cannot be \
+         written safely"
+    )]
     HandlerReplaced(i32),
     #[error("the process has more than {MAX_THREADS} threads")]
     TooManyThreads,
@@ -113,13 +122,9 @@ fn handler_address() -> libc::sighandler_t {
         as libc::sighandler_t
 }
 
+/// The kernel's view of the handler: libc's `sigaction` may be the very function a patch broke.
 fn current_handler(sig: i32) -> Option<libc::sighandler_t> {
-    // SAFETY: a zeroed sigaction is a valid out-parameter; passing null as the new action only
-    // queries.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        (libc::sigaction(sig, std::ptr::null(), &mut old) == 0).then_some(old.sa_sigaction)
-    }
+    raw::signal_handler(sig).ok()
 }
 
 fn set_handler(sig: i32) -> bool {
@@ -157,10 +162,8 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
         // A late signal from a finished round, or someone else's: nothing to do.
         return;
     }
-    // SAFETY: errno is thread-local and always addressable; restored before returning so the
-    // interrupted code never sees our futex calls' errno.
-    let saved_errno = unsafe { *libc::__errno_location() };
-    let tid = gettid();
+    // Raw system calls leave errno alone: the interrupted code sees its own.
+    let tid = raw::gettid();
     let n = SLOT_COUNT.load(Ordering::Acquire).min(MAX_THREADS);
     if let Some(slot) = SLOTS[..n]
         .iter()
@@ -186,47 +189,15 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
             }
         }
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
-}
-
-fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            n,
-        );
-    }
+    raw::futex_wake(word, n);
 }
 
 /// Sleeps while `*word == seen`, at most `timeout`.
 fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid aligned u32; `ts_ptr` is null or points at a timespec on this
-    // frame that outlives the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            ts_ptr,
-        );
-    }
+    raw::futex_wait(word, seen, timeout);
 }
 
 /// Lists `/proc/self/task` into a buffer allocated beforehand, so it can run while threads are
@@ -249,37 +220,19 @@ impl Tasks {
     /// Fills `self.tids` with every thread but the caller. Allocates nothing.
     fn list(&mut self) -> Result<(), i32> {
         self.tids.clear();
-        let me = gettid();
-        // SAFETY: a NUL-terminated literal path; the descriptor is closed below.
-        let fd = unsafe {
-            libc::open(
-                c"/proc/self/task".as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(errno());
-        }
+        let me = raw::gettid();
+        let fd = raw::open(c"/proc/self/task", libc::O_RDONLY | libc::O_DIRECTORY)?;
         let mut result = Ok(());
         loop {
-            // SAFETY: `buf` is writable for its whole length; `fd` is an open directory.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    fd,
-                    self.buf.as_mut_ptr(),
-                    self.buf.len(),
-                )
+            let n = match raw::getdents64(fd, &mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             };
-            if n < 0 {
-                result = Err(errno());
-                break;
-            }
-            if n == 0 {
-                break;
-            }
             let mut off = 0usize;
-            let n = n as usize;
             // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name NUL-ended.
             while off + 19 < n {
                 let reclen = u16::from_ne_bytes([self.buf[off + 16], self.buf[off + 17]]) as usize;
@@ -299,8 +252,7 @@ impl Tasks {
                 off += reclen;
             }
         }
-        // SAFETY: `fd` was opened above and is closed once.
-        unsafe { libc::close(fd) };
+        raw::close(fd);
         result
     }
 }
@@ -321,15 +273,12 @@ fn parse_tid(name: &[u8]) -> Option<i32> {
     any.then_some(v)
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// Every other thread, parked. Dropping it releases them.
 pub struct Stopped {
     round: u32,
     count: usize,
-    started: Instant,
+    /// `raw::monotonic()` when the threads were signalled.
+    started: Duration,
 }
 
 impl Stopped {
@@ -349,12 +298,12 @@ impl Stopped {
     /// Releases the threads and waits for them to leave the handler; returns how long they
     /// were held.
     pub fn release(self) -> Duration {
-        let held = self.started.elapsed();
+        let held = raw::monotonic().saturating_sub(self.started);
         drop(self);
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        let deadline = raw::monotonic() + LEAVE_TIMEOUT;
         loop {
             let inside = INSIDE.load(Ordering::Acquire);
-            let now = Instant::now();
+            let now = raw::monotonic();
             if inside == 0 || now >= deadline {
                 break;
             }
@@ -396,7 +345,7 @@ pub fn preflight() -> Result<(), StopError> {
 /// while they are created and while they exit (glibc does both), so a blocker gets a short grace
 /// period before it counts.
 fn check_unblocked(tasks: &mut Tasks, sig: i32) -> Result<(), StopError> {
-    let deadline = Instant::now() + BLOCKED_GRACE;
+    let deadline = raw::monotonic() + BLOCKED_GRACE;
     loop {
         tasks
             .list()
@@ -404,10 +353,10 @@ fn check_unblocked(tasks: &mut Tasks, sig: i32) -> Result<(), StopError> {
         let Some(&tid) = tasks.tids.iter().find(|&&tid| blocks(tid, sig)) else {
             return Ok(());
         };
-        if Instant::now() >= deadline {
+        if raw::monotonic() >= deadline {
             return Err(StopError::Blocked { tid, signal: sig });
         }
-        std::thread::sleep(Duration::from_millis(1));
+        raw::sleep(Duration::from_millis(1));
     }
 }
 
@@ -424,7 +373,7 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped, Stop
     }
     SLOT_COUNT.store(0, Ordering::SeqCst);
     ROUND.store(round, Ordering::SeqCst);
-    let started = Instant::now();
+    let started = raw::monotonic();
     // From here until the caller releases: no allocation, no lock.
     let missing = match park_all(tasks, sig, round, started + timeout) {
         Ok(count) => {
@@ -438,7 +387,7 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped, Stop
     };
     release_round(round);
     Err(match missing {
-        Missing::Tid(tid) if std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => {
+        Missing::Tid(tid) if raw::tgkill(raw::getpid(), tid, 0) != Err(libc::ESRCH) => {
             StopError::NoAnswer {
                 tid,
                 signal: sig,
@@ -459,8 +408,8 @@ enum Missing {
 
 /// Signals every listed thread and waits for each to park; lists again until no thread appears
 /// that was not stopped (only a running thread can create one). Allocates nothing.
-fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Instant) -> Result<usize, Missing> {
-    let pid = std::process::id() as i32;
+fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Result<usize, Missing> {
+    let pid = raw::getpid();
     let mut count = 0usize;
     loop {
         let before = count;
@@ -480,10 +429,7 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Instant) -> Resul
             slot.tid.store(tid, Ordering::Release);
             count += 1;
             SLOT_COUNT.store(count, Ordering::Release);
-            // SAFETY: tgkill with our own pid and a tid of ours; the handler is installed.
-            let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-            if rc != 0 {
-                let e = errno();
+            if let Err(e) = raw::tgkill(pid, tid, sig) {
                 if e != libc::ESRCH {
                     return Err(Missing::Os(e));
                 }
@@ -502,14 +448,11 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Instant) -> Resul
             let Some(missing) = missing else { break };
             let tid = missing.tid.load(Ordering::Relaxed);
             // A thread that exits with the signal pending never runs the handler.
-            // SAFETY: signal 0 only checks that the thread exists.
-            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) } != 0
-                && errno() == libc::ESRCH
-            {
+            if raw::tgkill(pid, tid, 0) == Err(libc::ESRCH) {
                 missing.tid.store(-tid, Ordering::Release);
                 continue;
             }
-            let now = Instant::now();
+            let now = raw::monotonic();
             if now >= deadline {
                 return Err(Missing::Tid(tid));
             }
@@ -527,14 +470,29 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Instant) -> Resul
 
 /// Whether thread `tid` blocks `sig` (from its `/proc` status; false when unreadable).
 fn blocks(tid: i32, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+    let mut path = [0u8; 48];
+    let Some(path) = task_status_path(tid, &mut path) else {
         return false;
     };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
+    let mut buf = [0u8; 4096];
+    let Ok(n) = raw::read_file_into(path, &mut buf) else {
+        return false;
+    };
+    buf[..n]
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"SigBlk:"))
+        .and_then(|m| std::str::from_utf8(m).ok())
         .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
         .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
+}
+
+/// `/proc/self/task/TID/status`, NUL-terminated, in `buf`.
+fn task_status_path(tid: i32, buf: &mut [u8; 48]) -> Option<&std::ffi::CStr> {
+    use std::io::Write;
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    write!(w, "/proc/self/task/{tid}/status\0").ok()?;
+    let n = w.position() as usize;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).ok()
 }
 
 #[cfg(test)]
@@ -547,5 +505,16 @@ mod tests {
         assert_eq!(parse_tid(b".\0"), None);
         assert_eq!(parse_tid(b"..\0"), None);
         assert_eq!(parse_tid(b"\0"), None);
+    }
+
+    #[test]
+    fn reads_own_mask() {
+        let mut b = [0u8; 48];
+        assert_eq!(
+            task_status_path(12, &mut b).unwrap().to_bytes(),
+            b"/proc/self/task/12/status"
+        );
+        // No thread of the test harness blocks SIGKILL's bit... nor any bit of a missing thread.
+        assert!(!blocks(i32::MAX, libc::SIGUSR1));
     }
 }
