@@ -125,13 +125,9 @@ pub fn sweep_stale(dir: &Path, uid: u32) -> usize {
             if kind != libc::DT_SOCK && kind != libc::DT_UNKNOWN {
                 continue;
             }
-            match pid_of(name) {
-                Some(pid) if pid != me => {
-                    if remove_if_stale(&folder, pid, uid) {
-                        removed += 1;
-                    }
-                }
-                _ => {}
+            let pid = pid_of(name).filter(|&pid| pid != me);
+            if pid.is_some_and(|pid| remove_if_stale(&folder, pid, uid)) {
+                removed += 1;
             }
         }
     }

@@ -54,7 +54,10 @@ fn refuses_folders_others_may_write() {
             "{text}"
         );
         assert!(listen(&dir, 7, me()).is_err());
-        assert!(!sock(&dir, 7).exists(), "a socket was made in a {mode:o} folder");
+        assert!(
+            !sock(&dir, 7).exists(),
+            "a socket was made in a {mode:o} folder"
+        );
     }
     // Read and search for others are fine: the socket itself is 0600.
     for mode in [0o700, 0o755, 0o711] {

@@ -185,12 +185,7 @@ pub fn unix_socket(nonblocking: bool) -> Result<Fd, Errno> {
         ty |= libc::SOCK_NONBLOCK;
     }
     // SAFETY: no memory arguments.
-    let fd = unsafe {
-        raw::syscall(
-            libc::SYS_socket,
-            &[libc::AF_UNIX as usize, ty as usize, 0],
-        )
-    }?;
+    let fd = unsafe { raw::syscall(libc::SYS_socket, &[libc::AF_UNIX as usize, ty as usize, 0]) }?;
     Ok(Fd(fd as i32))
 }
 
