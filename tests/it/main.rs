@@ -12,6 +12,7 @@ mod entries;
 mod exports;
 mod fixtures_build;
 mod hazards;
+mod impostor;
 mod measure;
 mod probe;
 mod quiet;
