@@ -190,6 +190,15 @@ impl Target {
             target: self.clone(),
             running: process_running(self.pid),
         };
+        if !Path::new("/proc/self/fd").is_dir() {
+            // Without it neither the peer's uids nor the checked folder can be reached.
+            return Err(ExchangeError::Connect {
+                target: self.clone(),
+                source: io::Error::other(
+                    "/proc is not mounted; hotctl needs it to check who listens",
+                ),
+            });
+        }
         let dir = self.socket.parent().unwrap_or(Path::new("/"));
         let folder = match Folder::open(dir) {
             Ok(folder) => folder,

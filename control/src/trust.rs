@@ -65,10 +65,9 @@ pub enum Distrust {
         uids: Uids,
     },
     #[error(
-        "refusing {}: its listener is pid {peer_pid} with uid {peer_uid}, expected pid {pid} \
-         with {} or root",
+        "refusing {}: its listener is pid {peer_pid} with uid {peer_uid}, expected {}",
         path.display(),
-        uids.map_or_else(|| "its uid (but it is not running)".to_string(), |u| u.to_string())
+        expected(*pid, uids)
     )]
     Peer {
         path: PathBuf,
@@ -81,6 +80,14 @@ pub enum Distrust {
     Inspect { path: PathBuf, source: io::Error },
     #[error("cannot identify the listener on {}: {source}", path.display())]
     PeerCred { path: PathBuf, source: io::Error },
+}
+
+/// Who should listen on the socket of `pid`, for messages.
+fn expected(pid: u32, uids: &Option<Uids>) -> String {
+    match uids {
+        Some(uids) => format!("pid {pid} with {uids} or root"),
+        None => format!("pid {pid}, which is not running"),
+    }
 }
 
 impl Distrust {
