@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hotagent_protocol::{encode_line, ErrorReply, Request, Response};
 
+use crate::trust::{self, Distrust, Folder, Uids};
+
 /// A reload stages, checks and loads a library inside the target, which takes a while for a big one.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A rollback writes slots and entries; stopping the threads may take a second of retries.
@@ -79,6 +81,12 @@ pub enum ExchangeError {
     BadReply {
         target: Target,
         source: serde_json::Error,
+    },
+    /// The folder, the socket file or the listener is not what the target's agent would have
+    /// made (see `trust`): nothing was sent.
+    Untrusted {
+        target: Target,
+        why: Distrust,
     },
 }
 
@@ -155,6 +163,9 @@ impl fmt::Display for ExchangeError {
                 "the agent in process {} sent an unreadable answer: {source}",
                 target.pid
             ),
+            ExchangeError::Untrusted { target, why } => {
+                write!(f, "{why}; nothing was sent to process {}", target.pid)
+            }
         }
     }
 }
@@ -203,17 +214,7 @@ impl Target {
     ) -> Result<Response, ExchangeError> {
         let start = std::time::Instant::now();
         let confirm = request.control().confirm;
-        let stream = connect(&self.socket, timeout).map_err(|source| match source.kind() {
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ExchangeError::Stale {
-                target: self.clone(),
-                running: process_running(self.pid),
-            },
-            io::ErrorKind::TimedOut => self.timed_out(timeout, confirm),
-            _ => ExchangeError::Connect {
-                target: self.clone(),
-                source,
-            },
-        })?;
+        let stream = self.connect_checked(timeout, confirm)?;
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(1));
@@ -277,6 +278,65 @@ impl Target {
         })
     }
 
+    /// Connects to the agent after checking its folder and socket file, and checks who listens
+    /// (see `trust`) before anything is sent.
+    fn connect_checked(
+        &self,
+        timeout: Duration,
+        confirm: bool,
+    ) -> Result<UnixStream, ExchangeError> {
+        let untrusted = |why| ExchangeError::Untrusted {
+            target: self.clone(),
+            why,
+        };
+        let stale = || ExchangeError::Stale {
+            target: self.clone(),
+            running: process_running(self.pid),
+        };
+        if !Path::new("/proc/self/fd").is_dir() {
+            // Without it neither the peer's uids nor the checked folder can be reached.
+            return Err(ExchangeError::Connect {
+                target: self.clone(),
+                source: io::Error::other(
+                    "/proc is not mounted; hotctl needs it to check who listens",
+                ),
+            });
+        }
+        let dir = self.socket.parent().unwrap_or(Path::new("/"));
+        let folder = match Folder::open(dir) {
+            Ok(folder) => folder,
+            Err(why) if why.is_missing_folder() => return Err(stale()),
+            Err(why) => return Err(untrusted(why)),
+        };
+        let uids = Uids::of(self.pid);
+        if folder
+            .socket_file(self.pid, uids)
+            .map_err(untrusted)?
+            .is_none()
+        {
+            return Err(stale());
+        }
+        let stream = connect(folder, self.pid, timeout).map_err(|source| match source.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => stale(),
+            io::ErrorKind::TimedOut => self.timed_out(timeout, confirm),
+            _ => ExchangeError::Connect {
+                target: self.clone(),
+                source,
+            },
+        })?;
+        let peer = trust::peer_cred(&stream).map_err(|source| {
+            untrusted(Distrust::PeerCred {
+                path: self.socket.clone(),
+                source,
+            })
+        })?;
+        // Read again now that the listener is known: the process may have started meanwhile,
+        // and a fresh look narrows the window for a reused pid.
+        let uids = Uids::of(self.pid).or(uids);
+        trust::check_peer(&self.socket, self.pid, uids, peer).map_err(untrusted)?;
+        Ok(stream)
+    }
+
     fn receive(
         &self,
         stream: &UnixStream,
@@ -336,13 +396,14 @@ pub fn process_running(pid: u32) -> bool {
 
 /// std offers no connect timeout for Unix sockets, and a blocking connect waits for as long as the
 /// listener's backlog is full (a stopped or wedged target). So the connect runs on a helper thread
-/// that is simply abandoned on timeout: hotctl exits soon after anyway.
-fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+/// that is simply abandoned on timeout: hotctl exits soon after anyway. The thread owns a share
+/// of the folder's descriptor, which its path goes through, so the number cannot be reused
+/// under it.
+fn connect(folder: Folder, pid: u32, timeout: Duration) -> io::Result<UnixStream> {
     let (tx, rx) = mpsc::channel();
-    let path = path.to_owned();
     thread::spawn(move || {
         // The receiver is gone only if we already gave up; nothing to do then.
-        let _ = tx.send(UnixStream::connect(path));
+        let _ = tx.send(folder.connect(pid));
     });
     rx.recv_timeout(timeout)
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
@@ -359,7 +420,7 @@ fn is_timeout(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{fake_agent, status_report};
+    use crate::testing::{fake_agent, foreign_listener, status_report};
     use hotagent_protocol::{socket_path, ErrorCode};
     use std::os::unix::net::UnixListener;
 
@@ -369,7 +430,7 @@ mod tests {
     #[test]
     fn returns_the_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let target = fake_agent(dir.path(), 1234, |_| {
+        let target = fake_agent(dir.path(), |_| {
             Some(Response::Status(status_report(1234, "/bin/x")))
         });
         let answer = target.exchange(&Request::status(), QUICK_TIMEOUT).unwrap();
@@ -380,7 +441,7 @@ mod tests {
     fn the_request_arrives_intact() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel();
-        let target = fake_agent(dir.path(), 1234, move |request| {
+        let target = fake_agent(dir.path(), move |request| {
             tx.send(request).unwrap();
             None
         });
@@ -422,7 +483,7 @@ mod tests {
     #[test]
     fn closed_without_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let target = fake_agent(dir.path(), 1234, |_| None);
+        let target = fake_agent(dir.path(), |_| None);
         let err = target
             .exchange(&Request::status(), QUICK_TIMEOUT)
             .unwrap_err();
@@ -432,10 +493,8 @@ mod tests {
     #[test]
     fn silent_agent_times_out() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = socket_path(dir.path(), 1234);
         // Listening but never accepting: the connect completes through the backlog, then silence.
-        let _listener = UnixListener::bind(&socket).unwrap();
-        let target = Target { pid: 1234, socket };
+        let (_listener, target) = foreign_listener(dir.path());
         let err = target
             .exchange(&Request::status(), Duration::from_millis(200))
             .unwrap_err();
@@ -472,13 +531,11 @@ mod tests {
     #[test]
     fn garbage_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = socket_path(dir.path(), 1234);
-        let listener = UnixListener::bind(&socket).unwrap();
+        let (listener, target) = foreign_listener(dir.path());
         thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             stream.write_all(b"{\"kind\":\"explode\"}\n").unwrap();
         });
-        let target = Target { pid: 1234, socket };
         let err = target
             .exchange(&Request::status(), QUICK_TIMEOUT)
             .unwrap_err();

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use hotagent_protocol::{socket_path, Request, Response, StatusReport, SOCKET_SUFFIX};
 
 use crate::client::{self, ExchangeError, Target, QUICK_TIMEOUT};
+use crate::trust::{Distrust, Folder};
 
 /// The folder the agents of this user put their sockets in, by the rule the agent uses.
 pub fn socket_dir() -> PathBuf {
@@ -37,13 +38,22 @@ pub struct Agent {
 pub struct Scan {
     /// Ordered by pid.
     pub agents: Vec<Agent>,
-    /// Sockets with a listener that gave no usable status answer, and why. Stale sockets (no
-    /// listener) are left out: a crashed target leaves one behind, and that is not news.
+    /// Sockets with a listener that gave no usable status answer, or that hotctl would not talk
+    /// to (see `trust`), and why. Stale sockets (no listener) are left out: a crashed target
+    /// leaves one behind, and that is not news.
     pub unanswered: Vec<(Target, String)>,
+    /// Stale sockets of the invoking user's dead processes, removed on the way.
+    pub removed: usize,
 }
 
-/// Asks every `<pid>.sock` in `dir` for its status. A missing folder simply holds no agents.
+/// Asks every `<pid>.sock` in `dir` for its status. A missing folder simply holds no agents; a
+/// folder that fails the checks of `trust` is an error.
 pub fn scan(dir: &Path) -> Result<Scan> {
+    let folder = match Folder::open(dir) {
+        Ok(folder) => folder,
+        Err(why) if why.is_missing_folder() => return Ok(Scan::default()),
+        Err(why) => return Err(why.into()),
+    };
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Scan::default()),
@@ -75,7 +85,8 @@ pub fn scan(dir: &Path) -> Result<Scan> {
         match probe {
             Probe::Agent(agent) => scan.agents.push(agent),
             Probe::Unanswered(target, why) => scan.unanswered.push((target, why)),
-            Probe::Stale => {}
+            Probe::Stale(pid) => scan.removed += usize::from(folder.remove_if_stale(pid)),
+            Probe::Other => {}
         }
     }
     Ok(scan)
@@ -141,7 +152,10 @@ fn only_agent(dir: &Path) -> Result<Target> {
 enum Probe {
     Agent(Agent),
     Unanswered(Target, String),
-    Stale,
+    /// Nothing listens on the socket of this pid.
+    Stale(u32),
+    /// Not a socket: litter with an agent's name, nothing to talk to.
+    Other,
 }
 
 fn probe(target: Target) -> Probe {
@@ -151,7 +165,11 @@ fn probe(target: Target) -> Probe {
             let why = format!("{:#}", client::unexpected(other, "status"));
             Probe::Unanswered(target, why)
         }
-        Err(ExchangeError::Stale { .. }) => Probe::Stale,
+        Err(ExchangeError::Stale { .. }) => Probe::Stale(target.pid),
+        Err(ExchangeError::Untrusted {
+            why: Distrust::NotASocket { .. },
+            ..
+        }) => Probe::Other,
         Err(err) => Probe::Unanswered(target, err.to_string()),
     }
 }
@@ -203,7 +221,7 @@ mod tests {
     fn finds_the_only_agent() {
         let dir = tempfile::tempdir().unwrap();
         litter(dir.path());
-        let agent = status_agent(dir.path(), 4242, "/usr/bin/app");
+        let agent = status_agent(dir.path(), "/usr/bin/app");
         assert_eq!(target(dir.path(), None).unwrap(), agent);
     }
 
@@ -231,7 +249,7 @@ mod tests {
     #[test]
     fn a_socket_that_refuses_is_mentioned() {
         let dir = tempfile::tempdir().unwrap();
-        fake_agent(dir.path(), 4242, |_| {
+        let agent = fake_agent(dir.path(), |_| {
             Some(Response::Error(ErrorReply {
                 code: ErrorCode::Busy,
                 message: "agent busy".into(),
@@ -239,43 +257,49 @@ mod tests {
         });
         let text = err_text(target(dir.path(), None));
         assert!(text.starts_with("no hotagent process found in "), "{text}");
-        assert!(text.ends_with("4242.sock: agent busy"), "{text}");
+        let tail = format!("{}.sock: agent busy", agent.pid);
+        assert!(text.ends_with(&tail), "{text}");
     }
 
     #[test]
     fn several_found() {
         let dir = tempfile::tempdir().unwrap();
         litter(dir.path());
-        status_agent(dir.path(), 4243, "/usr/bin/b");
-        status_agent(dir.path(), 4242, "/usr/bin/a");
+        let b = status_agent(dir.path(), "/usr/bin/b");
+        let a = status_agent(dir.path(), "/usr/bin/a");
+        let mut found = [(b.pid, "/usr/bin/b"), (a.pid, "/usr/bin/a")];
+        found.sort();
         let text = err_text(target(dir.path(), None));
         assert_eq!(
             text,
             format!(
-                "several hotagent processes found in {}: 4242 (/usr/bin/a), 4243 (/usr/bin/b); pass \
-                 --pid to choose one",
-                dir.path().display()
+                "several hotagent processes found in {}: {} ({}), {} ({}); pass --pid to choose one",
+                dir.path().display(),
+                found[0].0,
+                found[0].1,
+                found[1].0,
+                found[1].1
             )
         );
 
         let scan = scan(dir.path()).unwrap();
         let pids: Vec<u32> = scan.agents.iter().map(|a| a.target.pid).collect();
-        assert_eq!(pids, [4242, 4243]);
-        assert_eq!(scan.agents[0].status.exe, "/usr/bin/a");
+        assert_eq!(pids, [found[0].0, found[1].0]);
+        assert_eq!(scan.agents[0].status.exe, found[0].1);
         assert!(scan.unanswered.is_empty(), "{:?}", scan.unanswered);
     }
 
     #[test]
     fn explicit_pid_skips_discovery() {
         let dir = tempfile::tempdir().unwrap();
-        status_agent(dir.path(), 4242, "/usr/bin/a");
-        status_agent(dir.path(), 4243, "/usr/bin/b");
-        let chosen = target(dir.path(), Some(4243)).unwrap();
+        status_agent(dir.path(), "/usr/bin/a");
+        let b = status_agent(dir.path(), "/usr/bin/b");
+        let chosen = target(dir.path(), Some(b.pid)).unwrap();
         assert_eq!(
             chosen,
             Target {
-                pid: 4243,
-                socket: socket_path(dir.path(), 4243)
+                pid: b.pid,
+                socket: socket_path(dir.path(), b.pid)
             }
         );
     }

@@ -60,6 +60,7 @@ fn human(out: &mut dyn Write, dir: &Path, scan: &Scan) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Target;
     use crate::testing::status_agent;
     use hotagent_protocol::socket_path;
     use std::os::unix::net::UnixListener;
@@ -82,24 +83,25 @@ mod tests {
     #[test]
     fn lists_live_agents_and_skips_stale_sockets() {
         let dir = tempfile::tempdir().unwrap();
-        drop(UnixListener::bind(socket_path(dir.path(), 4_000_000_000)).unwrap());
-        status_agent(dir.path(), 4242, "/usr/bin/a");
-        status_agent(dir.path(), 17, "/usr/bin/b");
+        let stale = socket_path(dir.path(), 4_000_000_000);
+        drop(UnixListener::bind(&stale).unwrap());
+        let b = status_agent(dir.path(), "/usr/bin/b");
+        let a = status_agent(dir.path(), "/usr/bin/a");
+        let mut agents = [(&b, "/usr/bin/b"), (&a, "/usr/bin/a")];
+        agents.sort_by_key(|(t, _)| t.pid);
 
-        assert_eq!(
-            list(dir.path(), false),
-            " PID  GEN  EXE\n  17    0  /usr/bin/b\n4242    0  /usr/bin/a\n"
-        );
+        let width = agents[1].0.pid.to_string().len().max(3);
+        let mut table = format!("{:>width$}  GEN  EXE\n", "PID");
+        for (t, exe) in agents {
+            table.push_str(&format!("{:>width$}    0  {exe}\n", t.pid));
+        }
+        assert_eq!(list(dir.path(), false), table);
+        // The stale socket was ours and its process is gone: the scan removed it.
+        assert!(!stale.exists());
 
         let json: serde_json::Value = serde_json::from_str(&list(dir.path(), true)).unwrap();
-        let socket = |pid| socket_path(dir.path(), pid).to_str().unwrap().to_owned();
-        assert_eq!(
-            json,
-            json!([
-                {"pid": 17, "exe": "/usr/bin/b", "generation": 0, "socket": socket(17)},
-                {"pid": 4242, "exe": "/usr/bin/a", "generation": 0, "socket": socket(4242)},
-            ])
-        );
+        let entry = |(t, exe): (&Target, &str)| json!({"pid": t.pid, "exe": exe, "generation": 0, "socket": t.socket.to_str().unwrap()});
+        assert_eq!(json, json!([entry(agents[0]), entry(agents[1])]));
     }
 
     #[test]

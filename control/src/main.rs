@@ -18,6 +18,7 @@ mod rollback;
 mod status;
 #[cfg(test)]
 mod testing;
+mod trust;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();

@@ -168,12 +168,12 @@ mod tests {
     fn sends_the_request_and_prints_the_bare_report_as_json() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        fake_agent(dir.path(), 4242, move |request| {
+        let agent = fake_agent(dir.path(), move |request| {
             tx.send(request).unwrap();
             Some(Response::Reload(reload_report(true)))
         });
         let global = Global {
-            pid: Some(4242),
+            pid: Some(agent.pid),
             json: true,
             timeout: None,
         };

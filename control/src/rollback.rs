@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn agent_refusal_is_an_agent_error_and_prints_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        fake_agent(dir.path(), 4242, |_| {
+        let agent = fake_agent(dir.path(), |_| {
             let message = "nothing to roll back: generation 0 is current".into();
             Some(Response::Error(ErrorReply {
                 code: ErrorCode::NothingToRollBack,
@@ -83,7 +83,7 @@ mod tests {
         let err = run(
             dir.path(),
             &Global {
-                pid: Some(4242),
+                pid: Some(agent.pid),
                 json: true,
                 timeout: None,
             },
@@ -101,12 +101,12 @@ mod tests {
     #[test]
     fn json_is_the_bare_report() {
         let dir = tempfile::tempdir().unwrap();
-        fake_agent(dir.path(), 4242, |_| Some(Response::Rollback(report())));
+        let agent = fake_agent(dir.path(), |_| Some(Response::Rollback(report())));
         let mut out = Vec::new();
         run(
             dir.path(),
             &Global {
-                pid: Some(4242),
+                pid: Some(agent.pid),
                 json: true,
                 timeout: None,
             },

@@ -1,8 +1,13 @@
 //! Test doubles: a fake agent on a real socket, and canned reports.
 
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use hotagent_protocol::{
@@ -12,15 +17,47 @@ use hotagent_protocol::{
 
 use crate::client::Target;
 
-/// Listens on `<dir>/<pid>.sock` and answers each request with `answer`'s reply, or closes without
-/// one when it returns `None`. The thread lives until the test process ends.
-pub fn fake_agent(
-    dir: &Path,
-    pid: u32,
-    answer: impl Fn(Request) -> Option<Response> + Send + 'static,
-) -> Target {
+/// A socket `<dir>/<pid>.sock` that this process accepts on, while `SO_PEERCRED` names another
+/// process, `pid`, as its listener: a child (`sleep`) calls `listen` again on the socket it
+/// inherited, which makes its credentials the socket's. So each fake agent has a pid of its own,
+/// as hotctl checks. The child dies with the calling thread (the test).
+pub fn foreign_listener(dir: &Path) -> (UnixListener, Target) {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".fake-{}-{n}", std::process::id()));
+    let listener = UnixListener::bind(&tmp).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the hook makes only async-signal-safe system calls (prctl, listen) in the forked
+    // child, on a descriptor it inherited.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::listen(fd, 128) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start sleep");
+    let pid = child.id();
+    thread::spawn(move || child.wait());
     let socket = socket_path(dir, pid);
-    let listener = UnixListener::bind(&socket).unwrap();
+    fs::rename(&tmp, &socket).unwrap();
+    (listener, Target { pid, socket })
+}
+
+/// Serves `listener` as an agent would, one request per connection, answering with `answer`'s
+/// reply, or closing without one when it returns `None`. The thread lives until the test process
+/// ends.
+pub fn serve(
+    listener: UnixListener,
+    answer: impl Fn(Request) -> Option<Response> + Send + 'static,
+) {
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -37,16 +74,27 @@ pub fn fake_agent(
             }
         }
     });
-    Target { pid, socket }
+}
+
+/// A fake agent in `dir` (see [`foreign_listener`]) answering with [`serve`].
+pub fn fake_agent(
+    dir: &Path,
+    answer: impl Fn(Request) -> Option<Response> + Send + 'static,
+) -> Target {
+    let (listener, target) = foreign_listener(dir);
+    serve(listener, answer);
+    target
 }
 
 /// A fake agent that answers status requests only, as discovery expects.
-pub fn status_agent(dir: &Path, pid: u32, exe: &str) -> Target {
-    let report = status_report(pid, exe);
-    fake_agent(dir, pid, move |request| match request {
+pub fn status_agent(dir: &Path, exe: &str) -> Target {
+    let (listener, target) = foreign_listener(dir);
+    let report = status_report(target.pid, exe);
+    serve(listener, move |request| match request {
         Request::Status(_) => Some(Response::Status(report.clone())),
         _ => None,
-    })
+    });
+    target
 }
 
 pub fn status_report(pid: u32, exe: &str) -> StatusReport {

@@ -379,6 +379,8 @@ static SPECS: &[Spec] = &[
     ),
     exe("rust_app", Lang::Rust, "rust_app.rs", &["libfoo.so"]),
     exe("peer_client", Lang::C, "peer_client.c", &[]),
+    // A listener that answers anything with a fake success and records what it was sent.
+    exe("impostor", Lang::C, "impostor.c", &[]),
     // Bad patches of libfoo.so.
     lib("libbad_undef.so", "libfoo.so", Lang::C, "libbad_undef.c"),
     lib("libbad_data.so", "libfoo.so", Lang::C, "libbad_data.c"),

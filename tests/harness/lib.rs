@@ -7,12 +7,14 @@
 //!   line on stdin/stdout.
 //! - [`ctl`]: the real `hotctl`, and raw requests on an agent's socket.
 //! - [`files`]: atomic file replacement and broken-ELF crafting.
+//! - [`users`]: another user (`hotagent-test`), made with `useradd` when needed.
 
 pub mod ctl;
 pub mod files;
 pub mod fixtures;
 pub mod paths;
 pub mod target;
+pub mod users;
 
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
@@ -24,6 +26,7 @@ pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};
 pub use hotagent_protocol as protocol;
 pub use paths::{agent_so, hotctl_bin, repo_root, target_dir};
 pub use target::{wait_for_agent, AgentRef, Finished, HasAgent, Target, DEADLINE};
+pub use users::{is_root, test_user, User};
 
 /// `$NAME` parsed as a `T`; `None` when it is unset or does not parse.
 pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {

@@ -71,10 +71,18 @@ pub struct TargetBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     preload: bool,
+    wait_for_agent: bool,
     socket_dir: Option<PathBuf>,
 }
 
 impl TargetBuilder {
+    /// Preload the agent but expect it to stay off (e.g. it refuses the socket folder): do not
+    /// wait for its socket.
+    pub fn agent_off(mut self) -> Self {
+        self.wait_for_agent = false;
+        self
+    }
+
     /// Use this socket folder (which must exist, owned by us, mode 0700) instead of a fresh one,
     /// e.g. to run several targets in one folder for `hotctl list`.
     pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -172,7 +180,7 @@ impl TargetBuilder {
             stderr_thread: Some(stderr_thread),
             name,
         };
-        if self.preload {
+        if self.preload && self.wait_for_agent {
             let dir = t.dir.clone();
             let r = wait_for_agent(&dir, pid, || t.check_alive());
             if let Err(why) = r {
@@ -240,6 +248,7 @@ impl Target {
             args: Vec::new(),
             env: Vec::new(),
             preload: true,
+            wait_for_agent: true,
             socket_dir: None,
         }
     }

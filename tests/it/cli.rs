@@ -168,3 +168,36 @@ fn bad_command_lines_fail() {
     }
     assert_eq!(status(&t).generation, 0);
 }
+
+/// A forked child that `_exit`s leaves its socket behind (a forking server leaves hundreds a
+/// second); `hotctl list` removes it (the invoking user's socket, no such process, nothing
+/// listening), quietly, and lists the parent alone.
+#[test]
+fn list_removes_sockets_of_exited_children() {
+    let mut t = Target::spawn(CFG.path("forker"));
+    let line = t.cmd("fork");
+    let child: u32 = line
+        .strip_prefix("child ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer to fork: {line:?}"));
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{child}"));
+    let alive = || match proc_dir.exists() {
+        true => Ok(()),
+        false => Err(format!("the forked child {child} is gone")),
+    };
+    wait_for_agent(t.socket_dir(), child, alive).unwrap();
+    // The child leaves through `_exit` and the parent reaps it.
+    t.expect("child quit", "bye");
+    let stale = t.agent_of(child).socket_path();
+    assert!(stale.exists(), "the child's _exit should leave its socket");
+
+    let out = hotctl_in(t.socket_dir(), None, &["list", "--json"]);
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let pids: Vec<&Value> = v.as_array().unwrap().iter().map(|e| &e["pid"]).collect();
+    assert_eq!(pids, [&Value::from(t.pid())], "{out}");
+    assert!(!stale.exists(), "hotctl list left the stale socket");
+    assert!(t.socket_path().exists());
+    t.expect("version", 1);
+}

@@ -47,20 +47,11 @@ pub fn start() {
         );
     }
     let dir = socket_dir::resolve();
-    if let Err(e) = socket_dir::prepare(&dir, process::euid()) {
-        tracing::warn!("hotagent disabled: {e}");
-        return;
-    }
     let path = hotagent_protocol::socket_path(&dir, process::pid());
-    // A socket file with our pid is left over from a dead process that had the same pid.
-    let _ = std::fs::remove_file(&path);
-    let listener = match socket::listen_unix(&path) {
-        Ok(fd) => fd,
+    let listener = match socket_dir::listen(&dir, process::pid(), raw::geteuid()) {
+        Ok(l) => std::os::fd::IntoRawFd::into_raw_fd(l),
         Err(e) => {
-            tracing::warn!(
-                "hotagent disabled: cannot listen on {}: {e}",
-                path.display()
-            );
+            tracing::warn!("hotagent disabled: {e}");
             return;
         }
     };
