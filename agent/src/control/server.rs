@@ -28,7 +28,7 @@ static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 static SOCKET: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
 
 pub(super) fn agent() -> &'static Mutex<Agent> {
-    AGENT.get_or_init(|| Mutex::new(Agent::new(socket_dir::resolve())))
+    AGENT.get_or_init(|| Mutex::new(Agent::new()))
 }
 
 /// Starts the agent in this process: called from the constructor, and in a forked child.
