@@ -7,12 +7,14 @@
 //!   line on stdin/stdout.
 //! - [`ctl`]: the real `hotctl`, and raw requests on an agent's socket.
 //! - [`files`]: atomic file replacement and broken-ELF crafting.
+//! - [`users`]: another user (`hotagent-test`), created when needed.
 
 pub mod ctl;
 pub mod files;
 pub mod fixtures;
 pub mod paths;
 pub mod target;
+pub mod users;
 
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,

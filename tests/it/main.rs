@@ -15,4 +15,5 @@ mod hazards;
 mod measure;
 mod probe;
 mod quiet;
+mod races;
 mod socket;
