@@ -1,4 +1,4 @@
-//! The reload transaction, step by step: check → stage → probe → load → plan/write/verify.
+//! The reload transaction, step by step: stage → check → probe → load → plan/write/verify.
 
 use super::check::{check_staged, PatchFile};
 use super::entries::entry_warnings;
