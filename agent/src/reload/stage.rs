@@ -87,10 +87,11 @@ pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
             errno_text(e)
         ))
     };
-    let name: String = format!("hotagent:{}", crate::image::file_name(path))
-        .chars()
-        .take(200)
-        .collect();
+    // The kernel takes at most 249 bytes of name.
+    let mut name = format!("hotagent:{}", crate::image::file_name(path));
+    while name.len() > 240 {
+        name.pop();
+    }
     let copy = sealed::memfd(&name).map_err(|e| internal("create a memfd", e))?;
     let copied = sealed::copy(&src, &copy, st.size).map_err(|e| unreadable(errno_text(e)))?;
     let grew = sealed::has_byte_at(&src, st.size).map_err(|e| unreadable(errno_text(e)))?;

@@ -97,16 +97,27 @@ pub fn stat(fd: i32) -> Result<FileStat, Errno> {
     })
 }
 
-/// A new, empty memfd that accepts seals, named `name` in `/proc/PID/maps` (`/memfd:NAME`).
+/// `MFD_EXEC` (Linux 6.3): the copy is code to be mapped executable, whatever the system's
+/// `vm.memfd_noexec` default is. Older kernels refuse the unknown flag with `EINVAL`.
+const MFD_EXEC: u32 = 0x0010;
+
+/// A new, empty memfd that accepts seals and may be mapped executable, named `name` in
+/// `/proc/PID/maps` (`/memfd:NAME`).
 pub fn memfd(name: &str) -> Result<Fd, Errno> {
     let c = std::ffi::CString::new(name).map_err(|_| libc::EINVAL)?;
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: c is a NUL-terminated string alive for the call.
-    let fd = unsafe {
-        call(
-            libc::SYS_memfd_create,
-            &[c.as_ptr() as usize, flags as usize],
-        )
+    let create = |flags: u32| {
+        // SAFETY: c is a NUL-terminated string alive for the call.
+        unsafe {
+            call(
+                libc::SYS_memfd_create,
+                &[c.as_ptr() as usize, flags as usize],
+            )
+        }
+    };
+    let fd = match create(flags | MFD_EXEC) {
+        Err(libc::EINVAL) => create(flags),
+        other => other,
     }?;
     Ok(Fd(fd as i32))
 }
