@@ -32,10 +32,15 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
     render::report(out, global.json, &report, human)
 }
 
-/// The agent runs in another working directory, so it must get an absolute path. Nothing more is
-/// checked here: the agent inspects the file and is the one place its problems are reported from.
+/// The agent runs in another working directory, so it must get an absolute path; and it follows
+/// no symbolic link in the path's last part (one swapped in could lead it anywhere), so links are
+/// resolved here, as the user sees the file system (`libfoo.so -> libfoo.so.1.2` is the common
+/// case). Nothing more is checked here: a path that does not resolve is sent as given, made
+/// absolute, and the agent inspects the file and is the one place its problems are reported from.
 fn absolute_path(path: &Path) -> Result<String> {
-    let absolute = if path.is_absolute() {
+    let absolute = if let Ok(real) = std::fs::canonicalize(path) {
+        real
+    } else if path.is_absolute() {
         absolute_in(Path::new("/"), path)
     } else {
         let cwd = env::current_dir().context("cannot resolve PATH: no current directory")?;
@@ -123,6 +128,17 @@ mod tests {
             absolute_path(Path::new("/no/such/file.so")).unwrap(),
             "/no/such/file.so"
         );
+    }
+
+    #[test]
+    fn links_are_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("libfoo.so.1.2");
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("libfoo.so");
+        std::os::unix::fs::symlink("libfoo.so.1.2", &link).unwrap();
+        let want = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(absolute_path(&link).unwrap(), want.to_str().unwrap());
     }
 
     #[test]

@@ -212,6 +212,8 @@ const FOO_COMMANDS: &[&str] = &["foo.h", "cmdloop.h", "foo_commands.h"];
 const SHAPE_PROGRAM: &[&str] = &["shape.h", "cmdloop.h"];
 const DIRECT_H: &[&str] = &["direct.h"];
 const DIRECT_PROGRAM: &[&str] = &["direct.h", "cmdloop.h"];
+const TLS_H: &[&str] = &["tls.h"];
+const TLS_PROGRAM: &[&str] = &["tls.h", "cmdloop.h"];
 /// A library's calls to its own exported functions bind inside it, not through its GOT.
 const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
@@ -396,6 +398,24 @@ static SPECS: &[Spec] = &[
     on_v2("libabort_ctor.so", "libabort_ctor.c"),
     on_v2("libcrash_dtor.so", "libcrash_dtor.c"),
     on_v2("libnoisy_ctor.so", "libnoisy_ctor.c"),
+    // Thread-local state: the same size in v2, grown in libtls_grow (issue 8).
+    with_inputs(lib("libtls.so", "libtls.so", Lang::C, "libtls_v1.c"), TLS_H),
+    with_inputs(
+        lib("libtls_v2.so", "libtls.so", Lang::C, "libtls_v2.c"),
+        TLS_H,
+    ),
+    with_inputs(
+        lib("libtls_v3.so", "libtls.so", Lang::C, "libtls_v3.c"),
+        TLS_H,
+    ),
+    with_inputs(
+        lib("libtls_grow.so", "libtls.so", Lang::C, "libtls_grow.c"),
+        TLS_H,
+    ),
+    with_inputs(exe("tls", Lang::C, "tls.c", &["libtls.so"]), TLS_PROGRAM),
+    // Another user attacking a world-writable folder: the library it plants, and the racer.
+    lib("libevil.so", "libfoo.so", Lang::C, "libevil.c"),
+    exe("racer", Lang::C, "racer.c", &[]),
     // A program that reaps every child (the probe's child included).
     with_inputs(
         exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),

@@ -18,4 +18,5 @@ mod liveness;
 mod measure;
 mod probe;
 mod quiet;
+mod races;
 mod socket;

@@ -33,7 +33,7 @@ static WAKE: AtomicI32 = AtomicI32::new(-1);
 static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn agent() -> &'static Mutex<Agent> {
-    AGENT.get_or_init(|| Mutex::new(Agent::new(socket_dir::resolve())))
+    AGENT.get_or_init(|| Mutex::new(Agent::new()))
 }
 
 /// Starts the agent in this process: called from the constructor, and in a forked child.

@@ -5,6 +5,7 @@ use super::reader::{Image, SYM_SIZE};
 
 const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
+const STT_TLS: u8 = 6;
 const STT_GNU_IFUNC: u8 = 10;
 const STB_GLOBAL: u8 = 1;
 const STB_WEAK: u8 = 2;
@@ -20,6 +21,8 @@ pub enum SymKind {
     /// A GNU indirect function: its value is a resolver that picks the implementation.
     Ifunc,
     Object,
+    /// A thread-local variable: its value is an offset into each thread's block of the module.
+    ThreadLocal,
 }
 
 impl SymKind {
@@ -28,6 +31,7 @@ impl SymKind {
             STT_FUNC => Some(SymKind::Function),
             STT_GNU_IFUNC => Some(SymKind::Ifunc),
             STT_OBJECT => Some(SymKind::Object),
+            STT_TLS => Some(SymKind::ThreadLocal),
             _ => None,
         }
     }

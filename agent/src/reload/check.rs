@@ -4,6 +4,7 @@
 use super::error::ReloadError;
 use super::guard::{self, inside};
 use crate::image::SymKind;
+use crate::sys::sealed::Sealed;
 use goblin::elf::{dynamic, header, program_header as ph, Elf};
 
 /// An exported definition of the patch file.
@@ -34,6 +35,8 @@ pub struct PatchFile {
     /// What it calls or reads elsewhere: a wrapper's call to an alias of what it replaces
     /// shows here.
     pub imports: Vec<PatchImport>,
+    /// Its run path names `$ORIGIN`, which names `/proc/self/fd` for the copy the agent loads.
+    pub origin_in_run_path: bool,
 }
 
 /// The machine this agent was built for.
@@ -45,41 +48,16 @@ const OUR_MACHINE: u16 = header::EM_AARCH64;
 /// Section index of absolute symbols.
 const SHN_ABS: usize = 0xfff1;
 
-/// Patch files larger than this are refused rather than read into the target's memory.
-const MAX_FILE: u64 = 1 << 30;
-
-/// Reads and checks `path`.
-pub fn check_file(path: &str) -> Result<(PatchFile, Vec<u8>), ReloadError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        ReloadError::FileUnreadable(format!("cannot read {path}: {}", io_reason(&e)))
+/// Checks the sealed copy of `path` where it lies: mapped read-only for the checks, unmapped
+/// after. The bytes checked are the bytes `dlopen` will load, and none passes through the heap.
+pub fn check_staged(path: &str, copy: &Sealed) -> Result<PatchFile, ReloadError> {
+    let map = copy.map().map_err(|e| {
+        ReloadError::Internal(format!(
+            "cannot map the private copy of {path} to check it: {}",
+            std::io::Error::from_raw_os_error(e)
+        ))
     })?;
-    if meta.is_dir() {
-        return Err(ReloadError::FileUnreadable(format!(
-            "{path} is a directory, not a shared library"
-        )));
-    }
-    if meta.len() == 0 {
-        return Err(ReloadError::BadElf(format!("{path} is empty")));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(ReloadError::BadElf(format!(
-            "{path} is {} bytes: larger than any shared library we load",
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        ReloadError::FileUnreadable(format!("cannot read {path}: {}", io_reason(&e)))
-    })?;
-    let file = check_bytes(path, &bytes)?;
-    Ok((file, bytes))
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
+    check_bytes(path, map.bytes())
 }
 
 /// Checks the bytes of a patch file named `path` (the name only appears in messages).
@@ -151,6 +129,11 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
         file_name,
         symbols,
         imports: imported_symbols(&elf),
+        origin_in_run_path: elf
+            .runpaths
+            .iter()
+            .chain(&elf.rpaths)
+            .any(|p| p.contains("$ORIGIN") || p.contains("${ORIGIN}")),
     })
 }
 
@@ -212,7 +195,8 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
             version,
             kind,
             size: sym.st_size,
-            mutable: in_writable && !in_relro,
+            // A thread-local variable is per-thread state, wherever its initial image lies.
+            mutable: kind == SymKind::ThreadLocal || (in_writable && !in_relro),
         });
     }
     out

@@ -2,7 +2,7 @@
 
 use super::check::{PatchFile, PatchSymbol};
 use super::error::ReloadError;
-use crate::image::Export;
+use crate::image::{Export, SymKind};
 
 /// Symbols the agent itself cannot live without: switching them would pull the floor from under
 /// the agent (and under every allocation the target already made). Their aliases (`__libc_malloc`,
@@ -68,12 +68,15 @@ pub struct Match {
 }
 
 /// Pairs the patch's exports with the module's; refuses kind changes and resized variables.
+/// Thread-local variables are compared but not switched: the warnings name the ones the new
+/// library keeps a copy of its own.
 pub fn select(
     patch: &PatchFile,
     module: &str,
     exports: &[Export],
-) -> Result<Vec<Match>, ReloadError> {
+) -> Result<(Vec<Match>, Vec<String>), ReloadError> {
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     for new in &patch.symbols {
         // An unversioned patch symbol replaces the default version; a versioned one, that version.
         let old = exports.iter().find(|e| {
@@ -92,6 +95,10 @@ pub fn select(
                 "refusing to replace {} of {module}: the agent and the target's existing allocations depend on it",
                 new.name
             )));
+        }
+        if old.kind == SymKind::ThreadLocal || new.kind == SymKind::ThreadLocal {
+            warnings.push(thread_local(old, new, module)?);
+            continue;
         }
         let role = match (old.kind.is_code(), new.kind.is_code()) {
             (true, true) => Role::Code,
@@ -134,5 +141,31 @@ pub fn select(
             "the new library exports no function or read-only data that {module} exports{detail}: nothing to replace"
         )));
     }
-    Ok(out)
+    Ok((out, warnings))
+}
+
+/// A thread-local variable both versions export: refused if it changed kind or size (every
+/// thread's block was laid out for the old size, and the new code's references bind to it);
+/// else the warning that the new library has its own copy too.
+fn thread_local(old: &Export, new: &PatchSymbol, module: &str) -> Result<String, ReloadError> {
+    let name = &new.name;
+    if old.kind != new.kind {
+        let (was, is) = if old.kind == SymKind::ThreadLocal {
+            ("a thread-local variable", "not thread-local")
+        } else {
+            ("not thread-local", "a thread-local variable")
+        };
+        return Err(ReloadError::IncompatibleSymbol(format!(
+            "{name} is {was} in {module} but {is} in the new library"
+        )));
+    }
+    if old.size != new.size {
+        return Err(ReloadError::IncompatibleSymbol(format!(
+            "thread-local variable {name} changed size ({} bytes in {module}, {} in the new library): every thread's block holds the old size, so the new code would write past it",
+            old.size, new.size
+        )));
+    }
+    Ok(format!(
+        "thread-local variable {name}: the new library reaches {module}'s per-thread copy through the dynamic symbol (state kept), but has one of its own that starts fresh in every thread: code that reaches {name} directly (a hidden alias, -Bsymbolic, the initial- or local-exec model) uses that one"
+    ))
 }

@@ -1,56 +1,127 @@
-//! Staging: a private copy of the checked bytes under a name no loaded module has.
+//! Staging: the patch file opened once, its bytes copied inside the kernel into a sealed memfd,
+//! which is what the checks read and what `dlopen` loads (as `/proc/self/fd/N`).
 //!
-//! `dlopen` hands back the existing module for a path (or file) already loaded, so every
-//! generation needs its own file. The copy goes next to the original when that folder is writable,
-//! so `$ORIGIN` in the patch's run path still finds its neighbours; otherwise into the agent's own
-//! folder. The copy is unlinked as soon as it is loaded: the mapping stays valid, and no file is
-//! left behind. Loading the very bytes that were checked also closes the window in which the file
-//! could change between check and load.
+//! Why not a file on disk: a copy written next to the patch has a name, and another user who can
+//! write that folder (world-writable, not sticky) could rename their own library over it between
+//! our write and our `dlopen` — their constructor would then run inside the target, as its user.
+//! A memfd has no name in any folder, and its seals (no write, no shrink, no grow, no more seals)
+//! fix its bytes once checked. A target that dropped its privileges can stage too: it needs no
+//! folder it may write.
+//!
+//! The path is opened once, without following a symbolic link in its last component and without
+//! blocking, and what was opened is checked: only a regular file is copied (a FIFO would block
+//! the read forever, a device like `/dev/zero` never ends), at most [`MAX_FILE`] bytes, and a
+//! file that grows or shrinks while it is copied is refused. The bytes never pass through the
+//! target's heap.
+//!
+//! `dlopen` hands back the module already loaded under a name, so each generation's memfd stays
+//! open for the life of the process (its number, and so its name, stays taken), and a number that
+//! some loaded module already carries (a program may close descriptors it did not open, and the
+//! number be reused) is exchanged for a fresh one first.
+//!
+//! A limit: `$ORIGIN` in the patch's run path now names `/proc/self/fd`, not the patch's folder.
+//! Dependencies the target already loaded are found by their soname as before; a new one must be
+//! on the default search path (or an absolute run path). The reload warns when a patch uses it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use super::error::ReloadError;
+use crate::sys::sealed::{self, Sealed};
 
-/// Writes `bytes` to a fresh file and returns its path.
-pub fn stage(
-    original: &str,
-    bytes: &[u8],
-    fallback_dir: &Path,
-    pid: u32,
-    seq: u64,
-) -> std::io::Result<PathBuf> {
-    let orig = Path::new(original);
-    let name = orig
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "patch.so".into());
-    let staged_name = format!(".{name}.hotagent-{pid}-{seq}");
-    let beside = orig.parent().map(|d| d.join(&staged_name));
-    let mut last_err = None;
-    for candidate in beside
-        .into_iter()
-        .chain(std::iter::once(fallback_dir.join(&staged_name)))
-    {
-        match write_new(&candidate, bytes) {
-            Ok(()) => return Ok(candidate),
-            Err(e) => last_err = Some(e),
-        }
+/// Patch files larger than this are refused.
+pub const MAX_FILE: u64 = 1 << 30;
+
+/// How many descriptor numbers to try for a copy whose name a loaded module already has.
+const RENUMBER_TRIES: usize = 64;
+
+fn errno_text(e: i32) -> String {
+    match e {
+        libc::ENOENT => "no such file".to_string(),
+        libc::EACCES | libc::EPERM => "permission denied".to_string(),
+        _ => std::io::Error::from_raw_os_error(e).to_string(),
     }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("no folder to stage the library in")))
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o700)
-        .open(path)?;
-    // No fsync: the loader reads the copy through the page cache, and it is unlinked right after.
-    let res = f.write_all(bytes);
-    if res.is_err() {
-        let _ = std::fs::remove_file(path);
+/// What a file that is not a regular file is, for the message that refuses it.
+fn what_it_is(format: u32) -> &'static str {
+    match format {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO (named pipe)",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        _ => "not a regular file",
     }
-    res
+}
+
+/// Opens `path` once and copies it into a sealed memfd.
+pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
+    let unreadable =
+        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
+    let src = sealed::open_nofollow(path).map_err(|e| match e {
+        libc::ELOOP => ReloadError::FileUnreadable(format!(
+            "{path} is a symbolic link: the agent follows no link in the last part of the path it is sent (hotctl sends the resolved path); name the file itself"
+        )),
+        libc::ENXIO => ReloadError::FileUnreadable(format!(
+            "{path} is a socket or a device with nothing behind it, not a shared library"
+        )),
+        e => unreadable(errno_text(e)),
+    })?;
+    let st = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
+    if !st.is_regular() {
+        return Err(ReloadError::FileUnreadable(format!(
+            "{path} is {}, not a shared library: only regular files are loaded",
+            what_it_is(st.format)
+        )));
+    }
+    if st.size == 0 {
+        return Err(ReloadError::BadElf(format!("{path} is empty")));
+    }
+    if st.size > MAX_FILE {
+        return Err(ReloadError::BadElf(format!(
+            "{path} is {} bytes: larger than any shared library we load (at most {MAX_FILE})",
+            st.size
+        )));
+    }
+    let internal = |what: &str, e: i32| {
+        ReloadError::Internal(format!(
+            "cannot {what} for a private copy of {path}: {}",
+            errno_text(e)
+        ))
+    };
+    // The kernel takes at most 249 bytes of name.
+    let mut name = format!("hotagent:{}", crate::image::file_name(path));
+    while name.len() > 240 {
+        name.pop();
+    }
+    let copy = sealed::memfd(&name).map_err(|e| internal("create a memfd", e))?;
+    let copied = sealed::copy(&src, &copy, st.size).map_err(|e| unreadable(errno_text(e)))?;
+    let grew = sealed::has_byte_at(&src, st.size).map_err(|e| unreadable(errno_text(e)))?;
+    let now = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
+    if copied != st.size || grew || now.size != st.size {
+        return Err(ReloadError::FileUnreadable(format!(
+            "{path} changed size while it was copied (it had {} bytes when opened): is it still being written? Nothing was loaded",
+            st.size
+        )));
+    }
+    sealed::seal(copy, st.size).map_err(|(_, e)| internal("seal a memfd", e))
+}
+
+/// Makes sure no loaded module carries `copy`'s name yet (`taken` says whether one does): the
+/// loader would hand that module back instead of loading the copy.
+pub fn fresh_name(copy: &mut Sealed, taken: impl Fn(&str) -> bool) -> Result<(), ReloadError> {
+    for _ in 0..RENUMBER_TRIES {
+        if !taken(&copy.path()) {
+            return Ok(());
+        }
+        copy.renumber().map_err(|e| {
+            ReloadError::Internal(format!(
+                "cannot move the private copy to a fresh descriptor: {}",
+                errno_text(e)
+            ))
+        })?;
+    }
+    Err(ReloadError::Internal(format!(
+        "no fresh descriptor number for the private copy after {RENUMBER_TRIES} tries: loaded modules carry them all"
+    )))
 }
 
 #[cfg(test)]
@@ -58,22 +129,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stages_beside_or_in_fallback() {
+    fn copies_a_regular_file_and_refuses_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let orig = dir.path().join("libfoo.so");
-        let p = stage(
-            orig.to_str().unwrap(),
-            b"abc",
-            Path::new("/nonexistent"),
-            1,
-            2,
-        )
-        .unwrap();
-        assert_eq!(p, dir.path().join(".libfoo.so.hotagent-1-2"));
-        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
-        // Same sequence number again: the name is taken, so the fallback folder is used.
-        let fb = tempfile::tempdir().unwrap();
-        let q = stage(orig.to_str().unwrap(), b"x", fb.path(), 1, 2).unwrap();
-        assert_eq!(q, fb.path().join(".libfoo.so.hotagent-1-2"));
+        let lib = dir.path().join("libx.so");
+        std::fs::write(&lib, b"\x7fELF and more").unwrap();
+        let copy = stage(lib.to_str().unwrap()).unwrap();
+        assert_eq!(copy.map().unwrap().bytes(), b"\x7fELF and more");
+        assert!(copy.path().starts_with("/proc/self/fd/"));
+
+        let err = |p: &str| stage(p).unwrap_err().to_string();
+        assert!(err("/dev/zero").contains("is a character device"));
+        assert!(err(dir.path().to_str().unwrap()).contains("is a directory"));
+        let link = dir.path().join("link.so");
+        std::os::unix::fs::symlink(&lib, &link).unwrap();
+        assert!(err(link.to_str().unwrap()).contains("is a symbolic link"));
+        let fifo = dir.path().join("fifo.so");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert!(err(fifo.to_str().unwrap()).contains("is a FIFO"));
+        let empty = dir.path().join("empty.so");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(err(empty.to_str().unwrap()).contains("is empty"));
+        assert!(err("/nonexistent/libx.so").contains("no such file"));
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_fresh_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libx.so");
+        std::fs::write(&lib, b"x").unwrap();
+        let mut copy = stage(lib.to_str().unwrap()).unwrap();
+        let first = copy.path();
+        fresh_name(&mut copy, |n| n == first).unwrap();
+        assert_ne!(copy.path(), first);
+        assert_eq!(std::fs::read(copy.path()).unwrap(), b"x");
+        let err = fresh_name(&mut copy, |_| true).unwrap_err();
+        assert!(err.to_string().contains("no fresh descriptor"), "{err}");
     }
 }

@@ -8,7 +8,6 @@ use crate::image::{as_plain_function, Layout, SymKind};
 use crate::patch::{Width, Write};
 use crate::sys::{dl, phdr, process, prot};
 use hotagent_protocol::{GenerationInfo, StatusReport, SymbolReport};
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// One symbol of an original module that some generation replaced.
@@ -124,7 +123,9 @@ impl Replaced {
 /// A library a reload loaded.
 #[derive(Debug, Clone)]
 pub(super) struct StagedLib {
+    /// `/proc/self/fd/N`: the sealed copy it was loaded from, kept open.
     pub(super) path: String,
+    pub(super) handle: dl::Handle,
     pub(super) generation: u32,
     pub(super) file_name: String,
 }
@@ -148,8 +149,6 @@ pub struct Agent {
     pub(super) replaced: Vec<Replaced>,
     /// Every library loaded by a reload (they stay loaded), oldest first.
     pub(super) staged: Vec<StagedLib>,
-    pub(super) seq: u64,
-    pub(super) stage_dir: PathBuf,
     pub(super) exe: String,
     pub(super) page: u64,
     /// Every function entry a reload may write, and what it holds.
@@ -157,14 +156,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// `stage_dir` receives staged copies when the patch's own folder is not writable.
-    pub fn new(stage_dir: PathBuf) -> Agent {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Agent {
         Agent {
             generations: Vec::new(),
             replaced: Vec::new(),
             staged: Vec::new(),
-            seq: 0,
-            stage_dir,
             exe: process::exe(),
             page: prot::page_size(),
             entries: Entries::default(),

@@ -1,17 +1,17 @@
-//! The reload transaction, step by step: check → stage → probe → load → plan/write/verify.
+//! The reload transaction, step by step: stage → check → probe → load → plan/write/verify.
 
-use super::check::{check_file, PatchFile};
+use super::check::{check_staged, PatchFile};
 use super::entries::entry_warnings;
 use super::error::ReloadError;
 use super::modules;
 use super::plan::{plan_slots, Binding};
 use super::report::symbol_reports;
 use super::select::{select, Match, Role};
-use super::stage::stage;
+use super::stage::{fresh_name, stage};
 use super::state::{micros, Agent, Generation, Layer, StagedLib};
 use super::write::{self_base, settled_modules};
 use crate::image::{exports, Image, Layout};
-use crate::sys::{dl, phdr, process};
+use crate::sys::{dl, phdr};
 use hotagent_protocol::{Phases, ReloadReport, ReloadRequest};
 use std::time::Instant;
 
@@ -39,24 +39,30 @@ impl Agent {
                 "{path}: the path must be absolute (hotctl resolves it)"
             )));
         }
-        let (patch, bytes) = check_file(path)?;
+        let t = Instant::now();
+        let mut copy = stage(path)?;
+        phases.stage_us = micros(t);
+        let t = Instant::now();
+        let patch = check_staged(path, &copy)?;
         let want = req
             .replace
             .clone()
             .or_else(|| patch.soname.clone())
             .unwrap_or_else(|| patch.file_name.clone());
-        let (module, matches) = self.select_locked(&patch, &want)?;
+        let (module, matches, mut notes) = self.select_locked(&patch, &want)?;
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
-        phases.check_us = micros(t0);
+        if patch.origin_in_run_path {
+            notes.push(format!(
+                "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
+            ));
+        }
+        phases.check_us = micros(t);
 
-        let t = Instant::now();
-        self.seq += 1;
-        let staged =
-            stage(path, &bytes, &self.stage_dir, process::pid(), self.seq).map_err(|e| {
-                ReloadError::FileUnreadable(format!("cannot stage a private copy of {path}: {e}"))
-            })?;
-        let staged = staged.to_string_lossy().into_owned();
-        phases.stage_us = micros(t);
+        // No loaded module may carry the copy's name: dlopen would return that module instead.
+        let loaded: std::collections::HashSet<String> =
+            phdr::snapshot().into_iter().map(|m| m.name).collect();
+        fresh_name(&mut copy, |name| loaded.contains(name))?;
+        let staged = copy.path();
 
         if !req.no_probe {
             let t = Instant::now();
@@ -66,13 +72,10 @@ impl Agent {
                 .collect();
             let verdict = probe(&staged, path, &lookups);
             phases.probe_us = micros(t);
-            if let Err(e) = verdict {
-                let _ = std::fs::remove_file(&staged);
-                return Err(e);
-            }
+            verdict.map_err(|e| with_origin_hint(e, &patch))?;
         }
         if req.dry_run {
-            let _ = std::fs::remove_file(&staged);
+            drop(copy);
             let t = Instant::now();
             let bindings = self.bindings_for_dry_run(&module, &matches)?;
             let plan = phdr::with_modules_locked(|mods| {
@@ -89,7 +92,8 @@ impl Agent {
             }
             phases.entries_us = micros(t);
             self.name_generations(&mut symbols);
-            let warnings = entry_warnings(&symbols);
+            let mut warnings = notes;
+            warnings.extend(entry_warnings(&symbols));
             return Ok(ReloadReport {
                 generation: self.generation() + 1,
                 dry_run: true,
@@ -113,13 +117,32 @@ impl Agent {
         // Taken before our own dlopen, which waits for any load in progress elsewhere.
         let mut settled = settled_modules();
         let t = Instant::now();
-        let loaded = dl::open_now_local(&staged);
-        let _ = std::fs::remove_file(&staged);
-        let handle = loaded.map_err(|e| {
-            ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(&staged, path)))
+        if !copy.still_ours() {
+            return Err(ReloadError::Internal(format!(
+                "the program closed the agent's private copy of {path} (descriptor {}); nothing was loaded",
+                staged.trim_start_matches("/proc/self/fd/")
+            )));
+        }
+        let handle = dl::open_now_local(&staged).map_err(|e| {
+            with_origin_hint(
+                ReloadError::LoadFailed(format!(
+                    "cannot load {path}: {}",
+                    e.replace(&staged, path)
+                )),
+                &patch,
+            )
         })?;
+        // Belt and braces for the name check above: never hand back an older generation.
+        if self.staged.iter().any(|l| l.handle == handle) || !copy.still_ours() {
+            return Err(ReloadError::LoadFailed(format!(
+                "cannot load {path}: the loader returned an earlier generation's module for {staged}; nothing was switched"
+            )));
+        }
+        // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
+        copy.keep();
         self.staged.push(StagedLib {
             path: staged.clone(),
+            handle,
             generation: self.generation() + 1,
             file_name: patch.file_name.clone(),
         });
@@ -194,7 +217,8 @@ impl Agent {
         phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
         let (pause, entries_us) = self.converge_entries();
         phases.entries_us = entries_us;
-        let mut warnings = outcome.warnings();
+        let mut warnings = notes;
+        warnings.extend(outcome.warnings());
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
         let ordered: Vec<Match> = matches
             .iter()
@@ -246,7 +270,7 @@ impl Agent {
         &self,
         patch: &PatchFile,
         want: &str,
-    ) -> Result<(Layout, Vec<Match>), ReloadError> {
+    ) -> Result<(Layout, Vec<Match>, Vec<String>), ReloadError> {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(&layouts);
@@ -258,8 +282,8 @@ impl Agent {
             let names: std::collections::HashSet<&[u8]> =
                 patch.symbols.iter().map(|s| s.name.as_bytes()).collect();
             let exports = exports(&image, |n| names.contains(n));
-            let matches = select(patch, module.file_name(), &exports)?;
-            Ok((module.clone(), matches))
+            let (matches, warnings) = select(patch, module.file_name(), &exports)?;
+            Ok((module.clone(), matches, warnings))
         })
     }
 
@@ -315,6 +339,16 @@ impl Agent {
             out.push(addr);
         }
         Ok(out)
+    }
+}
+
+/// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
+fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {
+    match e {
+        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(format!(
+            "{msg} ($ORIGIN in its run path names /proc/self/fd, not its folder: the agent loads a sealed in-memory copy)"
+        )),
+        e => e,
     }
 }
 

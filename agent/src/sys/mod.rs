@@ -10,6 +10,7 @@ pub mod probe;
 pub mod process;
 pub mod prot;
 pub mod raw;
+pub mod sealed;
 pub mod socket;
 pub mod stop;
 pub mod thread;
