@@ -399,6 +399,11 @@ static SPECS: &[Spec] = &[
         exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),
         FOO_COMMANDS,
     ),
+    // A program that drops root privileges (setgroups/setgid/setuid, or setpriv's keep-caps way).
+    with_inputs(
+        exe("dropper", Lang::C, "dropper.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
 ];
 
 fn spec(artifact: &str) -> &'static Spec {

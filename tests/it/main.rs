@@ -13,6 +13,7 @@ mod exports;
 mod fixtures_build;
 mod hazards;
 mod measure;
+mod privilege;
 mod probe;
 mod quiet;
 mod socket;

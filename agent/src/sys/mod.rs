@@ -9,6 +9,7 @@ pub mod probe;
 pub mod process;
 pub mod prot;
 pub mod raw;
+pub mod setxid;
 pub mod socket;
 pub mod stop;
 pub mod thread;
