@@ -394,10 +394,23 @@ static SPECS: &[Spec] = &[
     on_v2("libabort_ctor.so", "libabort_ctor.c"),
     on_v2("libcrash_dtor.so", "libcrash_dtor.c"),
     on_v2("libnoisy_ctor.so", "libnoisy_ctor.c"),
+    on_v2("libhang_ctor.so", "libhang_ctor.c"),
     // A program that reaps every child (the probe's child included).
     with_inputs(
         exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),
         FOO_COMMANDS,
+    ),
+    // A library whose constructor sleeps: another thread is inside dlopen meanwhile.
+    lib(
+        "libslow_ctor.so",
+        "libslow_ctor.so",
+        Lang::C,
+        "libslow_ctor.c",
+    ),
+    // A thread that keeps the loader's module-list lock held (or dlopens a slow library).
+    with_inputs(
+        exe("busyloader", Lang::C, "busyloader.c", &["libfoo.so"]),
+        FOO_PROGRAM,
     ),
     // A program that drops root privileges (setgroups/setgid/setuid, or setpriv's keep-caps way).
     with_inputs(
