@@ -416,6 +416,7 @@ static SPECS: &[Spec] = &[
     // Another user attacking a world-writable folder: the library it plants, and the racer.
     lib("libevil.so", "libfoo.so", Lang::C, "libevil.c"),
     exe("racer", Lang::C, "racer.c", &[]),
+    on_v2("libhang_ctor.so", "libhang_ctor.c"),
     // A program that reaps every child (the probe's child included).
     with_inputs(
         exe("reaper", Lang::C, "reaper.c", &["libfoo.so"]),
@@ -466,6 +467,23 @@ static SPECS: &[Spec] = &[
         "libmmap_alias.so",
         Lang::C,
         "libmmap_alias.c",
+    ),
+    // A library whose constructor sleeps: another thread is inside dlopen meanwhile.
+    lib(
+        "libslow_ctor.so",
+        "libslow_ctor.so",
+        Lang::C,
+        "libslow_ctor.c",
+    ),
+    // A thread that keeps the loader's module-list lock held (or dlopens a slow library).
+    with_inputs(
+        exe("busyloader", Lang::C, "busyloader.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
+    // A program that drops root privileges (setgroups/setgid/setuid, or setpriv's keep-caps way).
+    with_inputs(
+        exe("dropper", Lang::C, "dropper.c", &["libfoo.so"]),
+        FOO_PROGRAM,
     ),
 ];
 

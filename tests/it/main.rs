@@ -16,6 +16,7 @@ mod impostor;
 mod lifeline;
 mod liveness;
 mod measure;
+mod privilege;
 mod probe;
 mod quiet;
 mod races;

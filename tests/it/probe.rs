@@ -255,3 +255,66 @@ fn destructor_that_segfaults() {
     let done = t.finish();
     assert!(done.status.success(), "the target's exit: {done:?}");
 }
+
+/// The hazard: a copy forked while another thread holds the loader's module-list lock
+/// (`dl_load_write_lock`: inside `dlopen`/`dlclose` while a module is linked or unlinked, or
+/// walking the modules with `dl_iterate_phdr`). glibc's fork does not reset that lock, so the
+/// copy's `dlopen` waited forever and the good library was refused after 10 s ("the probe load
+/// did not finish"). Now a copy born that way is replaced by a new one, and the reload succeeds
+/// once the other thread lets go (here within its 3 s).
+#[test]
+fn probe_forked_while_another_thread_holds_the_loader_lock() {
+    let mut t = Target::spawn(CFG.path("busyloader"));
+    t.expect("walk 3000", "walking");
+    let start = Instant::now();
+    let r = reload(&t, &CFG.path("libfoo_v2.so"), &[]);
+    assert_eq!(r.generation, 1, "{r:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "the reload waited {:?} for a lock held 3 s",
+        start.elapsed()
+    );
+    t.expect("version", 2);
+    rollback(&t);
+    t.expect("version", 1);
+}
+
+/// The scenario as reported: a thread inside `dlopen` of a library whose constructor sleeps 3 s
+/// when the reload comes. The reload succeeds (after the other load, which holds the loader's
+/// big lock meanwhile).
+#[test]
+fn reload_while_another_thread_runs_a_slow_constructor() {
+    let dir = scratch();
+    let mark = dir.path().join("constructor-started");
+    let mut t = Target::builder(CFG.path("busyloader"))
+        .env("SLOW_CTOR_MARK", &mark)
+        .env("SLOW_CTOR_MS", "3000")
+        .spawn();
+    let slow = CFG.path("libslow_ctor.so");
+    t.expect(&format!("load {}", path_str(&slow)), "loading");
+    let start = Instant::now();
+    while !mark.exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the slow constructor never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = reload(&t, &CFG.path("libfoo_v2.so"), &[]);
+    assert_eq!(r.generation, 1, "{r:?}");
+    t.expect("version", 2);
+}
+
+/// A library whose own constructor never returns is still refused when the probe's time is up,
+/// and the target never loads it.
+#[test]
+fn constructor_that_never_returns_is_refused() {
+    let mut t = basic(CFG);
+    let out = hotctl(&t, &["reload", path_str(&CFG.path("libhang_ctor.so"))]);
+    let msg = check_failure(&out);
+    assert!(msg.contains("did not finish within"), "{msg}");
+    t.expect("version", 1);
+    assert_eq!(status(&t).generation, 0);
+    reload(&t, &CFG.path("libfoo_v2.so"), &[]);
+    t.expect("version", 2);
+}

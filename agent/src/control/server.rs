@@ -13,7 +13,7 @@ use crate::reload::Agent;
 use crate::sys::{process, raw, socket, thread};
 use hotagent_protocol::{encode_line, ErrorCode, ErrorReply, Response, MAX_LINE_BYTES};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Connections served at once; more are told "busy" and closed.
@@ -31,6 +31,9 @@ static SOCKET: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
 /// The I/O thread's eventfd: written to wake it (a fork happened, a sweep is due).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
+/// The effective uid the agent started with: who may talk to it (with root), and whose sockets a
+/// sweep removes. A program that drops privileges later does not hand its agent to the new uid.
+static OWNER: AtomicU32 = AtomicU32::new(u32::MAX);
 
 pub(super) fn agent() -> &'static Mutex<Agent> {
     AGENT.get_or_init(|| Mutex::new(Agent::new()))
@@ -48,7 +51,9 @@ pub fn start() {
     }
     let dir = socket_dir::resolve();
     let path = hotagent_protocol::socket_path(&dir, process::pid());
-    let listener = match socket_dir::listen(&dir, process::pid(), raw::geteuid()) {
+    let owner = raw::geteuid();
+    OWNER.store(owner, Ordering::SeqCst);
+    let listener = match socket_dir::listen(&dir, process::pid(), owner) {
         Ok(l) => std::os::fd::IntoRawFd::into_raw_fd(l),
         Err(e) => {
             tracing::warn!("hotagent disabled: {e}");
@@ -198,7 +203,7 @@ impl IoLoop {
         if SWEEP_WANTED.load(Ordering::Relaxed) && now >= self.next_sweep {
             SWEEP_WANTED.store(false, Ordering::Relaxed);
             self.next_sweep = now + SWEEP_EVERY_MS;
-            let removed = socket_dir::sweep_stale(&self.dir, raw::geteuid());
+            let removed = socket_dir::sweep_stale(&self.dir, OWNER.load(Ordering::SeqCst));
             if removed > 0 {
                 tracing::debug!(removed, "removed sockets of exited processes");
             }
@@ -313,9 +318,9 @@ fn answer(c: &mut Conn, resp: &Response) {
     c.deadline = raw::monotonic_ms() + IO_TIMEOUT_MS;
 }
 
-/// Only our own user and root may talk to the agent.
+/// Only the user the agent started as, and root, may talk to it.
 fn peer_allowed(fd: i32) -> bool {
-    let me = raw::geteuid();
+    let me = OWNER.load(Ordering::SeqCst);
     match raw::peer_cred(fd) {
         Ok((_, uid)) if uid == me || uid == 0 => true,
         Ok((_, uid)) => {

@@ -370,6 +370,10 @@ fn probe(
             "{path}: the probe load did not finish within {} s (a constructor that blocks?); nothing was loaded; --no-probe skips the probe",
             PROBE_TIMEOUT.as_secs()
         ))),
+        Ok(Probe::LoaderBusy) => Err(ReloadError::LoadFailed(format!(
+            "{path}: for {} s, every throwaway copy of this process was born with the loader locked by another thread (a dlopen, dlclose or dl_iterate_phdr in progress at each fork); nothing was loaded; try again, or --no-probe skips the probe",
+            PROBE_TIMEOUT.as_secs()
+        ))),
         Err(e) => Err(ReloadError::Internal(format!("cannot start the probe load of {path}: {e}; --no-probe skips it"))),
     }
 }

@@ -11,6 +11,7 @@ pub mod process;
 pub mod prot;
 pub mod raw;
 pub mod sealed;
+pub mod setxid;
 pub mod socket;
 pub mod stop;
 pub mod thread;

@@ -5,6 +5,14 @@
 //! the same lookup scope as the real load will have — turns such a crash into a refusal. The
 //! child reports through a pipe, so the verdict does not depend on `waitpid`: a target that reaps
 //! every child (its SIGCHLD handler) cannot steal it.
+//!
+//! A copy can be born with the loader locked. glibc's fork resets the loader's big lock
+//! (`dl_load_lock`) in the child but not its module-list lock (`dl_load_write_lock`), which
+//! another thread holds while `dlopen` links a module into the list, while `dlclose` unlinks one,
+//! and for the whole of a `dl_iterate_phdr` walk (unwinders, profilers). Forked at that instant,
+//! the child's `dlopen` waits forever for a thread that does not exist there. So the child first
+//! takes both locks once (a `dlopen(NULL)` and an empty walk) and tells the parent with one byte;
+//! a copy that cannot is killed and another forked, until the probe's deadline.
 
 use std::cell::Cell;
 use std::ffi::CString;
@@ -32,12 +40,29 @@ pub enum Probe {
     Refused(String),
     /// The child died while loading.
     Crashed(String),
-    /// The child did not answer in time (it may be stuck on a lock another thread held at fork).
+    /// The child did not finish loading in time (a constructor that blocks?).
     TimedOut,
+    /// Every copy forked before the deadline was born with the loader's lock held by another
+    /// thread (a `dlopen`, `dlclose` or `dl_iterate_phdr` in progress at each fork).
+    LoaderBusy,
+}
+
+/// How long a fresh copy may take to show that the loader's locks are free. Taking them costs
+/// microseconds; a copy born with one held never gets it, so this only bounds a retry.
+const LOCKS_FREE_WAIT: Duration = Duration::from_millis(300);
+/// The byte a copy sends once it holds no loader lock another thread could have left held.
+const LOCKS_FREE: u8 = b'L';
+
+/// How one forked copy ended.
+enum Attempt {
+    Done(Probe),
+    /// Born with the loader locked: try again in a new copy.
+    LoaderLocked,
 }
 
 /// Loads `path` in a forked child, looks up `symbols` in it (name, version) as the real reload
-/// will, unloads it, and reports.
+/// will, unloads it, and reports. A copy born with the loader locked is replaced by a new one
+/// until `timeout` has passed.
 pub fn probe_load(
     path: &str,
     symbols: &[(String, Option<String>)],
@@ -56,6 +81,24 @@ pub fn probe_load(
             Some((CString::new(n.as_str()).ok()?, version))
         })
         .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt(&c_path, &lookups, deadline)? {
+            Attempt::Done(probe) => return Ok(probe),
+            Attempt::LoaderLocked if Instant::now() < deadline => {
+                tracing::debug!("probe copy born with the loader locked; forking another");
+            }
+            Attempt::LoaderLocked => return Ok(Probe::LoaderBusy),
+        }
+    }
+}
+
+/// One forked copy: its verdict, or that it was born with the loader locked.
+fn attempt(
+    c_path: &CString,
+    lookups: &[(CString, Option<CString>)],
+    deadline: Instant,
+) -> std::io::Result<Attempt> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -65,7 +108,7 @@ pub fn probe_load(
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(&c_path, &lookups, fds[1]);
+        child(c_path, lookups, fds[1]);
     }
     PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
@@ -75,16 +118,38 @@ pub fn probe_load(
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let answer = read_answer(read_end, timeout);
-    let status = reap(pid, answer.is_none());
+    let locks_by = deadline.min(Instant::now() + LOCKS_FREE_WAIT);
+    let answer = read_answer(read_end, locks_by, deadline);
+    let status = reap(pid, !matches!(answer, Answer::Message(_)));
     Ok(match answer {
-        None => Probe::TimedOut,
-        Some(msg) if msg == "ok" => Probe::Loaded,
-        Some(msg) if msg.starts_with("err:") => Probe::Refused(msg[4..].to_string()),
-        Some(_) => {
-            Probe::Crashed(status.unwrap_or_else(|| "it died without an answer".to_string()))
+        Answer::LoaderLocked => Attempt::LoaderLocked,
+        Answer::TimedOut => Attempt::Done(Probe::TimedOut),
+        Answer::Message(msg) if msg == "ok" => Attempt::Done(Probe::Loaded),
+        Answer::Message(msg) if msg.starts_with("err:") => {
+            Attempt::Done(Probe::Refused(msg[4..].to_string()))
         }
+        Answer::Message(_) => Attempt::Done(Probe::Crashed(
+            status.unwrap_or_else(|| "it died without an answer".to_string()),
+        )),
     })
+}
+
+/// Takes the loader's two locks once, each through a call that needs it, so a copy born with
+/// either held by another thread blocks here, before telling the parent anything.
+fn take_loader_locks() {
+    unsafe extern "C" fn nothing(
+        _info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut libc::c_void,
+    ) -> libc::c_int {
+        1
+    }
+    // SAFETY: dlopen(NULL) returns the main program's handle and loads nothing; the callback
+    // reads nothing and stops the walk at the first module.
+    unsafe {
+        libc::dlopen(std::ptr::null(), libc::RTLD_LAZY);
+        libc::dl_iterate_phdr(Some(nothing), std::ptr::null_mut());
+    }
 }
 
 /// In the child: quiet, no core dump, load, report, leave without running any exit handler of
@@ -128,6 +193,9 @@ fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) ->
         libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    take_loader_locks();
+    // SAFETY: fd is the pipe's write end; one byte from a live local.
+    unsafe { libc::write(fd, [LOCKS_FREE].as_ptr().cast(), 1) };
     // SAFETY: path is a valid C string; this is the forked child, which exits right after.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     let msg = if h.is_null() {
@@ -167,14 +235,24 @@ fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) ->
     }
 }
 
-/// The child's whole message, or None if it did not finish in time. An empty message means it
-/// died before writing.
-fn read_answer(fd: OwnedFd, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
+/// What a copy said through the pipe.
+enum Answer {
+    /// Its whole message after the locks-free byte; empty when it died before writing one.
+    Message(String),
+    /// No locks-free byte by its deadline: born with the loader locked.
+    LoaderLocked,
+    /// Locks free, but the load did not finish by the deadline.
+    TimedOut,
+}
+
+/// Reads a copy's answer: the locks-free byte by `locks_by`, the rest by `deadline`.
+fn read_answer(fd: OwnedFd, locks_by: Instant, deadline: Instant) -> Answer {
     let mut file = std::fs::File::from(fd);
     let mut out = Vec::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let free = out.first() == Some(&LOCKS_FREE);
+        let by = if free { deadline } else { locks_by };
+        let left = by.saturating_duration_since(Instant::now());
         let mut pfd = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(&file),
             events: libc::POLLIN,
@@ -184,21 +262,33 @@ fn read_answer(fd: OwnedFd, timeout: Duration) -> Option<String> {
         // SAFETY: pfd is one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n == 0 {
-            return None;
+            return if free {
+                Answer::TimedOut
+            } else {
+                Answer::LoaderLocked
+            };
         }
         if n < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return None;
+            return Answer::TimedOut;
         }
         let mut buf = [0u8; 4096];
         match file.read(&mut buf) {
-            Ok(0) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(0) => return Answer::Message(message(&out)),
             Ok(k) => out.extend_from_slice(&buf[..k]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Err(_) => return Answer::Message(message(&out)),
         }
+    }
+}
+
+/// The verdict after the locks-free byte ("" if the copy died before it).
+fn message(out: &[u8]) -> String {
+    match out.split_first() {
+        Some((&LOCKS_FREE, rest)) => String::from_utf8_lossy(rest).into_owned(),
+        _ => String::new(),
     }
 }
 

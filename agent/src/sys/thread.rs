@@ -2,6 +2,8 @@
 //! to them (a target's handler running on our thread could deadlock or misbehave). The one
 //! exception is the agent's own stop signal (`sys::stop`): agent threads run library code too
 //! (libc's), so they park like any other thread while function entries are rewritten.
+//!
+//! They also take part in glibc's set*id broadcast as the main thread's twins (`sys::setxid`).
 
 use std::io;
 
@@ -24,9 +26,14 @@ where
     let res = std::thread::Builder::new()
         .name(name.to_string())
         .stack_size(stack)
-        .spawn(f);
+        .spawn(move || {
+            let _twin = super::setxid::AgentThread::enter();
+            f()
+        });
     // SAFETY: restores the mask saved above for the calling thread.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    // glibc installs its set*id handler at the process's first thread creation: from here on.
+    super::setxid::chain();
     res
 }
 
