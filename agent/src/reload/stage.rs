@@ -69,7 +69,7 @@ pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
     if !st.is_regular() {
         return Err(ReloadError::FileUnreadable(format!(
             "{path} is {}, not a shared library: only regular files are loaded",
-            what_it_is(st.format)
+            what_it_is(st.format())
         )));
     }
     if st.size == 0 {

@@ -4,122 +4,40 @@
 //! Everything works relative to a descriptor of the folder opened without following a symlink,
 //! so that what was checked is what is used: a folder swapped after the check is not reached.
 
+use super::fd;
 use super::raw::{self, Errno};
 use std::ffi::CStr;
-use std::os::fd::{FromRawFd, OwnedFd};
 
-/// What the checks need of a `stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStat {
-    pub mode: u32,
-    pub uid: u32,
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileStat {
-    fn of(st: &libc::stat) -> FileStat {
-        FileStat {
-            mode: st.st_mode,
-            uid: st.st_uid,
-            dev: st.st_dev,
-            ino: st.st_ino,
-        }
-    }
-
-    pub fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-
-    pub fn is_socket(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFSOCK
-    }
-
-    pub fn is_symlink(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFLNK
-    }
-}
-
-/// A descriptor of ours, closed on drop.
-#[derive(Debug)]
-pub struct Fd(i32);
-
-impl Fd {
-    pub fn raw(&self) -> i32 {
-        self.0
-    }
-
-    /// Hands the descriptor over to std (e.g. to make a `UnixListener` of it).
-    pub fn into_owned(self) -> OwnedFd {
-        let fd = self.0;
-        std::mem::forget(self);
-        // SAFETY: fd is open and ours alone; forgetting `self` gives up our claim to close it.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    }
-}
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        raw::close(self.0);
-    }
-}
+pub use super::fd::{Fd, FileStat};
 
 /// Opens a folder for reading, refusing a symlink in the last component (`ENOTDIR` or `ELOOP`,
 /// as for any non-folder: [`lstat_path`] tells which).
 pub fn open_dir_nofollow(path: &CStr) -> Result<Fd, Errno> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: path is a NUL-terminated string alive for the call.
-    let fd = unsafe {
-        raw::syscall(
-            libc::SYS_openat,
-            &[
-                libc::AT_FDCWD as usize,
-                path.as_ptr() as usize,
-                flags as usize,
-                0,
-            ],
-        )
-    }?;
-    Ok(Fd(fd as i32))
-}
-
-fn stat_at(dirfd: i32, name: &CStr, flags: i32) -> Result<FileStat, Errno> {
-    // SAFETY: stat is plain data, fully written by the kernel on success.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: name is NUL-terminated and st is a writable `struct stat`, the kernel's layout
-    // for newfstatat on x86_64 and aarch64.
-    unsafe {
-        raw::syscall(
-            libc::SYS_newfstatat,
-            &[
-                dirfd as usize,
-                name.as_ptr() as usize,
-                &mut st as *mut libc::stat as usize,
-                flags as usize,
-            ],
-        )
-    }?;
-    Ok(FileStat::of(&st))
+    fd::open_at(
+        libc::AT_FDCWD,
+        path,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
 }
 
 /// `fstat` of a descriptor.
 pub fn fstat(fd: &Fd) -> Result<FileStat, Errno> {
-    stat_at(fd.0, c"", libc::AT_EMPTY_PATH)
+    fd::fstat(fd.raw())
 }
 
 /// `lstat` of `name` inside the folder `dir`.
 pub fn stat_in(dir: &Fd, name: &CStr) -> Result<FileStat, Errno> {
-    stat_at(dir.0, name, libc::AT_SYMLINK_NOFOLLOW)
+    fd::stat_at(dir.raw(), name, libc::AT_SYMLINK_NOFOLLOW)
 }
 
 /// `stat` of an absolute path (symlinks followed).
 pub fn stat_path(path: &CStr) -> Result<FileStat, Errno> {
-    stat_at(libc::AT_FDCWD, path, 0)
+    fd::stat_at(libc::AT_FDCWD, path, 0)
 }
 
 /// `lstat` of a path (a symlink in the last component is not followed).
 pub fn lstat_path(path: &CStr) -> Result<FileStat, Errno> {
-    stat_at(libc::AT_FDCWD, path, libc::AT_SYMLINK_NOFOLLOW)
+    fd::stat_at(libc::AT_FDCWD, path, libc::AT_SYMLINK_NOFOLLOW)
 }
 
 /// Removes the file `name` (not a folder) inside `dir`.
@@ -128,7 +46,7 @@ pub fn unlink_in(dir: &Fd, name: &CStr) -> Result<(), Errno> {
     unsafe {
         raw::syscall(
             libc::SYS_unlinkat,
-            &[dir.0 as usize, name.as_ptr() as usize, 0],
+            &[dir.raw() as usize, name.as_ptr() as usize, 0],
         )
     }
     .map(drop)
@@ -140,7 +58,7 @@ pub fn chmod_in(dir: &Fd, name: &CStr, mode: u32) -> Result<(), Errno> {
     unsafe {
         raw::syscall(
             libc::SYS_fchmodat,
-            &[dir.0 as usize, name.as_ptr() as usize, mode as usize],
+            &[dir.raw() as usize, name.as_ptr() as usize, mode as usize],
         )
     }
     .map(drop)
@@ -152,7 +70,7 @@ pub fn read_entries(dir: &Fd, buf: &mut [u8]) -> Result<usize, Errno> {
     unsafe {
         raw::syscall(
             libc::SYS_getdents64,
-            &[dir.0 as usize, buf.as_mut_ptr() as usize, buf.len()],
+            &[dir.raw() as usize, buf.as_mut_ptr() as usize, buf.len()],
         )
     }
 }
@@ -186,7 +104,8 @@ pub fn unix_socket(nonblocking: bool) -> Result<Fd, Errno> {
     }
     // SAFETY: no memory arguments.
     let fd = unsafe { raw::syscall(libc::SYS_socket, &[libc::AF_UNIX as usize, ty as usize, 0]) }?;
-    Ok(Fd(fd as i32))
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { Fd::from_raw(fd as i32) })
 }
 
 /// A `sockaddr_un` for `path` and its length; `ENAMETOOLONG` when it does not fit.
@@ -212,7 +131,7 @@ pub fn connect(fd: &Fd, path: &[u8]) -> Result<(), Errno> {
         raw::syscall(
             libc::SYS_connect,
             &[
-                fd.0 as usize,
+                fd.raw() as usize,
                 &addr as *const libc::sockaddr_un as usize,
                 len as usize,
             ],
@@ -229,14 +148,14 @@ pub fn bind_listen(fd: &Fd, path: &[u8], backlog: i32) -> Result<(), Errno> {
         raw::syscall(
             libc::SYS_bind,
             &[
-                fd.0 as usize,
+                fd.raw() as usize,
                 &addr as *const libc::sockaddr_un as usize,
                 len as usize,
             ],
         )
     }?;
     // SAFETY: no memory arguments.
-    unsafe { raw::syscall(libc::SYS_listen, &[fd.0 as usize, backlog as usize]) }.map(drop)
+    unsafe { raw::syscall(libc::SYS_listen, &[fd.raw() as usize, backlog as usize]) }.map(drop)
 }
 
 #[cfg(test)]

@@ -343,7 +343,11 @@ pub fn sleep(d: core::time::Duration) {
 
 /// `openat(AT_FDCWD, path, flags | O_CLOEXEC)`.
 pub fn open(path: &core::ffi::CStr, flags: i32) -> Result<i32, Errno> {
-    // No mode argument is passed, so creating files is refused.
+    open_at(libc::AT_FDCWD, path, flags)
+}
+
+/// `openat(dir, path, flags | O_CLOEXEC)`: never creates a file (no mode is passed).
+pub fn open_at(dir: i32, path: &core::ffi::CStr, flags: i32) -> Result<i32, Errno> {
     if flags & libc::O_CREAT != 0 {
         return Err(libc::EINVAL);
     }
@@ -352,7 +356,7 @@ pub fn open(path: &core::ffi::CStr, flags: i32) -> Result<i32, Errno> {
         syscall(
             libc::SYS_openat,
             &[
-                libc::AT_FDCWD as usize,
+                dir as usize,
                 path.as_ptr() as usize,
                 (flags | libc::O_CLOEXEC) as usize,
             ],

@@ -4,6 +4,7 @@
 //! Every call is a raw system call (`sys::raw`): a loaded patch may have replaced libc's `open`,
 //! `read` or `mmap`, and later reloads must not depend on it.
 
+use super::fd;
 use super::raw::{syscall, Errno};
 
 /// The seals that make a memfd immutable: no shrinking (a mapping cannot SIGBUS), no growing, no
@@ -25,76 +26,19 @@ unsafe fn call(n: i64, args: &[usize]) -> Result<usize, Errno> {
     }
 }
 
-/// An open descriptor of ours, closed when dropped.
-#[derive(Debug)]
-pub struct Fd(i32);
-
-impl Fd {
-    pub fn raw(&self) -> i32 {
-        self.0
-    }
-}
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        super::raw::close(self.0);
-    }
-}
-
-/// What `fstat` says about a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStat {
-    /// `st_mode & S_IFMT`.
-    pub format: u32,
-    pub size: u64,
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileStat {
-    pub fn is_regular(&self) -> bool {
-        self.format == libc::S_IFREG
-    }
-}
+pub use super::fd::{Fd, FileStat};
 
 /// Opens `path` for reading without following a symbolic link in its last component, without
 /// blocking (a FIFO opens at once) and without becoming the controlling terminal.
 pub fn open_nofollow(path: &str) -> Result<Fd, Errno> {
     let c = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let flags = flags | libc::O_NOCTTY;
-    // SAFETY: c is a NUL-terminated string alive for the call.
-    let fd = unsafe {
-        call(
-            libc::SYS_openat,
-            &[
-                libc::AT_FDCWD as usize,
-                c.as_ptr() as usize,
-                flags as usize,
-                0,
-            ],
-        )
-    }?;
-    Ok(Fd(fd as i32))
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+    fd::open_at(libc::AT_FDCWD, &c, flags)
 }
 
 /// `fstat` of a descriptor number.
 pub fn stat(fd: i32) -> Result<FileStat, Errno> {
-    // SAFETY: an all-zero `stat` is a valid value of the plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is valid for writes of the kernel's struct stat, which libc::stat mirrors.
-    unsafe {
-        call(
-            libc::SYS_fstat,
-            &[fd as usize, &mut st as *mut libc::stat as usize],
-        )
-    }?;
-    Ok(FileStat {
-        format: st.st_mode & libc::S_IFMT,
-        size: st.st_size as u64,
-        dev: st.st_dev,
-        ino: st.st_ino,
-    })
+    fd::fstat(fd)
 }
 
 /// `MFD_EXEC` (Linux 6.3): the copy is code to be mapped executable, whatever the system's
@@ -119,7 +63,8 @@ pub fn memfd(name: &str) -> Result<Fd, Errno> {
         Err(libc::EINVAL) => create(flags),
         other => other,
     }?;
-    Ok(Fd(fd as i32))
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { Fd::from_raw(fd as i32) })
 }
 
 /// Copies up to `len` bytes from the start of `src` to the start of the fresh `dst` inside the
@@ -139,9 +84,9 @@ pub fn copy(src: &Fd, dst: &Fd, len: u64) -> Result<u64, Errno> {
                 call(
                     libc::SYS_copy_file_range,
                     &[
-                        src.0 as usize,
+                        src.raw() as usize,
                         &mut off_in as *mut i64 as usize,
-                        dst.0 as usize,
+                        dst.raw() as usize,
                         &mut off_out as *mut i64 as usize,
                         chunk,
                         0,
@@ -157,7 +102,7 @@ pub fn copy(src: &Fd, dst: &Fd, len: u64) -> Result<u64, Errno> {
                     unsafe {
                         call(
                             libc::SYS_lseek,
-                            &[dst.0 as usize, done as usize, libc::SEEK_SET as usize],
+                            &[dst.raw() as usize, done as usize, libc::SEEK_SET as usize],
                         )
                     }?;
                     continue;
@@ -170,8 +115,8 @@ pub fn copy(src: &Fd, dst: &Fd, len: u64) -> Result<u64, Errno> {
                 call(
                     libc::SYS_sendfile,
                     &[
-                        dst.0 as usize,
-                        src.0 as usize,
+                        dst.raw() as usize,
+                        src.raw() as usize,
                         &mut off_in as *mut i64 as usize,
                         chunk,
                     ],
@@ -193,7 +138,7 @@ pub fn has_byte_at(fd: &Fd, at: u64) -> Result<bool, Errno> {
     let n = unsafe {
         call(
             libc::SYS_pread64,
-            &[fd.0 as usize, b.as_mut_ptr() as usize, 1, at as usize],
+            &[fd.raw() as usize, b.as_mut_ptr() as usize, 1, at as usize],
         )
     }?;
     Ok(n > 0)
@@ -215,7 +160,7 @@ pub fn seal(fd: Fd, len: u64) -> Result<Sealed, (Fd, Errno)> {
         call(
             libc::SYS_fcntl,
             &[
-                fd.0 as usize,
+                fd.raw() as usize,
                 libc::F_ADD_SEALS as usize,
                 ALL_SEALS as usize,
             ],
@@ -228,10 +173,10 @@ pub fn seal(fd: Fd, len: u64) -> Result<Sealed, (Fd, Errno)> {
     let seals = unsafe {
         call(
             libc::SYS_fcntl,
-            &[fd.0 as usize, libc::F_GET_SEALS as usize],
+            &[fd.raw() as usize, libc::F_GET_SEALS as usize],
         )
     };
-    let st = stat(fd.0);
+    let st = stat(fd.raw());
     match (seals, st) {
         (Ok(s), Ok(st)) if s as i32 & ALL_SEALS == ALL_SEALS && st.size == len => Ok(Sealed {
             fd,
@@ -247,13 +192,13 @@ pub fn seal(fd: Fd, len: u64) -> Result<Sealed, (Fd, Errno)> {
 impl Sealed {
     /// The name the loader opens it by.
     pub fn path(&self) -> String {
-        format!("/proc/self/fd/{}", self.fd.0)
+        format!("/proc/self/fd/{}", self.fd.raw())
     }
 
     /// Whether its descriptor number still names this memfd (the program may close descriptors
     /// it did not open, and the number be reused).
     pub fn still_ours(&self) -> bool {
-        stat(self.fd.0).is_ok_and(|st| st.dev == self.dev && st.ino == self.ino)
+        stat(self.fd.raw()).is_ok_and(|st| st.dev == self.dev && st.ino == self.ino)
     }
 
     /// Moves it to the lowest free descriptor number above its current one.
@@ -263,14 +208,15 @@ impl Sealed {
             call(
                 libc::SYS_fcntl,
                 &[
-                    self.fd.0 as usize,
+                    self.fd.raw() as usize,
                     libc::F_DUPFD_CLOEXEC as usize,
-                    self.fd.0 as usize + 1,
+                    self.fd.raw() as usize + 1,
                 ],
             )
         }?;
         // Dropping the old Fd closes the old number.
-        self.fd = Fd(fd as i32);
+        // SAFETY: the kernel just gave us this descriptor.
+        self.fd = unsafe { Fd::from_raw(fd as i32) };
         Ok(())
     }
 
@@ -293,7 +239,7 @@ impl Sealed {
                     len,
                     libc::PROT_READ as usize,
                     libc::MAP_PRIVATE as usize,
-                    self.fd.0 as usize,
+                    self.fd.raw() as usize,
                     0,
                 ],
             )
