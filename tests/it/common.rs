@@ -1,7 +1,7 @@
 //! What the test files share around `basic` and libfoo: the answers of each build of libfoo, and
 //! the checks that a bad patch is refused and leaves the target as it was.
 
-use hotagent_tests::protocol::{ErrorCode, ReloadRequest, Request};
+use hotagent_tests::protocol::{EntryReport, ErrorCode, ReloadRequest, Request, SymbolReport};
 use hotagent_tests::*;
 use std::path::Path;
 
@@ -147,4 +147,22 @@ pub fn refusals_keep_generation_1(bad: &[&str], check: impl Fn(&str, &str)) -> T
     rollback(&t);
     assert_unchanged(&mut t);
     t
+}
+
+/// The report of symbol `name` among `symbols`.
+#[track_caller]
+pub fn symbol<'a>(symbols: &'a [SymbolReport], name: &str) -> &'a SymbolReport {
+    symbols
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} not among the symbols: {symbols:#?}"))
+}
+
+/// The entry `s` has in module `module` (`libfoo.so`, `libfoo_v2.so#1`, ...).
+#[track_caller]
+pub fn entry_in<'a>(s: &'a SymbolReport, module: &str) -> &'a EntryReport {
+    s.entries
+        .iter()
+        .find(|e| e.module == module)
+        .unwrap_or_else(|| panic!("{} has no entry in {module}: {s:#?}", s.name))
 }

@@ -12,27 +12,9 @@
 //! libshape.so's vtable names `Shape::area` by symbol, a slot the reload switches anyway (hence
 //! libshapesym.so, whose vtable does not).
 
-use crate::common::basic;
+use crate::common::{basic, entry_in, symbol};
 use hotagent_tests::protocol::{EntryReport, EntryState, Request, Response, SymbolReport};
 use hotagent_tests::*;
-
-/// The report of symbol `name` among `symbols`.
-#[track_caller]
-fn symbol<'a>(symbols: &'a [SymbolReport], name: &str) -> &'a SymbolReport {
-    symbols
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("{name} not among the symbols: {symbols:#?}"))
-}
-
-/// The entry `s` has in module `module` (`libfoo.so`, `libfoo_v2.so#1`, ...).
-#[track_caller]
-fn entry_in<'a>(s: &'a SymbolReport, module: &str) -> &'a EntryReport {
-    s.entries
-        .iter()
-        .find(|e| e.module == module)
-        .unwrap_or_else(|| panic!("{} has no entry in {module}: {s:#?}", s.name))
-}
 
 /// The entry `s` has in the library generation `generation` loaded from the file `file`: its
 /// module is `<file>#<generation>`.

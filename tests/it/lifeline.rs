@@ -6,28 +6,12 @@
 //! signal for itself, and runs threads that lock a mutex; the wrapper patches count their calls in
 //! its `wrap_calls`.
 
-use crate::common::{expect_foo_calls, refused, V1, V2};
-use hotagent_tests::protocol::{EntryReport, EntryState, ErrorCode, SymbolReport};
+use crate::common::{entry_in, expect_foo_calls, refused, symbol, V1, V2};
+use hotagent_tests::protocol::{EntryState, ErrorCode, SymbolReport};
 use hotagent_tests::*;
 
 /// The stop signal the tests give the agent (`HOTAGENT_SIGNAL`), so the program can take it.
 const STOP_SIGNAL: &str = "50";
-
-#[track_caller]
-fn symbol<'a>(symbols: &'a [SymbolReport], name: &str) -> &'a SymbolReport {
-    symbols
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("{name} not among the symbols: {symbols:#?}"))
-}
-
-#[track_caller]
-fn entry_in<'a>(s: &'a SymbolReport, module: &str) -> &'a EntryReport {
-    s.entries
-        .iter()
-        .find(|e| e.module == module)
-        .unwrap_or_else(|| panic!("{} has no entry in {module}: {s:#?}", s.name))
-}
 
 /// Asserts the state of `name`'s entry in `module`, and that its reason mentions each of `why`.
 #[track_caller]
