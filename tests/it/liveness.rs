@@ -146,7 +146,7 @@ fn parallel_reloads_report_what_happened() {
     let agent = t.agent_of(t.pid());
     let outs: Vec<CtlOutput> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| hotctl(&agent, &["reload", "--timeout", "2.5", path_str(&patch)])))
+            .map(|_| s.spawn(|| hotctl(&agent, &["reload", "--timeout", "3.5", path_str(&patch)])))
             .collect();
         runs.into_iter().map(|h| h.join().unwrap()).collect()
     });
