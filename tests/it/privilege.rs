@@ -191,9 +191,33 @@ fn keepcaps_drop_like_setpriv_keeps_running() {
 }
 
 /// The real `setpriv` (util-linux) under the agent: `--reuid --regid --clear-groups` used to die
-/// of SIGABRT in glibc's setxid_error.
+/// of SIGABRT in glibc's setxid_error. Each way is run many times while two threads keep both
+/// cores busy: a set*id call reaching the agent's thread before it was known as the agent's (a
+/// busy machine starts threads late) aborted most runs so.
 #[test]
 fn real_setpriv_drops_under_the_agent() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < until
+                {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    setpriv_runs(40);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+}
+
+fn setpriv_runs(times: usize) {
     let (uid, gid) = test_user();
     let dir = tempfile::Builder::new()
         .prefix("hotagent-it-")
@@ -206,7 +230,7 @@ fn real_setpriv_drops_under_the_agent() {
         &["--reuid", &uid],
         &["--regid", &gid, "--reuid", &uid, "--init-groups"],
     ];
-    for args in runs {
+    for &args in runs.iter().cycle().take(times * runs.len()) {
         let out = run_with_deadline(
             Command::new("setpriv")
                 .args(args)
