@@ -37,7 +37,9 @@ impl Fd {
 
 impl Drop for Fd {
     fn drop(&mut self) {
-        super::raw::close(self.0);
+        if self.0 >= 0 {
+            super::raw::close(self.0);
+        }
     }
 }
 
@@ -308,8 +310,18 @@ impl Sealed {
     /// Keeps the descriptor open for the rest of the process's life: the loaded module's name
     /// is `/proc/self/fd/N`, and a later copy given the same number would make `dlopen` hand back
     /// this module instead of loading the new one.
-    pub fn keep(self) {
-        std::mem::forget(self.fd);
+    pub fn keep(mut self) {
+        self.fd.0 = -1;
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        // The program (a patch's constructor, say) closed our number and may have opened a file
+        // of its own under it: closing that would close the program's file.
+        if !self.still_ours() {
+            self.fd.0 = -1;
+        }
     }
 }
 
