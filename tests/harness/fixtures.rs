@@ -437,6 +437,7 @@ static SPECS: &[Spec] = &[
         FOO_COMMANDS,
     ),
     on_v2("libfd_thief.so", "libfd_thief.c"),
+    on_v2("libhelper_ctor.so", "libhelper_ctor.c"),
     lib("libc_clock.so", "libc_clock.so", Lang::C, "libc_clock.c"),
     lib("libc_random.so", "libc_random.so", Lang::C, "libc_random.c"),
     lib(

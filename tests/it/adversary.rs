@@ -2,7 +2,8 @@
 //! a program (or a patch's constructor) that closes the agent's descriptors and opens files of
 //! its own under the same numbers; the agent's own library sent as a patch; patches of the libc
 //! functions Rust's standard library reads the clock and its random seeds through; a client that
-//! answers `ready` with silence and a far deadline; a commit read after the deadline.
+//! answers `ready` with silence and a far deadline; a commit read after the deadline; a patch
+//! whose constructor starts a helper process.
 
 use crate::common::basic;
 use hotagent_tests::protocol::{encode_line, ErrorCode, ReloadRequest, Request, Response};
@@ -250,5 +251,38 @@ fn a_commit_read_after_the_deadline_changes_nothing() {
     match raw_request(&t, &Request::status()) {
         Response::Status(s) => assert_eq!(s.generation, 0),
         other => panic!("status: {other:?}"),
+    }
+}
+
+/// A patch whose constructor starts a helper process (a library that runs its own daemon): the
+/// helper inherits the probe's answer pipe and outlives the probe's copy, and the probe waited
+/// for the pipe's end until its 10 s were up, then refused a good library ("the probe load did
+/// not finish"). The copy's exit ends its answer now.
+#[test]
+fn a_constructor_that_starts_a_helper_passes_the_probe() {
+    let mut t = basic(CFG);
+    let started = Instant::now();
+    let r = reload(&t, &CFG.path("libhelper_ctor.so"), &[]);
+    assert_eq!(r.generation, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the probe waited for the helper: {:?}",
+        started.elapsed()
+    );
+    t.expect("version", 2);
+    // The helper the real load started is a child of the target's thread that loaded it: end
+    // it with the test.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", t.pid())).expect("read the threads");
+    let children: Vec<i32> = tasks
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for pid in children {
+        // SAFETY: kill(2) on a helper the target started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
