@@ -286,3 +286,30 @@ fn a_constructor_that_starts_a_helper_passes_the_probe() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+/// `HOTAGENT_SIGNAL=15` made the agent take SIGTERM for its stop signal: `kill PID` no longer
+/// ended the program. Only a real-time signal is taken; another is refused with a warning.
+#[test]
+fn a_stop_signal_that_is_not_real_time_is_refused() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut t = Target::builder(CFG.path("basic"))
+            .env("HOTAGENT_SIGNAL", sig.to_string())
+            .spawn();
+        t.expect("version", 1);
+        // SAFETY: kill(2) on our own child, which the Target keeps unreaped while it lives.
+        assert_eq!(unsafe { libc::kill(t.pid() as i32, sig) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.is_alive() {
+            assert!(
+                Instant::now() < deadline,
+                "signal {sig} did not end the program: the agent took it"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The harness collects the target's stderr on its own thread.
+        while !t.stderr_text().contains("is not a real-time signal") {
+            assert!(Instant::now() < deadline, "no warning: {}", t.stderr_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
