@@ -313,3 +313,28 @@ fn a_stop_signal_that_is_not_real_time_is_refused() {
         }
     }
 }
+
+/// A log file that cannot be opened sent the whole log (`info` and all) to the target's stderr,
+/// which is the program's. Now one warning names the file, and only warnings follow.
+#[test]
+fn an_unopenable_log_file_keeps_the_targets_stderr_quiet() {
+    let mut t = Target::builder(CFG.path("basic"))
+        .env("HOTAGENT_LOG", "debug,file=/nonexistent/hotagent/log")
+        .spawn();
+    t.expect("version", 1);
+    assert!(hotctl(&t, &["status"]).success());
+    t.expect("version", 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t
+        .stderr_text()
+        .contains("cannot open /nonexistent/hotagent/log")
+    {
+        assert!(Instant::now() < deadline, "no warning: {}", t.stderr_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = t.stderr_text();
+    assert!(
+        !text.contains("INFO") && !text.contains("DEBUG"),
+        "the log went to the target's stderr: {text}"
+    );
+}
