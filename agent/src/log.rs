@@ -40,15 +40,24 @@ pub fn parse(value: Option<&str>) -> LogSpec {
 /// instead of printing on the target's stderr.
 pub fn init() {
     let spec = parse(std::env::var("HOTAGENT_LOG").ok().as_deref());
-    let filter = EnvFilter::try_new(&spec.filter).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let writer = match spec.file.as_deref().map(|p| {
+    let mut filter = EnvFilter::try_new(&spec.filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let opened = spec.file.as_deref().map(|p| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(p)
-    }) {
+    });
+    let mut unopened = None;
+    let writer = match opened {
         Some(Ok(f)) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
-        _ => BoxMakeWriter::new(std::io::stderr),
+        Some(Err(e)) => {
+            // The log meant for a file must not land on the target's stderr: only warnings
+            // go there, as without HOTAGENT_LOG.
+            filter = EnvFilter::new("warn");
+            unopened = Some(e);
+            BoxMakeWriter::new(std::io::stderr)
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -56,6 +65,9 @@ pub fn init() {
         .with_ansi(false)
         .with_target(false)
         .try_init();
+    if let (Some(e), Some(path)) = (unopened, spec.file.as_deref()) {
+        tracing::warn!("HOTAGENT_LOG: cannot open {path}: {e}; logging warnings only, on stderr");
+    }
     std::panic::set_hook(Box::new(|info| tracing::error!("hotagent panic: {info}")));
 }
 

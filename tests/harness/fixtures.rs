@@ -429,6 +429,17 @@ static SPECS: &[Spec] = &[
         FOO_COMMANDS,
     ),
     on_v2("libfoo_slow.so", "libfoo_slow.c"),
+    // The adversary's kinds (tests/it/adversary.rs): a program that closes descriptors it did not
+    // open and opens files of its own, a patch whose constructor does the same, a patch of libc's
+    // clock.
+    with_inputs(
+        exe("adversary", Lang::C, "adversary.c", &["libfoo.so"]),
+        FOO_COMMANDS,
+    ),
+    on_v2("libfd_thief.so", "libfd_thief.c"),
+    on_v2("libhelper_ctor.so", "libhelper_ctor.c"),
+    lib("libc_clock.so", "libc_clock.so", Lang::C, "libc_clock.c"),
+    lib("libc_random.so", "libc_random.so", Lang::C, "libc_random.c"),
     lib(
         "libc_lifeline.so",
         "libc_lifeline.so",

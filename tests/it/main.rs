@@ -4,6 +4,7 @@
 //!
 //! Every target gets its own socket folder, so tests run in parallel without seeing each other.
 
+mod adversary;
 mod bad_input;
 mod cli;
 mod common;

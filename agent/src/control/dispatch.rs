@@ -132,7 +132,7 @@ pub fn guarded(f: impl FnOnce() -> Response) -> Response {
 
 /// The point of no return for a request on connection `fd`: refuses when its deadline passed or
 /// its client left; with `confirm`, answers `ready` and waits for the client's commit until the
-/// deadline (or `wait_ms` when there is none).
+/// deadline, `wait_ms` at most.
 pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
     let now = raw::monotonic_ms();
     if let Some(d) = ctl.deadline_ms {
@@ -143,6 +143,11 @@ pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
             )));
         }
     }
+    if !super::fds::is_ours(fd) {
+        return Err(ReloadError::Abandoned(
+            "the program closed the client's connection before the change started; nothing was changed".into(),
+        ));
+    }
     if line::hung_up(fd) {
         return Err(ReloadError::Abandoned(
             "the client left before the change started; nothing was changed".into(),
@@ -151,20 +156,32 @@ pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
     if !ctl.confirm {
         return Ok(());
     }
-    let until = ctl.deadline_ms.unwrap_or(now + wait_ms);
+    // A client chooses its deadline, but not how long the agent is held: the worker (and the
+    // lock every reload and rollback needs) waits for a commit at most `wait_ms`.
+    let until = ctl
+        .deadline_ms
+        .map_or(now + wait_ms, |d| d.min(now + wait_ms));
     if !line::send_all(fd, &encode_line(&Response::Ready), until) {
         return Err(ReloadError::Abandoned(
             "the client did not take the ready answer in time; nothing was changed".into(),
         ));
     }
     match line::read_line(fd, until).map(|l| decode_request(&l)) {
-        Some(Ok(Request::Commit(_))) => Ok(()),
+        // A commit sent in time but read late (the target was stopped or starved meanwhile)
+        // must not start a change past the deadline.
+        Some(Ok(Request::Commit(_))) => match ctl.deadline_ms.map(|d| (d, raw::monotonic_ms())) {
+            Some((d, now)) if now >= d => Err(ReloadError::Abandoned(format!(
+                "the commit was read {} ms after the request's deadline; nothing was changed",
+                now - d
+            ))),
+            _ => Ok(()),
+        },
         Some(_) => Err(ReloadError::Abandoned(
             "the client answered ready with something other than commit; nothing was changed"
                 .into(),
         )),
         None => Err(ReloadError::Abandoned(
-            "the client did not commit before the deadline; nothing was changed".into(),
+            format!("the client did not commit before the deadline or within {} s of the ready answer; nothing was changed", wait_ms / 1000),
         )),
     }
 }

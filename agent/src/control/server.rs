@@ -28,7 +28,8 @@ const IO_STACK: usize = 256 * 1024;
 static AGENT: OnceLock<Mutex<Agent>> = OnceLock::new();
 /// (pid, path) of the socket this process created, removed at exit.
 static SOCKET: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
-/// The I/O thread's eventfd: written to wake it (a fork happened, a sweep is due).
+/// The writing end of the I/O thread's wake-up pair: a byte sent there wakes it (a fork
+/// happened, a sweep is due).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
 /// The effective uid the agent started with: who may talk to it (with root), and whose sockets a
@@ -60,10 +61,10 @@ pub fn start() {
             return;
         }
     };
-    let wake = match raw::eventfd() {
-        Ok(fd) => fd,
+    let (wake, waker) = match raw::socketpair() {
+        Ok(pair) => pair,
         Err(e) => {
-            tracing::warn!("hotagent disabled: no eventfd (errno {e})");
+            tracing::warn!("hotagent disabled: no socket pair to wake its thread (errno {e})");
             raw::close(listener);
             let _ = std::fs::remove_file(&path);
             return;
@@ -71,7 +72,8 @@ pub fn start() {
     };
     fds::register(listener);
     fds::register(wake);
-    WAKE.store(wake, Ordering::SeqCst);
+    fds::register(waker);
+    WAKE.store(waker, Ordering::SeqCst);
     *SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some((process::pid(), path.clone()));
     process::at_exit(remove_socket);
     let io = IoLoop {
@@ -83,15 +85,17 @@ pub fn start() {
         next_sweep: 0,
     };
     if let Err(e) = thread::spawn_quiet("hotagent", IO_STACK, move || io.run()) {
-        return give_up(listener, wake, &path, &e);
+        return give_up(&[listener, wake, waker], &path, &e);
     }
     tracing::info!(socket = %path.display(), "hotagent listening");
 }
 
-fn give_up(listener: i32, wake: i32, path: &std::path::Path, e: &std::io::Error) {
+fn give_up(ours: &[i32], path: &std::path::Path, e: &std::io::Error) {
     tracing::warn!("hotagent disabled: cannot start its threads: {e}");
-    fds::close(listener);
-    fds::close(wake);
+    WAKE.store(-1, Ordering::SeqCst);
+    for &fd in ours {
+        fds::close(fd);
+    }
     let _ = std::fs::remove_file(path);
 }
 
@@ -112,8 +116,9 @@ extern "C" fn remove_socket() {
 pub(super) fn want_sweep() {
     SWEEP_WANTED.store(true, Ordering::Relaxed);
     let fd = WAKE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        raw::notify(fd);
+    // The program may have closed our end and reused its number for a file of its own.
+    if fd >= 0 && fds::is_ours(fd) {
+        let _ = raw::send(fd, &[1]);
     }
 }
 
@@ -149,9 +154,12 @@ impl IoLoop {
         let ours = socket::fd_identity(self.listener);
         let my_pid = raw::getpid();
         loop {
-            // A program that closed our descriptor may have reused its number for a socket of
-            // its own: accepting on it would steal its clients.
-            if socket::fd_identity(self.listener) != ours || raw::getpid() != my_pid {
+            // A program that closed our descriptors may have reused their numbers for sockets
+            // or files of its own: accepting or reading there would steal its data.
+            if socket::fd_identity(self.listener) != ours
+                || !fds::is_ours(self.wake)
+                || raw::getpid() != my_pid
+            {
                 tracing::warn!(
                     "hotagent stopped listening: the program closed or replaced its socket"
                 );

@@ -89,11 +89,13 @@ fn serve(job: &Job) {
     if let Err(e) = dispatch::gate(job.fd, unchanged, 0) {
         tracing::info!(why = %e, "request abandoned");
         let resp = dispatch::error(e.code(), e.to_string());
-        let _ = line::send_all(
-            job.fd,
-            &encode_line(&resp),
-            raw::monotonic_ms() + IO_TIMEOUT_MS,
-        );
+        if fds::is_ours(job.fd) {
+            let _ = line::send_all(
+                job.fd,
+                &encode_line(&resp),
+                raw::monotonic_ms() + IO_TIMEOUT_MS,
+            );
+        }
         return;
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
@@ -112,9 +114,15 @@ fn serve(job: &Job) {
             tracing::info!(why = e.message, "request abandoned");
         }
     }
-    let until = ctl
-        .deadline_ms
-        .map_or(0, |d| d.saturating_add(IO_TIMEOUT_MS))
-        .max(raw::monotonic_ms() + IO_TIMEOUT_MS);
+    // Not the client's deadline: a client that never reads a long answer must not hold the
+    // worker past this.
+    let until = raw::monotonic_ms() + IO_TIMEOUT_MS;
+    // A patch's constructor may have closed the connection and reused its number.
+    if !fds::is_ours(job.fd) {
+        tracing::warn!(
+            "the program closed the client's connection during the request: no answer sent"
+        );
+        return;
+    }
     let _ = line::send_all(job.fd, &encode_line(&resp), until);
 }

@@ -46,7 +46,16 @@ pub(super) const NEVER_REPLACED: &[&str] = &[
     "pthread_create",
     "clone",
     "clone3",
+    // Rust's standard library reads the clock (`Instant`, and the log's timestamps, even in the
+    // panic hook: a failing clock there aborts the process) and seeds every `HashMap` from
+    // `getrandom`.
+    "clock_gettime",
+    "getrandom",
 ];
+
+/// The prefix of the agent's own exports: a patch carrying one is a build of the agent, whose
+/// constructor would start a second agent in the process, on the same socket.
+const AGENT_PREFIX: &str = "hotagent_";
 
 /// What a matched symbol does in the reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +84,16 @@ pub fn select(
     module: &str,
     exports: &[Export],
 ) -> Result<(Vec<Match>, Vec<String>), ReloadError> {
+    if let Some(ours) = patch
+        .symbols
+        .iter()
+        .find(|s| s.name.starts_with(AGENT_PREFIX))
+    {
+        return Err(ReloadError::IncompatibleSymbol(format!(
+            "refusing {}: it exports {}, so it is a build of hotagent itself; loading it would start a second agent inside the process",
+            patch.file_name, ours.name
+        )));
+    }
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for new in &patch.symbols {
@@ -92,7 +111,7 @@ pub fn select(
         let Some(old) = old else { continue };
         if NEVER_REPLACED.contains(&new.name.as_str()) {
             return Err(ReloadError::IncompatibleSymbol(format!(
-                "refusing to replace {} of {module}: the agent and the target's existing allocations depend on it",
+                "refusing to replace {} of {module}: the agent itself (or the allocations the target already made) depends on it",
                 new.name
             )));
         }

@@ -133,7 +133,13 @@ impl Agent {
             )
         })?;
         // Belt and braces for the name check above: never hand back an older generation.
-        if self.staged.iter().any(|l| l.handle == handle) || !copy.still_ours() {
+        if !copy.still_ours() {
+            return Err(ReloadError::LoadFailed(format!(
+                "{path} closed the agent's private copy of it while it loaded (descriptor {}, a constructor that closes descriptors it did not open?): its code is loaded but nothing was switched",
+                staged.trim_start_matches("/proc/self/fd/")
+            )));
+        }
+        if self.staged.iter().any(|l| l.handle == handle) {
             return Err(ReloadError::LoadFailed(format!(
                 "cannot load {path}: the loader returned an earlier generation's module for {staged}; nothing was switched"
             )));

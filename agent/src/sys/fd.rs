@@ -23,6 +23,12 @@ impl Fd {
         self.0
     }
 
+    /// Gives up the descriptor without closing it: it stays open for good, or the program has
+    /// closed it already (and may have reused its number, which we must then not close).
+    pub fn disown(&mut self) {
+        self.0 = -1;
+    }
+
     /// Hands the descriptor over to std (e.g. to make a `UnixListener` of it).
     pub fn into_owned(self) -> OwnedFd {
         let fd = self.0;
@@ -34,7 +40,9 @@ impl Fd {
 
 impl Drop for Fd {
     fn drop(&mut self) {
-        raw::close(self.0);
+        if self.0 >= 0 {
+            raw::close(self.0);
+        }
     }
 }
 

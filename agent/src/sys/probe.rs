@@ -119,7 +119,7 @@ fn attempt(
         return Err(std::io::Error::last_os_error());
     }
     let locks_by = deadline.min(Instant::now() + LOCKS_FREE_WAIT);
-    let answer = read_answer(read_end, locks_by, deadline);
+    let answer = read_answer(read_end, pid, locks_by, deadline);
     let status = reap(pid, !matches!(answer, Answer::Message(_)));
     Ok(match answer {
         Answer::LoaderLocked => Attempt::LoaderLocked,
@@ -246,21 +246,36 @@ enum Answer {
 }
 
 /// Reads a copy's answer: the locks-free byte by `locks_by`, the rest by `deadline`.
-fn read_answer(fd: OwnedFd, locks_by: Instant, deadline: Instant) -> Answer {
+///
+/// The copy's exit ends the answer too, not only the end of the pipe: a constructor may fork a
+/// helper that inherits the pipe's write end and outlives the copy (a library that starts its
+/// own daemon), and its end of the pipe would keep the copy's answer unfinished for good.
+fn read_answer(fd: OwnedFd, pid: libc::pid_t, locks_by: Instant, deadline: Instant) -> Answer {
     let mut file = std::fs::File::from(fd);
     let mut out = Vec::new();
+    // SAFETY: pidfd_open takes no memory arguments; -1 (an old kernel) is left out of the poll.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // SAFETY: a pidfd just opened and owned here alone, when there is one.
+    let _owned = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     loop {
         let free = out.first() == Some(&LOCKS_FREE);
         let by = if free { deadline } else { locks_by };
         let left = by.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&file),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = [
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&file),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: pfd is one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: pfd is two valid pollfds.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
         if n == 0 {
             return if free {
                 Answer::TimedOut
@@ -273,6 +288,10 @@ fn read_answer(fd: OwnedFd, locks_by: Instant, deadline: Instant) -> Answer {
                 continue;
             }
             return Answer::TimedOut;
+        }
+        if pfd[0].revents == 0 {
+            // The copy exited and its pipe holds nothing more: what it wrote is all there is.
+            return Answer::Message(message(&out));
         }
         let mut buf = [0u8; 4096];
         match file.read(&mut buf) {

@@ -254,8 +254,18 @@ impl Sealed {
     /// Keeps the descriptor open for the rest of the process's life: the loaded module's name
     /// is `/proc/self/fd/N`, and a later copy given the same number would make `dlopen` hand back
     /// this module instead of loading the new one.
-    pub fn keep(self) {
-        std::mem::forget(self.fd);
+    pub fn keep(mut self) {
+        self.fd.disown();
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        // The program (a patch's constructor, say) closed our number and may have opened a file
+        // of its own under it: closing that would close the program's file.
+        if !self.still_ours() {
+            self.fd.disown();
+        }
     }
 }
 

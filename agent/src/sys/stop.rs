@@ -85,9 +85,21 @@ pub enum StopError {
 /// Installs the handler on a free real-time signal (or `HOTAGENT_SIGNAL`). Returns the signal.
 /// In a forked child the inherited handler is ours already and is kept.
 pub fn install() -> Option<i32> {
-    let requested = std::env::var("HOTAGENT_SIGNAL")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
+    let requested = match std::env::var("HOTAGENT_SIGNAL") {
+        Ok(text) if !text.trim().is_empty() => match requested_signal(&text) {
+            Some(sig) => Some(sig),
+            None => {
+                // Taking SIGTERM or SIGINT would make the program deaf to them.
+                tracing::warn!(
+                    "HOTAGENT_SIGNAL={text:?} is not a real-time signal ({}..={}): function entries will not be rewritten (GOT only)",
+                    libc::SIGRTMIN(),
+                    libc::SIGRTMAX()
+                );
+                return None;
+            }
+        },
+        _ => None,
+    };
     let candidates: Vec<i32> = match requested {
         Some(s) => vec![s],
         // From the top: programs that use real-time signals usually count up from SIGRTMIN.
@@ -107,6 +119,14 @@ pub fn install() -> Option<i32> {
         }
     }
     None
+}
+
+/// A real-time signal's number, or None.
+fn requested_signal(text: &str) -> Option<i32> {
+    let sig = text.trim().parse::<i32>().ok()?;
+    (libc::SIGRTMIN()..=libc::SIGRTMAX())
+        .contains(&sig)
+        .then_some(sig)
 }
 
 /// The signal in use, if any.
