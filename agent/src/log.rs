@@ -41,12 +41,7 @@ pub fn parse(value: Option<&str>) -> LogSpec {
 pub fn init() {
     let spec = parse(std::env::var("HOTAGENT_LOG").ok().as_deref());
     let mut filter = EnvFilter::try_new(&spec.filter).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let opened = spec.file.as_deref().map(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-    });
+    let opened = spec.file.as_deref().map(LogFile::open);
     let mut unopened = None;
     let writer = match opened {
         Some(Ok(f)) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
@@ -69,6 +64,62 @@ pub fn init() {
         tracing::warn!("HOTAGENT_LOG: cannot open {path}: {e}; logging warnings only, on stderr");
     }
     std::panic::set_hook(Box::new(|info| tracing::error!("hotagent panic: {info}")));
+}
+
+/// The log file, reopened when its descriptor no longer names it: a daemon that closes every
+/// descriptor and opens its own files may be handed our number, and a log line must never land in
+/// the program's file.
+struct LogFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    /// (device, inode) of the file we opened.
+    id: (u64, u64),
+}
+
+impl LogFile {
+    fn open(path: &str) -> std::io::Result<LogFile> {
+        let file = Self::open_file(std::path::Path::new(path))?;
+        let id = identity(&file)?;
+        Ok(LogFile {
+            path: path.into(),
+            file,
+            id,
+        })
+    }
+
+    fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    /// The file to write to: ours as opened, or opened again if our number was taken.
+    fn current(&mut self) -> std::io::Result<&mut std::fs::File> {
+        if identity(&self.file).ok() != Some(self.id) {
+            let file = Self::open_file(&self.path)?;
+            let id = identity(&file)?;
+            let stale = std::mem::replace(&mut self.file, file);
+            // The number is the program's now (or closed): give it up without closing it.
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(stale);
+            self.id = id;
+        }
+        Ok(&mut self.file)
+    }
+}
+
+fn identity(file: &std::fs::File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map(|m| (m.dev(), m.ino()))
+}
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.current()?.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.current()?.flush()
+    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,14 @@ fn size(file: &Path) -> u64 {
 fn fork_after_closefds_writes_nothing_into_the_programs_files() {
     let dir = scratch();
     let logs: Vec<_> = (0..3).map(|i| dir.path().join(format!("log{i}"))).collect();
-    let mut t = adversary().spawn();
+    // The agent's own log file too: its descriptor is closed and handed to the program's files.
+    let agent_log = dir.path().join("agent.log");
+    let mut t = adversary()
+        .env(
+            "HOTAGENT_LOG",
+            format!("debug,file={}", agent_log.display()),
+        )
+        .spawn();
     t.expect("closefds", "ok");
     for log in &logs {
         let fd = t.cmd_i(&format!("open {}", log.display()));
@@ -82,6 +89,17 @@ fn fork_after_closefds_writes_nothing_into_the_programs_files() {
         assert_eq!(size(log), 0, "the agent wrote into {}", log.display());
     }
     t.expect("version", 1);
+    // The agents of the three children, started after the program took the log's number, logged
+    // into the agent's own file (opened again), as the parent did before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&agent_log).unwrap_or_default();
+        if text.matches("hotagent listening").count() >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent log:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A patch whose constructor closes every descriptor and opens a file of its own eight times:

@@ -3,7 +3,7 @@
 //! The prepare handler never waits for a reload: a fork the program makes while one runs (whose
 //! patch constructor may spin for seconds) must not be held up by us. It takes the agent's lock
 //! only if no reload or rollback holds it (a status holds it for a moment). A child forked in the middle of a reload inherits a half-made change and a
-//! lock no thread of its own will release, so its agent stays off (one warning line); any other
+//! lock no thread of its own will release, so its agent stays off (one line at info level); any other
 //! child closes the parent's descriptors and starts its own agent, named by its own pid.
 
 use super::{dispatch, server};
@@ -102,7 +102,9 @@ extern "C" fn child() {
         if had_lock {
             server::start();
         } else {
-            tracing::warn!(
+            // Info, not a warning: a pre-forking server forks hundreds of children a second,
+            // and each would print the line on the program's stderr.
+            tracing::info!(
                 "hotagent is off in this process: it was forked while a reload or rollback was under way"
             );
         }
