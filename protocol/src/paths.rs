@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 pub const SOCKET_SUFFIX: &str = ".sock";
 
 /// The socket folder: `$HOTAGENT_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/hotagent`, else
-/// `/tmp/hotagent-<uid>`. Empty variables count as unset.
+/// `/tmp/hotagent-<uid>`. Empty or relative values count as unset: a relative folder would name
+/// one place for the agent and another for hotctl, each taken from its own working folder.
 pub fn socket_dir(
     hotagent_dir: Option<OsString>,
     xdg_runtime: Option<OsString>,
     uid: u32,
 ) -> PathBuf {
-    let set = |v: Option<OsString>| v.filter(|s| !s.is_empty());
+    let set = |v: Option<OsString>| v.filter(|s| Path::new(s).is_absolute());
     if let Some(dir) = set(hotagent_dir) {
         return PathBuf::from(dir);
     }
@@ -38,6 +39,9 @@ mod tests {
         assert_eq!(d, PathBuf::from("/a"));
         let d = socket_dir(None, Some("/run/user/1".into()), 7);
         assert_eq!(d, PathBuf::from("/run/user/1/hotagent"));
+        // Relative values are ignored like empty ones.
+        let d = socket_dir(Some("rel/dir".into()), Some("run".into()), 7);
+        assert_eq!(d, PathBuf::from("/tmp/hotagent-7"));
         let d = socket_dir(Some("".into()), None, 7);
         assert_eq!(d, PathBuf::from("/tmp/hotagent-7"));
         assert_eq!(
