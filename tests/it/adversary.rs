@@ -5,7 +5,7 @@
 //! answers `ready` with silence and a far deadline; a commit read after the deadline; a patch
 //! whose constructor starts a helper process.
 
-use crate::common::basic;
+use crate::common::{basic, monotonic_ms};
 use hotagent_tests::protocol::{encode_line, ErrorCode, ReloadRequest, Request, Response};
 use hotagent_tests::target::TargetBuilder;
 use hotagent_tests::*;
@@ -15,17 +15,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
-
-/// `CLOCK_MONOTONIC` in milliseconds: the clock of a request's deadline.
-fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
 
 fn adversary() -> TargetBuilder {
     Target::builder(CFG.path("adversary"))

@@ -166,3 +166,14 @@ pub fn entry_in<'a>(s: &'a SymbolReport, module: &str) -> &'a EntryReport {
         .find(|e| e.module == module)
         .unwrap_or_else(|| panic!("{} has no entry in {module}: {s:#?}", s.name))
 }
+
+/// `CLOCK_MONOTONIC` in milliseconds: the clock of a request's deadline.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}

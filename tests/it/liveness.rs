@@ -4,7 +4,7 @@
 //! `fork` never wait for a running reload; a trickling client cannot hold a connection; the
 //! children a forking program `_exit`s leave no sockets behind.
 
-use crate::common::{basic, expect_foo_calls, V1, V2};
+use crate::common::{basic, expect_foo_calls, monotonic_ms, V1, V2};
 use hotagent_tests::protocol::{ErrorCode, ReloadRequest, Request, Response};
 use hotagent_tests::*;
 use std::io::{Read, Write};
@@ -13,17 +13,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
-
-/// `CLOCK_MONOTONIC` in milliseconds: the clock of a request's deadline.
-fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
 
 fn signal(t: &Target, sig: i32) {
     // SAFETY: kill(2) on our own child, which the Target keeps unreaped while it lives.
