@@ -273,15 +273,7 @@ fn symlinked_socket() {
         &hotctl_in(t.socket_dir(), None, &["--pid", &pid, "status"]),
         &[&why],
     );
-    let out = hotctl_in(t.socket_dir(), None, &["list", "--json"]);
-    assert!(out.success(), "{out}");
-    let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
-    assert_eq!(listed[0]["pid"], t.pid(), "{out}");
-    assert!(
-        out.stderr.contains(&why),
-        "no warning about the symlink:\n{out}"
-    );
+    list_skips(&t, &why, "symlink");
     imp.assert_nothing_sent();
     victim.expect("version", 1);
     assert_eq!(status(&t).generation, 0);
@@ -329,19 +321,25 @@ fn socket_named_after_another_process() {
         assert!(msg.contains(&socket.display().to_string()), "{msg}");
         assert!(msg.contains("nothing was sent"), "{msg}");
     }
-    let out = hotctl_in(t.socket_dir(), None, &["list", "--json"]);
-    assert!(out.success(), "{out}");
-    let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
-    assert_eq!(listed[0]["pid"], t.pid(), "{out}");
-    assert!(
-        out.stderr.contains(&why),
-        "no warning about the impostor:\n{out}"
-    );
+    list_skips(&t, &why, "impostor");
     // hotctl connected to learn who listens, and hung up without a word.
     let connections = imp.received();
     assert!(!connections.is_empty());
     imp.assert_nothing_sent();
     victim.expect("version", 1);
     assert_eq!(status(&t).generation, 0);
+}
+
+/// `hotctl list` shows the real agent alone, and warns about the socket it refused (`why`).
+#[track_caller]
+fn list_skips(t: &Target, why: &str, what: &str) {
+    let out = hotctl_in(t.socket_dir(), None, &["list", "--json"]);
+    assert!(out.success(), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(listed[0]["pid"], t.pid(), "{out}");
+    assert!(
+        out.stderr.contains(why),
+        "no warning about the {what}:\n{out}"
+    );
 }

@@ -197,22 +197,7 @@ fn mutex_wrapper_calling_its_alias() {
     let patch = cfg.path("libmutex_wrap.so");
     let why = ["__pthread_mutex_lock", "alias of pthread_mutex_lock"];
 
-    let dry = reload(&t, &patch, &["--replace", "libc.so.6", "--dry-run"]);
-    assert_entry(
-        &dry.symbols,
-        "pthread_mutex_lock",
-        "libc.so.6",
-        EntryState::Original,
-        &why,
-    );
-    let r = reload(&t, &patch, LIBC);
-    assert_entry(
-        &r.symbols,
-        "pthread_mutex_lock",
-        "libc.so.6",
-        EntryState::Original,
-        &why,
-    );
+    let r = reload_keeping_entry(&t, &patch, "pthread_mutex_lock", &why);
     assert!(
         r.warnings
             .iter()
@@ -257,22 +242,7 @@ fn sigaction_wrapper_calling_its_alias() {
     let mut t = lifeline(cfg);
     let patch = cfg.path("libsigaction_wrap.so");
     let why = ["__sigaction", "alias of sigaction"];
-    let dry = reload(&t, &patch, &["--replace", "libc.so.6", "--dry-run"]);
-    assert_entry(
-        &dry.symbols,
-        "sigaction",
-        "libc.so.6",
-        EntryState::Original,
-        &why,
-    );
-    let r = reload(&t, &patch, LIBC);
-    assert_entry(
-        &r.symbols,
-        "sigaction",
-        "libc.so.6",
-        EntryState::Original,
-        &why,
-    );
+    reload_keeping_entry(&t, &patch, "sigaction", &why);
     let w = t.cmd_i("wrapped");
     t.expect("sigaction", 0);
     t.expect("wrapped", w + 1);
@@ -305,4 +275,20 @@ fn lifeline_function_under_another_name_is_refused() {
         &[ErrorCode::IncompatibleSymbol],
         &["mmap64", "alias of mmap"],
     );
+}
+
+/// A dry run and then the reload of a libc wrapper both keep `name`'s libc entry with its own
+/// bytes, for the reasons in `why`; returns the reload's report.
+#[track_caller]
+fn reload_keeping_entry(
+    t: &Target,
+    patch: &std::path::Path,
+    name: &str,
+    why: &[&str],
+) -> protocol::ReloadReport {
+    let dry = reload(t, patch, &["--replace", "libc.so.6", "--dry-run"]);
+    assert_entry(&dry.symbols, name, "libc.so.6", EntryState::Original, why);
+    let r = reload(t, patch, LIBC);
+    assert_entry(&r.symbols, name, "libc.so.6", EntryState::Original, why);
+    r
 }
