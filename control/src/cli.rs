@@ -83,6 +83,11 @@ pub struct ReloadArgs {
     /// old entry, so pointers taken earlier keep running the old code).
     #[arg(long)]
     pub got_only: bool,
+    /// Let the new build run on its own, freshly initialised private data (statics, .data,
+    /// .bss, thread-local) instead of sharing the running copy's: for a library that keeps no
+    /// state worth keeping. Without it, a build whose private data differs is refused.
+    #[arg(long)]
+    pub fresh_state: bool,
 }
 
 impl Cli {

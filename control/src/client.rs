@@ -451,6 +451,7 @@ mod tests {
             dry_run: true,
             no_probe: false,
             got_only: false,
+            fresh_state: false,
             deadline_ms: None,
             confirm: false,
         });

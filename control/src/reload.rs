@@ -19,6 +19,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         dry_run: args.dry_run,
         no_probe: args.no_probe,
         got_only: args.got_only,
+        fresh_state: args.fresh_state,
         deadline_ms: None,
         confirm: false,
     });
@@ -199,6 +200,7 @@ mod tests {
             dry_run: true,
             no_probe: true,
             got_only: true,
+            fresh_state: false,
         };
         let mut out = Vec::new();
         run(dir.path(), &global, &args, &mut out).unwrap();
@@ -214,6 +216,7 @@ mod tests {
             dry_run: true,
             no_probe: true,
             got_only: true,
+            fresh_state: false,
             deadline_ms: None,
             confirm: false,
         };

@@ -73,6 +73,7 @@ mod tests {
                 dry_run: true,
                 no_probe: false,
                 got_only: true,
+                fresh_state: false,
                 deadline_ms: Some(12),
                 confirm: true,
             }),

@@ -96,6 +96,11 @@ pub struct ReloadRequest {
     /// taken earlier, vtables and a library's direct calls keep running the old code.
     #[serde(default)]
     pub got_only: bool,
+    /// Let the new build run on its own, freshly initialised private data instead of sharing the
+    /// replaced module's (or being refused when the layouts differ): for a library that keeps no
+    /// state worth keeping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_state: bool,
     /// See [`Control::deadline_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,

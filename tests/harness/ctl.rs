@@ -227,6 +227,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         dry_run: false,
         no_probe: false,
         got_only: false,
+        fresh_state: false,
         deadline_ms: None,
         confirm: false,
     }

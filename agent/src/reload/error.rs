@@ -16,6 +16,9 @@ pub enum ReloadError {
     NoCommonSymbols(String),
     #[error("{0}")]
     IncompatibleSymbol(String),
+    /// The new build's private data cannot be shared with the replaced module's.
+    #[error("{0}")]
+    PrivateState(String),
     #[error("nothing to roll back: the process runs generation 0, the code it started with")]
     NothingToRollBack,
     #[error("{0}")]
@@ -39,7 +42,9 @@ impl ReloadError {
             ReloadError::LoadFailed(_) => ErrorCode::LoadFailed,
             ReloadError::ModuleNotFound(_) => ErrorCode::ModuleNotFound,
             ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
-            ReloadError::IncompatibleSymbol(_) => ErrorCode::IncompatibleSymbol,
+            ReloadError::IncompatibleSymbol(_) | ReloadError::PrivateState(_) => {
+                ErrorCode::IncompatibleSymbol
+            }
             ReloadError::NothingToRollBack => ErrorCode::NothingToRollBack,
             ReloadError::WriteFailed(_) | ReloadError::EntriesUnwritable(_) => {
                 ErrorCode::WriteFailed

@@ -5,6 +5,8 @@ use super::entries::entry_warnings;
 use super::error::ReloadError;
 use super::modules;
 use super::plan::{plan_slots, Binding};
+use super::private;
+use super::sharing::redirect_private;
 use super::report::symbol_reports;
 use super::select::{select, Match, Role};
 use super::stage::{fresh_name, stage};
@@ -56,6 +58,8 @@ impl Agent {
                 "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
             ));
         }
+        let sharing = self.private_sharing(req, &module, &copy)?;
+        notes.extend(sharing.note(&module.path));
         phases.check_us = micros(t);
 
         // No loaded module may carry the copy's name: dlopen would return that module instead.
@@ -158,6 +162,16 @@ impl Agent {
             .find(|m| m.name == staged)
             .map(|m| m.base);
         settled.extend(new_base);
+        // Before any switch makes the new code reachable. A failure leaves the copy loaded and
+        // nothing switched: the error returns from here, like a failed dlsym below.
+        if let private::Sharing::Shared(plan) = &sharing {
+            redirect_private(plan, &module, handle, new_base).map_err(|e| {
+                ReloadError::LoadFailed(format!(
+                    "{path} was loaded but its private data could not be pointed at {}'s: {e}; nothing was switched",
+                    module.path
+                ))
+            })?;
+        }
         phases.load_us = micros(t);
 
         let t = Instant::now();

@@ -84,3 +84,18 @@ pub fn default_symbol(name: &str) -> Option<u64> {
 pub fn default_scope() -> Handle {
     Handle(libc::RTLD_DEFAULT as usize)
 }
+
+/// The module id of `h`'s thread-local block (`dlinfo(RTLD_DI_TLS_MODID)`); `None` when it has
+/// none.
+pub fn tls_modid(h: Handle) -> Option<u64> {
+    let mut id: libc::size_t = 0;
+    // SAFETY: h is a live handle; RTLD_DI_TLS_MODID writes one size_t through the pointer.
+    let r = unsafe {
+        libc::dlinfo(
+            h.0 as *mut libc::c_void,
+            libc::RTLD_DI_TLS_MODID,
+            (&mut id as *mut libc::size_t).cast(),
+        )
+    };
+    (r == 0 && id != 0).then_some(id as u64)
+}

@@ -1,0 +1,270 @@
+//! Private state: the new build's code must run on the replaced module's private writable data
+//! (`.data`, `.bss`, its thread-local block), or the reload is refused.
+//!
+//! Everything is decided from the two files before anything is loaded, so a dry run runs the
+//! same code and a refusal loads nothing: `identity` proves the old file is the mapped build,
+//! `evidence` proves the layouts match (or names what differs), `sites` finds every reference of
+//! the new code to its own private data. After the load, `redirect` points those references at
+//! the old module's storage, before any switch makes the new code reachable. The new copy's
+//! constructors have run by then on its own, fresh data: a constructor never re-initialises the
+//! live state.
+
+mod evidence;
+mod file;
+mod identity;
+mod redirect;
+mod sites;
+
+pub use evidence::Shared;
+pub use identity::{live_build_id, LiveIdentity};
+pub use sites::Sites;
+
+use crate::image::Layout;
+use evidence::Verdict;
+use file::FileView;
+
+/// At most this many differences are named in a refusal.
+const NAMED: usize = 8;
+
+/// Where separate debug files live, by build-id.
+const DEBUG_ROOT: &str = "/usr/lib/debug/.build-id";
+
+/// Why private state cannot be shared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrivateError {
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What the reload does about private state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sharing {
+    /// The new build keeps no private state of its own.
+    Nothing,
+    /// `--fresh-state`: the new copy runs on its own, fresh data.
+    Fresh,
+    Shared(Box<SharePlan>),
+}
+
+/// The redirect to make once the new copy is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePlan {
+    pub module: String,
+    pub shared: Shared,
+    pub sites: Sites,
+}
+
+impl Sharing {
+    /// The report's line about it, if any.
+    pub fn note(&self, module: &str) -> Option<String> {
+        match self {
+            Sharing::Nothing => None,
+            Sharing::Fresh => Some(format!(
+                "--fresh-state: the new build runs on its own, freshly initialised private data (.data, .bss, thread-local); the state of the running {} is not shared",
+                crate::image::file_name(module)
+            )),
+            Sharing::Shared(p) => Some(p.summary()),
+        }
+    }
+}
+
+impl SharePlan {
+    pub fn summary(&self) -> String {
+        let s = &self.shared;
+        let mut line = format!(
+            "private state shared with {}: {} object{}, {} (evidence: {}); {} code reference{} and {} data pointer{} redirected",
+            crate::image::file_name(&self.module),
+            s.objects,
+            plural(s.objects),
+            size(s.bytes),
+            s.evidence.label(),
+            self.sites.code.len(),
+            plural(self.sites.code.len()),
+            self.sites.data.len(),
+            plural(self.sites.data.len()),
+        );
+        if s.tls {
+            line.push_str(&format!(
+                "; thread-local block shared ({} module-id slot{})",
+                self.sites.tls_modid.len(),
+                plural(self.sites.tls_modid.len())
+            ));
+        }
+        if !s.only_new.is_empty() {
+            line.push_str(&format!(
+                "; only in the new build, so its own fresh state: {}",
+                named(&s.only_new)
+            ));
+        }
+        line
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn size(b: u64) -> String {
+    if b < 1024 {
+        format!("{b} B")
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+fn named(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > NAMED {
+        s.push_str(&format!(" and {} more", items.len() - NAMED));
+    }
+    s
+}
+
+/// Decides, from `new` (the sealed copy's bytes) and the replaced module's file, how the new
+/// build's private data is handled.
+pub fn analyse(
+    module: &Layout,
+    live: &LiveIdentity,
+    new: &[u8],
+    fresh: bool,
+) -> Result<Sharing, PrivateError> {
+    if fresh {
+        return Ok(Sharing::Fresh);
+    }
+    let path = module.path.as_str();
+    let refuse = |why: String| PrivateError::Refused(format!("{why}; {}", ways_forward(path)));
+    let new_view = FileView::parse(new)
+        .map_err(|e| refuse(format!("cannot read the new build's private data layout: {e}")))?;
+    if new_view.private.is_empty() && new_view.tls.is_none() {
+        return Ok(Sharing::Nothing);
+    }
+    let old_bytes = std::fs::read(path).map_err(|e| {
+        refuse(format!(
+            "cannot read {path} to compare its private data with the new build's: {e}"
+        ))
+    })?;
+    let old_view = FileView::parse(&old_bytes)
+        .map_err(|e| refuse(format!("cannot read {path}'s private data layout: {e}")))?;
+    identity::prove(path, live, old_view.build_id().as_deref())
+        .map_err(|e| refuse(format!("cannot share its private state: {e}")))?;
+    let old_debug = debug_file_for(&old_view);
+    let new_debug = debug_file_for(&new_view);
+    let old_debug_elf = old_debug.as_deref().and_then(|b| goblin::elf::Elf::parse(b).ok());
+    let new_debug_elf = new_debug.as_deref().and_then(|b| goblin::elf::Elf::parse(b).ok());
+    let (old_syms, old_dbg) = if old_view.has_symtab() {
+        (Some(&old_view.elf), false)
+    } else {
+        (old_debug_elf.as_ref(), old_debug_elf.is_some())
+    };
+    let (new_syms, new_dbg) = if new_view.has_symtab() {
+        (Some(&new_view.elf), false)
+    } else {
+        (new_debug_elf.as_ref(), new_debug_elf.is_some())
+    };
+    let both = old_syms.is_some() && new_syms.is_some();
+    let verdict = evidence::compare(
+        &old_view,
+        &new_view,
+        old_syms.filter(|_| both),
+        new_syms.filter(|_| both),
+        both && (old_dbg || new_dbg),
+    );
+    let shared = match verdict {
+        Verdict::Nothing => return Ok(Sharing::Nothing),
+        Verdict::Differs(d) => {
+            return Err(PrivateError::Refused(format!(
+                "the new build's private data (not exported: statics, .data, .bss, thread-local) differs from the running {}'s, so the new code cannot run on the live state: {}; {}",
+                crate::image::file_name(path),
+                named(&d),
+                ways_forward(path)
+            )))
+        }
+        Verdict::Shared(s) => s,
+    };
+    let mut sites = sites::find(&new_view).map_err(|e| {
+        refuse(format!(
+            "cannot find the new build's references to its private data: {e}"
+        ))
+    })?;
+    let mut unnamed = Vec::new();
+    sites.code.retain(|c| keep(&shared, &new_view, c.target, &mut unnamed));
+    sites.data.retain(|d| keep(&shared, &new_view, d.target, &mut unnamed));
+    if !unnamed.is_empty() {
+        unnamed.sort();
+        unnamed.dedup();
+        return Err(refuse(format!(
+            "the new build's code reaches private data no symbol names, so its place in the running copy is unknown: {}",
+            named(&unnamed)
+        )));
+    }
+    if !shared.tls {
+        sites.tls_modid.clear();
+    }
+    Ok(Sharing::Shared(Box::new(SharePlan {
+        module: path.to_string(),
+        shared,
+        sites,
+    })))
+}
+
+/// Is a reference to `target` one to redirect? Own data is left alone; data neither shared nor
+/// own is collected in `unnamed`.
+fn keep(shared: &Shared, f: &FileView<'_>, target: u64, unnamed: &mut Vec<String>) -> bool {
+    if shared.is_own(target) {
+        return false;
+    }
+    if shared.old_of(target).is_some() {
+        return true;
+    }
+    if let Some(s) = f.private_section(target) {
+        unnamed.push(format!("{}+{:#x}", s.name, target - s.addr));
+    }
+    false
+}
+
+fn ways_forward(path: &str) -> String {
+    format!(
+        "nothing was loaded. Ways forward: a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
+        crate::image::file_name(path)
+    )
+}
+
+/// The separate debug file of `f` by build-id, if one is installed and trustworthy: a regular
+/// file nobody but root or us can write (its symbols decide where our writes go).
+fn debug_file_for(f: &FileView<'_>) -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    if f.has_symtab() {
+        return None;
+    }
+    let id = f.build_id()?;
+    let (head, rest) = id.split_first()?;
+    let hex: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = format!("{DEBUG_ROOT}/{head:02x}/{hex}.debug");
+    let md = std::fs::symlink_metadata(&path)
+        .or_else(|_| std::fs::metadata(&path))
+        .ok()?;
+    let md = if md.file_type().is_symlink() {
+        std::fs::metadata(&path).ok()?
+    } else {
+        md
+    };
+    let owner_ok = md.uid() == 0 || md.uid() == crate::sys::process::euid();
+    if !md.is_file() || md.mode() & 0o022 != 0 || !owner_ok {
+        tracing::info!(path, "separate debug file ignored: not a regular file owned by root or us, or writable by others");
+        return None;
+    }
+    let bytes = std::fs::read(&path).ok()?;
+    let dbg = FileView::parse(&bytes).ok()?;
+    (dbg.build_id().as_deref() == Some(id.as_slice()) && dbg.has_symtab()).then_some(bytes)
+}
+
+pub use redirect::{apply, pokes, Placement};
