@@ -323,3 +323,47 @@ fn by_object(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zlib() -> Vec<u8> {
+        std::fs::read("/lib/x86_64-linux-gnu/libz.so.1").unwrap()
+    }
+
+    #[test]
+    fn a_stripped_library_matches_itself_by_sections() {
+        let bytes = zlib();
+        let f = FileView::parse(&bytes).unwrap();
+        assert!(!f.has_symtab());
+        let Verdict::Shared(s) = compare(&f, &f, None, None, false) else {
+            panic!("zlib does not match itself");
+        };
+        assert_eq!(s.evidence, Evidence::Sections);
+        let total: u64 = f.private.iter().map(|s| s.size).sum();
+        assert_eq!(s.bytes, total);
+        assert_eq!(s.old_of(f.private[0].addr), Some(f.private[0].addr));
+    }
+
+    #[test]
+    fn a_grown_section_is_named() {
+        let bytes = zlib();
+        let old = FileView::parse(&bytes).unwrap();
+        let idx = old
+            .elf
+            .section_headers
+            .iter()
+            .position(|s| old.elf.shdr_strtab.get_at(s.sh_name) == Some(".bss"))
+            .unwrap();
+        // sh_size is at offset 32 of a 64-byte section header.
+        let at = old.elf.header.e_shoff as usize + idx * 64 + 32;
+        let mut grown = bytes.clone();
+        grown[at..at + 8].copy_from_slice(&16u64.to_le_bytes());
+        let new = FileView::parse(&grown).unwrap();
+        match compare(&old, &new, None, None, false) {
+            Verdict::Differs(d) => assert_eq!(d, vec![".bss: 16 bytes, was 8".to_string()]),
+            v => panic!("{v:?}"),
+        }
+    }
+}

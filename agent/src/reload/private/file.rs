@@ -157,7 +157,8 @@ impl<'a> FileView<'a> {
                 memsz: p.p_memsz,
                 align: p.p_align,
             });
-        let rels = relocations(&elf);
+        let mut rels = relocations(&elf);
+        rels.extend(relr(&elf, bytes));
         let mut masked: Vec<u64> = rels.iter().map(|r| r.offset).collect();
         masked.sort_unstable();
         Ok(FileView {
@@ -309,6 +310,50 @@ fn relocations(elf: &Elf<'_>) -> Vec<Rel> {
             local,
             value,
         });
+    }
+    out
+}
+
+/// Packed relative relocations (`.relr.dyn`, `-z pack-relative-relocs`): the addend is the word
+/// in the file.
+fn relr(elf: &Elf<'_>, bytes: &[u8]) -> Vec<Rel> {
+    const SHT_RELR: u32 = 19;
+    let word_at = |vaddr: u64| -> Option<u64> {
+        let p = elf.program_headers.iter().find(|p| {
+            p.p_type == ph::PT_LOAD && p.p_vaddr <= vaddr && vaddr + 8 <= p.p_vaddr + p.p_filesz
+        })?;
+        let off = usize::try_from(p.p_offset + (vaddr - p.p_vaddr)).ok()?;
+        Some(u64::from_le_bytes(bytes.get(off..off + 8)?.try_into().ok()?))
+    };
+    let mut out = Vec::new();
+    for s in elf.section_headers.iter().filter(|s| s.sh_type == SHT_RELR) {
+        let Some(table) = s.file_range().and_then(|r| bytes.get(r)) else {
+            continue;
+        };
+        let mut next = 0u64;
+        let mut push = |at: u64| {
+            out.push(Rel {
+                offset: at,
+                kind: R_X86_64_RELATIVE,
+                sym: 0,
+                local: true,
+                value: word_at(at),
+            })
+        };
+        for e in table.chunks_exact(8) {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or_default());
+            if e & 1 == 0 {
+                push(e);
+                next = e + 8;
+            } else {
+                for i in 0..63 {
+                    if (e >> (i + 1)) & 1 != 0 {
+                        push(next + i * 8);
+                    }
+                }
+                next += 63 * 8;
+            }
+        }
     }
     out
 }

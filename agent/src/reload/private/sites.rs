@@ -4,7 +4,7 @@
 
 use super::file::{is_tls_modid, is_tls_tpoff, is_tlsdesc, FileView};
 use goblin::elf::{section_header as sh, sym};
-use iced_x86::{Decoder, DecoderOptions};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 /// A 4-byte displacement in the code that addresses private data relative to the next
 /// instruction.
@@ -49,6 +49,7 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
     let mut out = Sites::default();
     let in_private = |a: u64| f.private_section(a).is_some();
     let mut boundaries: Vec<u64> = Vec::new();
+    let mut padding: Vec<(u64, u64)> = Vec::new();
     for s in &f.elf.section_headers {
         if s.sh_flags & u64::from(sh::SHF_EXECINSTR) == 0 || s.sh_type != sh::SHT_PROGBITS {
             continue;
@@ -66,6 +67,9 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
             dec.decode_out(&mut ins);
             out.instructions += 1;
             boundaries.push(ins.ip());
+            if matches!(ins.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
+                padding.push((ins.ip(), ins.next_ip()));
+            }
             if !ins.is_ip_rel_memory_operand() {
                 continue;
             }
@@ -88,7 +92,8 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
         }
     }
     boundaries.sort_unstable();
-    check_starts(f, &boundaries)?;
+    padding.sort_unstable();
+    check_starts(f, &boundaries, &padding)?;
     for r in &f.rels {
         if let Some(v) = r.value {
             if in_private(v) && !in_private(r.offset) {
@@ -117,9 +122,19 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
 
 /// A linear sweep is only trusted when every function start the file names — symbols and
 /// unwind entries — is one of its instruction boundaries (else it read data as code, or code
-/// as data, somewhere).
-fn check_starts(f: &FileView<'_>, boundaries: &[u64]) -> Result<(), SitesError> {
-    let on_boundary = |a: u64| boundaries.binary_search(&a).is_ok();
+/// as data, somewhere). A start inside padding is fine: glibc's signal trampoline's unwind
+/// entry starts one byte early, inside the `nop` before it, on purpose.
+fn check_starts(
+    f: &FileView<'_>,
+    boundaries: &[u64],
+    padding: &[(u64, u64)],
+) -> Result<(), SitesError> {
+    let on_boundary = |a: u64| {
+        boundaries.binary_search(&a).is_ok() || {
+            let i = padding.partition_point(|p| p.0 <= a);
+            i > 0 && a < padding[i - 1].1
+        }
+    };
     let exec = |a: u64| {
         f.elf.section_headers.iter().any(|s| {
             s.sh_flags & u64::from(sh::SHF_EXECINSTR) != 0
