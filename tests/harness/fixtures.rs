@@ -214,6 +214,8 @@ const DIRECT_H: &[&str] = &["direct.h"];
 const DIRECT_PROGRAM: &[&str] = &["direct.h", "cmdloop.h"];
 const TLS_H: &[&str] = &["tls.h"];
 const TLS_PROGRAM: &[&str] = &["tls.h", "cmdloop.h"];
+const PRIV_H: &[&str] = &["priv.h"];
+const PRIV_PROGRAM: &[&str] = &["priv.h", "cmdloop.h"];
 /// A library's calls to its own exported functions bind inside it, not through its GOT.
 const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
@@ -413,6 +415,29 @@ static SPECS: &[Spec] = &[
         TLS_H,
     ),
     with_inputs(exe("tls", Lang::C, "tls.c", &["libtls.so"]), TLS_PROGRAM),
+    // Private (static) state of every kind: v2 changes one function, v3 the layout.
+    with_inputs(
+        lib("libpriv.so", "libpriv.so", Lang::C, "libpriv.c"),
+        PRIV_H,
+    ),
+    Spec {
+        flags: &["-DPRIV_V2"],
+        ..with_inputs(
+            lib("libpriv_v2.so", "libpriv.so", Lang::C, "libpriv.c"),
+            PRIV_H,
+        )
+    },
+    Spec {
+        flags: &["-DPRIV_V3"],
+        ..with_inputs(
+            lib("libpriv_v3.so", "libpriv.so", Lang::C, "libpriv.c"),
+            PRIV_H,
+        )
+    },
+    with_inputs(
+        exe("priv", Lang::C, "priv.c", &["libpriv.so"]),
+        PRIV_PROGRAM,
+    ),
     // Another user attacking a world-writable folder: the library it plants, and the racer.
     lib("libevil.so", "libfoo.so", Lang::C, "libevil.c"),
     exe("racer", Lang::C, "racer.c", &[]),

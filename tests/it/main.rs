@@ -17,6 +17,7 @@ mod impostor;
 mod lifeline;
 mod liveness;
 mod measure;
+mod private_state;
 mod privilege;
 mod probe;
 mod quiet;

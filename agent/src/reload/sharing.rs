@@ -26,9 +26,8 @@ impl Agent {
                 std::io::Error::from_raw_os_error(e)
             ))
         })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state).map_err(|e| {
-            ReloadError::PrivateState(format!("{}: {e}", req.path))
-        })
+        private::analyse(module, &live, map.bytes(), req.fresh_state)
+            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))
     }
 
     /// The build-id the replaced module carries in memory, and where its mapping starts.

@@ -294,7 +294,12 @@ pub(super) fn first_difference(a: &[Option<u8>], b: &[Option<u8>]) -> Option<usi
 
 fn relocations(elf: &Elf<'_>) -> Vec<Rel> {
     let mut out = Vec::new();
-    for r in elf.dynrelas.iter().chain(elf.dynrels.iter()).chain(elf.pltrelocs.iter()) {
+    for r in elf
+        .dynrelas
+        .iter()
+        .chain(elf.dynrels.iter())
+        .chain(elf.pltrelocs.iter())
+    {
         let s = elf.dynsyms.get(r.r_sym);
         let local = r.r_sym == 0 || s.as_ref().is_some_and(|s| s.st_bind() == sym::STB_LOCAL);
         let addend = r.r_addend.unwrap_or(0) as u64;
@@ -323,7 +328,9 @@ fn relr(elf: &Elf<'_>, bytes: &[u8]) -> Vec<Rel> {
             p.p_type == ph::PT_LOAD && p.p_vaddr <= vaddr && vaddr + 8 <= p.p_vaddr + p.p_filesz
         })?;
         let off = usize::try_from(p.p_offset + (vaddr - p.p_vaddr)).ok()?;
-        Some(u64::from_le_bytes(bytes.get(off..off + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            bytes.get(off..off + 8)?.try_into().ok()?,
+        ))
     };
     let mut out = Vec::new();
     for s in elf.section_headers.iter().filter(|s| s.sh_type == SHT_RELR) {
@@ -388,7 +395,10 @@ mod tests {
         let bytes = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
         let f = FileView::parse(&bytes).unwrap();
         let names: Vec<&str> = f.private.iter().map(|s| s.name.as_str()).collect();
-        assert!(names.contains(&".data") && names.contains(&".bss"), "{names:?}");
+        assert!(
+            names.contains(&".data") && names.contains(&".bss"),
+            "{names:?}"
+        );
         assert!(!names.iter().any(|n| n.starts_with(".got")), "{names:?}");
         assert!(f.tls.is_some() && f.build_id().is_some());
         let img = f.initial(f.private[0].addr, f.private[0].size);

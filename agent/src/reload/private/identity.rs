@@ -54,11 +54,7 @@ fn build_id_in_notes(mut b: &[u8]) -> Option<Vec<u8>> {
 
 /// Checks that `path` (whose bytes are `file_build_id`'s) is what is mapped; the error says why
 /// it cannot be proven.
-pub fn prove(
-    path: &str,
-    live: &LiveIdentity,
-    file_build_id: Option<&[u8]>,
-) -> Result<(), String> {
+pub fn prove(path: &str, live: &LiveIdentity, file_build_id: Option<&[u8]>) -> Result<(), String> {
     match (&live.build_id, file_build_id) {
         (Some(l), Some(f)) if l.as_slice() == f => Ok(()),
         (Some(l), Some(f)) => Err(format!(

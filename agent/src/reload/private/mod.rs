@@ -142,8 +142,11 @@ pub fn analyse(
     }
     let path = module.path.as_str();
     let refuse = |why: String| PrivateError::Refused(format!("{why}; {}", ways_forward(path)));
-    let new_view = FileView::parse(new)
-        .map_err(|e| refuse(format!("cannot read the new build's private data layout: {e}")))?;
+    let new_view = FileView::parse(new).map_err(|e| {
+        refuse(format!(
+            "cannot read the new build's private data layout: {e}"
+        ))
+    })?;
     if new_view.private.is_empty() && new_view.tls.is_none() {
         return Ok(Sharing::Nothing);
     }
@@ -158,8 +161,12 @@ pub fn analyse(
         .map_err(|e| refuse(format!("cannot share its private state: {e}")))?;
     let old_debug = debug_file_for(&old_view);
     let new_debug = debug_file_for(&new_view);
-    let old_debug_elf = old_debug.as_deref().and_then(|b| goblin::elf::Elf::parse(b).ok());
-    let new_debug_elf = new_debug.as_deref().and_then(|b| goblin::elf::Elf::parse(b).ok());
+    let old_debug_elf = old_debug
+        .as_deref()
+        .and_then(|b| goblin::elf::Elf::parse(b).ok());
+    let new_debug_elf = new_debug
+        .as_deref()
+        .and_then(|b| goblin::elf::Elf::parse(b).ok());
     let (old_syms, old_dbg) = if old_view.has_symtab() {
         (Some(&old_view.elf), false)
     } else {
@@ -196,8 +203,12 @@ pub fn analyse(
         ))
     })?;
     let mut unnamed = Vec::new();
-    sites.code.retain(|c| keep(&shared, &new_view, c.target, &mut unnamed));
-    sites.data.retain(|d| keep(&shared, &new_view, d.target, &mut unnamed));
+    sites
+        .code
+        .retain(|c| keep(&shared, &new_view, c.target, &mut unnamed));
+    sites
+        .data
+        .retain(|d| keep(&shared, &new_view, d.target, &mut unnamed));
     if !unnamed.is_empty() {
         unnamed.sort();
         unnamed.dedup();

@@ -54,9 +54,9 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
         if s.sh_flags & u64::from(sh::SHF_EXECINSTR) == 0 || s.sh_type != sh::SHT_PROGBITS {
             continue;
         }
-        let range = s.file_range().ok_or_else(|| {
-            SitesError::Decode("an executable section has no file bytes".into())
-        })?;
+        let range = s
+            .file_range()
+            .ok_or_else(|| SitesError::Decode("an executable section has no file bytes".into()))?;
         let code = f
             .bytes
             .get(range)
@@ -143,7 +143,9 @@ fn check_starts(
         })
     };
     let funcs = f.elf.syms.iter().chain(f.elf.dynsyms.iter()).filter(|s| {
-        matches!(s.st_type(), sym::STT_FUNC | sym::STT_GNU_IFUNC) && s.st_shndx != 0 && s.st_size > 0
+        matches!(s.st_type(), sym::STT_FUNC | sym::STT_GNU_IFUNC)
+            && s.st_shndx != 0
+            && s.st_size > 0
     });
     for s in funcs {
         if exec(s.st_value) && !on_boundary(s.st_value) {
