@@ -39,16 +39,20 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
         any::<bool>(),
         option::of(any::<u64>()),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(path, replace, dry_run, no_probe, got_only, deadline_ms, confirm)| ReloadRequest {
-                path,
-                replace,
-                dry_run,
-                no_probe,
-                got_only,
-                deadline_ms,
-                confirm,
+            |(path, replace, dry_run, no_probe, got_only, deadline_ms, confirm, fresh_state)| {
+                ReloadRequest {
+                    path,
+                    replace,
+                    dry_run,
+                    no_probe,
+                    got_only,
+                    fresh_state,
+                    deadline_ms,
+                    confirm,
+                }
             },
         )
 }
