@@ -84,7 +84,11 @@ pub enum StopError {
         "thread {tid} blocks signal {signal} and kept running for {grace_ms} ms, so it cannot be \
          stopped"
     )]
-    Blocked { tid: i32, signal: i32, grace_ms: u64 },
+    Blocked {
+        tid: i32,
+        signal: i32,
+        grace_ms: u64,
+    },
     #[error("thread {tid} did not answer signal {signal} within {waited_ms} ms")]
     NoAnswer {
         tid: i32,
@@ -587,8 +591,9 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
                 continue;
             }
             // One that blocked the signal since it was listed is located instead (the signal
-            // stays pending; it finds no round, or a later one, when it unblocks).
-            if task::blocks(tid, sig) {
+            // stays pending; it finds no round, or a later one, when it unblocks). One that
+            // blocks it because it is entering our handler has it no longer pending, and parks.
+            if task::holds_pending(tid, sig) {
                 if tasks.blockers.len() == tasks.blockers.capacity() {
                     return Err(Missing::TooMany);
                 }

@@ -57,6 +57,17 @@ pub fn blocks(tid: i32, sig: i32) -> bool {
         .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
 }
 
+/// Whether thread `tid` blocks `sig` with `sig` pending: it was sent and never delivered. (A
+/// thread running the handler of `sig` blocks it too, but no longer has it pending.)
+pub fn holds_pending(tid: i32, sig: i32) -> bool {
+    let mut buf = [0u8; 4096];
+    let bit = 1u64 << (sig - 1);
+    status(tid, &mut buf).is_some_and(|s| {
+        field(s, b"SigBlk:", 16).is_some_and(|m| m & bit != 0)
+            && field(s, b"SigPnd:", 16).is_some_and(|m| m & bit != 0)
+    })
+}
+
 /// Where thread `tid` is now.
 pub fn locate(tid: i32) -> Seen {
     let mut buf = [0u8; 4096];
