@@ -173,3 +173,33 @@ fn thread_asleep_inside_an_entry_with_every_signal_blocked_keeps_that_entry() {
     t.expect("version", 1);
     t.assert_alive();
 }
+
+/// Many switches while a signal-blocking thread wakes every 5 ms and two busy threads call
+/// through the GOT and the start-up pointer: each switch locates the blockers afresh (one that
+/// woke between two looks is looked at again), every entry jumps, and no call ever sees a torn
+/// entry or a third version.
+#[test]
+fn blocking_threads_torture() {
+    let cycles: usize = env_parse("HOTAGENT_TEST_CYCLES").unwrap_or(300) / 10;
+    let cfg = Config::DEFAULT;
+    let v2 = cfg.path("libfoo_v2.so");
+    let mut t = Target::builder(cfg.path("blockers"))
+        .arg("sleepers")
+        .arg("busy=2")
+        .spawn();
+    for _ in 0..cycles.max(1) {
+        let r = reload(&t, &v2, &["--no-probe"]);
+        assert_entry(
+            symbol(&r.symbols, "foo_version"),
+            "libfoo.so",
+            EntryState::Jump,
+        );
+        assert_located(&r.pause, 4);
+        t.expect("ptr", 2);
+        let rb = rollback(&t);
+        assert_located(&rb.pause, 4);
+        t.expect("ptr", 1);
+    }
+    assert_eq!(bad_calls(&mut t), 0);
+    t.assert_alive();
+}

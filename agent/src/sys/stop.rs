@@ -26,11 +26,17 @@ use std::time::Duration;
 
 /// Threads one stop can hold; a process with more is refused (and the reload falls back).
 pub const MAX_THREADS: usize = 8192;
-/// How long a thread that blocks the signal may keep running before it is taken to run on for
-/// good. Asleep in the kernel it costs no wait at all.
+/// How long a thread that blocks the signal may keep running, without sleeping once, before it
+/// is taken to run on for good. Asleep in the kernel it costs no wait at all.
 const BLOCKED_GRACE: Duration = Duration::from_millis(50);
+/// Looks at it that must all find it running before it counts: a stopper the scheduler starves
+/// could otherwise see the whole grace pass in one or two looks.
+const BLOCKED_LOOKS: u32 = 10;
 /// Between two looks at a running blocker: it usually enters a system call within microseconds.
 const BLOCKED_POLL: Duration = Duration::from_micros(200);
+/// However often blockers are caught awake between sleeps (a loaded machine leaves a thread that
+/// wakes every few milliseconds runnable much of the time), a stop waits no longer than this.
+const BLOCKED_LIMIT: Duration = Duration::from_secs(1);
 /// How often a wait for threads to park checks whether the missing ones still exist.
 const EXIT_CHECK: Duration = Duration::from_millis(2);
 
@@ -81,13 +87,13 @@ pub enum StopError {
     #[error("the process has more than {MAX_THREADS} threads")]
     TooManyThreads,
     #[error(
-        "thread {tid} blocks signal {signal} and kept running for {grace_ms} ms, so it cannot be \
-         stopped"
+        "thread {tid} blocks signal {signal} and kept running (looked at for {waited_ms} ms), so \
+         it cannot be stopped"
     )]
     Blocked {
         tid: i32,
         signal: i32,
-        grace_ms: u64,
+        waited_ms: u64,
     },
     #[error("thread {tid} did not answer signal {signal} within {waited_ms} ms")]
     NoAnswer {
@@ -327,18 +333,76 @@ impl Tasks {
         }
     }
 
-    /// Where each blocker sleeps, into `self.asleep`; the first one found running, if any.
-    /// Allocates nothing.
-    fn locate_blockers(&mut self) -> Result<(), i32> {
+    /// Where each blocker sleeps, into `self.asleep`; the first one found running, if any, with
+    /// its voluntary context switches. Allocates nothing.
+    fn locate_blockers(&mut self) -> Result<(), (i32, Option<u64>)> {
         self.asleep.clear();
         for &tid in &self.blockers {
             match task::locate(tid) {
                 Seen::Asleep(a) => self.asleep.push((tid, a)),
                 Seen::Gone => {}
-                Seen::Running => return Err(tid),
+                Seen::Running(voluntary) => return Err((tid, voluntary)),
             }
         }
         Ok(())
+    }
+}
+
+/// How long blockers have been seen running. Only one that runs on without sleeping — seen
+/// running at `BLOCKED_LOOKS` looks in a row over `BLOCKED_GRACE`, its voluntary switches
+/// unchanged — counts as running for good; one that slept in between starts afresh.
+struct Grace {
+    start: Duration,
+    limit: Duration,
+    suspect: Option<Suspect>,
+}
+
+struct Suspect {
+    tid: i32,
+    voluntary: Option<u64>,
+    since: Duration,
+    looks: u32,
+}
+
+impl Grace {
+    fn new() -> Self {
+        let start = raw::monotonic();
+        Grace {
+            start,
+            limit: start + BLOCKED_LIMIT,
+            suspect: None,
+        }
+    }
+
+    /// Records a look that found `tid` running; true once it is taken to run on for good.
+    fn running(&mut self, tid: i32, voluntary: Option<u64>) -> bool {
+        let now = raw::monotonic();
+        match &mut self.suspect {
+            Some(s) if s.tid == tid && s.voluntary == voluntary && voluntary.is_some() => {
+                s.looks += 1;
+            }
+            _ => {
+                self.suspect = Some(Suspect {
+                    tid,
+                    voluntary,
+                    since: now,
+                    looks: 1,
+                })
+            }
+        }
+        let s = self
+            .suspect
+            .as_ref()
+            .map_or((now, 0), |s| (s.since, s.looks));
+        (s.1 >= BLOCKED_LOOKS && now.saturating_sub(s.0) >= BLOCKED_GRACE) || now >= self.limit
+    }
+
+    fn blocked(&self, tid: i32, sig: i32) -> StopError {
+        StopError::Blocked {
+            tid,
+            signal: sig,
+            waited_ms: raw::monotonic().saturating_sub(self.start).as_millis() as u64,
+        }
     }
 }
 
@@ -434,34 +498,26 @@ fn ours() -> Result<i32, StopError> {
 pub fn preflight() -> Result<(), StopError> {
     let sig = ours()?;
     let mut tasks = Tasks::default();
-    settle_blockers(&mut tasks, sig, raw::monotonic() + BLOCKED_GRACE)
+    settle_blockers(&mut tasks, sig, &mut Grace::new())
 }
 
-/// Lists the threads, and waits until every one that blocks `sig` is asleep in the kernel, at
-/// most until `grace`. glibc blocks every signal for a moment while a thread is created and while
-/// it exits, and a real blocker (jemalloc's background thread, a `sigwait` loop) spends nearly all
-/// its life asleep: only one that keeps running past the grace counts.
-fn settle_blockers(tasks: &mut Tasks, sig: i32, grace: Duration) -> Result<(), StopError> {
+/// Lists the threads, and waits until every one that blocks `sig` is asleep in the kernel (see
+/// `Grace`). glibc blocks every signal for a moment while a thread is created and while it exits,
+/// and a real blocker (jemalloc's background thread, a `sigwait` loop) spends nearly all its life
+/// asleep: only one that keeps running counts.
+fn settle_blockers(tasks: &mut Tasks, sig: i32, grace: &mut Grace) -> Result<(), StopError> {
     loop {
         tasks
             .list()
             .map_err(|e| StopError::Os(std::io::Error::from_raw_os_error(e).to_string()))?;
         tasks.classify(sig);
-        let Err(tid) = tasks.locate_blockers() else {
+        let Err((tid, voluntary)) = tasks.locate_blockers() else {
             return Ok(());
         };
-        if raw::monotonic() >= grace {
-            return Err(blocked(tid, sig));
+        if grace.running(tid, voluntary) {
+            return Err(grace.blocked(tid, sig));
         }
         raw::sleep(BLOCKED_POLL);
-    }
-}
-
-fn blocked(tid: i32, sig: i32) -> StopError {
-    StopError::Blocked {
-        tid,
-        signal: sig,
-        grace_ms: BLOCKED_GRACE.as_millis() as u64,
     }
 }
 
@@ -471,10 +527,10 @@ fn blocked(tid: i32, sig: i32) -> StopError {
 pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, StopError> {
     let sig = ours()?;
     wait_handler_left();
-    let grace = raw::monotonic() + BLOCKED_GRACE;
+    let mut grace = Grace::new();
     let (round, count, started) = loop {
         // Before anyone is stopped: a blocker that is running now is waited for here.
-        settle_blockers(tasks, sig, grace)?;
+        settle_blockers(tasks, sig, &mut grace)?;
         let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
         if round == 0 {
             round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
@@ -488,18 +544,20 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, 
             // baseline `woke` compares with.
             Ok(count) => match tasks.locate_blockers() {
                 Ok(()) => break (round, count, started),
-                Err(tid) => Missing::Running(tid),
+                Err((tid, voluntary)) => Missing::Running(tid, voluntary),
             },
             Err(m) => m,
         };
         release_round(round);
         wait_handler_left();
-        if matches!(missing, Missing::Running(_)) && raw::monotonic() < grace {
-            raw::sleep(BLOCKED_POLL);
-            continue;
+        if let Missing::Running(tid, voluntary) = missing {
+            if !grace.running(tid, voluntary) {
+                raw::sleep(BLOCKED_POLL);
+                continue;
+            }
         }
         return Err(match missing {
-            Missing::Running(tid) => blocked(tid, sig),
+            Missing::Running(tid, _) => grace.blocked(tid, sig),
             Missing::Tid(tid) if raw::tgkill(raw::getpid(), tid, 0) != Err(libc::ESRCH) => {
                 StopError::NoAnswer {
                     tid,
@@ -522,8 +580,8 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, 
 
 enum Missing {
     Tid(i32),
-    /// A thread that blocks the signal was found running.
-    Running(i32),
+    /// A thread that blocks the signal was found running (with its voluntary switches).
+    Running(i32, Option<u64>),
     Os(i32),
     TooMany,
 }

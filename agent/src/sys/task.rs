@@ -43,8 +43,9 @@ impl Asleep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
     Asleep(Asleep),
-    /// Running, about to run, or unreadable: it could be anywhere.
-    Running,
+    /// Running, about to run, or unreadable: it could be anywhere. With its voluntary context
+    /// switches when known: a thread that slept between two sightings has more.
+    Running(Option<u64>),
     /// No such thread any more.
     Gone,
 }
@@ -72,16 +73,16 @@ pub fn holds_pending(tid: i32, sig: i32) -> bool {
 pub fn locate(tid: i32) -> Seen {
     let mut buf = [0u8; 4096];
     // Counted before the syscall line is read, so any switch after this read shows later.
-    let Some(switches) = status(tid, &mut buf).and_then(switches) else {
+    let Some((voluntary, involuntary)) = status(tid, &mut buf).and_then(switches) else {
         return gone_or_running(tid);
     };
     match syscall_line(tid, &mut buf).and_then(parse_syscall) {
         Some(Some((pc, in_syscall))) => Seen::Asleep(Asleep {
             pc,
             in_syscall,
-            switches,
+            switches: voluntary.wrapping_add(involuntary),
         }),
-        Some(None) => Seen::Running,
+        Some(None) => Seen::Running(Some(voluntary)),
         None => gone_or_running(tid),
     }
 }
@@ -98,13 +99,16 @@ pub fn still_asleep(tid: i32, was: &Asleep) -> bool {
     if asleep_at != Some(was.pc) {
         return false;
     }
-    status(tid, &mut buf).and_then(switches) == Some(was.switches)
+    status(tid, &mut buf)
+        .and_then(switches)
+        .map(|(v, i)| v.wrapping_add(i))
+        == Some(was.switches)
 }
 
 fn gone_or_running(tid: i32) -> Seen {
     match raw::tgkill(raw::getpid(), tid, 0) {
         Err(libc::ESRCH) => Seen::Gone,
-        _ => Seen::Running,
+        _ => Seen::Running(None),
     }
 }
 
@@ -143,10 +147,11 @@ fn field(status: &[u8], name: &[u8], radix: u32) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(value).ok()?.trim(), radix).ok()
 }
 
-fn switches(status: &[u8]) -> Option<u64> {
+/// Voluntary and involuntary context switches.
+fn switches(status: &[u8]) -> Option<(u64, u64)> {
     let voluntary = field(status, b"voluntary_ctxt_switches:", 10)?;
     let involuntary = field(status, b"nonvoluntary_ctxt_switches:", 10)?;
-    Some(voluntary.wrapping_add(involuntary))
+    Some((voluntary, involuntary))
 }
 
 /// `Some(Some((pc, in_syscall)))` for an asleep thread, `Some(None)` for `running`, `None` when
@@ -215,7 +220,7 @@ mod tests {
         let s = b"Name:\tx\nSigBlk:\tfffffffe7ffbfeff\nvoluntary_ctxt_switches:\t12\n\
                   nonvoluntary_ctxt_switches:\t3\n";
         assert_eq!(field(s, b"SigBlk:", 16), Some(0xfffffffe7ffbfeff));
-        assert_eq!(switches(s), Some(15));
+        assert_eq!(switches(s), Some((12, 3)));
         assert_eq!(switches(b"SigBlk:\t0\n"), None);
     }
 
