@@ -160,14 +160,23 @@ pub fn pause(out: &mut dyn Write, pause: &PauseReport) -> io::Result<()> {
     if pause.rounds == 0 {
         return Ok(());
     }
-    writeln!(
+    write!(
         out,
         "  {} written with {} held {} ({})",
         count(pause.entries, "entry"),
         count(pause.threads, "thread"),
         micros(pause.longest_us),
         count(pause.rounds as usize, "stop")
-    )
+    )?;
+    if pause.asleep > 0 {
+        // Threads that block every signal cannot be held: they were checked where they slept.
+        write!(
+            out,
+            "; {} blocking signals checked asleep",
+            count(pause.asleep, "thread")
+        )?;
+    }
+    writeln!(out)
 }
 
 #[cfg(test)]

@@ -170,6 +170,7 @@ pub fn reload_report(dry_run: bool) -> ReloadReport {
             longest_us: 35,
             threads: 4,
             entries: 1,
+            ..Default::default()
         },
         warnings: vec!["foo: 3 lazy slots left to the dynamic linker".into()],
     }

@@ -234,6 +234,13 @@ pub struct PauseReport {
     pub threads: usize,
     /// Entries written.
     pub entries: usize,
+    /// Threads that block the stop signal but were asleep in a system call: checked where they
+    /// slept instead of being stopped.
+    #[serde(default)]
+    pub asleep: usize,
+    /// One of those that left its system call while entries were being written, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woke: Option<i32>,
 }
 
 /// The answer to a reload (also to a dry run).

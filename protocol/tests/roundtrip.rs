@@ -147,14 +147,20 @@ fn phases() -> impl Strategy<Value = Phases> {
 }
 
 fn pause() -> impl Strategy<Value = PauseReport> {
-    (any::<u32>(), any::<u64>(), any::<usize>(), any::<usize>()).prop_map(
-        |(rounds, longest_us, threads, entries)| PauseReport {
-            rounds,
-            longest_us,
-            threads,
-            entries,
-        },
+    (
+        (any::<u32>(), any::<u64>(), any::<usize>(), any::<usize>()),
+        (any::<usize>(), proptest::option::of(any::<i32>())),
     )
+        .prop_map(
+            |((rounds, longest_us, threads, entries), (asleep, woke))| PauseReport {
+                rounds,
+                longest_us,
+                threads,
+                entries,
+                asleep,
+                woke,
+            },
+        )
 }
 
 fn reload_report() -> impl Strategy<Value = ReloadReport> {

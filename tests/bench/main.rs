@@ -445,22 +445,52 @@ fn pause(n: &Counts) -> String {
             .arg(busy)
             .arg(format!("idle={idle}"))
             .spawn();
-        let mut v = Vec::new();
-        for _ in 0..n.pause_cycles {
-            v.push(reload(&t, &v2, &["--no-probe"]).pause.longest_us);
-            v.push(rollback(&t).pause.longest_us);
-        }
-        v.sort_unstable();
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        let _ = writeln!(
-            out,
-            "| {busy} busy + {idle} idle | {} | {} | {} |",
-            us(at(0.5)),
-            us(at(0.95)),
-            us(v[v.len() - 1])
-        );
+        let (v, _) = pauses(n, &t, &v2);
+        pause_row(&mut out, &format!("{busy} busy + {idle} idle"), &v);
     }
+    // Threads that block every signal, asleep (jemalloc's background threads, a sigwait loop):
+    // located, not stopped, so neither the pause nor the entries phase waits for them.
+    let t = Target::builder(cfg.path("blockers"))
+        .arg("sleepers")
+        .arg("busy=2")
+        .spawn();
+    let (v, entries) = pauses(n, &t, &v2);
+    pause_row(&mut out, "2 busy + 4 blocking every signal, asleep", &v);
+    let _ = writeln!(
+        out,
+        "\nWith the 4 signal-blocking threads, the whole entries phase of a reload: median {}, \
+         max {} (before such threads were located instead of stopped, every reload waited out a \
+         50 ms grace, then fell back to the GOT alone).",
+        us(entries[entries.len() / 2]),
+        us(entries[entries.len() - 1])
+    );
     out
+}
+
+/// The longest pause of each reload and rollback, sorted; and each reload's entries phase.
+fn pauses(n: &Counts, t: &Target, v2: &Path) -> (Vec<u64>, Vec<u64>) {
+    let mut v = Vec::new();
+    let mut entries = Vec::new();
+    for _ in 0..n.pause_cycles {
+        let r = reload(t, v2, &["--no-probe"]);
+        v.push(r.pause.longest_us);
+        entries.push(r.phases.entries_us);
+        v.push(rollback(t).pause.longest_us);
+    }
+    v.sort_unstable();
+    entries.sort_unstable();
+    (v, entries)
+}
+
+fn pause_row(out: &mut String, label: &str, v: &[u64]) {
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    let _ = writeln!(
+        out,
+        "| {label} | {} | {} | {} |",
+        us(at(0.5)),
+        us(at(0.95)),
+        us(v[v.len() - 1])
+    );
 }
 
 /// Median wall time of running `/bin/true` `n` times, with or without the agent preloaded.

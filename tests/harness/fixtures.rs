@@ -373,6 +373,11 @@ static SPECS: &[Spec] = &[
         exe("threads", Lang::C, "threads.c", &["libfoo.so"]),
         FOO_PROGRAM,
     ),
+    // Threads that block every signal: asleep (located, not stopped) or spinning.
+    with_inputs(
+        exe("blockers", Lang::C, "blockers.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
     // A thread that stays inside the first bytes of a function (blocked in a system call there).
     lib("libpark.so", "libpark.so", Lang::C, "libpark_v1.c"),
     lib("libpark_v2.so", "libpark.so", Lang::C, "libpark_v2.c"),

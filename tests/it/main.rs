@@ -6,6 +6,7 @@
 
 mod adversary;
 mod bad_input;
+mod blockers;
 mod cli;
 mod common;
 mod core;

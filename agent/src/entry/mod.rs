@@ -74,6 +74,10 @@ pub struct Pause {
     pub threads: usize,
     /// Entries written.
     pub written: usize,
+    /// Threads that block the stop signal, located asleep in the kernel instead of parked.
+    pub asleep: usize,
+    /// One of those that left its sleep during a round that wrote entries, if any.
+    pub woke: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -443,6 +447,7 @@ impl Entries {
                 let hi = window + JUMP_LEN as u64;
                 stopped.pcs().any(|pc| pc > window && pc < hi)
             };
+            let written_before = pending.iter().filter(|p| p.done.is_some()).count();
             for p in pending.iter_mut() {
                 if p.done.is_none() && p.holds == Holds::Original {
                     let site = &self.sites[p.site];
@@ -472,12 +477,26 @@ impl Entries {
                 }
             }
             prot::sync_cores();
+            // A located thread that left its sleep meanwhile may have run the bytes while they
+            // were written; nothing can be undone without the same exposure (see design.md).
+            let wrote = pending.iter().filter(|p| p.done.is_some()).count() > written_before;
+            let woke = if wrote { stopped.woke() } else { None };
             let threads = stopped.threads();
+            let asleep = stopped.asleep();
             pause.written = pending.iter().filter(|p| p.done == Some(Ok(()))).count();
             let held = stopped.release();
             pause.rounds += 1;
             pause.longest = pause.longest.max(held);
             pause.threads = pause.threads.max(threads);
+            pause.asleep = pause.asleep.max(asleep);
+            if let Some(tid) = woke {
+                tracing::warn!(
+                    "thread {tid}, which blocks the stop signal, left its system call while \
+                     function entries were written ({} us)",
+                    held.as_micros()
+                );
+                pause.woke = pause.woke.or(woke);
+            }
             if pending.iter().all(|p| p.done.is_some()) || raw::monotonic() >= deadline {
                 return (pause, None);
             }

@@ -57,6 +57,8 @@ impl Agent {
                 longest_us: pause.longest.as_micros().min(u128::from(u64::MAX)) as u64,
                 threads: pause.threads,
                 entries: pause.written,
+                asleep: pause.asleep,
+                woke: pause.woke,
             }
         });
         (pause, micros(t))
@@ -363,5 +365,21 @@ pub(super) fn entry_warnings(symbols: &[hotagent_protocol::SymbolReport]) -> Vec
                 ),
             }
         })
+        .collect()
+}
+
+/// What the report must say about the pause itself: a thread that blocks every signal, located
+/// asleep, that left its system call while entries were written.
+pub(super) fn pause_warnings(pause: &PauseReport) -> Vec<String> {
+    pause
+        .woke
+        .map(|tid| {
+            format!(
+                "thread {tid} blocks the stop signal and left its system call while function \
+                 entries were written: it was not inside them when the writes began, and would \
+                 have had to reach one in the microseconds they took (the writes were kept)"
+            )
+        })
+        .into_iter()
         .collect()
 }

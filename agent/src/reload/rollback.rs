@@ -7,7 +7,7 @@
 //! anything changes. If it fails anyway (the handler replaced between the check and the stop),
 //! it is undone and reported as failed.
 
-use super::entries::{entry_warnings, SiteWant};
+use super::entries::{entry_warnings, pause_warnings, SiteWant};
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::report::report;
@@ -55,7 +55,12 @@ impl Agent {
             })
             .collect();
         self.name_generations(&mut symbols);
-        let warnings = [outcome.warnings(), entry_warnings(&symbols)].concat();
+        let warnings = [
+            outcome.warnings(),
+            entry_warnings(&symbols),
+            pause_warnings(&pause),
+        ]
+        .concat();
         let elapsed_us = micros(t0);
         tracing::info!(
             from = gen.number,

@@ -1,7 +1,7 @@
 //! The reload transaction, step by step: stage → check → probe → load → plan/write/verify.
 
 use super::check::{check_staged, PatchFile};
-use super::entries::entry_warnings;
+use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
 use super::modules;
 use super::plan::{plan_slots, Binding};
@@ -250,6 +250,7 @@ impl Agent {
             s.entries = e;
         }
         warnings.extend(entry_warnings(&symbols));
+        warnings.extend(pause_warnings(&pause));
         self.name_generations(&mut symbols);
         let slots = outcome.plan.writes.len();
         let elapsed_us = micros(t0);

@@ -15,4 +15,5 @@ pub mod sealed;
 pub mod setxid;
 pub mod socket;
 pub mod stop;
+pub mod task;
 pub mod thread;

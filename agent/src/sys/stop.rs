@@ -8,19 +8,35 @@
 //! target leaves at their default; the handler stays installed for the life of the process, so a
 //! late signal is never fatal.
 //!
+//! A thread that blocks the signal cannot be parked, but one asleep in the kernel need not be: it
+//! runs nothing until it wakes. Such a thread is *located* instead (`sys::task`): where it will
+//! resume counts like a parked thread's program counter, and `Stopped::woke` tells afterwards
+//! whether it left its sleep while the round was held. Only a blocker that keeps running past a
+//! short grace makes the stop fail.
+//!
 //! Everything here enters the kernel through `sys::raw`, never through libc: the threads are
 //! stopped to write function entries, and the function being rolled back may be any libc
 //! export (`sigaction`, `syscall`, `clock_gettime`, `open` ...), broken by the patch that
 //! replaced it. Deadlines use the raw monotonic clock for the same reason.
 
 use super::raw;
+use super::task::{self, Asleep, Seen};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Threads one stop can hold; a process with more is refused (and the reload falls back).
 pub const MAX_THREADS: usize = 8192;
-/// How long a thread may block the signal before it is taken to block it for good.
+/// How long a thread that blocks the signal may keep running, without sleeping once, before it
+/// is taken to run on for good. Asleep in the kernel it costs no wait at all.
 const BLOCKED_GRACE: Duration = Duration::from_millis(50);
+/// Looks at it that must all find it running before it counts: a stopper the scheduler starves
+/// could otherwise see the whole grace pass in one or two looks.
+const BLOCKED_LOOKS: u32 = 10;
+/// Between two looks at a running blocker: it usually enters a system call within microseconds.
+const BLOCKED_POLL: Duration = Duration::from_micros(200);
+/// However often blockers are caught awake between sleeps (a loaded machine leaves a thread that
+/// wakes every few milliseconds runnable much of the time), a stop waits no longer than this.
+const BLOCKED_LIMIT: Duration = Duration::from_secs(1);
 /// How often a wait for threads to park checks whether the missing ones still exist.
 const EXIT_CHECK: Duration = Duration::from_millis(2);
 
@@ -70,8 +86,15 @@ pub enum StopError {
     HandlerReplaced(i32),
     #[error("the process has more than {MAX_THREADS} threads")]
     TooManyThreads,
-    #[error("thread {tid} blocks signal {signal}, so it cannot be stopped")]
-    Blocked { tid: i32, signal: i32 },
+    #[error(
+        "thread {tid} blocks signal {signal} and kept running (looked at for {waited_ms} ms), so \
+         it cannot be stopped"
+    )]
+    Blocked {
+        tid: i32,
+        signal: i32,
+        waited_ms: u64,
+    },
     #[error("thread {tid} did not answer signal {signal} within {waited_ms} ms")]
     NoAnswer {
         tid: i32,
@@ -225,6 +248,10 @@ fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
 pub struct Tasks {
     buf: Vec<u8>,
     tids: Vec<i32>,
+    /// Those of `tids` that block the stop signal.
+    blockers: Vec<i32>,
+    /// The blockers, each where it sleeps, seen while the others were parked.
+    asleep: Vec<(i32, Asleep)>,
 }
 
 impl Default for Tasks {
@@ -232,6 +259,8 @@ impl Default for Tasks {
         Tasks {
             buf: vec![0; 64 * 1024],
             tids: Vec::with_capacity(MAX_THREADS),
+            blockers: Vec::with_capacity(MAX_THREADS),
+            asleep: Vec::with_capacity(MAX_THREADS),
         }
     }
 }
@@ -293,26 +322,131 @@ fn parse_tid(name: &[u8]) -> Option<i32> {
     any.then_some(v)
 }
 
-/// Every other thread, parked. Dropping it releases them.
-pub struct Stopped {
+impl Tasks {
+    /// Fills `self.blockers` with the listed threads that block `sig`. Allocates nothing.
+    fn classify(&mut self, sig: i32) {
+        self.blockers.clear();
+        for &tid in &self.tids {
+            if task::blocks(tid, sig) {
+                self.blockers.push(tid);
+            }
+        }
+    }
+
+    /// Where each blocker sleeps, into `self.asleep`; the first one found running, if any, with
+    /// its voluntary context switches. Allocates nothing.
+    fn locate_blockers(&mut self) -> Result<(), (i32, Option<u64>)> {
+        self.asleep.clear();
+        for &tid in &self.blockers {
+            match task::locate(tid) {
+                Seen::Asleep(a) => self.asleep.push((tid, a)),
+                Seen::Gone => {}
+                Seen::Running(voluntary) => return Err((tid, voluntary)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long blockers have been seen running. Only one that runs on without sleeping — seen
+/// running at `BLOCKED_LOOKS` looks in a row over `BLOCKED_GRACE`, its voluntary switches
+/// unchanged — counts as running for good; one that slept in between starts afresh.
+struct Grace {
+    start: Duration,
+    limit: Duration,
+    suspect: Option<Suspect>,
+}
+
+struct Suspect {
+    tid: i32,
+    voluntary: Option<u64>,
+    since: Duration,
+    looks: u32,
+}
+
+impl Grace {
+    fn new() -> Self {
+        let start = raw::monotonic();
+        Grace {
+            start,
+            limit: start + BLOCKED_LIMIT,
+            suspect: None,
+        }
+    }
+
+    /// Records a look that found `tid` running; true once it is taken to run on for good.
+    fn running(&mut self, tid: i32, voluntary: Option<u64>) -> bool {
+        let now = raw::monotonic();
+        match &mut self.suspect {
+            Some(s) if s.tid == tid && s.voluntary == voluntary && voluntary.is_some() => {
+                s.looks += 1;
+            }
+            _ => {
+                self.suspect = Some(Suspect {
+                    tid,
+                    voluntary,
+                    since: now,
+                    looks: 1,
+                })
+            }
+        }
+        let s = self
+            .suspect
+            .as_ref()
+            .map_or((now, 0), |s| (s.since, s.looks));
+        (s.1 >= BLOCKED_LOOKS && now.saturating_sub(s.0) >= BLOCKED_GRACE) || now >= self.limit
+    }
+
+    fn blocked(&self, tid: i32, sig: i32) -> StopError {
+        StopError::Blocked {
+            tid,
+            signal: sig,
+            waited_ms: raw::monotonic().saturating_sub(self.start).as_millis() as u64,
+        }
+    }
+}
+
+/// Every other thread, parked or located asleep. Dropping it releases them.
+pub struct Stopped<'a> {
     round: u32,
     count: usize,
     /// `raw::monotonic()` when the threads were signalled.
     started: Duration,
+    /// Threads that block the signal, asleep in the kernel, and where.
+    asleep: &'a [(i32, Asleep)],
 }
 
-impl Stopped {
-    /// The interrupted program counter of each parked thread (threads that exited meanwhile are
-    /// left out).
+impl Stopped<'_> {
+    /// Every address a held thread will resume at: the interrupted program counter of each parked
+    /// thread (threads that exited meanwhile are left out), and where each located one sleeps.
     pub fn pcs(&self) -> impl Iterator<Item = u64> + '_ {
         SLOTS[..self.count]
             .iter()
             .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
             .map(|s| s.pc.load(Ordering::Acquire))
+            .chain(self.asleep.iter().flat_map(|(_, a)| a.resume_pcs()))
     }
 
+    /// Threads parked by the signal.
     pub fn threads(&self) -> usize {
-        self.pcs().count()
+        SLOTS[..self.count]
+            .iter()
+            .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
+            .count()
+    }
+
+    /// Threads that block the signal and were located asleep instead.
+    pub fn asleep(&self) -> usize {
+        self.asleep.len()
+    }
+
+    /// A located thread that has left its sleep since it was located (so, asked after writes, it
+    /// may have run code while it was written), if any. Allocates nothing.
+    pub fn woke(&self) -> Option<i32> {
+        self.asleep
+            .iter()
+            .find(|(tid, a)| !task::still_asleep(*tid, a))
+            .map(|&(tid, _)| tid)
     }
 
     /// Releases the threads and waits for them to leave the handler; returns how long they
@@ -320,20 +454,12 @@ impl Stopped {
     pub fn release(self) -> Duration {
         let held = raw::monotonic().saturating_sub(self.started);
         drop(self);
-        let deadline = raw::monotonic() + LEAVE_TIMEOUT;
-        loop {
-            let inside = INSIDE.load(Ordering::Acquire);
-            let now = raw::monotonic();
-            if inside == 0 || now >= deadline {
-                break;
-            }
-            futex_wait(&INSIDE, inside, Some(deadline - now));
-        }
+        wait_handler_left();
         held
     }
 }
 
-impl Drop for Stopped {
+impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         release_round(self.round);
     }
@@ -345,6 +471,20 @@ fn release_round(round: u32) {
     futex_wake(&RELEASED, i32::MAX);
 }
 
+/// Waits (bounded) until no thread is inside the parking part of the handler: there it blocks
+/// every signal, and must not be taken for a blocker (nor located asleep on our futex).
+fn wait_handler_left() {
+    let deadline = raw::monotonic() + LEAVE_TIMEOUT;
+    loop {
+        let inside = INSIDE.load(Ordering::Acquire);
+        let now = raw::monotonic();
+        if inside == 0 || now >= deadline {
+            break;
+        }
+        futex_wait(&INSIDE, inside, Some(deadline - now));
+    }
+}
+
 /// The stop signal, if one was installed and its handler is still ours.
 fn ours() -> Result<i32, StopError> {
     let sig = signal().ok_or(StopError::NoSignal)?;
@@ -354,90 +494,125 @@ fn ours() -> Result<i32, StopError> {
     Ok(sig)
 }
 
-/// Whether a stop could work now: the signal is ours and no thread blocks it.
+/// Whether a stop could work now: the signal is ours and no thread that blocks it keeps running.
 pub fn preflight() -> Result<(), StopError> {
     let sig = ours()?;
     let mut tasks = Tasks::default();
-    check_unblocked(&mut tasks, sig)
+    settle_blockers(&mut tasks, sig, &mut Grace::new())
 }
 
-/// Lists the threads and checks that none blocks `sig`. Threads block every signal for a moment
-/// while they are created and while they exit (glibc does both), so a blocker gets a short grace
-/// period before it counts.
-fn check_unblocked(tasks: &mut Tasks, sig: i32) -> Result<(), StopError> {
-    let deadline = raw::monotonic() + BLOCKED_GRACE;
+/// Lists the threads, and waits until every one that blocks `sig` is asleep in the kernel (see
+/// `Grace`). glibc blocks every signal for a moment while a thread is created and while it exits,
+/// and a real blocker (jemalloc's background thread, a `sigwait` loop) spends nearly all its life
+/// asleep: only one that keeps running counts.
+fn settle_blockers(tasks: &mut Tasks, sig: i32, grace: &mut Grace) -> Result<(), StopError> {
     loop {
         tasks
             .list()
             .map_err(|e| StopError::Os(std::io::Error::from_raw_os_error(e).to_string()))?;
-        let Some(&tid) = tasks.tids.iter().find(|&&tid| blocks(tid, sig)) else {
+        tasks.classify(sig);
+        let Err((tid, voluntary)) = tasks.locate_blockers() else {
             return Ok(());
         };
-        if raw::monotonic() >= deadline {
-            return Err(StopError::Blocked { tid, signal: sig });
+        if grace.running(tid, voluntary) {
+            return Err(grace.blocked(tid, sig));
         }
-        raw::sleep(Duration::from_millis(1));
+        raw::sleep(BLOCKED_POLL);
     }
 }
 
-/// Stops every other thread of the process, waiting at most `timeout` for them to park.
-/// Between this call and the release of the returned value, the caller must allocate nothing
-/// and take no lock.
-pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped, StopError> {
+/// Stops every other thread of the process, waiting at most `timeout` for them to park; threads
+/// that block the signal are located asleep instead. Between this call and the release of the
+/// returned value, the caller must allocate nothing and take no lock.
+pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, StopError> {
     let sig = ours()?;
-    // Checked before stopping anyone: a thread that blocks the signal would only time out.
-    check_unblocked(tasks, sig)?;
-    let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
-    if round == 0 {
-        round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
-    }
-    SLOT_COUNT.store(0, Ordering::SeqCst);
-    ROUND.store(round, Ordering::SeqCst);
-    let started = raw::monotonic();
-    // From here until the caller releases: no allocation, no lock.
-    let missing = match park_all(tasks, sig, round, started + timeout) {
-        Ok(count) => {
-            return Ok(Stopped {
-                round,
-                count,
-                started,
-            })
+    wait_handler_left();
+    let mut grace = Grace::new();
+    let (round, count, started) = loop {
+        // Before anyone is stopped: a blocker that is running now is waited for here.
+        settle_blockers(tasks, sig, &mut grace)?;
+        let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
+        if round == 0 {
+            round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
         }
-        Err(m) => m,
-    };
-    release_round(round);
-    Err(match missing {
-        Missing::Tid(tid) if raw::tgkill(raw::getpid(), tid, 0) != Err(libc::ESRCH) => {
-            StopError::NoAnswer {
-                tid,
-                signal: sig,
-                waited_ms: timeout.as_millis() as u64,
+        SLOT_COUNT.store(0, Ordering::SeqCst);
+        ROUND.store(round, Ordering::SeqCst);
+        let started = raw::monotonic();
+        // From here until the caller releases: no allocation, no lock.
+        let missing = match park_all(tasks, sig, round, started + timeout) {
+            // Located again with the others parked, right before the caller writes: the
+            // baseline `woke` compares with.
+            Ok(count) => match tasks.locate_blockers() {
+                Ok(()) => break (round, count, started),
+                Err((tid, voluntary)) => Missing::Running(tid, voluntary),
+            },
+            Err(m) => m,
+        };
+        release_round(round);
+        wait_handler_left();
+        if let Missing::Running(tid, voluntary) = missing {
+            if !grace.running(tid, voluntary) {
+                raw::sleep(BLOCKED_POLL);
+                continue;
             }
         }
-        Missing::Tid(tid) => StopError::Os(format!("thread {tid} exited while being stopped")),
-        Missing::Os(e) => StopError::Os(std::io::Error::from_raw_os_error(e).to_string()),
-        Missing::TooMany => StopError::TooManyThreads,
+        return Err(match missing {
+            Missing::Running(tid, _) => grace.blocked(tid, sig),
+            Missing::Tid(tid) if raw::tgkill(raw::getpid(), tid, 0) != Err(libc::ESRCH) => {
+                StopError::NoAnswer {
+                    tid,
+                    signal: sig,
+                    waited_ms: timeout.as_millis() as u64,
+                }
+            }
+            Missing::Tid(tid) => StopError::Os(format!("thread {tid} exited while being stopped")),
+            Missing::Os(e) => StopError::Os(std::io::Error::from_raw_os_error(e).to_string()),
+            Missing::TooMany => StopError::TooManyThreads,
+        });
+    };
+    Ok(Stopped {
+        round,
+        count,
+        started,
+        asleep: &tasks.asleep,
     })
 }
 
 enum Missing {
     Tid(i32),
+    /// A thread that blocks the signal was found running (with its voluntary switches).
+    Running(i32, Option<u64>),
     Os(i32),
     TooMany,
 }
 
-/// Signals every listed thread and waits for each to park; lists again until no thread appears
-/// that was not stopped (only a running thread can create one). Allocates nothing.
+/// Signals every listed thread but the blockers and waits for each to park; lists again until
+/// no thread appears that was not stopped (only a running thread can create one). A new thread
+/// that blocks the signal joins the blockers (it inherited its creator's mask: jemalloc starts its
+/// background threads so). Allocates nothing.
 fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Result<usize, Missing> {
     let pid = raw::getpid();
     let mut count = 0usize;
+    let mut first = true;
     loop {
         let before = count;
-        for &tid in &tasks.tids {
-            if SLOTS[..count]
-                .iter()
-                .any(|s| s.tid.load(Ordering::Relaxed).abs() == tid)
+        let mut new_blockers = false;
+        for i in 0..tasks.tids.len() {
+            let tid = tasks.tids[i];
+            if tasks.blockers.contains(&tid)
+                || SLOTS[..count]
+                    .iter()
+                    .any(|s| s.tid.load(Ordering::Relaxed).abs() == tid)
             {
+                continue;
+            }
+            // The first list was classified just before; later ones bring new threads.
+            if !first && task::blocks(tid, sig) {
+                if tasks.blockers.len() == tasks.blockers.capacity() {
+                    return Err(Missing::TooMany);
+                }
+                tasks.blockers.push(tid);
+                new_blockers = true;
                 continue;
             }
             if count == MAX_THREADS {
@@ -457,7 +632,8 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
                 slot.tid.store(-tid, Ordering::Release);
             }
         }
-        if count == before {
+        first = false;
+        if count == before && !new_blockers {
             return Ok(count);
         }
         loop {
@@ -469,6 +645,17 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
             let tid = missing.tid.load(Ordering::Relaxed);
             // A thread that exits with the signal pending never runs the handler.
             if raw::tgkill(pid, tid, 0) == Err(libc::ESRCH) {
+                missing.tid.store(-tid, Ordering::Release);
+                continue;
+            }
+            // One that blocked the signal since it was listed is located instead (the signal
+            // stays pending; it finds no round, or a later one, when it unblocks). One that
+            // blocks it because it is entering our handler has it no longer pending, and parks.
+            if task::holds_pending(tid, sig) {
+                if tasks.blockers.len() == tasks.blockers.capacity() {
+                    return Err(Missing::TooMany);
+                }
+                tasks.blockers.push(tid);
                 missing.tid.store(-tid, Ordering::Release);
                 continue;
             }
@@ -488,33 +675,6 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
     }
 }
 
-/// Whether thread `tid` blocks `sig` (from its `/proc` status; false when unreadable).
-fn blocks(tid: i32, sig: i32) -> bool {
-    let mut path = [0u8; 48];
-    let Some(path) = task_status_path(tid, &mut path) else {
-        return false;
-    };
-    let mut buf = [0u8; 4096];
-    let Ok(n) = raw::read_file_into(path, &mut buf) else {
-        return false;
-    };
-    buf[..n]
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"SigBlk:"))
-        .and_then(|m| std::str::from_utf8(m).ok())
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
-}
-
-/// `/proc/self/task/TID/status`, NUL-terminated, in `buf`.
-fn task_status_path(tid: i32, buf: &mut [u8; 48]) -> Option<&std::ffi::CStr> {
-    use std::io::Write;
-    let mut w = std::io::Cursor::new(&mut buf[..]);
-    write!(w, "/proc/self/task/{tid}/status\0").ok()?;
-    let n = w.position() as usize;
-    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,16 +685,5 @@ mod tests {
         assert_eq!(parse_tid(b".\0"), None);
         assert_eq!(parse_tid(b"..\0"), None);
         assert_eq!(parse_tid(b"\0"), None);
-    }
-
-    #[test]
-    fn reads_own_mask() {
-        let mut b = [0u8; 48];
-        assert_eq!(
-            task_status_path(12, &mut b).unwrap().to_bytes(),
-            b"/proc/self/task/12/status"
-        );
-        // No thread of the test harness blocks SIGKILL's bit... nor any bit of a missing thread.
-        assert!(!blocks(i32::MAX, libc::SIGUSR1));
     }
 }
