@@ -279,8 +279,9 @@ pub fn zlib(build: Build) -> PathBuf {
                 .with_context(|| format!("read {}", deflate.display()))?;
             let fixed = patched(
                 &text,
-                "    if (level != 0) level = 1;\n#else\n    if (level == Z_DEFAULT_COMPRESSION) level = 6;",
-                "    if (level != 0) level = 1;\n#else\n    level = 0;  /* the suite's fix: store */",
+                // deflateInit2_'s, not deflateParams' (the same lines follow its zfree default).
+                "zcfree;\n#endif\n\n#ifdef FASTEST\n    if (level != 0) level = 1;\n#else\n    if (level == Z_DEFAULT_COMPRESSION) level = 6;",
+                "zcfree;\n#endif\n\n#ifdef FASTEST\n    if (level != 0) level = 1;\n#else\n    level = 0;  /* the suite's fix: store */",
                 "deflate.c",
             )?;
             // Next to its headers would be simplest, but the registry's copy is not ours to
