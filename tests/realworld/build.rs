@@ -3,8 +3,8 @@
 //! next to the artifact holds their hash), so a second `make realworld` compiles nothing.
 //!
 //! - SQLite (`libsqlite3.so.0`, Debian's defines): A = 3.41.2; A' = the same source with
-//!   `sqlite3_libversion` answering `3.41.2+hotfix`; B = 3.46.0, whose private state differs;
-//!   and a patch carrying only the fixed `sqlite3_libversion`.
+//!   `sqlite3_sourceid` answering its id plus ` hotfix` (SQL: `sqlite_source_id()`); B = 3.46.0,
+//!   whose private state differs; and a patch carrying only the fixed `sqlite3_sourceid`.
 //! - zlib 1.3.1 (`libz.so.1`, linked with zlib's own version script `zlib.map`): A; A' = the
 //!   same source with `deflateInit2_` storing every new stream (level 0) — observable in any
 //!   compressed output, and still a valid stream.
@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The fixed `sqlite3_libversion` answers the version with this suffix.
-pub const SQLITE_FIX_SUFFIX: &str = "+hotfix";
+/// The fixed `sqlite3_sourceid` answers the source id with this suffix. (Not the version
+/// string: python's `sqlite3` module parses that as numbers when it is imported.)
+pub const SQLITE_FIX_SUFFIX: &str = " hotfix";
 
 /// Roughly Debian 12's `sqlite3` package: what its `libsqlite3.so.0` and python's `_sqlite3`
 /// (load_extension, column metadata, URIs) rely on.
@@ -220,9 +221,10 @@ pub fn sqlite(build: Build) -> PathBuf {
                 .with_context(|| format!("read {}", amalgamation.display()))?;
             let fixed = patched(
                 &text,
-                "const char *sqlite3_libversion(void){ return sqlite3_version; }",
+                // The line start: the same text appears once more inside a comment.
+                "\nSQLITE_API const char *sqlite3_sourceid(void){ return SQLITE_SOURCE_ID; }",
                 &format!(
-                    "const char *sqlite3_libversion(void){{ return SQLITE_VERSION \"{SQLITE_FIX_SUFFIX}\"; }}"
+                    "\nSQLITE_API const char *sqlite3_sourceid(void){{ return SQLITE_SOURCE_ID \"{SQLITE_FIX_SUFFIX}\"; }}"
                 ),
                 "sqlite3.c",
             )?;
@@ -240,7 +242,7 @@ pub fn sqlite(build: Build) -> PathBuf {
     })
 }
 
-/// A patch of `libsqlite3.so.0` carrying only the fixed `sqlite3_libversion`.
+/// A patch of `libsqlite3.so.0` carrying only the fixed `sqlite3_sourceid`.
 pub fn sqlite_partial_fix() -> PathBuf {
     once("sqlite-partial", || {
         let src = sqlite_source(SQLITE_A)?;

@@ -16,8 +16,8 @@ fn lib(dir: &Path) -> PathBuf {
 }
 
 /// python3 on build A with a database of `ROWS` rows, a cursor open and `seen` rows read from
-/// it. Checks that it really runs our build A, not the system's library.
-fn start(db_dir: &Path, seen: i64) -> Target {
+/// it, and build A's source id. Checks that it really runs our build A, not the system's.
+fn start(db_dir: &Path, seen: i64) -> (Target, String) {
     let a = build::sqlite(Build::A);
     let mut t = python("sqlite_driver.py", &a, &[&db_dir.join("t.db")]);
     let mapped = t.cmd("lib");
@@ -28,6 +28,8 @@ fn start(db_dir: &Path, seen: i64) -> Target {
     );
     t.expect("check", "ok wal");
     t.expect("version", VERSION_A);
+    let source = t.cmd("source");
+    assert!(!source.ends_with(SQLITE_FIX_SUFFIX), "{source}");
     t.expect(
         "count",
         format!("count {ROWS} sum {}", ROWS * (ROWS + 1) / 2),
@@ -36,7 +38,7 @@ fn start(db_dir: &Path, seen: i64) -> Target {
     for id in 1..=seen {
         t.expect("next", format!("row {id} v{id}"));
     }
-    t
+    (t, source)
 }
 
 /// Everything the issue lists, after a switch: the cursor opened before it keeps iterating
@@ -75,7 +77,7 @@ fn exercise(t: &mut Target, seen: i64, rows_before: i64) {
 #[test]
 fn sqlite_upgrade_refused_target_untouched() {
     let db = tempfile::tempdir().expect("a database folder");
-    let mut t = start(db.path(), 3);
+    let (mut t, source) = start(db.path(), 3);
     let b = lib(&build::sqlite(Build::Upgrade));
     let sqlite_maps = mappings(&t, "libsqlite3");
     let staged = staged_mappings(&t);
@@ -110,33 +112,35 @@ fn sqlite_upgrade_refused_target_untouched() {
     );
 
     t.expect("version", VERSION_A);
+    t.expect("source", &source);
     exercise(&mut t, 3, ROWS);
     t.finish().assert_clean();
 }
 
-/// A rebuild of the same source with `sqlite3_libversion` fixed, reloaded as a whole library:
+/// A rebuild of the same source with `sqlite3_sourceid` fixed, reloaded as a whole library:
 /// the dry run accepts it, the reload works end to end on the old connection's state, the fix is
 /// visible through SQL, and rollback brings the old answer back with everything still working.
 #[test]
 fn sqlite_whole_library_fix_end_to_end() {
     let db = tempfile::tempdir().expect("a database folder");
-    let mut t = start(db.path(), 3);
+    let (mut t, source) = start(db.path(), 3);
     let fixed = lib(&build::sqlite(Build::Fixed));
 
     let dry = reload(&t, &fixed, &["--dry-run"]);
     assert!(dry.dry_run, "{dry:?}");
-    t.expect("version", VERSION_A);
+    t.expect("source", &source);
 
     let r = reload(&t, &fixed, &[]);
     assert_eq!(r.generation, 1, "{r:?}");
     assert!(r.module.contains("libsqlite3"), "{r:?}");
-    t.expect("version", format!("{VERSION_A}{SQLITE_FIX_SUFFIX}"));
+    t.expect("source", format!("{source}{SQLITE_FIX_SUFFIX}"));
+    t.expect("version", VERSION_A);
     exercise(&mut t, 3, ROWS);
-    t.expect("version", format!("{VERSION_A}{SQLITE_FIX_SUFFIX}"));
+    t.expect("source", format!("{source}{SQLITE_FIX_SUFFIX}"));
 
     let back = rollback(&t);
     assert_eq!(back.generation, 0, "{back:?}");
-    t.expect("version", VERSION_A);
+    t.expect("source", &source);
     exercise(&mut t, 3, ROWS + 4);
     t.finish().assert_clean();
 }
@@ -145,16 +149,16 @@ fn sqlite_whole_library_fix_end_to_end() {
 #[test]
 fn sqlite_partial_patch_end_to_end() {
     let db = tempfile::tempdir().expect("a database folder");
-    let mut t = start(db.path(), 2);
+    let (mut t, source) = start(db.path(), 2);
     let patch = build::sqlite_partial_fix();
 
     let r = reload(&t, &patch, &["--replace", "libsqlite3.so.0"]);
     assert_eq!(r.generation, 1, "{r:?}");
-    t.expect("version", format!("{VERSION_A}{SQLITE_FIX_SUFFIX}"));
+    t.expect("source", format!("{source}{SQLITE_FIX_SUFFIX}"));
     exercise(&mut t, 2, ROWS);
 
     rollback(&t);
-    t.expect("version", VERSION_A);
+    t.expect("source", &source);
     exercise(&mut t, 2, ROWS + 4);
     t.finish().assert_clean();
 }

@@ -10,6 +10,7 @@ One connection lives as long as the process: WAL mode, statements cached by the 
     lib        -> the path of the libsqlite3 mapped in this process
     check      -> ok <journal mode> (integrity_check must say ok)
     version    -> SELECT sqlite_version()
+    source     -> SELECT sqlite_source_id()
     count      -> count <rows> sum <ids> (the same statement text every time: cached)
     open       -> opened (a cursor over every row, in id order)
     next       -> row <id> <v>, or end
@@ -53,6 +54,8 @@ def handle(line):
         return "%s %s" % (ok, mode)
     if cmd == "version":
         return conn.execute("SELECT sqlite_version()").fetchone()[0]
+    if cmd == "source":
+        return conn.execute("SELECT sqlite_source_id()").fetchone()[0]
     if cmd == "count":
         n, s = conn.execute("SELECT count(*), sum(id) FROM t").fetchone()
         return "count %d sum %d" % (n, s)
