@@ -143,8 +143,10 @@ fuzz-smoke:
 
 lint: clippy fmt-check
 
+# --all-targets leaves out test targets marked `test = false` (the real-world suite).
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p hotagent-tests --test realworld -- -D warnings
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
