@@ -10,6 +10,8 @@
 #                   wrong answer or failed request
 #   make fuzz       run each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each; needs
 #                   the nightly toolchain and cargo-fuzz (.ci/run installs them)
+#   make realworld  the real-world suite: SQLite, zlib, nginx, redis-server and python3 as Debian
+#                   ships them (tests/realworld; needs python3, nginx, redis-server and crates.io)
 #   make lint       clippy (warnings are errors) and rustfmt --check
 #   make fmt        format the Rust code
 #   make clean      remove every build output
@@ -35,7 +37,7 @@ DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
              $(DEMO_DIR)/server $(DEMO_DIR)/client
 
 .PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
-        bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke
+        bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke realworld
 
 all: build
 
@@ -65,15 +67,21 @@ $(DEMO_DIR)/client: $(DEMO_SRC)/client.c
 demo: build demo-build
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) bash $(DEMO_SRC)/run.sh
 
-# Sequential on purpose (also under -j): tests, then lint, then the demo, the bench and the fuzz
+# Sequential on purpose (also under -j): tests, the real-world suite, then lint, then the demo, the bench and the fuzz
 # targets as smoke checks.
 test: build
 	$(CARGO) test --release --workspace
+	@$(MAKE) --no-print-directory realworld
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory demo
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory soak-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Libraries built from pinned crate sources, cached under $(TARGET_DIR)/realworld/: about 130 s
+# of CPU (three SQLite builds) the first time, seconds afterwards.
+realworld: build
+	$(CARGO) test --release -p hotagent-tests --test realworld
 
 bench: build demo-build
 	@mkdir -p $(TARGET_DIR)/bench
@@ -135,8 +143,10 @@ fuzz-smoke:
 
 lint: clippy fmt-check
 
+# --all-targets leaves out test targets marked `test = false` (the real-world suite).
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p hotagent-tests --test realworld -- -D warnings
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
