@@ -253,6 +253,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                     modules,
                     busy,
                     symbols,
+                    refused_loads: Vec::new(),
                 }
             },
         )

@@ -102,9 +102,12 @@ pub fn select(
             e.name == new.name
                 && match &new.version {
                     None => e.default_version,
+                    // Versions pair by name, never by index: two builds number them apart.
+                    // A hidden one (`name@V`) serves only callers bound to `V`, which an
+                    // unversioned old library cannot have.
                     Some(v) => {
                         e.version.as_deref() == Some(v.as_str())
-                            || (e.version.is_none() && e.default_version)
+                            || (e.version.is_none() && e.default_version && new.default_version)
                     }
                 }
         });
