@@ -22,3 +22,4 @@ mod probe;
 mod quiet;
 mod races;
 mod socket;
+mod versions_real;

@@ -175,8 +175,13 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
         let versym = elf.versym.as_ref().and_then(|vs| vs.get_at(i));
         // Index 0 (local) and 1 (VER_NDX_GLOBAL) mean no version; neither does an index whose
         // definition is missing or is the base one (which names the file, not a version).
-        let version = versym.as_ref().and_then(|v| versions.get(&v.version()).cloned());
-        let default_version = !(version.is_some() && versym.is_some_and(|v| v.is_hidden()));
+        let version = versym
+            .as_ref()
+            .and_then(|v| versions.get(&v.version()).cloned());
+        // Hidden: the bit on a real version (index 2 and up); on index 0 or 1 the loader ignores it.
+        let default_version = !versym
+            .as_ref()
+            .is_some_and(|v| v.is_hidden() && v.version() > 1);
         let in_writable = loads
             .iter()
             .any(|l| l.p_flags & ph::PF_W != 0 && inside(l, sym.st_value, 1));
@@ -198,7 +203,7 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
 /// names the file itself: the loader never matches a version against it (`dlvsym(h, name,
 /// soname)` fails), so a symbol carrying index 1 is unversioned.
 fn defined_versions(elf: &Elf<'_>) -> std::collections::HashMap<u16, String> {
-    use goblin::elf::symver::{VER_FLG_BASE, VERSYM_VERSION};
+    use goblin::elf::symver::{VERSYM_VERSION, VER_FLG_BASE};
     let mut versions = std::collections::HashMap::new();
     if let Some(verdef) = &elf.verdef {
         for vd in verdef.iter() {

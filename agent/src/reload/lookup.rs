@@ -17,6 +17,7 @@
 use super::check::PatchFile;
 use super::error::ReloadError;
 use super::select::Match;
+use crate::image::SymKind;
 
 /// Whether `dlvsym`/`dlsym` on the loaded patch would find its own definition of `name`.
 pub fn finds(patch: &PatchFile, name: &str, version: Option<&str>) -> bool {
@@ -28,7 +29,9 @@ pub fn finds(patch: &PatchFile, name: &str, version: Option<&str>) -> bool {
         Some(v) => same.any(|s| s.version.as_deref() == Some(v)),
         None => {
             let candidates: Vec<_> = same.collect();
-            candidates.iter().any(|s| s.version.is_none())
+            candidates
+                .iter()
+                .any(|s| s.version.is_none() && s.default_version)
                 || candidates
                     .iter()
                     .filter(|s| s.version.is_some() && s.default_version)
@@ -47,6 +50,21 @@ pub fn check_lookups(patch: &PatchFile, matches: &[Match], path: &str) -> Result
         Some(m) => Err(not_found(path, &m.new.name, m.new.version.as_deref())),
         None => Ok(()),
     }
+}
+
+/// What a dry run without the probe cannot tell: where the patch's IFUNC resolvers point.
+pub fn unseen_without_probe(matches: &[Match]) -> Option<String> {
+    let ifuncs: Vec<&str> = matches
+        .iter()
+        .filter(|m| m.new.kind == SymKind::Ifunc)
+        .map(|m| m.new.name.as_str())
+        .collect();
+    (!ifuncs.is_empty()).then(|| {
+        format!(
+            "without the probe, this dry run cannot tell where the new library's IFUNC resolvers point ({}): the reload refuses one that picks the old code, after loading the library",
+            ifuncs.join(", ")
+        )
+    })
 }
 
 /// The refusal when the new library does not give `name` (at `version`) to `dlsym`.
@@ -70,7 +88,6 @@ pub fn resolves_back(path: &str, name: &str, module: &str) -> ReloadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::SymKind;
     use crate::reload::check::PatchSymbol;
 
     fn sym(version: Option<&str>, default_version: bool) -> PatchSymbol {
@@ -99,14 +116,20 @@ mod tests {
     fn lookups_follow_the_loaders_rules() {
         let base = file(vec![sym(None, true)]);
         assert!(finds(&base, "f", None));
-        assert!(!finds(&base, "f", Some("libz.so.1")), "the base version is no version");
+        assert!(
+            !finds(&base, "f", Some("libz.so.1")),
+            "the base version is no version"
+        );
         let both = file(vec![sym(Some("V1"), false), sym(Some("V2"), true)]);
         assert!(finds(&both, "f", None));
         assert!(finds(&both, "f", Some("V1")));
         assert!(finds(&both, "f", Some("V2")));
         assert!(!finds(&both, "f", Some("V3")));
         let hidden_only = file(vec![sym(Some("V1"), false)]);
-        assert!(!finds(&hidden_only, "f", None), "dlsym never returns a hidden version");
+        assert!(
+            !finds(&hidden_only, "f", None),
+            "dlsym never returns a hidden version"
+        );
         assert!(finds(&hidden_only, "f", Some("V1")));
         let mut plain = file(vec![sym(None, true)]);
         plain.versioned = false;

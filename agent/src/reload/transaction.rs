@@ -3,10 +3,10 @@
 use super::check::{check_staged, PatchFile};
 use super::entries::entry_warnings;
 use super::error::ReloadError;
+use super::lookup;
 use super::modules;
 use super::plan::{plan_slots, Binding};
 use super::report::symbol_reports;
-use super::lookup;
 use super::select::{select, Match, Role};
 use super::stage::{fresh_name, stage};
 use super::state::{micros, Agent, Generation, Keep, Layer, StagedLib};
@@ -56,6 +56,9 @@ impl Agent {
         // The lookups `resolve` makes after the load, answered from the file: a dry run, with
         // or without the probe, refuses what the load would.
         lookup::check_lookups(&patch, &matches, path)?;
+        if req.dry_run && req.no_probe {
+            notes.extend(lookup::unseen_without_probe(&matches));
+        }
         if patch.origin_in_run_path {
             notes.push(format!(
                 "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
@@ -167,7 +170,11 @@ impl Agent {
     /// Everything a reload does once the new library is loaded: checks what the loader made of
     /// it, then switches. An error leaves the agent's records as they were before the load only
     /// through the caller (`discard_load`).
-    fn switch_to(&mut self, loaded: Loaded<'_>, copy: &Sealed) -> Result<ReloadReport, ReloadError> {
+    fn switch_to(
+        &mut self,
+        loaded: Loaded<'_>,
+        copy: &Sealed,
+    ) -> Result<ReloadReport, ReloadError> {
         let Loaded {
             req,
             path,
@@ -329,7 +336,12 @@ impl Agent {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(&layouts);
-            let excluded: Vec<String> = self.staged.iter().map(|l| l.path.clone()).collect();
+            let excluded: Vec<String> = self
+                .staged
+                .iter()
+                .map(|l| l.path.clone())
+                .chain(self.refused.iter().map(|r| r.staged.clone()))
+                .collect();
             let module = modules::find(&layouts, &mem, want, &excluded)?;
             let image = Image::new(&mem, module).map_err(|e| {
                 ReloadError::ModuleNotFound(format!("cannot read {}: {e}", module.path))
