@@ -290,6 +290,33 @@ mod tests {
         assert!(!f.imports.iter().any(|i| i.name == "abs"));
     }
 
+    /// Regression: the base version (index 1, which names the file) was read as a version, so
+    /// zlib's inflateEnd came out as `inflateEnd@libz.so.1`, which no lookup finds.
+    #[test]
+    fn the_base_version_is_no_version() {
+        let Ok(bytes) = std::fs::read("/lib/x86_64-linux-gnu/libz.so.1") else {
+            return; // zlib1g is part of every Debian system; .ci/run installs its headers too.
+        };
+        let f = check_bytes("libz.so.1", &bytes).unwrap();
+        let version = |n: &str| {
+            let s = f.symbols.iter().find(|s| s.name == n).unwrap();
+            (s.version.as_deref(), s.default_version)
+        };
+        assert_eq!(version("inflateEnd"), (None, true));
+        assert_eq!(version("crc32_z"), (Some("ZLIB_1.2.9"), true));
+        assert!(!f
+            .symbols
+            .iter()
+            .any(|s| s.version.as_deref() == Some("libz.so.1")));
+        // The same rule answers the reload's lookups.
+        assert!(crate::reload::lookup::finds(&f, "inflateEnd", None));
+        assert!(!crate::reload::lookup::finds(
+            &f,
+            "inflateEnd",
+            Some("libz.so.1")
+        ));
+    }
+
     #[test]
     fn names_what_is_wrong() {
         assert!(err(b"hello world\n").contains("not an ELF file (it starts with \"hello world.\")"));
