@@ -315,6 +315,15 @@ static SPECS: &[Spec] = &[
         ),
         FOO_H,
     ),
+    with_inputs(
+        lib(
+            "libfoo_backref_thread.so",
+            "libfoo.so",
+            Lang::C,
+            "libfoo_backref_thread.c",
+        ),
+        &["foo.h", "libfoo_backref.c"],
+    ),
     Spec {
         flags: &["-Wl,-z,nodelete"],
         ..with_inputs(

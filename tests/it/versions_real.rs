@@ -258,3 +258,27 @@ fn refused_load_the_loader_keeps_is_named_as_such() {
     rollback(&t);
     expect_foo_calls(&mut t, &V1);
 }
+
+/// A refused library whose constructor started a thread running its code is not unloaded (the
+/// thread would jump into unmapped memory and take the target down): it stays mapped, named as a
+/// refused load, and the target keeps running.
+#[test]
+fn refused_load_with_a_running_thread_stays_mapped() {
+    let mut t = basic(CFG);
+    let bad = CFG.path("libfoo_backref_thread.so");
+    let msg = expect_fail(&t, &["reload", path_str(&bad), "--no-probe"]);
+    assert!(
+        msg.contains("resolves back into") && msg.contains("started thread"),
+        "{msg}"
+    );
+    // The thread returns into the library every millisecond: give it many chances to crash.
+    for _ in 0..50 {
+        expect_foo_calls(&mut t, &V1);
+    }
+    t.assert_alive();
+    let st = status(&t);
+    assert_eq!((st.generation, st.refused_loads.len()), (0, 1), "{st:?}");
+    assert!(staged_mappings(t.pid()) > 0);
+    assert_eq!(reload(&t, &CFG.path("libfoo_v2.so"), &[]).generation, 1);
+    expect_foo_calls(&mut t, &V2);
+}
