@@ -168,8 +168,9 @@ impl Agent {
     }
 
     /// Everything a reload does once the new library is loaded: checks what the loader made of
-    /// it, then switches. An error leaves the agent's records as they were before the load only
-    /// through the caller (`discard_load`).
+    /// it, then switches. Any error it returns is taken back by the caller (`discard_load`
+    /// restores what this recorded and unloads the library), so a step added here needs no
+    /// cleanup of its own beyond undoing its own writes to the target.
     fn switch_to(
         &mut self,
         loaded: Loaded<'_>,
