@@ -37,6 +37,14 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
             report.protocol
         )?;
     }
+    // Not generations: libraries of refused reloads the loader would not unload.
+    for r in &report.refused_loads {
+        writeln!(
+            out,
+            "refused load still mapped (not a generation): {} as {}: {}",
+            r.path, r.staged, r.reason
+        )?;
+    }
     if report.generations.is_empty() && report.symbols.is_empty() {
         return writeln!(out, "no reloads yet");
     }
@@ -77,6 +85,22 @@ mod tests {
         let mut out = Vec::new();
         human(&mut out, report).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn refused_loads_are_no_generation() {
+        let mut report = status_report(7, "/bin/x");
+        report.refused_loads = vec![hotagent_protocol::RefusedLoad {
+            path: "/p/libz.so.1".into(),
+            staged: "/proc/self/fd/9".into(),
+            reason: "it pins itself".into(),
+        }];
+        let text = human_text(&report);
+        assert!(
+            text.contains("refused load still mapped (not a generation): /p/libz.so.1"),
+            "{text}"
+        );
+        assert!(text.ends_with("no reloads yet\n"), "{text}");
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub fn status_report(pid: u32, exe: &str) -> StatusReport {
         modules: 5,
         busy: false,
         symbols: Vec::new(),
+        refused_loads: Vec::new(),
     }
 }
 

@@ -300,6 +300,18 @@ pub struct GenerationInfo {
     pub elapsed_us: u64,
 }
 
+/// A reload refused after its library was loaded, which could not be unloaded (its constructors
+/// started a thread, or the loader pins it): mapped in the process, but never a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedLoad {
+    /// The patch file as given to `reload`.
+    pub path: String,
+    /// The private copy the loader knows it by.
+    pub staged: String,
+    /// Why the reload was refused and why the library stays.
+    pub reason: String,
+}
+
 /// The answer to `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -319,4 +331,7 @@ pub struct StatusReport {
     /// `modules`) and what each of its entries holds.
     #[serde(default)]
     pub symbols: Vec<SymbolReport>,
+    /// Refused loads still mapped (see [`RefusedLoad`]); none in the usual case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_loads: Vec<RefusedLoad>,
 }

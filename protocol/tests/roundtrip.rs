@@ -263,6 +263,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                     modules,
                     busy,
                     symbols,
+                    refused_loads: Vec::new(),
                 }
             },
         )

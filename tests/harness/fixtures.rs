@@ -289,6 +289,55 @@ static SPECS: &[Spec] = &[
         exe("versioned", Lang::C, "versioned.c", &["libver.so"]),
         CMDLOOP_H,
     )),
+    // Versions as real libraries use them (tests/it/versions_real.rs): a library built with a
+    // version script shaped like zlib's, a rebuild whose versions are numbered apart, a program
+    // on the distribution's own zlib, and a patch that only shows it is wrong once loaded.
+    Spec {
+        map: Some("libzlike.map"),
+        ..lib("libzlike.so", "libzlike.so", Lang::C, "libzlike_v1.c")
+    },
+    Spec {
+        map: Some("libzlike2.map"),
+        ..lib("libzlike_v2.so", "libzlike.so", Lang::C, "libzlike_v2.c")
+    },
+    with_inputs(
+        exe("zlike", Lang::C, "zlike.c", &["libzlike.so"]),
+        CMDLOOP_H,
+    ),
+    Spec {
+        flags: &["-lz"],
+        ..with_inputs(exe("zuser", Lang::C, "zuser.c", &[]), CMDLOOP_H)
+    },
+    with_inputs(
+        lib(
+            "libfoo_backref.so",
+            "libfoo.so",
+            Lang::C,
+            "libfoo_backref.c",
+        ),
+        FOO_H,
+    ),
+    with_inputs(
+        lib(
+            "libfoo_backref_thread.so",
+            "libfoo.so",
+            Lang::C,
+            "libfoo_backref_thread.c",
+        ),
+        &["foo.h", "libfoo_backref.c"],
+    ),
+    Spec {
+        flags: &["-Wl,-z,nodelete"],
+        ..with_inputs(
+            lib(
+                "libfoo_backref_pinned.so",
+                "libfoo.so",
+                Lang::C,
+                "libfoo_backref.c",
+            ),
+            FOO_H,
+        )
+    },
     // Patching libc itself.
     in_matrix(lib(
         "libc_patch.so",

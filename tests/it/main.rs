@@ -24,3 +24,4 @@ mod probe;
 mod quiet;
 mod races;
 mod socket;
+mod versions_real;

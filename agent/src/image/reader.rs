@@ -7,6 +7,7 @@ use super::memory::Memory;
 pub(super) const SYM_SIZE: u64 = 24;
 const RELA_SIZE: u64 = 24;
 const VERSYM_HIDDEN: u16 = 0x8000;
+const VER_FLG_BASE: u16 = 0x1;
 /// Walks over version chains stop here: a longer chain means a corrupt image.
 const MAX_VERSIONS: u64 = 1 << 16;
 
@@ -177,10 +178,12 @@ impl<'m, M: Memory> Image<'m, M> {
             if at == 0 {
                 return None;
             }
-            let vd_ndx = self.mem.u16(at.checked_add(4)?)?;
+            let vd_flags = self.mem.u16(at.checked_add(2)?)?;
+            let vd_ndx = self.mem.u16(at.checked_add(4)?)? & !VERSYM_HIDDEN;
             let vd_aux = self.mem.u32(at.checked_add(12)?)?;
             let vd_next = self.mem.u32(at.checked_add(16)?)?;
-            if vd_ndx == ndx {
+            // The base definition names the file, not a version: the loader never matches it.
+            if vd_ndx == ndx && vd_flags & VER_FLG_BASE == 0 {
                 let aux = at.checked_add(u64::from(vd_aux))?;
                 return self.string(u64::from(self.mem.u32(aux)?));
             }

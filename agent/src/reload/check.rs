@@ -16,6 +16,8 @@ pub struct PatchSymbol {
     pub size: u64,
     /// A variable the program may write (not read-only data).
     pub mutable: bool,
+    /// False for a hidden version (`name@VER`): only a lookup naming that version finds it.
+    pub default_version: bool,
 }
 
 /// A symbol the patch file needs from elsewhere (an undefined dynamic symbol).
@@ -37,6 +39,8 @@ pub struct PatchFile {
     pub imports: Vec<PatchImport>,
     /// Its run path names `$ORIGIN`, which names `/proc/self/fd` for the copy the agent loads.
     pub origin_in_run_path: bool,
+    /// It has a symbol version table (`.gnu.version`): lookups follow its versions.
+    pub versioned: bool,
 }
 
 /// The machine this agent was built for.
@@ -134,6 +138,7 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
             .iter()
             .chain(&elf.rpaths)
             .any(|p| p.contains("$ORIGIN") || p.contains("${ORIGIN}")),
+        versioned: elf.versym.is_some(),
     })
 }
 
@@ -148,16 +153,7 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
         .iter()
         .filter(|p| p.p_type == ph::PT_GNU_RELRO)
         .collect();
-    let mut versions = std::collections::HashMap::new();
-    if let Some(verdef) = &elf.verdef {
-        for vd in verdef.iter() {
-            if let Some(aux) = vd.iter().next() {
-                if let Some(name) = elf.dynstrtab.get_at(aux.vda_name) {
-                    versions.insert(vd.vd_ndx, name.to_string());
-                }
-            }
-        }
-    }
+    let versions = defined_versions(elf);
     let mut out = Vec::new();
     for (i, sym) in elf.dynsyms.iter().enumerate() {
         use goblin::elf::sym;
@@ -176,16 +172,16 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
         let Some(name) = elf.dynstrtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {
             continue;
         };
-        let version = elf
-            .versym
+        let versym = elf.versym.as_ref().and_then(|vs| vs.get_at(i));
+        // Index 0 (local) and 1 (VER_NDX_GLOBAL) mean no version; neither does an index whose
+        // definition is missing or is the base one (which names the file, not a version).
+        let version = versym
             .as_ref()
-            .and_then(|vs| vs.get_at(i))
-            .and_then(|v| {
-                if v.is_hidden() {
-                    // A non-default version (name@VER) only replaces that exact old version.
-                }
-                versions.get(&v.version()).cloned()
-            });
+            .and_then(|v| versions.get(&v.version()).cloned());
+        // Hidden: the bit on a real version (index 2 and up); on index 0 or 1 the loader ignores it.
+        let default_version = !versym
+            .as_ref()
+            .is_some_and(|v| v.is_hidden() && v.version() > 1);
         let in_writable = loads
             .iter()
             .any(|l| l.p_flags & ph::PF_W != 0 && inside(l, sym.st_value, 1));
@@ -197,9 +193,32 @@ fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {
             size: sym.st_size,
             // A thread-local variable is per-thread state, wherever its initial image lies.
             mutable: kind == SymKind::ThreadLocal || (in_writable && !in_relro),
+            default_version,
         });
     }
     out
+}
+
+/// The names of the file's own versions by index. The base definition (`VER_FLG_BASE`, index 1)
+/// names the file itself: the loader never matches a version against it (`dlvsym(h, name,
+/// soname)` fails), so a symbol carrying index 1 is unversioned.
+fn defined_versions(elf: &Elf<'_>) -> std::collections::HashMap<u16, String> {
+    use goblin::elf::symver::{VERSYM_VERSION, VER_FLG_BASE};
+    let mut versions = std::collections::HashMap::new();
+    if let Some(verdef) = &elf.verdef {
+        for vd in verdef.iter() {
+            let ndx = vd.vd_ndx & VERSYM_VERSION;
+            if vd.vd_flags & VER_FLG_BASE != 0 || ndx <= 1 {
+                continue;
+            }
+            if let Some(aux) = vd.iter().next() {
+                if let Some(name) = elf.dynstrtab.get_at(aux.vda_name) {
+                    versions.insert(ndx, name.to_string());
+                }
+            }
+        }
+    }
+    versions
 }
 
 /// The patch's undefined dynamic symbols, with the version each asks for (from `.gnu.version_r`).
@@ -269,6 +288,33 @@ mod tests {
             .unwrap();
         assert_eq!(tls.version.as_deref(), Some("GLIBC_2.3"));
         assert!(!f.imports.iter().any(|i| i.name == "abs"));
+    }
+
+    /// Regression: the base version (index 1, which names the file) was read as a version, so
+    /// zlib's inflateEnd came out as `inflateEnd@libz.so.1`, which no lookup finds.
+    #[test]
+    fn the_base_version_is_no_version() {
+        let Ok(bytes) = std::fs::read("/lib/x86_64-linux-gnu/libz.so.1") else {
+            return; // zlib1g is part of every Debian system; .ci/run installs its headers too.
+        };
+        let f = check_bytes("libz.so.1", &bytes).unwrap();
+        let version = |n: &str| {
+            let s = f.symbols.iter().find(|s| s.name == n).unwrap();
+            (s.version.as_deref(), s.default_version)
+        };
+        assert_eq!(version("inflateEnd"), (None, true));
+        assert_eq!(version("crc32_z"), (Some("ZLIB_1.2.9"), true));
+        assert!(!f
+            .symbols
+            .iter()
+            .any(|s| s.version.as_deref() == Some("libz.so.1")));
+        // The same rule answers the reload's lookups.
+        assert!(crate::reload::lookup::finds(&f, "inflateEnd", None));
+        assert!(!crate::reload::lookup::finds(
+            &f,
+            "inflateEnd",
+            Some("libz.so.1")
+        ));
     }
 
     #[test]

@@ -84,6 +84,13 @@ impl Agent {
 
     /// `libfoo.so#2` for a generation's library, else the module's file name.
     pub(super) fn module_label(&self, file: &str) -> String {
+        if let Some(r) = self
+            .refused
+            .iter()
+            .find(|r| crate::image::file_name(&r.staged) == file)
+        {
+            return format!("{} (a refused load, still mapped)", r.file_name);
+        }
         self.staged
             .iter()
             .find(|l| crate::image::file_name(&l.path) == file)

@@ -14,9 +14,11 @@
 
 mod alias;
 mod check;
+mod discard;
 mod entries;
 mod error;
 mod guard;
+mod lookup;
 mod modules;
 mod plan;
 mod private;

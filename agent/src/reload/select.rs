@@ -102,9 +102,12 @@ pub fn select(
             e.name == new.name
                 && match &new.version {
                     None => e.default_version,
+                    // Versions pair by name, never by index: two builds number them apart.
+                    // A hidden one (`name@V`) serves only callers bound to `V`, which an
+                    // unversioned old library cannot have.
                     Some(v) => {
                         e.version.as_deref() == Some(v.as_str())
-                            || (e.version.is_none() && e.default_version)
+                            || (e.version.is_none() && e.default_version && new.default_version)
                     }
                 }
         });
@@ -187,4 +190,72 @@ fn thread_local(old: &Export, new: &PatchSymbol, module: &str) -> Result<String,
     Ok(format!(
         "thread-local variable {name}: the new library reaches {module}'s per-thread copy through the dynamic symbol (state kept), but has one of its own that starts fresh in every thread: code that reaches {name} directly (a hidden alias, -Bsymbolic, the initial- or local-exec model) uses that one"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old(version: Option<&str>, default_version: bool, addr: u64) -> Export {
+        Export {
+            name: "f".into(),
+            version: version.map(str::to_string),
+            default_version,
+            kind: SymKind::Function,
+            index: 1,
+            addr,
+            size: 8,
+            info: 0x12,
+            entry: 0,
+        }
+    }
+
+    fn patch(symbols: &[(Option<&str>, bool)]) -> PatchFile {
+        PatchFile {
+            soname: None,
+            file_name: "p.so".into(),
+            symbols: symbols
+                .iter()
+                .map(|&(v, default_version)| PatchSymbol {
+                    name: "f".into(),
+                    version: v.map(str::to_string),
+                    kind: SymKind::Function,
+                    size: 8,
+                    mutable: false,
+                    default_version,
+                })
+                .collect(),
+            imports: Vec::new(),
+            origin_in_run_path: false,
+            versioned: true,
+        }
+    }
+
+    /// Each new symbol's partner, by the old one's address.
+    fn partners(p: &PatchFile, exports: &[Export]) -> Vec<u64> {
+        match select(p, "m.so", exports) {
+            Ok((m, _)) => m.iter().map(|m| m.old.addr).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn versions_pair_by_name() {
+        let versioned = [old(Some("V1"), false, 1), old(Some("V2"), true, 2)];
+        // Unversioned replaces the default; each version its namesake, hidden or not.
+        assert_eq!(partners(&patch(&[(None, true)]), &versioned), [2]);
+        assert_eq!(
+            partners(
+                &patch(&[(Some("V1"), false), (Some("V2"), true)]),
+                &versioned
+            ),
+            [1, 2]
+        );
+        assert!(partners(&patch(&[(Some("V3"), true)]), &versioned).is_empty());
+        // An unversioned old library: a default version replaces it, a hidden one does not
+        // (no caller of that library is bound to the hidden version).
+        let plain = [old(None, true, 3)];
+        assert_eq!(partners(&patch(&[(Some("V2"), true)]), &plain), [3]);
+        assert!(partners(&patch(&[(Some("V1"), false)]), &plain).is_empty());
+    }
 }

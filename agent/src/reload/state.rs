@@ -1,5 +1,6 @@
 //! The agent's memory of what it did: generations, and every replaced symbol's history.
 
+use super::discard::RefusedLoad;
 use super::error::ReloadError;
 use super::plan::Binding;
 use super::select::{Match, Role};
@@ -153,6 +154,8 @@ pub struct Agent {
     pub(super) page: u64,
     /// Every function entry a reload may write, and what it holds.
     pub(super) entries: Entries,
+    /// Loads that were refused but could not be unloaded (see `discard.rs`).
+    pub(super) refused: Vec<RefusedLoad>,
 }
 
 impl Agent {
@@ -165,6 +168,7 @@ impl Agent {
             exe: process::exe(),
             page: prot::page_size(),
             entries: Entries::default(),
+            refused: Vec::new(),
         }
     }
 
@@ -185,6 +189,7 @@ impl Agent {
             modules: phdr::snapshot().len(),
             busy: false,
             symbols: Vec::new(),
+            refused_loads: Vec::new(),
         }
     }
 
@@ -215,6 +220,15 @@ impl Agent {
             modules: phdr::snapshot().len(),
             busy: false,
             symbols: self.coverage(),
+            refused_loads: self
+                .refused
+                .iter()
+                .map(|r| hotagent_protocol::RefusedLoad {
+                    path: r.path.clone(),
+                    staged: r.staged.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
         }
     }
 

@@ -3,6 +3,7 @@
 use super::check::{check_staged, PatchFile};
 use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
+use super::lookup;
 use super::modules;
 use super::plan::{plan_slots, Binding};
 use super::private;
@@ -10,9 +11,10 @@ use super::report::symbol_reports;
 use super::select::{select, Match, Role};
 use super::sharing::redirect_private;
 use super::stage::{fresh_name, stage};
-use super::state::{micros, Agent, Generation, Layer, StagedLib};
+use super::state::{micros, Agent, Generation, Keep, Layer, StagedLib};
 use super::write::{self_base, settled_modules};
 use crate::image::{exports, Image, Layout};
+use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::{Phases, ReloadReport, ReloadRequest};
 use std::time::Instant;
@@ -53,6 +55,12 @@ impl Agent {
             .unwrap_or_else(|| patch.file_name.clone());
         let (module, matches, mut notes) = self.select_locked(&patch, &want)?;
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
+        // The lookups `resolve` makes after the load, answered from the file: a dry run, with
+        // or without the probe, refuses what the load would.
+        lookup::check_lookups(&patch, &matches, path)?;
+        if req.dry_run && req.no_probe {
+            notes.extend(lookup::unseen_without_probe(&matches));
+        }
         if patch.origin_in_run_path {
             notes.push(format!(
                 "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
@@ -74,7 +82,7 @@ impl Agent {
                 .iter()
                 .map(|m| (m.new.name.clone(), m.new.version.clone()))
                 .collect();
-            let verdict = probe(&staged, path, &lookups);
+            let verdict = probe(&staged, path, &lookups, &module);
             phases.probe_us = micros(t);
             verdict.map_err(|e| with_origin_hint(e, &patch))?;
         }
@@ -119,7 +127,7 @@ impl Agent {
             return Err(e);
         }
         // Taken before our own dlopen, which waits for any load in progress elsewhere.
-        let mut settled = settled_modules();
+        let settled = settled_modules();
         let t = Instant::now();
         if !copy.still_ours() {
             return Err(ReloadError::Internal(format!(
@@ -127,6 +135,7 @@ impl Agent {
                 staged.trim_start_matches("/proc/self/fd/")
             )));
         }
+        let undo = self.undo_point();
         let handle = dl::open_now_local(&staged).map_err(|e| {
             with_origin_hint(
                 ReloadError::LoadFailed(format!(
@@ -136,6 +145,56 @@ impl Agent {
                 &patch,
             )
         })?;
+        let loaded = Loaded {
+            req,
+            path,
+            patch: &patch,
+            staged,
+            handle,
+            module,
+            matches,
+            keeps,
+            notes,
+            phases,
+            settled,
+            t0,
+            t,
+        };
+        // Every error from here on goes through `discard_load`: nothing is left behind.
+        match self.switch_to(loaded, &copy) {
+            Ok(report) => {
+                // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
+                copy.keep();
+                Ok(report)
+            }
+            Err(e) => Err(self.discard_load(undo, handle, copy, path, e)),
+        }
+    }
+
+    /// Everything a reload does once the new library is loaded: checks what the loader made of
+    /// it, then switches. Any error it returns is taken back by the caller (`discard_load`
+    /// restores what this recorded and unloads the library), so a step added here needs no
+    /// cleanup of its own beyond undoing its own writes to the target.
+    fn switch_to(
+        &mut self,
+        loaded: Loaded<'_>,
+        copy: &Sealed,
+    ) -> Result<ReloadReport, ReloadError> {
+        let Loaded {
+            req,
+            path,
+            patch,
+            staged,
+            handle,
+            module,
+            matches,
+            keeps,
+            notes,
+            mut phases,
+            mut settled,
+            t0,
+            t,
+        } = loaded;
         // Belt and braces for the name check above: never hand back an older generation.
         if !copy.still_ours() {
             return Err(ReloadError::LoadFailed(format!(
@@ -148,8 +207,6 @@ impl Agent {
                 "cannot load {path}: the loader returned an earlier generation's module for {staged}; nothing was switched"
             )));
         }
-        // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
-        copy.keep();
         self.staged.push(StagedLib {
             path: staged.clone(),
             handle,
@@ -295,7 +352,12 @@ impl Agent {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(&layouts);
-            let excluded: Vec<String> = self.staged.iter().map(|l| l.path.clone()).collect();
+            let excluded: Vec<String> = self
+                .staged
+                .iter()
+                .map(|l| l.path.clone())
+                .chain(self.refused.iter().map(|r| r.staged.clone()))
+                .collect();
             let module = modules::find(&layouts, &mem, want, &excluded)?;
             let image = Image::new(&mem, module).map_err(|e| {
                 ReloadError::ModuleNotFound(format!("cannot read {}: {e}", module.path))
@@ -344,23 +406,32 @@ impl Agent {
     ) -> Result<Vec<u64>, ReloadError> {
         let mut out = Vec::with_capacity(matches.len());
         for m in matches {
-            let addr =
-                dl::symbol(handle, &m.new.name, m.new.version.as_deref()).ok_or_else(|| {
-                    ReloadError::LoadFailed(format!(
-                        "{path} was loaded but dlsym cannot find its {}",
-                        m.new.name
-                    ))
-                })?;
+            let addr = dl::symbol(handle, &m.new.name, m.new.version.as_deref())
+                .ok_or_else(|| lookup::not_found(path, &m.new.name, m.new.version.as_deref()))?;
             if module.contains(addr) {
-                return Err(ReloadError::LoadFailed(format!(
-                    "{path}: {} resolves back into {}",
-                    m.new.name, module.path
-                )));
+                return Err(lookup::resolves_back(path, &m.new.name, &module.path));
             }
             out.push(addr);
         }
         Ok(out)
     }
+}
+
+/// What the reload has in hand once the new library is loaded.
+struct Loaded<'a> {
+    req: &'a ReloadRequest,
+    path: &'a str,
+    patch: &'a PatchFile,
+    staged: String,
+    handle: dl::Handle,
+    module: Layout,
+    matches: Vec<Match>,
+    keeps: Vec<Vec<Keep>>,
+    notes: Vec<String>,
+    phases: Phases,
+    settled: Vec<u64>,
+    t0: Instant,
+    t: Instant,
 }
 
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
@@ -379,10 +450,18 @@ fn probe(
     staged: &str,
     path: &str,
     lookups: &[(String, Option<String>)],
+    module: &Layout,
 ) -> Result<(), ReloadError> {
     use crate::sys::probe::{probe_load, Probe};
-    match probe_load(staged, lookups, PROBE_TIMEOUT) {
+    let asked = |i: usize| {
+        lookups
+            .get(i)
+            .map_or(("?", None), |(n, v)| (n.as_str(), v.as_deref()))
+    };
+    match probe_load(staged, lookups, &|a| module.contains(a), PROBE_TIMEOUT) {
         Ok(Probe::Loaded) => Ok(()),
+        Ok(Probe::NotFound(i)) => Err(lookup::not_found(path, asked(i).0, asked(i).1)),
+        Ok(Probe::ResolvesBack(i)) => Err(lookup::resolves_back(path, asked(i).0, &module.path)),
         Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
         Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(
             "{path}: loading it crashed a throwaway copy of this process ({how}); the file is corrupt or its constructors fault, nothing was loaded here"

@@ -2,7 +2,8 @@
 
 use std::ffi::{CStr, CString};
 
-/// A `dlopen` handle. Never closed: old code must stay mapped (threads or pointers may still use it).
+/// A `dlopen` handle. A generation's is never closed: old code must stay mapped (threads or
+/// pointers may still use it). Only a load refused before anything was switched to it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle(usize);
 
@@ -46,6 +47,14 @@ pub fn open_loaded(path: &str) -> Option<Handle> {
 /// Drops one reference taken by `open_loaded` (the module stays loaded: others hold it).
 pub fn release(h: Handle) {
     // SAFETY: h came from a successful dlopen with RTLD_NOLOAD of a module that stays loaded.
+    unsafe { libc::dlclose(h.0 as *mut libc::c_void) };
+}
+
+/// Unloads a library nothing was switched to (a refused load): its destructors run, and the
+/// loader unmaps it unless it pins itself (`RTLD_NODELETE`, `STB_GNU_UNIQUE`).
+pub fn close(h: Handle) {
+    // SAFETY: h came from a successful dlopen by the caller, who drops it now and uses no
+    // address inside the library afterwards.
     unsafe { libc::dlclose(h.0 as *mut libc::c_void) };
 }
 

@@ -36,6 +36,11 @@ pub fn probing() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     Loaded,
+    /// Loaded, but lookup number `n` (of those asked) found nothing.
+    NotFound(usize),
+    /// Loaded, but lookup number `n` gave an address the caller's `old` test accepts (the code
+    /// being replaced).
+    ResolvesBack(usize),
     /// `dlopen` failed cleanly, with the loader's message.
     Refused(String),
     /// The child died while loading.
@@ -61,11 +66,12 @@ enum Attempt {
 }
 
 /// Loads `path` in a forked child, looks up `symbols` in it (name, version) as the real reload
-/// will, unloads it, and reports. A copy born with the loader locked is replaced by a new one
-/// until `timeout` has passed.
+/// will — each must be found, at an address `old` rejects —, unloads it, and reports. A copy
+/// born with the loader locked is replaced by a new one until `timeout` has passed.
 pub fn probe_load(
     path: &str,
     symbols: &[(String, Option<String>)],
+    old: &dyn Fn(u64) -> bool,
     timeout: Duration,
 ) -> std::io::Result<Probe> {
     let c_path =
@@ -83,7 +89,7 @@ pub fn probe_load(
         .collect();
     let deadline = Instant::now() + timeout;
     loop {
-        match attempt(&c_path, &lookups, deadline)? {
+        match attempt(&c_path, &lookups, old, deadline)? {
             Attempt::Done(probe) => return Ok(probe),
             Attempt::LoaderLocked if Instant::now() < deadline => {
                 tracing::debug!("probe copy born with the loader locked; forking another");
@@ -97,6 +103,7 @@ pub fn probe_load(
 fn attempt(
     c_path: &CString,
     lookups: &[(CString, Option<CString>)],
+    old: &dyn Fn(u64) -> bool,
     deadline: Instant,
 ) -> std::io::Result<Attempt> {
     let mut fds = [0i32; 2];
@@ -108,7 +115,7 @@ fn attempt(
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(c_path, lookups, fds[1]);
+        child(c_path, lookups, old, fds[1]);
     }
     PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
@@ -124,13 +131,9 @@ fn attempt(
     Ok(match answer {
         Answer::LoaderLocked => Attempt::LoaderLocked,
         Answer::TimedOut => Attempt::Done(Probe::TimedOut),
-        Answer::Message(msg) if msg == "ok" => Attempt::Done(Probe::Loaded),
-        Answer::Message(msg) if msg.starts_with("err:") => {
-            Attempt::Done(Probe::Refused(msg[4..].to_string()))
-        }
-        Answer::Message(_) => Attempt::Done(Probe::Crashed(
-            status.unwrap_or_else(|| "it died without an answer".to_string()),
-        )),
+        Answer::Message(msg) => Attempt::Done(verdict(&msg).unwrap_or_else(|| {
+            Probe::Crashed(status.unwrap_or_else(|| "it died without an answer".to_string()))
+        })),
     })
 }
 
@@ -154,7 +157,12 @@ fn take_loader_locks() {
 
 /// In the child: quiet, no core dump, load, report, leave without running any exit handler of
 /// the target.
-fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) -> ! {
+fn child(
+    path: &CString,
+    lookups: &[(CString, Option<CString>)],
+    old: &dyn Fn(u64) -> bool,
+    mut fd: i32,
+) -> ! {
     // SAFETY: plain syscalls on this (single-threaded) child's own descriptors and limits. A
     // constructor's output must not reach the target's stdout twice, nor may it read the
     // target's stdin; a crash must not write a core file of the whole target.
@@ -212,26 +220,47 @@ fn child(path: &CString, lookups: &[(CString, Option<CString>)], mut fd: i32) ->
         format!("err:{text}")
     } else {
         // The reload's own lookups walk the library's hash tables: a corrupted one must fault
-        // here.
-        for (name, version) in lookups {
+        // here. Each must give what the reload needs, or the reload would refuse after loading.
+        let mut verdict = None;
+        for (i, (name, version)) in lookups.iter().enumerate() {
             // SAFETY: h is a live handle; name and version are valid C strings.
-            unsafe {
+            let at = unsafe {
                 match version {
                     Some(v) => libc::dlvsym(h, name.as_ptr(), v.as_ptr()),
                     None => libc::dlsym(h, name.as_ptr()),
-                };
+                }
+            } as u64;
+            if verdict.is_none() && at == 0 {
+                verdict = Some(format!("sym:{i}"));
+            } else if verdict.is_none() && old(at) {
+                verdict = Some(format!("back:{i}"));
             }
         }
         // Unloading runs the library's destructors, which the real copy will run at the
         // target's exit: a corrupted one must crash here, not there.
         // SAFETY: h is the handle just returned by dlopen; nothing else uses it in this child.
         unsafe { libc::dlclose(h) };
-        "ok".to_string()
+        verdict.unwrap_or_else(|| "ok".to_string())
     };
     // SAFETY: fd is the pipe's write end; msg is a valid buffer; _exit never returns.
     unsafe {
         libc::write(fd, msg.as_ptr().cast(), msg.len());
         libc::_exit(0)
+    }
+}
+
+/// A finished copy's answer: `ok`, `err:MESSAGE`, `sym:N` or `back:N`; anything else (nothing,
+/// a message cut short) means it died on the way.
+fn verdict(msg: &str) -> Option<Probe> {
+    let index = |prefix: &str| msg.strip_prefix(prefix)?.parse().ok();
+    if msg == "ok" {
+        Some(Probe::Loaded)
+    } else if let Some(e) = msg.strip_prefix("err:") {
+        Some(Probe::Refused(e.to_string()))
+    } else if let Some(i) = index("sym:") {
+        Some(Probe::NotFound(i))
+    } else {
+        index("back:").map(Probe::ResolvesBack)
     }
 }
 
