@@ -115,6 +115,7 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         E::ModuleNotFound(m) => E::ModuleNotFound(m + note),
         E::NoCommonSymbols(m) => E::NoCommonSymbols(m + note),
         E::IncompatibleSymbol(m) => E::IncompatibleSymbol(m + note),
+        E::PrivateState(m) => E::PrivateState(m + note),
         E::WriteFailed(m) => E::WriteFailed(m + note),
         E::EntriesUnwritable(m) => E::EntriesUnwritable(m + note),
         E::Internal(m) => E::Internal(m + note),

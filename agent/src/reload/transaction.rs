@@ -157,6 +157,7 @@ impl Agent {
             notes,
             phases,
             settled,
+            sharing,
             t0,
             t,
         };
@@ -192,6 +193,7 @@ impl Agent {
             notes,
             mut phases,
             mut settled,
+            sharing,
             t0,
             t,
         } = loaded;
@@ -430,6 +432,7 @@ struct Loaded<'a> {
     notes: Vec<String>,
     phases: Phases,
     settled: Vec<u64>,
+    sharing: private::Sharing,
     t0: Instant,
     t: Instant,
 }
