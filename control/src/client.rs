@@ -453,6 +453,7 @@ mod tests {
             got_only: false,
             deadline_ms: None,
             confirm: false,
+            settle_ms: None,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -75,6 +75,7 @@ mod tests {
                 got_only: true,
                 deadline_ms: Some(12),
                 confirm: true,
+                settle_ms: Some(100),
             }),
             Request::rollback(),
             Request::status(),

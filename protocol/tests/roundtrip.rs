@@ -49,6 +49,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                 got_only,
                 deadline_ms,
                 confirm,
+                settle_ms: None,
             },
         )
 }
@@ -60,6 +61,7 @@ fn request() -> impl Strategy<Value = Request> {
             Request::Rollback(RollbackRequest {
                 deadline_ms,
                 confirm,
+                settle_ms: None,
             })
         }),
         Just(Request::status()),
@@ -261,6 +263,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         Just(Response::Ready),
+        (1..65i32).prop_map(|signal| Response::Died(DiedReport { signal })),
         reload_report().prop_map(Response::Reload),
         rollback_report().prop_map(Response::Rollback),
         status_report().prop_map(Response::Status),

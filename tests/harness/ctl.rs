@@ -229,6 +229,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         got_only: false,
         deadline_ms: None,
         confirm: false,
+        settle_ms: None,
     }
 }
 

@@ -125,3 +125,9 @@ pub fn hung_up(fd: i32) -> bool {
     }];
     matches!(raw::poll(&mut p, Some(0)), Ok(1) if p[0].revents & (libc::POLLHUP | libc::POLLERR) != 0)
 }
+
+/// Waits until the client closes its end (or sends anything: a client has nothing more to say),
+/// or the deadline passes.
+pub fn wait_closed(fd: i32, deadline: u64) {
+    wait(fd, libc::POLLIN, deadline);
+}

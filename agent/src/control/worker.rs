@@ -6,7 +6,7 @@
 //! commits): a request whose client gave up is abandoned, never carried out behind its back.
 
 use super::{dispatch, fds, line, server};
-use crate::sys::{raw, thread};
+use crate::sys::{fatal, raw, thread};
 use hotagent_protocol::{encode_line, Control, ErrorCode, Request, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -16,6 +16,8 @@ const MAX_QUEUED: usize = 16;
 /// Without a deadline of its own, a client has this long to take the answer and to commit.
 const IO_TIMEOUT_MS: u64 = 10_000;
 const WORKER_STACK: usize = 2 * 1024 * 1024;
+/// How much longer than the client's settle time the watch stays armed, waiting for its hang-up.
+const SETTLE_SLACK_MS: u64 = 1_000;
 
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
@@ -99,6 +101,9 @@ fn serve(job: &Job) {
         return;
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
+    let changes = !matches!(&job.request, Request::Reload(r) if r.dry_run);
+    // A crash from here to the end of the settle time is told to the client on this connection.
+    let watched = changes && fatal::arm(job.fd);
     let resp = match &job.request {
         // A dry run changes nothing: no point of no return.
         Request::Reload(r) if r.dry_run => {
@@ -119,10 +124,22 @@ fn serve(job: &Job) {
     let until = raw::monotonic_ms() + IO_TIMEOUT_MS;
     // A patch's constructor may have closed the connection and reused its number.
     if !fds::is_ours(job.fd) {
+        fatal::disarm();
         tracing::warn!(
             "the program closed the client's connection during the request: no answer sent"
         );
         return;
     }
-    let _ = line::send_all(job.fd, &encode_line(&resp), until);
+    let sent = line::send_all(job.fd, &encode_line(&resp), until);
+    if watched {
+        if let (true, Some(ms), Response::Reload(_) | Response::Rollback(_)) =
+            (sent, ctl.settle_ms, &resp)
+        {
+            // The client watches the process for its settle time, then hangs up; a crash
+            // meanwhile is still reported here. Bounded whatever the client asks.
+            let until = raw::monotonic_ms() + ms.saturating_add(SETTLE_SLACK_MS).min(IO_TIMEOUT_MS);
+            line::wait_closed(job.fd, until);
+        }
+        fatal::disarm();
+    }
 }
