@@ -10,8 +10,8 @@ use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
 
 use crate::cli::{Global, ReloadArgs};
 use crate::client::{self, Extras, DEFAULT_SETTLE, RELOAD_TIMEOUT};
-use crate::passfd;
 use crate::discover;
+use crate::passfd;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod core;
+mod dead_target;
 mod entries;
 mod exports;
 mod fixtures_build;
