@@ -23,3 +23,4 @@ mod probe;
 mod quiet;
 mod races;
 mod socket;
+mod stage;

@@ -286,7 +286,8 @@ impl IoLoop {
                             keep.push(c);
                         }
                         dispatch::Route::Job(req) => {
-                            if let Err(resp) = self.jobs.submit(c.fd, req) {
+                            let passed = c.input.take_passed();
+                            if let Err(resp) = self.jobs.submit(c.fd, req, passed) {
                                 answer(&mut c, &resp);
                                 keep.push(c);
                             }

@@ -24,6 +24,8 @@ static QUEUED: AtomicUsize = AtomicUsize::new(0);
 struct Job {
     fd: i32,
     request: Request,
+    /// The patch file the client opened and passed along, closed with the job.
+    passed: Option<fds::Received>,
 }
 
 /// The worker's inbox. The worker thread starts with the first job, so an idle target carries
@@ -34,7 +36,12 @@ pub struct Queue(Option<mpsc::Sender<Job>>);
 impl Queue {
     /// Hands `request` and its connection to the worker, or gives back the answer to send when it
     /// cannot take more.
-    pub fn submit(&mut self, fd: i32, request: Request) -> Result<(), Box<Response>> {
+    pub fn submit(
+        &mut self,
+        fd: i32,
+        request: Request,
+        passed: Option<fds::Received>,
+    ) -> Result<(), Box<Response>> {
         if QUEUED.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
             QUEUED.fetch_sub(1, Ordering::SeqCst);
             return Err(Box::new(dispatch::error(
@@ -43,8 +50,12 @@ impl Queue {
             )));
         }
         let sent = self.sender().and_then(|tx| {
-            tx.send(Job { fd, request })
-                .map_err(|_| std::io::Error::other("the agent's worker is gone"))
+            tx.send(Job {
+                fd,
+                request,
+                passed,
+            })
+            .map_err(|_| std::io::Error::other("the agent's worker is gone"))
         });
         sent.map_err(|e| {
             QUEUED.fetch_sub(1, Ordering::SeqCst);
@@ -69,6 +80,7 @@ fn spawn() -> std::io::Result<mpsc::Sender<Job>> {
         for job in rx {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&job)));
             fds::close(job.fd);
+            drop(job.passed);
             QUEUED.fetch_sub(1, Ordering::SeqCst);
         }
     })?;
@@ -101,17 +113,18 @@ fn serve(job: &Job) {
         return;
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
+    let source = job.passed.as_ref().and_then(fds::Received::fd);
     let changes = !matches!(&job.request, Request::Reload(r) if r.dry_run);
     // A crash from here to the end of the settle time is told to the client on this connection.
     let watched = changes && fatal::arm(job.fd);
     let resp = match &job.request {
         // A dry run changes nothing: no point of no return.
-        Request::Reload(r) if r.dry_run => {
-            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut || Ok(())))
-        }
+        Request::Reload(r) if r.dry_run => dispatch::guarded(|| {
+            dispatch::run(server::agent(), &job.request, source, &mut || Ok(()))
+        }),
         _ => {
             let mut g = gate(job.fd);
-            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut g))
+            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, source, &mut g))
         }
     };
     if let Response::Error(e) = &resp {

@@ -18,6 +18,7 @@ mod entries;
 mod error;
 mod guard;
 mod modules;
+mod origin;
 mod plan;
 mod report;
 mod rollback;

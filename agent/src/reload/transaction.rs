@@ -4,6 +4,7 @@ use super::check::{check_staged, PatchFile};
 use super::entries::entry_warnings;
 use super::error::ReloadError;
 use super::modules;
+use super::origin::{load_dependencies, origin_dependencies, unload};
 use super::plan::{plan_slots, Binding};
 use super::report::symbol_reports;
 use super::select::{select, Match, Role};
@@ -25,10 +26,12 @@ pub type Gate<'a> = &'a mut dyn FnMut() -> Result<(), ReloadError>;
 
 impl Agent {
     /// Reloads as `req` says; `gate` is asked once everything is checked, before the new library
-    /// is loaded into the target (a dry run never asks it).
+    /// is loaded into the target (a dry run never asks it). `source` is the patch file the client
+    /// opened and passed (read instead of opening `req.path`, which names it).
     pub fn reload(
         &mut self,
         req: &ReloadRequest,
+        source: Option<i32>,
         gate: Gate<'_>,
     ) -> Result<ReloadReport, ReloadError> {
         let t0 = Instant::now();
@@ -40,7 +43,7 @@ impl Agent {
             )));
         }
         let t = Instant::now();
-        let mut copy = stage(path)?;
+        let mut copy = stage(path, source)?;
         phases.stage_us = micros(t);
         let t = Instant::now();
         let patch = check_staged(path, &copy)?;
@@ -49,13 +52,10 @@ impl Agent {
             .clone()
             .or_else(|| patch.soname.clone())
             .unwrap_or_else(|| patch.file_name.clone());
-        let (module, matches, mut notes) = self.select_locked(&patch, &want)?;
+        let (module, matches, notes) = self.select_locked(&patch, &want)?;
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
-        if patch.origin_in_run_path {
-            notes.push(format!(
-                "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
-            ));
-        }
+        // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
+        let deps = origin_dependencies(path, &copy)?;
         phases.check_us = micros(t);
 
         // No loaded module may carry the copy's name: dlopen would return that module instead.
@@ -70,7 +70,7 @@ impl Agent {
                 .iter()
                 .map(|m| (m.new.name.clone(), m.new.version.clone()))
                 .collect();
-            let verdict = probe(&staged, path, &lookups);
+            let verdict = probe(&staged, path, &lookups, &deps);
             phases.probe_us = micros(t);
             verdict.map_err(|e| with_origin_hint(e, &patch))?;
         }
@@ -123,6 +123,7 @@ impl Agent {
                 staged.trim_start_matches("/proc/self/fd/")
             )));
         }
+        let dep_handles = load_dependencies(path, &deps)?;
         let handle = dl::open_now_local(&staged).map_err(|e| {
             with_origin_hint(
                 ReloadError::LoadFailed(format!(
@@ -131,7 +132,14 @@ impl Agent {
                 )),
                 &patch,
             )
-        })?;
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                unload(dep_handles);
+                return Err(e);
+            }
+        };
         // Belt and braces for the name check above: never hand back an older generation.
         if !copy.still_ours() {
             return Err(ReloadError::LoadFailed(format!(
@@ -351,9 +359,9 @@ impl Agent {
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
 fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {
     match e {
-        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(format!(
-            "{msg} ($ORIGIN in its run path names /proc/self/fd, not its folder: the agent loads a sealed in-memory copy)"
-        )),
+        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(
+            format!("{msg} ($ORIGIN in its run path was taken as the patch file's folder)"),
+        ),
         e => e,
     }
 }
@@ -364,9 +372,10 @@ fn probe(
     staged: &str,
     path: &str,
     lookups: &[(String, Option<String>)],
+    deps: &[String],
 ) -> Result<(), ReloadError> {
     use crate::sys::probe::{probe_load, Probe};
-    match probe_load(staged, lookups, PROBE_TIMEOUT) {
+    match probe_load(staged, lookups, deps, PROBE_TIMEOUT) {
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
         Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(

@@ -49,6 +49,13 @@ pub fn release(h: Handle) {
     unsafe { libc::dlclose(h.0 as *mut libc::c_void) };
 }
 
+/// `dlclose` of a library loaded for a reload that then failed: its code never ran as a
+/// replacement, so nothing can hold a pointer into it but its own constructors' doing.
+pub fn close(h: Handle) {
+    // SAFETY: h came from a successful dlopen and is closed once.
+    unsafe { libc::dlclose(h.0 as *mut libc::c_void) };
+}
+
 /// Waits until no `dlopen` or `dlclose` is in progress in another thread: `dlopen(NULL)` takes
 /// the loader's big lock and returns at once.
 pub fn barrier() {
