@@ -11,6 +11,7 @@ mod common;
 mod core;
 mod dead_target;
 mod entries;
+mod exe_name;
 mod exports;
 mod fixtures_build;
 mod hazards;
