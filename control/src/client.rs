@@ -248,7 +248,7 @@ pub fn with_deadline(request: Request, timeout: Duration) -> Request {
 
 /// Whether a request changes the target: `settle_ms` goes with it then.
 pub fn with_settle(request: Request, settle: Duration) -> Request {
-    let ms = (!settle.is_zero()).then(|| settle.as_millis() as u64);
+    let ms = (!settle.is_zero()).then_some(settle.as_millis() as u64);
     match request {
         Request::Reload(mut r) if !r.dry_run => {
             r.settle_ms = ms;

@@ -229,11 +229,11 @@ extern "C" fn on_fatal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         return;
     };
     let prev = PREVIOUS[i].load();
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler (a program that chains
-    // to us passes the one it got).
     let code = if info.is_null() {
         0
     } else {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler (a program that
+        // chains to us passes the one it got).
         unsafe { (*info).si_code }
     };
     // A fault (si_code > 0) faults again when we return; a signal someone sent must be sent again.
