@@ -76,10 +76,9 @@ impl Watch {
             let pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
             return Some(Watch { pid, pidfd });
         }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => None,
-            _ => Some(Watch { pid, pidfd: None }),
-        }
+        // No such process (ESRCH, or a pid beyond any: EINVAL), unless the kernel has no pidfds.
+        let no_pidfds = std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+        (no_pidfds && proc_state(pid).is_some()).then_some(Watch { pid, pidfd: None })
     }
 
     /// The pidfd to poll (readable once the process has exited), if there is one.
