@@ -27,6 +27,8 @@ const MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
 /// gone (a core dump takes a while).
 const DYING_WAIT: Duration = Duration::from_secs(2);
 const BROKEN_WAIT: Duration = Duration::from_millis(500);
+/// After the settle time, how long hotctl waits for the agent to end its watch and close.
+const SETTLE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// After a reported change, how long hotctl watches the process by default before it calls the
 /// change a success.
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
@@ -580,9 +582,41 @@ fn settle(stream: &UnixStream, watch: &Watch, settle: Duration) -> Option<Option
             return Some(None);
         }
         if left.is_zero() {
-            return None;
+            break;
         }
     }
+    // Our side done: the agent ends its watch, then closes. Waiting for that close means the
+    // program has its own signal actions back when hotctl returns.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let until = std::time::Instant::now() + SETTLE_CLOSE_WAIT;
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while open {
+        let ms = until
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i32;
+        // SAFETY: p is one valid pollfd.
+        if ms <= 0 || unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match (&*stream).read(&mut buf) {
+            Ok(0) => open = false,
+            Ok(k) => said.extend_from_slice(&buf[..k]),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => open = false,
+        }
+    }
+    if let Some(end) = said.iter().position(|&b| b == b'\n') {
+        if let Ok(Response::Died(d)) = serde_json::from_slice(&said[..end]) {
+            watch.gone_within(DYING_WAIT);
+            return Some(Some(d.signal));
+        }
+    }
+    None
 }
 
 /// Whether a process with this pid exists (zombies included), to explain a missing or dead socket.

@@ -143,13 +143,20 @@ fn serve(job: &Job) {
         );
         return;
     }
+    let settle = match (&resp, ctl.settle_ms) {
+        (Response::Reload(_) | Response::Rollback(_), Some(ms)) if watched => Some(ms),
+        _ => None,
+    };
+    // Without a settle time the watch ends before the answer: a client that has its answer
+    // finds the program's own signal actions back.
+    if settle.is_none() {
+        fatal::disarm();
+    }
     let sent = line::send_all(job.fd, &encode_line(&resp), until);
-    if watched {
-        if let (true, Some(ms), Response::Reload(_) | Response::Rollback(_)) =
-            (sent, ctl.settle_ms, &resp)
-        {
-            // The client watches the process for its settle time, then hangs up; a crash
-            // meanwhile is still reported here. Bounded whatever the client asks.
+    if let Some(ms) = settle {
+        if sent {
+            // The client watches the process for its settle time, then shuts its side down and
+            // waits for our close, which comes after the watch is gone. Bounded whatever it asks.
             let until = raw::monotonic_ms() + ms.saturating_add(SETTLE_SLACK_MS).min(IO_TIMEOUT_MS);
             line::wait_closed(job.fd, until);
         }
