@@ -8,13 +8,25 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 /// Drives the hotagent inside running processes: swap a loaded library for a new build, roll back,
 /// inspect.
 #[derive(Debug, Parser)]
-#[command(name = "hotctl", version, propagate_version = true)]
+#[command(
+    name = "hotctl",
+    version,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXIT_STATUS: &str = "EXIT STATUS:
+  0  success
+  1  the agent refused the request; the target runs on unchanged
+  2  usage or connection problem, or a timeout before the commit (nothing changed)
+  3  the change was committed, then no report came: check with `hotctl status`
+  4  the target died during the request, or within the settle time after its change";
 
 /// Options that apply to every verb, accepted before or after it.
 #[derive(Debug, Args)]
@@ -29,6 +41,11 @@ pub struct Global {
     /// for rollback, 5 for status and list). Past it the agent changes nothing; see EXIT STATUS.
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<std::time::Duration>,
+    /// After a reload or rollback is reported, watch the process this long before calling it a
+    /// success (`100ms`, `2s`, a bare number is seconds; default 100ms, 0 skips): a process that
+    /// dies meanwhile is reported as dead (exit status 4).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_settle)]
+    pub settle: Option<std::time::Duration>,
 }
 
 impl Global {
@@ -46,6 +63,28 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     if !(secs > 0.0 && secs <= 86_400.0) {
         return Err(format!(
             "{text} s is out of range: give more than 0 and at most 86400"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A settle time: `N`, `Ns` or `Nms` (fractions allowed), at most a minute.
+fn parse_settle(text: &str) -> Result<std::time::Duration, String> {
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 100ms, 2s, 0)"))?;
+    let secs = value * scale;
+    if !(0.0..=60.0).contains(&secs) {
+        return Err(format!(
+            "{text} is out of range: give 0 (no watch) up to 60s"
         ));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
@@ -191,6 +230,20 @@ mod tests {
                 .json
         );
         assert!(!parse(&["rollback"]).unwrap().global.json);
+    }
+
+    #[test]
+    fn settle_durations() {
+        let settle = |v: &str| parse(&["rollback", "--settle", v]).map(|c| c.global.settle);
+        let ms = |n| Some(std::time::Duration::from_millis(n));
+        assert_eq!(settle("250ms").unwrap(), ms(250));
+        assert_eq!(settle("2s").unwrap(), ms(2000));
+        assert_eq!(settle("0.5").unwrap(), ms(500));
+        assert_eq!(settle("0").unwrap(), ms(0));
+        assert_eq!(parse(&["rollback"]).unwrap().global.settle, None);
+        assert!(settle("61s").is_err());
+        assert!(settle("soon").is_err());
+        assert!(settle("-1").is_err());
     }
 
     #[test]

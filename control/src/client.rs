@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hotagent_protocol::{encode_line, ErrorReply, Request, Response};
 
+use crate::death::{Death, Watch};
+use crate::passfd;
 use crate::trust::{self, Distrust, Folder, Uids};
 
 /// A reload stages, checks and loads a library inside the target, which takes a while for a big one.
@@ -21,6 +23,24 @@ pub const QUICK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Only a guard against an agent that never stops talking: a real status answer is a few kB.
 const MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a process whose agent said it is dying, or whose connection broke, has to be seen
+/// gone (a core dump takes a while).
+const DYING_WAIT: Duration = Duration::from_secs(2);
+const BROKEN_WAIT: Duration = Duration::from_millis(500);
+/// After the settle time, how long hotctl waits for the agent to end its watch and close.
+const SETTLE_CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// After a reported change, how long hotctl watches the process by default before it calls the
+/// change a success.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
+
+/// What goes with a request besides its line.
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// The patch file's descriptor, passed along with the request (`SCM_RIGHTS`).
+    pub fd: Option<std::os::fd::BorrowedFd<'a>>,
+    /// After a reported change, watch the process this long (zero: not at all).
+    pub settle: Duration,
+}
 
 /// An agent, known by its socket and the pid in the socket's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +107,14 @@ pub enum ExchangeError {
     Untrusted {
         target: Target,
         why: Distrust,
+    },
+    /// The process is gone: it died during the request, or within the settle time after the
+    /// agent reported its change (`after_switch`).
+    Died {
+        target: Target,
+        verb: &'static str,
+        after_switch: Option<Duration>,
+        how: Death,
     },
 }
 
@@ -166,6 +194,23 @@ impl fmt::Display for ExchangeError {
             ExchangeError::Untrusted { target, why } => {
                 write!(f, "{why}; nothing was sent to process {}", target.pid)
             }
+            ExchangeError::Died {
+                target,
+                verb,
+                after_switch: None,
+                how,
+            } => write!(f, "process {} died during the {verb}: {how}", target.pid),
+            ExchangeError::Died {
+                target,
+                verb,
+                after_switch: Some(settle),
+                how,
+            } => write!(
+                f,
+                "process {} died right after the switch (within {} ms of the agent's {verb} report): {how}",
+                target.pid,
+                settle.as_millis()
+            ),
         }
     }
 }
@@ -203,6 +248,31 @@ pub fn with_deadline(request: Request, timeout: Duration) -> Request {
     }
 }
 
+/// Whether a request changes the target: `settle_ms` goes with it then.
+pub fn with_settle(request: Request, settle: Duration) -> Request {
+    let ms = (!settle.is_zero()).then_some(settle.as_millis() as u64);
+    match request {
+        Request::Reload(mut r) if !r.dry_run => {
+            r.settle_ms = ms;
+            Request::Reload(r)
+        }
+        Request::Rollback(mut r) => {
+            r.settle_ms = ms;
+            Request::Rollback(r)
+        }
+        other => other,
+    }
+}
+
+fn verb(request: &Request) -> &'static str {
+    match request {
+        Request::Reload(_) => "reload",
+        Request::Rollback(_) => "rollback",
+        Request::Status(_) => "status request",
+        Request::Commit(_) => "commit",
+    }
+}
+
 impl Target {
     /// Sends `request` and returns the agent's answer, whatever its kind. A request with
     /// `confirm` gets a `ready` answer first: we commit only while its deadline has not passed,
@@ -212,6 +282,70 @@ impl Target {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, ExchangeError> {
+        self.exchange_with(request, timeout, &Extras::default())
+    }
+
+    /// [`exchange`](Self::exchange), with a descriptor to pass and a settle time; a process that
+    /// dies meanwhile is reported as [`ExchangeError::Died`], never as the answer it gave.
+    pub fn exchange_with(
+        &self,
+        request: &Request,
+        timeout: Duration,
+        extras: &Extras<'_>,
+    ) -> Result<Response, ExchangeError> {
+        // Before anything is sent: the pidfd names this very process, whatever happens next.
+        let watch = Watch::open(self.pid);
+        let result = self.exchange_raw(request, timeout, extras.fd);
+        let Some(watch) = watch else {
+            return result.map(|(r, _)| r);
+        };
+        let died = |after_switch, said| ExchangeError::Died {
+            target: self.clone(),
+            verb: verb(request),
+            after_switch,
+            how: watch.how(said),
+        };
+        match result {
+            Ok((Response::Died(d), _)) => {
+                watch.gone_within(DYING_WAIT);
+                Err(died(None, Some(d.signal)))
+            }
+            Ok((resp, stream)) => {
+                let changed = matches!(&resp, Response::Reload(r) if !r.dry_run)
+                    || matches!(resp, Response::Rollback(_));
+                if changed && !extras.settle.is_zero() {
+                    if let Some(said) = settle(&stream, &watch, extras.settle) {
+                        return Err(died(Some(extras.settle), said));
+                    }
+                } else if watch.gone_within(Duration::ZERO) {
+                    return Err(died(None, None));
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                let broken = matches!(
+                    e,
+                    ExchangeError::Closed { .. }
+                        | ExchangeError::Receive { .. }
+                        | ExchangeError::BadReply { .. }
+                        | ExchangeError::Unknown { .. }
+                        | ExchangeError::Send { .. }
+                );
+                let wait = if broken { BROKEN_WAIT } else { Duration::ZERO };
+                if watch.gone_within(wait) {
+                    return Err(died(None, None));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn exchange_raw(
+        &self,
+        request: &Request,
+        timeout: Duration,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(Response, UnixStream), ExchangeError> {
         let start = std::time::Instant::now();
         let confirm = request.control().confirm;
         let stream = self.connect_checked(timeout, confirm)?;
@@ -226,7 +360,11 @@ impl Target {
             source,
         })?;
 
-        let sent = (&stream).write_all(&encode_line(request));
+        let line = encode_line(request);
+        let sent = match fd {
+            Some(fd) => passfd::send_with_fd(&stream, &line, fd),
+            None => (&stream).write_all(&line),
+        };
         if let Err(source) = sent {
             if is_timeout(&source) {
                 return Err(self.timed_out(timeout, confirm));
@@ -240,12 +378,12 @@ impl Target {
                         source,
                     })
                 }
-                answered => answered,
+                answered => answered.map(|r| (r, stream)),
             };
         }
         let first = self.receive(&stream, timeout, confirm)?;
         if !(confirm && first == Response::Ready) {
-            return Ok(first);
+            return Ok((first, stream));
         }
         // The agent is ready to change the target. Past our deadline it will not, and we must
         // not ask it to: then we know for certain that nothing changed.
@@ -262,7 +400,7 @@ impl Target {
         // Once committed, the change (loading the library, its constructors, writing slots and
         // entries) has no deadline in the agent; we wait as long again for its report.
         let _ = stream.set_read_timeout(Some(timeout));
-        self.receive(&stream, timeout, false).map_err(|e| {
+        let report = self.receive(&stream, timeout, false).map_err(|e| {
             let why = match e {
                 ExchangeError::TimedOut { .. } => "did not report".to_string(),
                 ExchangeError::Closed { .. } => {
@@ -275,7 +413,8 @@ impl Target {
                 after: timeout,
                 why,
             }
-        })
+        })?;
+        Ok((report, stream))
     }
 
     /// Connects to the agent after checking its folder and socket file, and checks who listens
@@ -385,8 +524,99 @@ pub fn unexpected(response: Response, asked: &str) -> anyhow::Error {
         Response::Rollback(_) => "rollback",
         Response::Status(_) => "status",
         Response::Ready => "ready",
+        Response::Died(_) => "died",
     };
     anyhow::anyhow!("the agent answered a {asked} request with a {kind} report")
+}
+
+/// Watches the process for `settle` after a reported change, and the connection for the agent's
+/// `died` line: Some (with the signal the agent named, if it did) when the process is gone.
+fn settle(stream: &UnixStream, watch: &Watch, settle: Duration) -> Option<Option<i32>> {
+    let until = std::time::Instant::now() + settle;
+    let mut open = stream.set_nonblocking(true).is_ok();
+    let mut said = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let mut polled = Vec::with_capacity(2);
+        if open {
+            polled.push(libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let pidfd = watch.raw_fd();
+        if let Some(fd) = pidfd {
+            polled.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // Without a pidfd (an old kernel), /proc is looked at every few milliseconds.
+        let slice = if pidfd.is_some() {
+            left
+        } else {
+            left.min(Duration::from_millis(5))
+        };
+        let ms = slice.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: polled holds valid pollfds for its whole length.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        if n > 0 && open && polled[0].revents != 0 {
+            let mut buf = [0u8; 256];
+            match (&*stream).read(&mut buf) {
+                Ok(0) => open = false,
+                Ok(k) => said.extend_from_slice(&buf[..k]),
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => open = false,
+            }
+            if let Some(end) = said.iter().position(|&b| b == b'\n') {
+                if let Ok(Response::Died(d)) = serde_json::from_slice(&said[..end]) {
+                    watch.gone_within(DYING_WAIT);
+                    return Some(Some(d.signal));
+                }
+                said.clear();
+            }
+        }
+        if watch.gone_within(Duration::ZERO) {
+            return Some(None);
+        }
+        if left.is_zero() {
+            break;
+        }
+    }
+    // Our side done: the agent ends its watch, then closes. Waiting for that close means the
+    // program has its own signal actions back when hotctl returns.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let until = std::time::Instant::now() + SETTLE_CLOSE_WAIT;
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while open {
+        let ms = until
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i32;
+        // SAFETY: p is one valid pollfd.
+        if ms <= 0 || unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match (&*stream).read(&mut buf) {
+            Ok(0) => open = false,
+            Ok(k) => said.extend_from_slice(&buf[..k]),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => open = false,
+        }
+    }
+    if let Some(end) = said.iter().position(|&b| b == b'\n') {
+        if let Ok(Response::Died(d)) = serde_json::from_slice(&said[..end]) {
+            watch.gone_within(DYING_WAIT);
+            return Some(Some(d.signal));
+        }
+    }
+    None
 }
 
 /// Whether a process with this pid exists (zombies included), to explain a missing or dead socket.
@@ -454,6 +684,7 @@ mod tests {
             fresh_state: false,
             deadline_ms: None,
             confirm: false,
+            settle_ms: None,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

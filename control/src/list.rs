@@ -73,6 +73,7 @@ mod tests {
                 pid: None,
                 json,
                 timeout: None,
+                settle: None,
             },
             &mut out,
         )

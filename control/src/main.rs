@@ -10,8 +10,10 @@ use crate::client::{AgentError, ExchangeError};
 
 mod cli;
 mod client;
+mod death;
 mod discover;
 mod list;
+mod passfd;
 mod reload;
 mod render;
 mod rollback;
@@ -50,7 +52,8 @@ fn run(cli: &Cli) -> Result<()> {
 
 /// 1 when the agent refused the request, 2 when hotctl could not get an answer at all (usage,
 /// discovery, connection), matching clap's 2 for usage errors, 3 when the agent was told to go
-/// ahead with a change and then fell silent: whether it happened is unknown.
+/// ahead with a change and then fell silent: whether it happened is unknown, 4 when the target
+/// died during the request or right after its change.
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<AgentError>().is_some() {
         1
@@ -59,6 +62,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(ExchangeError::Unknown { .. })
     ) {
         3
+    } else if matches!(
+        err.downcast_ref::<ExchangeError>(),
+        Some(ExchangeError::Died { .. })
+    ) {
+        4
     } else {
         2
     }

@@ -2,14 +2,16 @@
 
 use std::env;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
 
 use crate::cli::{Global, ReloadArgs};
-use crate::client::{self, RELOAD_TIMEOUT};
+use crate::client::{self, Extras, DEFAULT_SETTLE, RELOAD_TIMEOUT};
 use crate::discover;
+use crate::passfd;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
@@ -22,10 +24,22 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         fresh_state: args.fresh_state,
         deadline_ms: None,
         confirm: false,
+        settle_ms: None,
     });
     let target = discover::target(dir, global.pid)?;
     let timeout = global.timeout_or(RELOAD_TIMEOUT);
-    let answer = target.exchange(&client::with_deadline(request, timeout), timeout)?;
+    let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
+    // Opened here, as the operator: a target that dropped its privileges may not open it itself.
+    let file = match &request {
+        Request::Reload(r) => passfd::open_patch(Path::new(&r.path)),
+        _ => None,
+    };
+    let request = client::with_settle(client::with_deadline(request, timeout), settle);
+    let extras = Extras {
+        fd: file.as_ref().map(AsFd::as_fd),
+        settle,
+    };
+    let answer = target.exchange_with(&request, timeout, &extras)?;
     let report = match answer {
         Response::Reload(report) => report,
         other => return Err(client::unexpected(other, "reload")),
@@ -193,6 +207,7 @@ mod tests {
             pid: Some(agent.pid),
             json: true,
             timeout: None,
+            settle: None,
         };
         let args = ReloadArgs {
             path: "rel/libfoo_v2.so".into(),
@@ -219,6 +234,7 @@ mod tests {
             fresh_state: false,
             deadline_ms: None,
             confirm: false,
+            settle_ms: None,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

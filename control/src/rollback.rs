@@ -7,17 +7,17 @@ use anyhow::Result;
 use hotagent_protocol::{Request, Response, RollbackReport};
 
 use crate::cli::Global;
-use crate::client::{self, ROLLBACK_TIMEOUT};
+use crate::client::{self, Extras, DEFAULT_SETTLE, ROLLBACK_TIMEOUT};
 use crate::discover;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let target = discover::target(dir, global.pid)?;
     let timeout = global.timeout_or(ROLLBACK_TIMEOUT);
-    let answer = target.exchange(
-        &client::with_deadline(Request::rollback(), timeout),
-        timeout,
-    )?;
+    let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
+    let request = client::with_settle(client::with_deadline(Request::rollback(), timeout), settle);
+    let extras = Extras { fd: None, settle };
+    let answer = target.exchange_with(&request, timeout, &extras)?;
     let report = match answer {
         Response::Rollback(report) => report,
         other => return Err(client::unexpected(other, "rollback")),
@@ -86,6 +86,7 @@ mod tests {
                 pid: Some(agent.pid),
                 json: true,
                 timeout: None,
+                settle: None,
             },
             &mut out,
         )
@@ -109,6 +110,7 @@ mod tests {
                 pid: Some(agent.pid),
                 json: true,
                 timeout: None,
+                settle: None,
             },
             &mut out,
         )

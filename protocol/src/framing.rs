@@ -76,6 +76,7 @@ mod tests {
                 fresh_state: false,
                 deadline_ms: Some(12),
                 confirm: true,
+                settle_ms: Some(100),
             }),
             Request::rollback(),
             Request::status(),

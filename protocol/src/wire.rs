@@ -35,10 +35,12 @@ impl Request {
             Request::Reload(r) => Control {
                 deadline_ms: r.deadline_ms,
                 confirm: r.confirm,
+                settle_ms: r.settle_ms,
             },
             Request::Rollback(r) => Control {
                 deadline_ms: r.deadline_ms,
                 confirm: r.confirm,
+                settle_ms: r.settle_ms,
             },
             Request::Status(_) | Request::Commit(_) => Control::default(),
         }
@@ -58,6 +60,10 @@ pub struct Control {
     pub deadline_ms: Option<u64>,
     /// Answer `ready` before the change and wait for the client's commit.
     pub confirm: bool,
+    /// After its answer, keep the connection open (until the client closes it, this long at
+    /// most) with the fatal-signal watch armed, so a crash right after the switch is reported
+    /// on it as [`Response::Died`].
+    pub settle_ms: Option<u64>,
 }
 
 /// The arguments of a rollback: only its [`Control`].
@@ -70,6 +76,9 @@ pub struct RollbackRequest {
     /// See [`Control::confirm`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// See [`Control::settle_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// The arguments of a request that takes none: any field is refused.
@@ -107,6 +116,9 @@ pub struct ReloadRequest {
     /// See [`Control::confirm`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// See [`Control::settle_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -119,6 +131,16 @@ pub enum Response {
     Rollback(RollbackReport),
     Status(StatusReport),
     Error(ErrorReply),
+    /// The process is dying of a fatal signal while a reload or rollback runs (or in its settle
+    /// time): sent from the agent's signal handler on the request's connection, in place of (or
+    /// after) the answer. The process then dies exactly as it would have without the agent.
+    Died(DiedReport),
+}
+
+/// The fatal signal a process is dying of (`{"kind":"died","signal":11}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiedReport {
+    pub signal: i32,
 }
 
 /// Stable, machine-readable failure classes. The message carries the details.

@@ -52,6 +52,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     fresh_state,
                     deadline_ms,
                     confirm,
+                    settle_ms: None,
                 }
             },
         )
@@ -64,6 +65,7 @@ fn request() -> impl Strategy<Value = Request> {
             Request::Rollback(RollbackRequest {
                 deadline_ms,
                 confirm,
+                settle_ms: None,
             })
         }),
         Just(Request::status()),
@@ -272,6 +274,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         Just(Response::Ready),
+        (1..65i32).prop_map(|signal| Response::Died(DiedReport { signal })),
         reload_report().prop_map(Response::Reload),
         rollback_report().prop_map(Response::Rollback),
         status_report().prop_map(Response::Status),

@@ -230,6 +230,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         fresh_state: false,
         deadline_ms: None,
         confirm: false,
+        settle_ms: None,
     }
 }
 

@@ -570,6 +570,17 @@ static SPECS: &[Spec] = &[
         exe("busyloader", Lang::C, "busyloader.c", &["libfoo.so"]),
         FOO_PROGRAM,
     ),
+    // A target that dies (tests/it/dead_target.rs): a thread of its own calls libfoo all the
+    // time, and a patch of libfoo whose foo_version() faults.
+    with_inputs(
+        exe("deadly", Lang::C, "deadly.c", &["libfoo.so"]),
+        FOO_COMMANDS,
+    ),
+    with_inputs(
+        lib("libfoo_segv.so", "libfoo.so", Lang::C, "libfoo_segv.c"),
+        FOO_H,
+    ),
+    on_v2("libkill_ctor.so", "libkill_ctor.c"),
     // A program that drops root privileges (setgroups/setgid/setuid, or setpriv's keep-caps way).
     with_inputs(
         exe("dropper", Lang::C, "dropper.c", &["libfoo.so"]),

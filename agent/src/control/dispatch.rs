@@ -74,20 +74,26 @@ pub fn working() -> bool {
 
 /// Runs a reload, dry run or rollback with the agent's lock held, then leaves a snapshot for
 /// `status` to answer from during the next one.
-pub fn run(agent: &Mutex<Agent>, req: &Request, gate: Gate<'_>) -> Response {
+/// `source` is the patch file the client passed with a reload, if it did.
+pub fn run(agent: &Mutex<Agent>, req: &Request, source: Option<i32>, gate: Gate<'_>) -> Response {
     WORKING.store(true, Ordering::SeqCst);
-    let resp = run_locked(agent, req, gate);
+    let resp = run_locked(agent, req, source, gate);
     WORKING.store(false, Ordering::SeqCst);
     resp
 }
 
-fn run_locked(agent: &Mutex<Agent>, req: &Request, gate: Gate<'_>) -> Response {
+fn run_locked(
+    agent: &Mutex<Agent>,
+    req: &Request,
+    source: Option<i32>,
+    gate: Gate<'_>,
+) -> Response {
     // A panic in an earlier request poisoned the lock; the state itself stays consistent
     // (every step that changes it finishes or is undone), so carry on with it.
     let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
     let resp = match req {
         Request::Reload(r) => agent
-            .reload(r, gate)
+            .reload(r, source, gate)
             .map(Response::Reload)
             .unwrap_or_else(from_reload),
         Request::Rollback(_) => agent

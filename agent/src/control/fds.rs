@@ -81,3 +81,31 @@ pub fn close_inherited() {
         }
     }
 }
+
+/// A descriptor a client passed with its request (the patch file hotctl opened): registered, so
+/// it is closed exactly once, on every path, and never after the program reused its number.
+#[derive(Debug)]
+pub struct Received(i32);
+
+impl Received {
+    /// Takes a descriptor just received; None (and it is closed) when the registry is full.
+    pub fn register(fd: i32) -> Option<Received> {
+        if register(fd) {
+            Some(Received(fd))
+        } else {
+            raw::close(fd);
+            None
+        }
+    }
+
+    /// Its number, while it still names what was received.
+    pub fn fd(&self) -> Option<i32> {
+        is_ours(self.0).then_some(self.0)
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        close(self.0);
+    }
+}

@@ -4,6 +4,7 @@
 //! `poll` cannot cut it. Deadlines are absolute `CLOCK_MONOTONIC` milliseconds: a client that
 //! trickles one byte every few seconds still runs out of time.
 
+use super::fds::Received;
 use crate::sys::raw;
 use hotagent_protocol::MAX_LINE_BYTES;
 
@@ -19,18 +20,34 @@ pub enum Progress {
     Closed,
 }
 
-/// Bytes of a line not yet complete.
+/// Bytes of a line not yet complete, and a descriptor the client passed with them.
 #[derive(Default)]
 pub struct LineBuf {
     buf: Vec<u8>,
+    passed: Option<Received>,
 }
 
 impl LineBuf {
+    /// The descriptor that came with the line, if any (one per request: later ones are closed).
+    pub fn take_passed(&mut self) -> Option<Received> {
+        self.passed.take()
+    }
+
     /// Reads what is available on the non-blocking `fd`.
     pub fn feed(&mut self, fd: i32) -> Progress {
         let mut chunk = [0u8; 4096];
         loop {
-            match raw::read(fd, &mut chunk) {
+            let got = raw::recv_with_fd(fd, &mut chunk).map(|(n, passed)| {
+                if let Some(p) = passed {
+                    if self.passed.is_none() {
+                        self.passed = Received::register(p);
+                    } else {
+                        raw::close(p);
+                    }
+                }
+                n
+            });
+            match got {
                 Ok(0) if self.buf.is_empty() => return Progress::Closed,
                 // A client may end its request with the end of the stream instead of a newline.
                 Ok(0) => return Progress::Line(std::mem::take(&mut self.buf)),
@@ -124,4 +141,10 @@ pub fn hung_up(fd: i32) -> bool {
         revents: 0,
     }];
     matches!(raw::poll(&mut p, Some(0)), Ok(1) if p[0].revents & (libc::POLLHUP | libc::POLLERR) != 0)
+}
+
+/// Waits until the client closes its end (or sends anything: a client has nothing more to say),
+/// or the deadline passes.
+pub fn wait_closed(fd: i32, deadline: u64) {
+    wait(fd, libc::POLLIN, deadline);
 }

@@ -124,6 +124,7 @@ pub(super) fn want_sweep() {
 
 /// In a forked child: the parent's descriptors are not ours.
 pub(super) fn forget_parent() {
+    crate::sys::fatal::forget_parent();
     fds::close_inherited();
     worker::forget_parent();
     WAKE.store(-1, Ordering::SeqCst);
@@ -285,7 +286,8 @@ impl IoLoop {
                             keep.push(c);
                         }
                         dispatch::Route::Job(req) => {
-                            if let Err(resp) = self.jobs.submit(c.fd, req) {
+                            let passed = c.input.take_passed();
+                            if let Err(resp) = self.jobs.submit(c.fd, req, passed) {
                                 answer(&mut c, &resp);
                                 keep.push(c);
                             }

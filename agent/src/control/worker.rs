@@ -6,7 +6,7 @@
 //! commits): a request whose client gave up is abandoned, never carried out behind its back.
 
 use super::{dispatch, fds, line, server};
-use crate::sys::{raw, thread};
+use crate::sys::{fatal, raw, thread};
 use hotagent_protocol::{encode_line, Control, ErrorCode, Request, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -16,12 +16,16 @@ const MAX_QUEUED: usize = 16;
 /// Without a deadline of its own, a client has this long to take the answer and to commit.
 const IO_TIMEOUT_MS: u64 = 10_000;
 const WORKER_STACK: usize = 2 * 1024 * 1024;
+/// How much longer than the client's settle time the watch stays armed, waiting for its hang-up.
+const SETTLE_SLACK_MS: u64 = 1_000;
 
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 struct Job {
     fd: i32,
     request: Request,
+    /// The patch file the client opened and passed along, closed with the job.
+    passed: Option<fds::Received>,
 }
 
 /// The worker's inbox. The worker thread starts with the first job, so an idle target carries
@@ -32,7 +36,12 @@ pub struct Queue(Option<mpsc::Sender<Job>>);
 impl Queue {
     /// Hands `request` and its connection to the worker, or gives back the answer to send when it
     /// cannot take more.
-    pub fn submit(&mut self, fd: i32, request: Request) -> Result<(), Box<Response>> {
+    pub fn submit(
+        &mut self,
+        fd: i32,
+        request: Request,
+        passed: Option<fds::Received>,
+    ) -> Result<(), Box<Response>> {
         if QUEUED.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
             QUEUED.fetch_sub(1, Ordering::SeqCst);
             return Err(Box::new(dispatch::error(
@@ -41,8 +50,12 @@ impl Queue {
             )));
         }
         let sent = self.sender().and_then(|tx| {
-            tx.send(Job { fd, request })
-                .map_err(|_| std::io::Error::other("the agent's worker is gone"))
+            tx.send(Job {
+                fd,
+                request,
+                passed,
+            })
+            .map_err(|_| std::io::Error::other("the agent's worker is gone"))
         });
         sent.map_err(|e| {
             QUEUED.fetch_sub(1, Ordering::SeqCst);
@@ -67,6 +80,7 @@ fn spawn() -> std::io::Result<mpsc::Sender<Job>> {
         for job in rx {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&job)));
             fds::close(job.fd);
+            drop(job.passed);
             QUEUED.fetch_sub(1, Ordering::SeqCst);
         }
     })?;
@@ -99,14 +113,18 @@ fn serve(job: &Job) {
         return;
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
+    let source = job.passed.as_ref().and_then(fds::Received::fd);
+    let changes = !matches!(&job.request, Request::Reload(r) if r.dry_run);
+    // A crash from here to the end of the settle time is told to the client on this connection.
+    let watched = changes && fatal::arm(job.fd);
     let resp = match &job.request {
         // A dry run changes nothing: no point of no return.
-        Request::Reload(r) if r.dry_run => {
-            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut || Ok(())))
-        }
+        Request::Reload(r) if r.dry_run => dispatch::guarded(|| {
+            dispatch::run(server::agent(), &job.request, source, &mut || Ok(()))
+        }),
         _ => {
             let mut g = gate(job.fd);
-            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, &mut g))
+            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, source, &mut g))
         }
     };
     if let Response::Error(e) = &resp {
@@ -119,10 +137,29 @@ fn serve(job: &Job) {
     let until = raw::monotonic_ms() + IO_TIMEOUT_MS;
     // A patch's constructor may have closed the connection and reused its number.
     if !fds::is_ours(job.fd) {
+        fatal::disarm();
         tracing::warn!(
             "the program closed the client's connection during the request: no answer sent"
         );
         return;
     }
-    let _ = line::send_all(job.fd, &encode_line(&resp), until);
+    let settle = match (&resp, ctl.settle_ms) {
+        (Response::Reload(_) | Response::Rollback(_), Some(ms)) if watched => Some(ms),
+        _ => None,
+    };
+    // Without a settle time the watch ends before the answer: a client that has its answer
+    // finds the program's own signal actions back.
+    if settle.is_none() {
+        fatal::disarm();
+    }
+    let sent = line::send_all(job.fd, &encode_line(&resp), until);
+    if let Some(ms) = settle {
+        if sent {
+            // The client watches the process for its settle time, then shuts its side down and
+            // waits for our close, which comes after the watch is gone. Bounded whatever it asks.
+            let until = raw::monotonic_ms() + ms.saturating_add(SETTLE_SLACK_MS).min(IO_TIMEOUT_MS);
+            line::wait_closed(job.fd, until);
+        }
+        fatal::disarm();
+    }
 }

@@ -20,6 +20,7 @@ mod error;
 mod guard;
 mod lookup;
 mod modules;
+mod origin;
 mod plan;
 mod private;
 mod report;

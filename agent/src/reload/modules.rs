@@ -46,7 +46,14 @@ pub fn find<'l>(
         let soname = Image::new(mem, l)
             .ok()
             .and_then(|i| i.soname().map(|s| String::from_utf8_lossy(s).into_owned()));
-        let matches = soname.as_deref() == Some(want) || l.file_name() == want || l.path == want;
+        // The executable is named by the path it was started with; its real name works too.
+        let real = l.is_main.then(crate::sys::process::real_exe);
+        let matches = soname.as_deref() == Some(want)
+            || l.file_name() == want
+            || l.path == want
+            || real
+                .as_deref()
+                .is_some_and(|r| r == want || crate::image::file_name(r) == want);
         if matches {
             hits.push(l);
         }

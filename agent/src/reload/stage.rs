@@ -19,9 +19,12 @@
 //! some loaded module already carries (a program may close descriptors it did not open, and the
 //! number be reused) is exchanged for a fresh one first.
 //!
-//! A limit: `$ORIGIN` in the patch's run path now names `/proc/self/fd`, not the patch's folder.
-//! Dependencies the target already loaded are found by their soname as before; a new one must be
-//! on the default search path (or an absolute run path). The reload warns when a patch uses it.
+//! hotctl opens the patch as the operator and passes the descriptor with its request: a target
+//! that dropped its privileges (nginx workers as `nobody`) stages a file it could not open
+//! itself. Only a raw client that passes none has the path opened here, by the target.
+//!
+//! `$ORIGIN` in the patch's run path would name `/proc/self/fd`: `origin.rs` resolves it as the
+//! patch's own folder and loads such dependencies first.
 
 use super::error::ReloadError;
 use crate::sys::sealed::{self, Sealed};
@@ -52,11 +55,23 @@ fn what_it_is(format: u32) -> &'static str {
     }
 }
 
-/// Opens `path` once and copies it into a sealed memfd.
-pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
+/// Copies the patch into a sealed memfd: from `source`, the descriptor the client opened and
+/// passed (a target that dropped its privileges may not open the file itself), or else from
+/// `path`, opened once here (a raw client that passes none).
+pub fn stage(path: &str, source: Option<i32>) -> Result<Sealed, ReloadError> {
     let unreadable =
         |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
-    let src = sealed::open_nofollow(path).map_err(|e| match e {
+    let src = match source {
+        Some(fd) => sealed::dup(fd).map_err(|e| unreadable(errno_text(e)))?,
+        None => open_path(path)?,
+    };
+    copy_sealed(path, &src)
+}
+
+fn open_path(path: &str) -> Result<sealed::Fd, ReloadError> {
+    let unreadable =
+        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
+    sealed::open_nofollow(path).map_err(|e| match e {
         libc::ELOOP => ReloadError::FileUnreadable(format!(
             "{path} is a symbolic link: the agent follows no link in the last part of the path it is sent (hotctl sends the resolved path); name the file itself"
         )),
@@ -64,7 +79,12 @@ pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
             "{path} is a socket or a device with nothing behind it, not a shared library"
         )),
         e => unreadable(errno_text(e)),
-    })?;
+    })
+}
+
+fn copy_sealed(path: &str, src: &sealed::Fd) -> Result<Sealed, ReloadError> {
+    let unreadable =
+        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
     let st = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
     if !st.is_regular() {
         return Err(ReloadError::FileUnreadable(format!(
@@ -93,8 +113,8 @@ pub fn stage(path: &str) -> Result<Sealed, ReloadError> {
         name.pop();
     }
     let copy = sealed::memfd(&name).map_err(|e| internal("create a memfd", e))?;
-    let copied = sealed::copy(&src, &copy, st.size).map_err(|e| unreadable(errno_text(e)))?;
-    let grew = sealed::has_byte_at(&src, st.size).map_err(|e| unreadable(errno_text(e)))?;
+    let copied = sealed::copy(src, &copy, st.size).map_err(|e| unreadable(errno_text(e)))?;
+    let grew = sealed::has_byte_at(src, st.size).map_err(|e| unreadable(errno_text(e)))?;
     let now = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
     if copied != st.size || grew || now.size != st.size {
         return Err(ReloadError::FileUnreadable(format!(
@@ -133,11 +153,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("libx.so");
         std::fs::write(&lib, b"\x7fELF and more").unwrap();
-        let copy = stage(lib.to_str().unwrap()).unwrap();
+        let copy = stage(lib.to_str().unwrap(), None).unwrap();
         assert_eq!(copy.map().unwrap().bytes(), b"\x7fELF and more");
+        // From a descriptor passed instead: what it names is copied, whatever the path says.
+        let opened = std::fs::File::open(&lib).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&opened);
+        let copy = stage("/not/opened/libx.so", Some(fd)).unwrap();
+        assert_eq!(copy.map().unwrap().bytes(), b"\x7fELF and more");
+        let folder = std::fs::File::open(dir.path()).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&folder);
+        let err = stage("/x/libx.so", Some(fd)).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
         assert!(copy.path().starts_with("/proc/self/fd/"));
 
-        let err = |p: &str| stage(p).unwrap_err().to_string();
+        let err = |p: &str| stage(p, None).unwrap_err().to_string();
         assert!(err("/dev/zero").contains("is a character device"));
         assert!(err(dir.path().to_str().unwrap()).contains("is a directory"));
         let link = dir.path().join("link.so");
@@ -158,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("libx.so");
         std::fs::write(&lib, b"x").unwrap();
-        let mut copy = stage(lib.to_str().unwrap()).unwrap();
+        let mut copy = stage(lib.to_str().unwrap(), None).unwrap();
         let first = copy.path();
         fresh_name(&mut copy, |n| n == first).unwrap();
         assert_ne!(copy.path(), first);

@@ -5,6 +5,7 @@ use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
 use super::lookup;
 use super::modules;
+use super::origin::{load_dependencies, origin_dependencies, unload};
 use super::plan::{plan_slots, Binding};
 use super::private;
 use super::report::symbol_reports;
@@ -29,10 +30,12 @@ pub type Gate<'a> = &'a mut dyn FnMut() -> Result<(), ReloadError>;
 
 impl Agent {
     /// Reloads as `req` says; `gate` is asked once everything is checked, before the new library
-    /// is loaded into the target (a dry run never asks it).
+    /// is loaded into the target (a dry run never asks it). `source` is the patch file the client
+    /// opened and passed (read instead of opening `req.path`, which names it).
     pub fn reload(
         &mut self,
         req: &ReloadRequest,
+        source: Option<i32>,
         gate: Gate<'_>,
     ) -> Result<ReloadReport, ReloadError> {
         let t0 = Instant::now();
@@ -44,7 +47,7 @@ impl Agent {
             )));
         }
         let t = Instant::now();
-        let mut copy = stage(path)?;
+        let mut copy = stage(path, source)?;
         phases.stage_us = micros(t);
         let t = Instant::now();
         let patch = check_staged(path, &copy)?;
@@ -61,13 +64,10 @@ impl Agent {
         if req.dry_run && req.no_probe {
             notes.extend(lookup::unseen_without_probe(&matches));
         }
-        if patch.origin_in_run_path {
-            notes.push(format!(
-                "{path}: $ORIGIN in its run path names /proc/self/fd, not its folder (the agent loads a sealed in-memory copy): only dependencies already loaded or on the default search path are found"
-            ));
-        }
         let sharing = self.private_sharing(req, &module, &copy)?;
         notes.extend(sharing.note(&module.path));
+        // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
+        let deps = origin_dependencies(path, &copy)?;
         phases.check_us = micros(t);
 
         // No loaded module may carry the copy's name: dlopen would return that module instead.
@@ -82,7 +82,7 @@ impl Agent {
                 .iter()
                 .map(|m| (m.new.name.clone(), m.new.version.clone()))
                 .collect();
-            let verdict = probe(&staged, path, &lookups, &module);
+            let verdict = probe(&staged, path, &lookups, &deps, &module);
             phases.probe_us = micros(t);
             verdict.map_err(|e| with_origin_hint(e, &patch))?;
         }
@@ -136,6 +136,7 @@ impl Agent {
             )));
         }
         let undo = self.undo_point();
+        let dep_handles = load_dependencies(path, &deps)?;
         let handle = dl::open_now_local(&staged).map_err(|e| {
             with_origin_hint(
                 ReloadError::LoadFailed(format!(
@@ -144,7 +145,14 @@ impl Agent {
                 )),
                 &patch,
             )
-        })?;
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                unload(dep_handles);
+                return Err(e);
+            }
+        };
         let loaded = Loaded {
             req,
             path,
@@ -168,7 +176,11 @@ impl Agent {
                 copy.keep();
                 Ok(report)
             }
-            Err(e) => Err(self.discard_load(undo, handle, copy, path, e)),
+            Err(e) => {
+                let e = self.discard_load(undo, handle, copy, path, e);
+                unload(dep_handles);
+                Err(e)
+            }
         }
     }
 
@@ -440,9 +452,9 @@ struct Loaded<'a> {
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
 fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {
     match e {
-        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(format!(
-            "{msg} ($ORIGIN in its run path names /proc/self/fd, not its folder: the agent loads a sealed in-memory copy)"
-        )),
+        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(
+            format!("{msg} ($ORIGIN in its run path was taken as the patch file's folder)"),
+        ),
         e => e,
     }
 }
@@ -453,6 +465,7 @@ fn probe(
     staged: &str,
     path: &str,
     lookups: &[(String, Option<String>)],
+    deps: &[String],
     module: &Layout,
 ) -> Result<(), ReloadError> {
     use crate::sys::probe::{probe_load, Probe};
@@ -461,7 +474,7 @@ fn probe(
             .get(i)
             .map_or(("?", None), |(n, v)| (n.as_str(), v.as_deref()))
     };
-    match probe_load(staged, lookups, &|a| module.contains(a), PROBE_TIMEOUT) {
+    match probe_load(staged, lookups, &|a| module.contains(a), deps, PROBE_TIMEOUT) {
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::NotFound(i)) => Err(lookup::not_found(path, asked(i).0, asked(i).1)),
         Ok(Probe::ResolvesBack(i)) => Err(lookup::resolves_back(path, asked(i).0, &module.path)),

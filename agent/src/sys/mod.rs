@@ -4,6 +4,7 @@
 
 pub mod dirfd;
 pub mod dl;
+pub mod fatal;
 pub mod fd;
 pub mod mem;
 pub mod phdr;

@@ -72,10 +72,19 @@ pub fn probe_load(
     path: &str,
     symbols: &[(String, Option<String>)],
     old: &dyn Fn(u64) -> bool,
+    deps: &[String],
     timeout: Duration,
 ) -> std::io::Result<Probe> {
     let c_path =
         CString::new(path).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    // Loaded first, as the real load will (see reload/origin.rs).
+    let mut c_deps = Vec::with_capacity(deps.len());
+    for d in deps {
+        c_deps.push(
+            CString::new(d.as_str())
+                .map_err(|_| std::io::Error::other("path contains a NUL byte"))?,
+        );
+    }
     // Built before the fork: the child allocates nothing of its own.
     let lookups: Vec<(CString, Option<CString>)> = symbols
         .iter()
@@ -89,7 +98,7 @@ pub fn probe_load(
         .collect();
     let deadline = Instant::now() + timeout;
     loop {
-        match attempt(&c_path, &lookups, old, deadline)? {
+        match attempt(&c_path, &c_deps, &lookups, old, deadline)? {
             Attempt::Done(probe) => return Ok(probe),
             Attempt::LoaderLocked if Instant::now() < deadline => {
                 tracing::debug!("probe copy born with the loader locked; forking another");
@@ -102,6 +111,7 @@ pub fn probe_load(
 /// One forked copy: its verdict, or that it was born with the loader locked.
 fn attempt(
     c_path: &CString,
+    deps: &[CString],
     lookups: &[(CString, Option<CString>)],
     old: &dyn Fn(u64) -> bool,
     deadline: Instant,
@@ -115,7 +125,7 @@ fn attempt(
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(c_path, lookups, old, fds[1]);
+        child(c_path, deps, lookups, old, fds[1]);
     }
     PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
@@ -159,6 +169,7 @@ fn take_loader_locks() {
 /// the target.
 fn child(
     path: &CString,
+    deps: &[CString],
     lookups: &[(CString, Option<CString>)],
     old: &dyn Fn(u64) -> bool,
     mut fd: i32,
@@ -204,8 +215,14 @@ fn child(
     take_loader_locks();
     // SAFETY: fd is the pipe's write end; one byte from a live local.
     unsafe { libc::write(fd, [LOCKS_FREE].as_ptr().cast(), 1) };
-    // SAFETY: path is a valid C string; this is the forked child, which exits right after.
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    // SAFETY: valid C strings; this is the forked child, which exits right after. A dependency
+    // that fails to load shows as the copy's own failure to find it, with the loader's words.
+    let h = unsafe {
+        for d in deps {
+            libc::dlopen(d.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        }
+        libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL)
+    };
     let msg = if h.is_null() {
         // SAFETY: dlerror returns NULL or a valid C string.
         let e = unsafe { libc::dlerror() };

@@ -11,11 +11,70 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The running executable's path.
+/// The path the process was started with, which is what the operator knows it by: Debian's
+/// `/usr/bin/redis-server` is a link to `redis-check-rdb`, and the process is redis-server.
+/// That is `AT_EXECFN` (the path given to `execve`), else `argv[0]`, made absolute against the
+/// working folder at start — provided it names the very file running (`/proc/self/exe`, same
+/// inode); otherwise, and for a script run by its interpreter, the executable's real path.
+/// Taken once, at the agent's start, before the program can change its folder.
 pub fn exe() -> String {
+    static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STARTED.get_or_init(started_path).clone()
+}
+
+/// The running executable's real path (links resolved).
+pub fn real_exe() -> String {
     std::fs::read_link("/proc/self/exe")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+fn started_path() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let real = real_exe();
+    let Ok(running) = std::fs::metadata("/proc/self/exe") else {
+        return real;
+    };
+    let cwd = std::env::current_dir().ok();
+    [exec_fn(), argv0()]
+        .into_iter()
+        .flatten()
+        // A bare name was looked up on PATH: no folder to resolve it against.
+        .filter(|p| p.contains('/'))
+        .filter_map(|p| {
+            let path = std::path::Path::new(&p);
+            let abs: std::path::PathBuf = if path.is_absolute() {
+                path.components().collect()
+            } else {
+                cwd.as_ref()?.join(path).components().collect()
+            };
+            let m = std::fs::metadata(&abs).ok()?;
+            (m.dev() == running.dev() && m.ino() == running.ino())
+                .then(|| abs.to_string_lossy().into_owned())
+        })
+        .next()
+        .unwrap_or(real)
+}
+
+fn exec_fn() -> Option<String> {
+    // SAFETY: getauxval has no preconditions; AT_EXECFN, when present, is the address of a
+    // NUL-terminated string the kernel put on the initial stack, alive for the whole process.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: as above: a valid C string.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn argv0() -> Option<String> {
+    let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
+    let first = cmdline.split(|&b| b == 0).next()?;
+    (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
 }
 
 /// Runs `f` at process exit (not in a forked child unless it also exits normally).

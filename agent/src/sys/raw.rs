@@ -123,6 +123,58 @@ pub fn send(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
     })
 }
 
+/// `recvmsg(2)` on a non-blocking socket into `buf`, taking at most one descriptor passed with
+/// the bytes (`SCM_RIGHTS`, close-on-exec): (bytes read, the descriptor). Any further
+/// descriptors that came along are closed here.
+pub fn recv_with_fd(fd: i32, buf: &mut [u8]) -> Result<(usize, Option<i32>), Errno> {
+    // Room for a header and four descriptors, 8-aligned as cmsghdr requires.
+    let mut control = [0u64; 6];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zero is a valid value for each of its fields.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = core::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at iov (valid for buf's length) and at control (valid for its size),
+    // all alive for the call.
+    let n = again(|| unsafe {
+        syscall(
+            libc::SYS_recvmsg,
+            &[
+                fd as usize,
+                &mut msg as *mut libc::msghdr as usize,
+                (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as usize,
+            ],
+        )
+    })?;
+    let mut got = None;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed cmsghdrs;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay inside them and CMSG_DATA points at each one's payload.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                for i in 0..payload / core::mem::size_of::<i32>() {
+                    let passed = core::ptr::read_unaligned(data.add(i));
+                    if got.is_none() {
+                        got = Some(passed);
+                    } else {
+                        close(passed);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, got))
+}
+
 /// `accept4(2)` without the peer's address, non-blocking and close-on-exec.
 pub fn accept(fd: i32) -> Result<i32, Errno> {
     // SAFETY: null address and length pointers are allowed.
@@ -500,6 +552,43 @@ mod tests {
     fn errors_come_back_as_errno() {
         assert_eq!(read(-1, &mut [0u8; 4]), Err(libc::EBADF));
         assert_eq!(accept(-1), Err(libc::EBADF));
+    }
+
+    #[test]
+    fn a_passed_descriptor_is_received() {
+        let (rx, tx) = socketpair().unwrap();
+        let (a, b) = socketpair().unwrap();
+        let mut control = [0u64; 3];
+        let mut byte = *b"x";
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: a plain sendmsg of one byte and one descriptor from buffers alive here.
+        unsafe {
+            let mut msg: libc::msghdr = core::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), a);
+            assert_eq!(libc::sendmsg(tx, &msg, 0), 1);
+        }
+        let mut buf = [0u8; 8];
+        let (n, got) = recv_with_fd(rx, &mut buf).unwrap();
+        assert_eq!((n, &buf[..1]), (1, &b"x"[..]));
+        let got = got.expect("a descriptor");
+        assert_ne!(got, a);
+        assert_eq!(send(got, b"y"), Ok(1));
+        assert_eq!(read(b, &mut buf), Ok(1));
+        assert_eq!(recv_with_fd(rx, &mut buf), Err(libc::EAGAIN));
+        for fd in [rx, tx, a, b, got] {
+            close(fd);
+        }
     }
 
     #[test]

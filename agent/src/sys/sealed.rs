@@ -36,6 +36,20 @@ pub fn open_nofollow(path: &str) -> Result<Fd, Errno> {
     fd::open_at(libc::AT_FDCWD, &c, flags)
 }
 
+/// A descriptor of our own for what `fd` names (a descriptor a client passed, which its
+/// registry closes): `F_DUPFD_CLOEXEC`.
+pub fn dup(fd: i32) -> Result<Fd, Errno> {
+    // SAFETY: no memory arguments.
+    let new = unsafe {
+        call(
+            libc::SYS_fcntl,
+            &[fd as usize, libc::F_DUPFD_CLOEXEC as usize, 0],
+        )
+    }?;
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { Fd::from_raw(new as i32) })
+}
+
 /// `fstat` of a descriptor number.
 pub fn stat(fd: i32) -> Result<FileStat, Errno> {
     fd::fstat(fd)
