@@ -75,7 +75,14 @@ pub(super) fn redirect_private(
         let page = crate::sys::prot::page_size();
         let layouts = modules::layouts(&mods, "", page);
         let mem = modules::live_memory(&layouts);
-        private::apply(&pokes, &mem)
+        let prot_of = |a: u64| {
+            layouts
+                .iter()
+                .find(|l| l.contains(a))
+                .and_then(|l| l.protection(a))
+                .map(|p| p.to_mprotect())
+        };
+        private::apply(&pokes, &mem, prot_of)
     })
     .map_err(|e| e.to_string())?;
     tracing::info!(

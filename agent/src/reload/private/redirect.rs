@@ -85,7 +85,15 @@ pub fn pokes(plan: &SharePlan, at: &Placement) -> Result<Vec<Poke>, RedirectErro
 }
 
 /// Checks every poke against the loaded bytes (`mem` reads the new copy), then writes them all.
-pub fn apply(pokes: &[Poke], mem: &impl Memory) -> Result<(), RedirectError> {
+/// `prot_of` gives the protection the module's program headers give an address: a process that
+/// may not open `/proc/self/mem` (one that dropped privileges is no longer dumpable) gets the
+/// bytes written by making the page writable for the instant — safe here, since no thread runs
+/// the new copy's code yet.
+pub fn apply(
+    pokes: &[Poke],
+    mem: &impl Memory,
+    prot_of: impl Fn(u64) -> Option<i32>,
+) -> Result<(), RedirectError> {
     for p in pokes {
         let found = mem
             .tail(p.addr)
@@ -100,15 +108,25 @@ pub fn apply(pokes: &[Poke], mem: &impl Memory) -> Result<(), RedirectError> {
             });
         }
     }
-    let file = crate::sys::prot::open_proc_mem().map_err(|e| RedirectError::Write {
-        addr: 0,
-        why: format!("cannot open /proc/self/mem: {e}"),
-    })?;
+    let file = crate::sys::prot::open_proc_mem().ok();
     for p in pokes {
-        crate::sys::prot::write_through_proc_mem(&file, p.addr, &p.value).map_err(|e| {
+        let through_file = file
+            .as_ref()
+            .map(|f| crate::sys::prot::write_through_proc_mem(f, p.addr, &p.value));
+        if let Some(Ok(())) = through_file {
+            continue;
+        }
+        let prot = prot_of(p.addr).ok_or_else(|| RedirectError::Write {
+            addr: p.addr,
+            why: "no segment of the new copy holds it".to_string(),
+        })?;
+        crate::sys::prot::poke_code_mprotect(p.addr, &p.value, prot).map_err(|e| {
             RedirectError::Write {
                 addr: p.addr,
-                why: e.to_string(),
+                why: format!(
+                    "neither /proc/self/mem nor mprotect allows it: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ),
             }
         })?;
     }
