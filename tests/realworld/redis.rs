@@ -84,7 +84,7 @@ fn redis_libc_strcoll_replaced() {
 }
 
 /// Issue 9 §7: jemalloc's background threads block every signal while they sleep in a system
-/// call; that must not make the reload GOT-only nor stall its entries phase for tens of ms.
+/// call; that must not make the reload GOT-only nor wait for them.
 #[test]
 fn redis_blocked_signal_threads_keep_entry_jumps() {
     let mut s = start();
@@ -105,10 +105,15 @@ fn redis_blocked_signal_threads_keep_entry_jumps() {
             e.reason
         );
     }
+    // Located asleep, not waited for: the threads were checked without a signal and no
+    // fallback warning names them. (How long the phase takes is a bench figure, not a test's.)
     assert!(
-        r.phases.entries_us < 20_000,
-        "the entries phase took {} us: {r:?}",
-        r.phases.entries_us
+        r.pause.asleep >= 1,
+        "no thread blocking signals was located asleep (jemalloc's background threads?): {r:?}"
+    );
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("blocks signal")),
+        "a thread blocking signals still limited the reload: {r:?}"
     );
     assert_eq!(sort(&mut c), PATCHED_ORDER);
     rollback(&s.daemon);
