@@ -45,9 +45,23 @@ pub enum SitesError {
 }
 
 /// Finds the sites in `f`, the new build.
+///
+/// Only code known to be code is decoded: each range a function symbol or an unwind entry
+/// covers, from its start. Hand-written assembly (OpenSSL's perlasm, for one) keeps constant
+/// tables in .text between its functions; a sweep over them reads instructions that may look
+/// like references to private data, and rewriting one would corrupt the table. Bytes no symbol
+/// or unwind entry covers are left as they are: such tables, and the C runtime's start-up code
+/// (`deregister_tm_clones`, `__do_global_dtors_aux`: no unwind entry), whose bookkeeping stays
+/// each copy's own anyway.
 pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
     let mut out = Sites::default();
     let in_private = |a: u64| f.private_section(a).is_some();
+    let starts = function_starts(f)?;
+    let mut covered = Covered::default();
+    for &(start, len) in &starts {
+        covered.add(start, len);
+    }
+    covered.merge();
     let mut boundaries: Vec<u64> = Vec::new();
     let mut padding: Vec<(u64, u64)> = Vec::new();
     for s in &f.elf.section_headers {
@@ -61,39 +75,47 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
             .bytes
             .get(range)
             .ok_or_else(|| SitesError::Decode("an executable section lies past the end".into()))?;
-        let mut dec = Decoder::with_ip(64, code, s.sh_addr, DecoderOptions::NONE);
-        let mut ins = iced_x86::Instruction::default();
-        while dec.can_decode() {
-            dec.decode_out(&mut ins);
-            out.instructions += 1;
-            boundaries.push(ins.ip());
-            if matches!(ins.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
-                padding.push((ins.ip(), ins.next_ip()));
-            }
-            if !ins.is_ip_rel_memory_operand() {
+        let (sec_start, sec_end) = (s.sh_addr, s.sh_addr + code.len() as u64);
+        for &(from, to) in &covered.ranges {
+            let (from, to) = (from.max(sec_start), to.min(sec_end));
+            if from >= to {
                 continue;
             }
-            let target = ins.ip_rel_memory_address();
-            if !in_private(target) {
-                continue;
+            let bytes = &code[(from - sec_start) as usize..(to - sec_start) as usize];
+            let mut dec = Decoder::with_ip(64, bytes, from, DecoderOptions::NONE);
+            let mut ins = iced_x86::Instruction::default();
+            while dec.can_decode() {
+                dec.decode_out(&mut ins);
+                out.instructions += 1;
+                boundaries.push(ins.ip());
+                if matches!(ins.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
+                    padding.push((ins.ip(), ins.next_ip()));
+                }
+                if !ins.is_ip_rel_memory_operand() {
+                    continue;
+                }
+                let target = ins.ip_rel_memory_address();
+                if !in_private(target) {
+                    continue;
+                }
+                let offsets = dec.get_constant_offsets(&ins);
+                if !offsets.has_displacement() || offsets.displacement_size() != 4 {
+                    return Err(SitesError::Decode(format!(
+                        "the instruction at {:#x} addresses private data without a 4-byte displacement",
+                        ins.ip()
+                    )));
+                }
+                out.code.push(CodeSite {
+                    disp: ins.ip() + offsets.displacement_offset() as u64,
+                    next_ip: ins.next_ip(),
+                    target,
+                });
             }
-            let offsets = dec.get_constant_offsets(&ins);
-            if !offsets.has_displacement() || offsets.displacement_size() != 4 {
-                return Err(SitesError::Decode(format!(
-                    "the instruction at {:#x} addresses private data without a 4-byte displacement",
-                    ins.ip()
-                )));
-            }
-            out.code.push(CodeSite {
-                disp: ins.ip() + offsets.displacement_offset() as u64,
-                next_ip: ins.next_ip(),
-                target,
-            });
         }
     }
     boundaries.sort_unstable();
     padding.sort_unstable();
-    check_starts(f, &boundaries, &padding)?;
+    check_starts(f, &starts, &boundaries, &padding)?;
     for r in &f.rels {
         if let Some(v) = r.value {
             if in_private(v) && !in_private(r.offset) {
@@ -120,21 +142,8 @@ pub fn find(f: &FileView<'_>) -> Result<Sites, SitesError> {
     Ok(out)
 }
 
-/// A linear sweep is only trusted when every function start the file names — symbols and
-/// unwind entries — is one of its instruction boundaries (else it read data as code, or code
-/// as data, somewhere). A start inside padding is fine: glibc's signal trampoline's unwind
-/// entry starts one byte early, inside the `nop` before it, on purpose.
-fn check_starts(
-    f: &FileView<'_>,
-    boundaries: &[u64],
-    padding: &[(u64, u64)],
-) -> Result<(), SitesError> {
-    let on_boundary = |a: u64| {
-        boundaries.binary_search(&a).is_ok() || {
-            let i = padding.partition_point(|p| p.0 <= a);
-            i > 0 && a < padding[i - 1].1
-        }
-    };
+/// Function symbols and unwind entries in executable sections: (start, length).
+fn function_starts(f: &FileView<'_>) -> Result<Vec<(u64, u64)>, SitesError> {
     let exec = |a: u64| {
         f.elf.section_headers.iter().any(|s| {
             s.sh_flags & u64::from(sh::SHF_EXECINSTR) != 0
@@ -147,26 +156,77 @@ fn check_starts(
             && s.st_shndx != 0
             && s.st_size > 0
     });
-    for s in funcs {
-        if exec(s.st_value) && !on_boundary(s.st_value) {
-            return Err(SitesError::Decode(format!(
-                "function at {:#x} does not start on an instruction boundary of a linear sweep",
-                s.st_value
-            )));
+    let mut out: Vec<(u64, u64)> = funcs.map(|s| (s.st_value, s.st_size)).collect();
+    out.extend(fde_ranges(f)?);
+    out.retain(|&(start, len)| len > 0 && exec(start));
+    Ok(out)
+}
+
+/// The decoding is only trusted when every function start the file names — symbols and
+/// unwind entries — is one of its instruction boundaries (else it read data as code, or code
+/// as data, somewhere). A start inside padding is fine: glibc's signal trampoline's unwind
+/// entry starts one byte early, inside the `nop` before it, on purpose.
+fn check_starts(
+    f: &FileView<'_>,
+    starts: &[(u64, u64)],
+    boundaries: &[u64],
+    padding: &[(u64, u64)],
+) -> Result<(), SitesError> {
+    let on_boundary = |a: u64| {
+        boundaries.binary_search(&a).is_ok() || {
+            let i = padding.partition_point(|p| p.0 <= a);
+            i > 0 && a < padding[i - 1].1
         }
-    }
-    for start in fde_starts(f)? {
-        if exec(start) && !on_boundary(start) {
+    };
+    let named = |a: u64| {
+        f.elf
+            .syms
+            .iter()
+            .chain(f.elf.dynsyms.iter())
+            .any(|s| s.st_value == a)
+    };
+    for &(start, _) in starts {
+        if !on_boundary(start) {
+            let what = if named(start) {
+                "function"
+            } else {
+                "unwind entry"
+            };
             return Err(SitesError::Decode(format!(
-                "the unwind entry for {start:#x} does not start on an instruction boundary of a linear sweep"
+                "the {what} at {start:#x} does not start on an instruction boundary of the code around it"
             )));
         }
     }
     Ok(())
 }
 
-/// The start address of every FDE in `.eh_frame`.
-fn fde_starts(f: &FileView<'_>) -> Result<Vec<u64>, SitesError> {
+/// Address ranges known to hold code: function symbols and unwind entries.
+#[derive(Debug, Default)]
+struct Covered {
+    /// (start, end); after `merge`, sorted and disjoint.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Covered {
+    fn add(&mut self, start: u64, len: u64) {
+        self.ranges.push((start, start.saturating_add(len)));
+    }
+
+    fn merge(&mut self) {
+        self.ranges.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
+        for &(s, e) in &self.ranges {
+            match out.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        self.ranges = out;
+    }
+}
+
+/// The start address and length of every FDE in `.eh_frame`.
+fn fde_ranges(f: &FileView<'_>) -> Result<Vec<(u64, u64)>, SitesError> {
     use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
     let find = |name: &str| {
         f.elf
@@ -197,7 +257,7 @@ fn fde_starts(f: &FileView<'_>) -> Result<Vec<u64>, SitesError> {
             let fde = partial
                 .parse(|s, b, o| s.cie_from_offset(b, o))
                 .map_err(bad)?;
-            out.push(fde.initial_address());
+            out.push((fde.initial_address(), fde.len()));
         }
     }
     Ok(out)
@@ -216,13 +276,37 @@ mod tests {
         assert!(s.to_string().contains("TPOFF64"), "{s}");
     }
 
+    /// OpenSSL's perlasm keeps constant tables in .text between functions (SHA-256's `K256`,
+    /// AES's S-boxes): a sweep through them lost step with the code ("does not start on an
+    /// instruction boundary") and could read a table as a reference to private data. Decoding
+    /// only what symbols and unwind entries cover finds the sites and leaves the tables alone.
+    #[test]
+    fn openssl_tables_in_text_are_not_read_as_code() {
+        let bytes = std::fs::read("/lib/x86_64-linux-gnu/libcrypto.so.3").unwrap();
+        let f = FileView::parse(&bytes).unwrap();
+        let s = find(&f).unwrap();
+        assert!(s.code.len() > 100, "{}", s.code.len());
+        let mut covered = Covered::default();
+        for (start, len) in function_starts(&f).unwrap() {
+            covered.add(start, len);
+        }
+        covered.merge();
+        for c in &s.code {
+            let i = covered.ranges.partition_point(|r| r.0 <= c.disp);
+            assert!(
+                i > 0 && c.disp < covered.ranges[i - 1].1,
+                "{c:?} outside every function"
+            );
+        }
+    }
+
     #[test]
     fn zlib_sweep_agrees_with_its_unwind_table() {
         let bytes = std::fs::read("/lib/x86_64-linux-gnu/libz.so.1").unwrap();
         let f = FileView::parse(&bytes).unwrap();
         let s = find(&f).unwrap();
         assert!(s.instructions > 10_000, "{}", s.instructions);
-        assert!(!fde_starts(&f).unwrap().is_empty());
+        assert!(!fde_ranges(&f).unwrap().is_empty());
         for c in &s.code {
             assert!(f.private_section(c.target).is_some());
             assert!(c.disp < c.next_ip && c.next_ip - c.disp <= 8);
