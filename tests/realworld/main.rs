@@ -7,12 +7,15 @@
 //!   partial patch working end to end, and rolled back.
 //! - `zlib`: zlib built with its version script, in python3 (streams kept across the switch) and
 //!   in nginx's gzip with workers running as `nobody`.
+//! - `openssl`: Debian's own libcrypto.so.3 reloaded whole in python3 with live hashlib, hmac
+//!   and ssl objects: its private state proven the same by sections and shared.
 //! - `redis`: stock redis-server (jemalloc's threads block every signal) with a libc function
 //!   replaced.
 //!
 //! Every process is killed when its test ends, listens on 127.0.0.1 only, on a port picked free.
 
 mod build;
+mod openssl;
 mod redis;
 mod service;
 mod sources;
