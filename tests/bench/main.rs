@@ -7,6 +7,7 @@
 
 mod load;
 mod soak;
+mod whole;
 
 use hotagent_tests::*;
 use load::{demo_server, load};
@@ -72,10 +73,14 @@ fn main() {
     let mut report = String::new();
     let _ = writeln!(report, "# hotagent performance\n");
     let _ = writeln!(report, "{}\n", machine());
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
+        (
+            "Whole real libraries, private state shared",
+            whole::whole_libraries,
+        ),
         ("Call cost", call_cost),
         ("Entry-jump pause", pause),
         ("Agent start-up", startup),
