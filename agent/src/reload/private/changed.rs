@@ -140,7 +140,8 @@ pub(super) fn data(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Chan
     }
     let a = pair.old.f.initial(oa, osize);
     let b = pair.new.f.initial(n.addr, n.size);
-    if first_difference(&a, &b).is_some() || a.iter().zip(&b).any(|(x, y)| x.is_none() != y.is_none())
+    if first_difference(&a, &b).is_some()
+        || a.iter().zip(&b).any(|(x, y)| x.is_none() != y.is_none())
     {
         return Change::Differs;
     }

@@ -19,10 +19,9 @@ mod redirect;
 mod refs;
 mod sites;
 
-
 pub use evidence::Shared;
-pub use only::{changes, Compared};
 pub use identity::{live_build_id, LiveIdentity};
+pub use only::{changes, Compared};
 pub use sites::Sites;
 
 use crate::image::Layout;

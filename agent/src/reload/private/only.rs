@@ -78,7 +78,10 @@ pub fn changes(
     }
     let old_syms = old_debug.as_ref().unwrap_or(&old_view.elf);
     let new_syms = new_debug.as_ref().unwrap_or(&new_view.elf);
-    let pair = Pair::new(Side::new(&old_view, old_syms), Side::new(&new_view, new_syms));
+    let pair = Pair::new(
+        Side::new(&old_view, old_syms),
+        Side::new(&new_view, new_syms),
+    );
     let mut verdicts = Vec::with_capacity(items.len());
     let mut roots = Vec::new();
     for item in items {
@@ -144,8 +147,11 @@ pub(super) fn reached_only(
 ) -> Result<Sharing, PrivateError> {
     let refuse = |why: String| PrivateError::Refused(format!("{why}; {}", ways_forward(path)));
     let side = Side::new(new_view, new_syms);
-    let reach = reach::reach(&side, roots)
-        .map_err(|e| refuse(format!("--changed-only cannot tell what the switched code runs: {e}")))?;
+    let reach = reach::reach(&side, roots).map_err(|e| {
+        refuse(format!(
+            "--changed-only cannot tell what the switched code runs: {e}"
+        ))
+    })?;
     let mut sites = sites::find(new_view).map_err(|e| {
         refuse(format!(
             "cannot find the new build's references to its private data: {e}"

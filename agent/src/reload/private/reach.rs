@@ -38,7 +38,12 @@ pub(super) fn reach(new: &Side<'_>, roots: &[(u64, u64)]) -> Result<Reach, Reach
     let functions = new.function_ranges();
     let enclosing = |a: u64| -> Option<(u64, u64)> {
         let i = functions.partition_point(|r| r.0 <= a);
-        functions[..i].iter().rev().take(8).find(|r| a < r.1).copied()
+        functions[..i]
+            .iter()
+            .rev()
+            .take(8)
+            .find(|r| a < r.1)
+            .copied()
     };
     let mut seen = std::collections::HashSet::new();
     let mut todo: Vec<(u64, u64)> = roots.to_vec();

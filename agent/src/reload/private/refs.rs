@@ -168,7 +168,8 @@ impl<'a> Side<'a> {
     }
 
     pub fn is_plt(&self, a: u64) -> bool {
-        self.section(a).is_some_and(|(n, _, _)| n.starts_with(".plt"))
+        self.section(a)
+            .is_some_and(|(n, _, _)| n.starts_with(".plt"))
     }
 
     pub fn is_code(&self, a: u64) -> bool {
