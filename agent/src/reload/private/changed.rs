@@ -171,3 +171,78 @@ pub(super) fn data(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Chan
     }
     Change::Same
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::FileView;
+    use super::super::refs::Side;
+    use super::*;
+
+    const ZLIB: &str = "/lib/x86_64-linux-gnu/libz.so.1";
+
+    fn exported(f: &FileView<'_>) -> Vec<(String, u64, u64)> {
+        f.elf
+            .dynsyms
+            .iter()
+            .filter(|s| s.is_function() && s.st_shndx != 0 && s.st_size > 0)
+            .map(|s| {
+                let name = f.elf.dynstrtab.get_at(s.st_name).unwrap_or("").to_string();
+                (name, s.st_value, s.st_size)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_function_matches_itself() {
+        let bytes = std::fs::read(ZLIB).unwrap();
+        let (a, b) = (
+            FileView::parse(&bytes).unwrap(),
+            FileView::parse(&bytes).unwrap(),
+        );
+        let pair = Pair::new(Side::new(&a, &a.elf), Side::new(&b, &b.elf));
+        let funcs = exported(&a);
+        assert!(funcs.len() > 50, "{}", funcs.len());
+        for (name, addr, size) in funcs {
+            assert_eq!(
+                function(&pair, &name, Some((addr, size))),
+                Change::Same,
+                "{name}"
+            );
+        }
+    }
+
+    /// One immediate changed in one function: that function differs, its neighbours do not.
+    #[test]
+    fn a_changed_byte_is_a_changed_function() {
+        let bytes = std::fs::read(ZLIB).unwrap();
+        let a = FileView::parse(&bytes).unwrap();
+        let funcs = exported(&a);
+        let (name, addr, size) = funcs
+            .iter()
+            .find(|f| f.0 == "deflateInit2_")
+            .unwrap()
+            .clone();
+        let side = Side::new(&a, &a.elf);
+        let code = side.bytes(addr, size).unwrap();
+        let mut dec = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+        let mut ins = Instruction::default();
+        let at = loop {
+            dec.decode_out(&mut ins);
+            let offsets = dec.get_constant_offsets(&ins);
+            if offsets.has_immediate() && offsets.immediate_size() == 4 {
+                break ins.ip() + offsets.immediate_offset() as u64;
+            }
+        };
+        let file_at = (at - addr + code.as_ptr() as u64 - bytes.as_ptr() as u64) as usize;
+        let mut changed = bytes.clone();
+        changed[file_at] ^= 1;
+        let b = FileView::parse(&changed).unwrap();
+        let pair = Pair::new(Side::new(&a, &a.elf), Side::new(&b, &b.elf));
+        assert_eq!(function(&pair, &name, Some((addr, size))), Change::Differs);
+        let other = funcs.iter().find(|f| f.0 == "inflateEnd").unwrap();
+        assert_eq!(
+            function(&pair, &other.0, Some((other.1, other.2))),
+            Change::Same
+        );
+    }
+}

@@ -106,8 +106,9 @@ impl SharePlan {
         }
         if let Some((functions, unshared)) = &self.reached {
             line.push_str(&format!(
-                "; --changed-only: the {functions} function{} the switched code can reach use none of the private data that differs ({}), which only the running code keeps using",
+                "; --changed-only: the {functions} function{} the switched code can reach {} none of the private data that differs ({}), which only the running code keeps using",
                 plural(*functions),
+                if *functions == 1 { "uses" } else { "use" },
                 named(unshared)
             ));
         }
@@ -210,10 +211,10 @@ pub fn analyse(
         }
         Verdict::Differs(d, _) if changed_only.is_some() => {
             return Err(PrivateError::Refused(format!(
-                "the new build's private data differs from the running {}'s where it is shared as a whole, so even --changed-only cannot run it on the live state: {}; {}",
+                "the new build's private data differs from the running {}'s where it is shared as a whole, so even --changed-only cannot run it on the live state: {}; nothing was loaded. Ways forward: {}",
                 crate::image::file_name(path),
                 named(&d),
-                ways_forward(path)
+                other_ways(path)
             )))
         }
         Verdict::Differs(d, _) => {
@@ -274,7 +275,15 @@ fn keep(shared: &Shared, f: &FileView<'_>, target: u64, unnamed: &mut Vec<String
 
 fn ways_forward(path: &str) -> String {
     format!(
-        "nothing was loaded. Ways forward: --changed-only (switch only the functions whose code differs, if none of them reaches what differs), a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
+        "nothing was loaded. Ways forward: --changed-only (switch only the functions whose code differs, if none of them reaches what differs), {}",
+        other_ways(path)
+    )
+}
+
+/// The ways forward once `--changed-only` was tried.
+fn other_ways(path: &str) -> String {
+    format!(
+        "a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
         crate::image::file_name(path)
     )
 }

@@ -8,7 +8,7 @@ use super::evidence::Partial;
 use super::file::FileView;
 use super::refs::{Pair, Side};
 use super::{
-    debug_file_for, identity, keep, named, reach, sites, ways_forward, LiveIdentity, PrivateError,
+    debug_file_for, identity, keep, named, other_ways, reach, sites, LiveIdentity, PrivateError,
     SharePlan, Sharing,
 };
 use crate::image::Layout;
@@ -145,7 +145,12 @@ pub(super) fn reached_only(
     roots: &[(u64, u64)],
     p: Partial,
 ) -> Result<Sharing, PrivateError> {
-    let refuse = |why: String| PrivateError::Refused(format!("{why}; {}", ways_forward(path)));
+    let refuse = |why: String| {
+        PrivateError::Refused(format!(
+            "{why}; nothing was loaded. Ways forward: {}",
+            other_ways(path)
+        ))
+    };
     let side = Side::new(new_view, new_syms);
     let reach = reach::reach(&side, roots).map_err(|e| {
         refuse(format!(
