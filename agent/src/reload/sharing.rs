@@ -42,8 +42,10 @@ impl Agent {
         copy: &Sealed,
         matches: Vec<Match>,
     ) -> Result<(Vec<Match>, String, Vec<(u64, u64)>), ReloadError> {
+        // State variables are not compared: the new code is bound to the old storage anyway.
         let items: Vec<Compared> = matches
             .iter()
+            .filter(|m| m.role != Role::State)
             .map(|m| Compared {
                 name: m.new.name.clone(),
                 old: (self.find_replaced(module, m).is_none() && m.old.kind != SymKind::Ifunc)
@@ -64,11 +66,12 @@ impl Agent {
         let functions = matches.iter().filter(|m| m.role == Role::Code).count();
         let mut switched = Vec::new();
         let mut kept = Vec::new();
-        for (m, verdict) in matches.into_iter().zip(&changes.verdicts) {
-            if m.role == Role::State || verdict.changed() {
-                if m.role != Role::State {
-                    switched.push(m.new.name.clone());
-                }
+        let mut verdicts = changes.verdicts.iter();
+        for m in matches {
+            if m.role == Role::State {
+                kept.push(m);
+            } else if verdicts.next().is_some_and(|v| v.changed()) {
+                switched.push(m.new.name.clone());
                 kept.push(m);
             }
         }
