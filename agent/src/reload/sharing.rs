@@ -11,6 +11,16 @@ use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
 
+/// What `--changed-only` keeps of a reload.
+pub(super) struct ChangedOnly {
+    /// The changed exports and the state variables.
+    pub matches: Vec<Match>,
+    /// The report's line.
+    pub line: String,
+    /// New-file ranges where the switched code starts.
+    pub roots: Vec<(u64, u64)>,
+}
+
 impl Agent {
     /// How the new build's private data will be handled (the same answer for a dry run).
     pub(super) fn private_sharing(
@@ -33,15 +43,14 @@ impl Agent {
     }
 
     /// `--changed-only`: keeps the matches whose code (or read-only data) differs from what
-    /// runs now, and the state variables; returns them, the report's line, and where the
-    /// switched code starts (for the private-state reach). Nothing changed is a refusal.
+    /// runs now, and the state variables. Nothing changed is a refusal.
     pub(super) fn changed_only(
         &self,
         req: &ReloadRequest,
         module: &Layout,
         copy: &Sealed,
         matches: Vec<Match>,
-    ) -> Result<(Vec<Match>, String, Vec<(u64, u64)>), ReloadError> {
+    ) -> Result<ChangedOnly, ReloadError> {
         // State variables are not compared: the new code is bound to the old storage anyway.
         let items: Vec<Compared> = matches
             .iter()
@@ -96,7 +105,11 @@ impl Agent {
             ));
         }
         line.push_str(&format!("; switched: {}", switched.join(", ")));
-        Ok((kept, line, changes.roots))
+        Ok(ChangedOnly {
+            matches: kept,
+            line,
+            roots: changes.roots,
+        })
     }
 
     /// The build-id the replaced module carries in memory, and where its mapping starts.

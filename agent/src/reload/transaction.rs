@@ -60,10 +60,10 @@ impl Agent {
         // Filtered before anything else looks at the matches: dry run and reload alike.
         let mut changed_roots = None;
         if req.changed_only {
-            let (kept, line, roots) = self.changed_only(req, &module, &copy, matches)?;
-            matches = kept;
-            notes.push(line);
-            changed_roots = Some(roots);
+            let only = self.changed_only(req, &module, &copy, matches)?;
+            matches = only.matches;
+            notes.push(only.line);
+            changed_roots = Some(only.roots);
         }
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
         // The lookups `resolve` makes after the load, answered from the file: a dry run, with
