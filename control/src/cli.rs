@@ -127,6 +127,11 @@ pub struct ReloadArgs {
     /// state worth keeping. Without it, a build whose private data differs is refused.
     #[arg(long)]
     pub fresh_state: bool,
+    /// Switch only the functions whose code differs from the running build's (references
+    /// compared by what they point at); the others keep running the old code. Private data
+    /// must then match only where the switched code reaches. Needs symbols on both sides.
+    #[arg(long)]
+    pub changed_only: bool,
 }
 
 impl Cli {

@@ -682,6 +682,7 @@ mod tests {
             no_probe: false,
             got_only: false,
             fresh_state: false,
+            changed_only: false,
             deadline_ms: None,
             confirm: false,
             settle_ms: None,

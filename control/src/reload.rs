@@ -22,6 +22,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         no_probe: args.no_probe,
         got_only: args.got_only,
         fresh_state: args.fresh_state,
+        changed_only: args.changed_only,
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
@@ -216,6 +217,7 @@ mod tests {
             no_probe: true,
             got_only: true,
             fresh_state: false,
+            changed_only: false,
         };
         let mut out = Vec::new();
         run(dir.path(), &global, &args, &mut out).unwrap();
@@ -232,6 +234,7 @@ mod tests {
             no_probe: true,
             got_only: true,
             fresh_state: false,
+            changed_only: false,
             deadline_ms: None,
             confirm: false,
             settle_ms: None,

@@ -74,6 +74,7 @@ mod tests {
                 no_probe: false,
                 got_only: true,
                 fresh_state: false,
+                changed_only: false,
                 deadline_ms: Some(12),
                 confirm: true,
                 settle_ms: Some(100),

@@ -110,6 +110,10 @@ pub struct ReloadRequest {
     /// state worth keeping.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh_state: bool,
+    /// Switch only the exported functions whose code differs between the running module's file
+    /// and the new build; private state must then match only where the switched code reaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed_only: bool,
     /// See [`Control::deadline_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,

@@ -40,9 +40,20 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
         option::of(any::<u64>()),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(path, replace, dry_run, no_probe, got_only, deadline_ms, confirm, fresh_state)| {
+            |(
+                path,
+                replace,
+                dry_run,
+                no_probe,
+                got_only,
+                deadline_ms,
+                confirm,
+                fresh_state,
+                changed_only,
+            )| {
                 ReloadRequest {
                     path,
                     replace,
@@ -50,6 +61,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     no_probe,
                     got_only,
                     fresh_state,
+                    changed_only,
                     deadline_ms,
                     confirm,
                     settle_ms: None,

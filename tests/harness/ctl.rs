@@ -228,6 +228,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         no_probe: false,
         got_only: false,
         fresh_state: false,
+        changed_only: false,
         deadline_ms: None,
         confirm: false,
         settle_ms: None,

@@ -488,6 +488,26 @@ static SPECS: &[Spec] = &[
             PRIV_H,
         )
     },
+    // --changed-only: v4 fixes one function and grows an object only unchanged code uses, v5
+    // also changes a function that uses it, and a second build of v1 changes nothing.
+    Spec {
+        flags: &["-DPRIV_V4"],
+        ..with_inputs(
+            lib("libpriv_v4.so", "libpriv.so", Lang::C, "libpriv.c"),
+            PRIV_H,
+        )
+    },
+    Spec {
+        flags: &["-DPRIV_V5"],
+        ..with_inputs(
+            lib("libpriv_v5.so", "libpriv.so", Lang::C, "libpriv.c"),
+            PRIV_H,
+        )
+    },
+    with_inputs(
+        lib("libpriv_same.so", "libpriv.so", Lang::C, "libpriv.c"),
+        PRIV_H,
+    ),
     with_inputs(
         exe("priv", Lang::C, "priv.c", &["libpriv.so"]),
         PRIV_PROGRAM,

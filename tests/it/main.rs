@@ -7,6 +7,7 @@
 mod adversary;
 mod bad_input;
 mod blockers;
+mod changed_only;
 mod cli;
 mod common;
 mod core;

@@ -72,7 +72,7 @@ fn exercise(t: &mut Target, seen: i64, rows_before: i64) {
 }
 
 /// A version upgrade (3.41.2 -> 3.46.0) has other private state: the dry run and the reload
-/// both refuse it, name the private state and the ways forward, and the target is untouched —
+/// both refuse it, with or without --changed-only, name the private state and the ways forward, and the target is untouched —
 /// same answers, generation 0, no mapping left behind.
 #[test]
 fn sqlite_upgrade_refused_target_untouched() {
@@ -82,10 +82,19 @@ fn sqlite_upgrade_refused_target_untouched() {
     let sqlite_maps = mappings(&t, "libsqlite3");
     let staged = staged_mappings(&t);
 
-    for extra in [&["--dry-run"][..], &[][..]] {
+    // --changed-only too: the changed functions reach objects that grew (aBuiltinFunc, ...).
+    for extra in [
+        &["--dry-run"][..],
+        &[][..],
+        &["--changed-only", "--dry-run"][..],
+        &["--changed-only"][..],
+    ] {
         let mut args = vec!["reload", path_str(&b)];
         args.extend_from_slice(extra);
         let msg = expect_fail(&t, &args);
+        if extra.contains(&"--changed-only") {
+            assert!(msg.contains("even with --changed-only"), "{msg}");
+        }
         let lower = msg.to_lowercase();
         assert!(
             lower.contains("private"),

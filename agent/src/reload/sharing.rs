@@ -3,12 +3,23 @@
 
 use super::error::ReloadError;
 use super::modules;
-use super::private::{self, LiveIdentity, Placement, SharePlan, Sharing};
+use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing};
+use super::select::{Match, Role};
 use super::state::Agent;
-use crate::image::Layout;
+use crate::image::{Layout, SymKind};
 use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
+
+/// What `--changed-only` keeps of a reload.
+pub(super) struct ChangedOnly {
+    /// The changed exports and the state variables.
+    pub matches: Vec<Match>,
+    /// The report's line.
+    pub line: String,
+    /// New-file ranges where the switched code starts.
+    pub roots: Vec<(u64, u64)>,
+}
 
 impl Agent {
     /// How the new build's private data will be handled (the same answer for a dry run).
@@ -17,6 +28,7 @@ impl Agent {
         req: &ReloadRequest,
         module: &Layout,
         copy: &Sealed,
+        changed_only: Option<&[(u64, u64)]>,
     ) -> Result<Sharing, ReloadError> {
         let live = self.live_identity(module);
         let map = copy.map().map_err(|e| {
@@ -26,8 +38,78 @@ impl Agent {
                 std::io::Error::from_raw_os_error(e)
             ))
         })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state)
+        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only)
             .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))
+    }
+
+    /// `--changed-only`: keeps the matches whose code (or read-only data) differs from what
+    /// runs now, and the state variables. Nothing changed is a refusal.
+    pub(super) fn changed_only(
+        &self,
+        req: &ReloadRequest,
+        module: &Layout,
+        copy: &Sealed,
+        matches: Vec<Match>,
+    ) -> Result<ChangedOnly, ReloadError> {
+        // State variables are not compared: the new code is bound to the old storage anyway.
+        let items: Vec<Compared> = matches
+            .iter()
+            .filter(|m| m.role != Role::State)
+            .map(|m| Compared {
+                name: m.new.name.clone(),
+                old: (self.find_replaced(module, m).is_none() && m.old.kind != SymKind::Ifunc)
+                    .then(|| (m.old.addr.wrapping_sub(module.base), m.old.size)),
+                data: m.role == Role::Rodata,
+            })
+            .collect();
+        let live = self.live_identity(module);
+        let map = copy.map().map_err(|e| {
+            ReloadError::Internal(format!(
+                "cannot map the private copy of {} to compare its code: {}",
+                req.path,
+                std::io::Error::from_raw_os_error(e)
+            ))
+        })?;
+        let changes = private::changes(module, &live, map.bytes(), &items)
+            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))?;
+        let functions = matches.iter().filter(|m| m.role == Role::Code).count();
+        let mut switched = Vec::new();
+        let mut kept = Vec::new();
+        let mut verdicts = changes.verdicts.iter();
+        for m in matches {
+            if m.role == Role::State {
+                kept.push(m);
+            } else if verdicts.next().is_some_and(|v| v.changed()) {
+                switched.push(m.new.name.clone());
+                kept.push(m);
+            }
+        }
+        let module_file = crate::image::file_name(&module.path);
+        if switched.is_empty() {
+            return Err(ReloadError::NoCommonSymbols(format!(
+                "nothing changed: every function of {module_file} is identical in {} (references compared by what they point at); nothing was loaded",
+                crate::image::file_name(&req.path)
+            )));
+        }
+        let changed = kept.iter().filter(|m| m.role == Role::Code).count();
+        let data = kept.iter().filter(|m| m.role == Role::Rodata).count();
+        let mut line = format!(
+            "--changed-only: {changed} of {functions} function{} of {module_file} changed; {} keep the running code",
+            if functions == 1 { "" } else { "s" },
+            functions - changed
+        );
+        if data > 0 {
+            line.push_str(&format!(
+                "; {data} read-only data object{} changed",
+                if data == 1 { "" } else { "s" }
+            ));
+        }
+        line.push_str(&format!("; switched: {}", switched.join(", ")));
+        Ok(ChangedOnly {
+            matches: kept,
+            line,
+            roots: changes.roots,
+        })
     }
 
     /// The build-id the replaced module carries in memory, and where its mapping starts.

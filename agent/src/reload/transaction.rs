@@ -56,7 +56,15 @@ impl Agent {
             .clone()
             .or_else(|| patch.soname.clone())
             .unwrap_or_else(|| patch.file_name.clone());
-        let (module, matches, mut notes) = self.select_locked(&patch, &want)?;
+        let (module, mut matches, mut notes) = self.select_locked(&patch, &want)?;
+        // Filtered before anything else looks at the matches: dry run and reload alike.
+        let mut changed_roots = None;
+        if req.changed_only {
+            let only = self.changed_only(req, &module, &copy, matches)?;
+            matches = only.matches;
+            notes.push(only.line);
+            changed_roots = Some(only.roots);
+        }
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
         // The lookups `resolve` makes after the load, answered from the file: a dry run, with
         // or without the probe, refuses what the load would.
@@ -64,7 +72,7 @@ impl Agent {
         if req.dry_run && req.no_probe {
             notes.extend(lookup::unseen_without_probe(&matches));
         }
-        let sharing = self.private_sharing(req, &module, &copy)?;
+        let sharing = self.private_sharing(req, &module, &copy, changed_roots.as_deref())?;
         notes.extend(sharing.note(&module.path));
         // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
         let deps = origin_dependencies(path, &copy)?;

@@ -64,14 +64,40 @@ impl Shared {
     }
 }
 
+impl Differing {
+    fn of(n: &Object, what: String) -> Differing {
+        Differing {
+            what,
+            start: n.addr,
+            end: n.addr + n.size,
+        }
+    }
+}
+
 /// Sharing verdict of two builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// The new build has no private writable data to speak of.
     Nothing,
     Shared(Shared),
-    /// Named differences.
-    Differs(Vec<String>),
+    /// Named differences; with symbols (and a matching thread-local block), what could be
+    /// shared object by object and which objects differ.
+    Differs(Vec<String>, Option<Partial>),
+}
+
+/// The objects that match, and the new-file ranges of those that do not (each with its
+/// difference): enough to share what a subset of the code reaches (`--changed-only`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub shared: Shared,
+    pub differing: Vec<Differing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Differing {
+    pub what: String,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Compares the private data of `old` and `new`; `*_syms` are the ELF files holding each side's
@@ -98,7 +124,7 @@ pub fn compare(
         return if differs.is_empty() {
             Verdict::Nothing
         } else {
-            Verdict::Differs(differs)
+            Verdict::Differs(differs, None)
         };
     }
     let evidence = match (symbols.is_some(), debug) {
@@ -120,6 +146,8 @@ pub fn compare(
         bytes: 0,
         tls,
     };
+    let tls_differs = !differs.is_empty();
+    let mut differing = Vec::new();
     let same_sections = section_differences(old, new).is_empty();
     if same_sections && (symbols.is_none() || same_objects(old, new, &old_objs, &new_objs)) {
         let bytes = section_bytes_differences(old, new);
@@ -143,17 +171,19 @@ pub fn compare(
         } else if symbols.is_none() {
             differs.extend(bytes);
         } else {
-            by_object(old, new, &old_objs, &new_objs, &mut shared, &mut differs);
+            by_object(old, new, &old_objs, &new_objs, &mut shared, &mut differing);
         }
     } else if symbols.is_none() {
         differs.extend(section_differences(old, new));
     } else {
-        by_object(old, new, &old_objs, &new_objs, &mut shared, &mut differs);
+        by_object(old, new, &old_objs, &new_objs, &mut shared, &mut differing);
     }
+    differs.extend(differing.iter().map(|d| d.what.clone()));
     if differs.is_empty() {
         Verdict::Shared(shared)
     } else {
-        Verdict::Differs(differs)
+        let partial = (symbols.is_some() && !tls_differs).then_some(Partial { shared, differing });
+        Verdict::Differs(differs, partial)
     }
 }
 
@@ -276,7 +306,7 @@ fn by_object(
     old_objs: &[Object],
     new_objs: &[Object],
     shared: &mut Shared,
-    differs: &mut Vec<String>,
+    differs: &mut Vec<Differing>,
 ) {
     let mut index: HashMap<(&str, &str), Vec<&Object>> = HashMap::new();
     for o in old_objs.iter().filter(|o| !o.tls) {
@@ -299,19 +329,28 @@ fn by_object(
             }
             [o] if new_count[&n.key()] == 1 => *o,
             _ => {
-                differs.push(format!(
-                    "{}: several private objects of that name, cannot tell them apart",
-                    n.name
+                differs.push(Differing::of(
+                    n,
+                    format!(
+                        "{}: several private objects of that name, cannot tell them apart",
+                        n.name
+                    ),
                 ));
                 continue;
             }
         };
         if o.size != n.size {
-            differs.push(format!("{}: {} bytes, was {}", n.name, n.size, o.size));
+            differs.push(Differing::of(
+                n,
+                format!("{}: {} bytes, was {}", n.name, n.size, o.size),
+            ));
         } else if first_difference(&new.initial(n.addr, n.size), &old.initial(o.addr, o.size))
             .is_some()
         {
-            differs.push(format!("initial value of {} differs", n.name));
+            differs.push(Differing::of(
+                n,
+                format!("initial value of {} differs", n.name),
+            ));
         } else {
             shared.ranges.push(MapRange {
                 new: n.addr,
@@ -362,7 +401,9 @@ mod tests {
         grown[at..at + 8].copy_from_slice(&16u64.to_le_bytes());
         let new = FileView::parse(&grown).unwrap();
         match compare(&old, &new, None, None, false) {
-            Verdict::Differs(d) => assert_eq!(d, vec![".bss: 16 bytes, was 8".to_string()]),
+            Verdict::Differs(d, _) => {
+                assert_eq!(d, vec![".bss: 16 bytes, was 8".to_string()])
+            }
             v => panic!("{v:?}"),
         }
     }

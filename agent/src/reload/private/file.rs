@@ -87,6 +87,7 @@ pub(super) struct Rel {
     /// The symbol index (0: none) and whether that symbol is local to the module.
     pub sym: usize,
     pub local: bool,
+    pub addend: i64,
     /// Symbol value + addend for `RELATIVE` and local `R_X86_64_64`.
     pub value: Option<u64>,
 }
@@ -313,6 +314,7 @@ fn relocations(elf: &Elf<'_>) -> Vec<Rel> {
             kind: r.r_type,
             sym: r.r_sym,
             local,
+            addend: r.r_addend.unwrap_or(0),
             value,
         });
     }
@@ -344,6 +346,7 @@ fn relr(elf: &Elf<'_>, bytes: &[u8]) -> Vec<Rel> {
                 kind: R_X86_64_RELATIVE,
                 sym: 0,
                 local: true,
+                addend: 0,
                 value: word_at(at),
             })
         };

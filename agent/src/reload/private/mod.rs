@@ -9,14 +9,19 @@
 //! constructors have run by then on its own, fresh data: a constructor never re-initialises the
 //! live state.
 
+mod changed;
 mod evidence;
 mod file;
 mod identity;
+mod only;
+mod reach;
 mod redirect;
+mod refs;
 mod sites;
 
 pub use evidence::Shared;
 pub use identity::{live_build_id, LiveIdentity};
+pub use only::{changes, Compared};
 pub use sites::Sites;
 
 use crate::image::Layout;
@@ -52,6 +57,9 @@ pub struct SharePlan {
     pub module: String,
     pub shared: Shared,
     pub sites: Sites,
+    /// `--changed-only` with a layout that differs: how many functions the switched code can
+    /// reach, and the objects that differ but none of them uses (left alone).
+    pub reached: Option<(usize, Vec<String>)>,
 }
 
 impl Sharing {
@@ -96,6 +104,14 @@ impl SharePlan {
                 named(&s.only_new)
             ));
         }
+        if let Some((functions, unshared)) = &self.reached {
+            line.push_str(&format!(
+                "; --changed-only: the {functions} function{} the switched code can reach {} none of the private data that differs ({}), which only the running code keeps using",
+                plural(*functions),
+                if *functions == 1 { "uses" } else { "use" },
+                named(unshared)
+            ));
+        }
         line
     }
 }
@@ -136,6 +152,7 @@ pub fn analyse(
     live: &LiveIdentity,
     new: &[u8],
     fresh: bool,
+    changed_only: Option<&[(u64, u64)]>,
 ) -> Result<Sharing, PrivateError> {
     if fresh {
         return Ok(Sharing::Fresh);
@@ -187,7 +204,20 @@ pub fn analyse(
     );
     let shared = match verdict {
         Verdict::Nothing => return Ok(Sharing::Nothing),
-        Verdict::Differs(d) => {
+        Verdict::Differs(_, Some(partial)) if changed_only.is_some() && new_syms.is_some() => {
+            let roots = changed_only.unwrap_or_default();
+            let new_syms = new_syms.unwrap_or(&new_view.elf);
+            return only::reached_only(path, &new_view, new_syms, roots, partial);
+        }
+        Verdict::Differs(d, _) if changed_only.is_some() => {
+            return Err(PrivateError::Refused(format!(
+                "the new build's private data differs from the running {}'s where it is shared as a whole, so even --changed-only cannot run it on the live state: {}; nothing was loaded. Ways forward: {}",
+                crate::image::file_name(path),
+                named(&d),
+                other_ways(path)
+            )))
+        }
+        Verdict::Differs(d, _) => {
             return Err(PrivateError::Refused(format!(
                 "the new build's private data (not exported: statics, .data, .bss, thread-local) differs from the running {}'s, so the new code cannot run on the live state: {}; {}",
                 crate::image::file_name(path),
@@ -224,6 +254,7 @@ pub fn analyse(
         module: path.to_string(),
         shared,
         sites,
+        reached: None,
     })))
 }
 
@@ -244,7 +275,15 @@ fn keep(shared: &Shared, f: &FileView<'_>, target: u64, unnamed: &mut Vec<String
 
 fn ways_forward(path: &str) -> String {
     format!(
-        "nothing was loaded. Ways forward: a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
+        "nothing was loaded. Ways forward: --changed-only (switch only the functions whose code differs, if none of them reaches what differs), {}",
+        other_ways(path)
+    )
+}
+
+/// The ways forward once `--changed-only` was tried.
+fn other_ways(path: &str) -> String {
+    format!(
+        "a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
         crate::image::file_name(path)
     )
 }

@@ -168,6 +168,7 @@ mod tests {
                 tls_modid: vec![],
                 instructions: 3,
             },
+            reached: None,
         }
     }
 
