@@ -200,3 +200,30 @@ fn a_replaced_file_on_disk_is_no_evidence() {
     assert_eq!(status(&t).generation, 0);
     t.expect("count", 3);
 }
+
+/// A stripped patch of one function (distributions and build systems strip by default) has no
+/// symbols to pair with the library's, and its private sections hold only the C runtime's
+/// bookkeeping, which no code of its functions reaches: nothing needs sharing, so it reloads —
+/// it used to be refused because its sections differed from the whole library's.
+#[test]
+fn a_stripped_partial_patch_needs_nothing_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let patch = dir.path().join("libfoo_partial.so");
+    let ok = Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(CFG.path("libfoo_partial.so"))
+        .arg(&patch)
+        .status()
+        .expect("run objcopy (binutils)");
+    assert!(ok.success());
+    let mut t = Target::spawn(CFG.path("basic"));
+    t.expect("version", 1);
+    let dry = reload(&t, &patch, &["--dry-run"]);
+    assert_eq!(sharing_line(&dry.warnings), None, "{:?}", dry.warnings);
+    let r = reload(&t, &patch, &[]);
+    assert_eq!(r.generation, 1);
+    assert_eq!(sharing_line(&r.warnings), None, "{:?}", r.warnings);
+    t.expect("version", 42);
+    rollback(&t);
+    t.expect("version", 1);
+}

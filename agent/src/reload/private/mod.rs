@@ -167,6 +167,18 @@ pub fn analyse(
     if new_view.private.is_empty() && new_view.tls.is_none() {
         return Ok(Sharing::Nothing);
     }
+    let mut sites = sites::find(&new_view).map_err(|e| {
+        refuse(format!(
+            "cannot find the new build's references to its private data: {e}"
+        ))
+    })?;
+    // Code that never reaches its own private data needs none shared, whatever the layouts: a
+    // stripped patch of a few functions has only the C runtime's bookkeeping there (reached
+    // from start-up code no unwind entry covers), and no evidence could pair it with the
+    // library's.
+    if sites.code.is_empty() && sites.data.is_empty() && new_view.tls.is_none() {
+        return Ok(Sharing::Nothing);
+    }
     let old_bytes = std::fs::read(path).map_err(|e| {
         refuse(format!(
             "cannot read {path} to compare its private data with the new build's: {e}"
@@ -227,11 +239,6 @@ pub fn analyse(
         }
         Verdict::Shared(s) => s,
     };
-    let mut sites = sites::find(&new_view).map_err(|e| {
-        refuse(format!(
-            "cannot find the new build's references to its private data: {e}"
-        ))
-    })?;
     let mut unnamed = Vec::new();
     sites
         .code
