@@ -216,6 +216,8 @@ const TLS_H: &[&str] = &["tls.h"];
 const TLS_PROGRAM: &[&str] = &["tls.h", "cmdloop.h"];
 const PRIV_H: &[&str] = &["priv.h"];
 const PRIV_PROGRAM: &[&str] = &["priv.h", "cmdloop.h"];
+const STR_H: &[&str] = &["str.h"];
+const STR_PROGRAM: &[&str] = &["str.h", "cmdloop.h"];
 /// A library's calls to its own exported functions bind inside it, not through its GOT.
 const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
@@ -512,6 +514,13 @@ static SPECS: &[Spec] = &[
         exe("priv", Lang::C, "priv.c", &["libpriv.so"]),
         PRIV_PROGRAM,
     ),
+    // --changed-only and unnamed read-only data: v2's longer banner literal moves the others.
+    with_inputs(lib("libstr.so", "libstr.so", Lang::C, "libstr.c"), STR_H),
+    Spec {
+        flags: &["-DSTR_V2"],
+        ..with_inputs(lib("libstr_v2.so", "libstr.so", Lang::C, "libstr.c"), STR_H)
+    },
+    with_inputs(exe("str", Lang::C, "str.c", &["libstr.so"]), STR_PROGRAM),
     // Another user attacking a world-writable folder: the library it plants, and the racer.
     lib("libevil.so", "libfoo.so", Lang::C, "libevil.c"),
     exe("racer", Lang::C, "racer.c", &[]),

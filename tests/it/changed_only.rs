@@ -183,3 +183,30 @@ fn changed_only_needs_symbols() {
     untouched(&t);
     t.expect("count", 1);
 }
+
+/// Regression: v2 of libstr.so lengthens `str_banner`'s literal, which moves `str_motto`'s
+/// literal and the constant `str_scale` loads (no symbol names either) and leaves `.rodata`
+/// different; those two used to count as changed too. Unnamed read-only data now compares by
+/// content, so only `str_banner` switches and the others keep the running code.
+#[test]
+fn changed_only_compares_unnamed_read_only_data_by_content() {
+    let mut t = Target::spawn(lib("str"));
+    t.expect("banner", "libstr 1.0");
+    t.expect("motto", "unnamed literals compare by content");
+    t.expect("scale 2", 5);
+    let out = hotctl(
+        &t,
+        &["reload", path_str(&lib("libstr_v2.so")), "--changed-only"],
+    );
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.contains("--changed-only: 1 of 3 functions of libstr.so changed; 2 keep the running code; switched: str_banner"),
+        "{out}"
+    );
+    t.expect("banner", "libstr 1.0.1 (the banner, fixed)");
+    t.expect("motto", "unnamed literals compare by content");
+    t.expect("scale 2", 5);
+    rollback(&t);
+    t.expect("banner", "libstr 1.0");
+    t.assert_alive();
+}

@@ -5,7 +5,7 @@
 
 use super::file::first_difference;
 use super::refs::Pair;
-use iced_x86::{Decoder, DecoderOptions, Instruction, OpKind};
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 
 /// Why a function counts as changed, or that it does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,13 @@ fn same_instruction(pair: &Pair<'_>, a: &Instruction, b: &Instruction) -> bool {
         (Some(p), Some(q)) => p == q,
         _ => false,
     };
+    // Unnamed read-only data (a string literal, a constant) compares by content: a load by
+    // the bytes it reads, a `lea` by what lies at the address.
+    let reads = |x: u64, y: u64| match (pair.meaning(&pair.old, x), pair.meaning(&pair.new, y)) {
+        (Some(p), Some(q)) => p == q,
+        (None, None) => pair.same_content((x, a.ip()), (y, b.ip()), a.mnemonic() != Mnemonic::Lea),
+        _ => false,
+    };
     (0..a.op_count()).all(|i| {
         let kind = a.op_kind(i);
         if kind != b.op_kind(i) {
@@ -103,7 +110,7 @@ fn same_instruction(pair: &Pair<'_>, a: &Instruction, b: &Instruction) -> bool {
                     && a.memory_size() == b.memory_size();
                 shape
                     && if a.is_ip_rel_memory_operand() {
-                        means(a.ip_rel_memory_address(), b.ip_rel_memory_address())
+                        reads(a.ip_rel_memory_address(), b.ip_rel_memory_address())
                     } else {
                         a.memory_displacement64() == b.memory_displacement64()
                     }

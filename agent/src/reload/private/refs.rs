@@ -280,4 +280,103 @@ impl<'a> Pair<'a> {
             .contains(name)
             .then(|| format!("{name}+{:#x}", a - addr))
     }
+
+    /// Whether two references that nothing names (`meaning` is `None` for both) still read the
+    /// same thing: both into read-only data, compared by content, which is sound because no code
+    /// can write those bytes. `old`/`new` are (target, address of the referencing instruction);
+    /// `read` when the instruction loads from the target rather than taking its address.
+    pub fn same_content(&self, old: (u64, u64), new: (u64, u64), read: bool) -> bool {
+        let (Some(oe), Some(ne)) = (
+            self.old.unnamed_read_only(old.0),
+            self.new.unnamed_read_only(new.0),
+        ) else {
+            return false;
+        };
+        if read {
+            // At least the bytes the instruction loads (no load from memory is wider).
+            let width = |s: &Side<'_>, a: u64| {
+                s.section(a)
+                    .map(|(_, at, size)| (at + size - a).min(LOAD_MAX))
+            };
+            return match (width(&self.old, old.0), width(&self.new, new.0)) {
+                (Some(w), Some(v)) if w == v => {
+                    self.old.bytes(old.0, w) == self.new.bytes(new.0, w)
+                }
+                _ => false,
+            };
+        }
+        match (self.old.string_at(old.0), self.new.string_at(new.0)) {
+            (Some(x), Some(y)) => return x == y,
+            (None, None) => {}
+            _ => return false,
+        }
+        // A table or a literal that is not a string: everything up to the next symbol or the
+        // section's end, when that is short. Its distance from the code must not change
+        // either: a switch's jump table holds offsets relative to itself, equal bytes only mean
+        // equal targets when the table sits at the same distance from the code.
+        let (ol, nl) = (oe - old.0, ne - new.0);
+        old.0.wrapping_sub(old.1) == new.0.wrapping_sub(new.1)
+            && ol == nl
+            && ol <= WINDOW
+            && matches!(
+                (self.old.bytes(old.0, ol), self.new.bytes(new.0, nl)),
+                (Some(x), Some(y)) if x == y
+            )
+    }
+}
+
+/// Longest string compared by content, terminator included.
+const MAX_STRING: u64 = 4096;
+/// The widest load an instruction makes (a 512-bit vector).
+const LOAD_MAX: u64 = 64;
+/// Longest unnamed non-string extent compared by content.
+const WINDOW: u64 = 256;
+
+impl Side<'_> {
+    /// When `a` lies in read-only data (`.rodata` and friends: allocated, neither writable nor
+    /// executable) where no symbol and no relocated slot names it: where its extent ends (the
+    /// next symbol or the section's end).
+    fn unnamed_read_only(&self, a: u64) -> Option<u64> {
+        if self.slots.contains_key(&a) || self.containing(a).is_some() {
+            return None;
+        }
+        let h = self.f.elf.section_headers.iter().find(|s| {
+            s.sh_type == sh::SHT_PROGBITS
+                && s.sh_flags & u64::from(sh::SHF_ALLOC | sh::SHF_WRITE | sh::SHF_EXECINSTR)
+                    == u64::from(sh::SHF_ALLOC)
+                && s.sh_addr <= a
+                && a < s.sh_addr + s.sh_size
+        })?;
+        // Only the compiler's constants: `.eh_frame` and its kin are read-only too but hold
+        // self-relative addresses.
+        let name = self.f.elf.shdr_strtab.get_at(h.sh_name).unwrap_or("");
+        if !name.starts_with(".rodata") {
+            return None;
+        }
+        let next = self.syms[self.syms.partition_point(|s| s.addr <= a)..]
+            .first()
+            .map_or(u64::MAX, |s| s.addr);
+        Some(next.min(h.sh_addr + h.sh_size))
+    }
+
+    /// The NUL-terminated text starting at `a` (possibly the tail of a longer string: the
+    /// linker merges suffixes), terminator included. An empty one only as the end of a
+    /// preceding text, so that a zero byte of some constant is not taken for one.
+    fn string_at(&self, a: u64) -> Option<&[u8]> {
+        let (_, start, size) = self.section(a)?;
+        let window = self.bytes(a, MAX_STRING.min(start + size - a))?;
+        let len = window.iter().position(|b| *b == 0)?;
+        let text = std::str::from_utf8(&window[..len]).ok()?;
+        let printable = |c: char| !c.is_control() || "\t\n\r\x0b\x0c\x07\x08\x1b".contains(c);
+        if !text.chars().all(printable) {
+            return None;
+        }
+        if len == 0 {
+            let before = self.bytes(a.checked_sub(1)?, 1)?[0];
+            if before == 0 || !(before.is_ascii_graphic() || before == b' ' || before >= 0x80) {
+                return None;
+            }
+        }
+        Some(&window[..=len])
+    }
 }
