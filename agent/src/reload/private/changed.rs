@@ -88,7 +88,10 @@ fn same_instruction(pair: &Pair<'_>, a: &Instruction, b: &Instruction) -> bool {
     // the bytes it reads, a `lea` by what lies at the address.
     let reads = |x: u64, y: u64| match (pair.meaning(&pair.old, x), pair.meaning(&pair.new, y)) {
         (Some(p), Some(q)) => p == q,
-        (None, None) => pair.same_content((x, a.ip()), (y, b.ip()), a.mnemonic() != Mnemonic::Lea),
+        (None, None) => {
+            let width = (a.mnemonic() != Mnemonic::Lea).then(|| a.memory_size().size() as u64);
+            pair.same_content((x, a.ip()), (y, b.ip()), width)
+        }
         _ => false,
     };
     (0..a.op_count()).all(|i| {

@@ -284,26 +284,21 @@ impl<'a> Pair<'a> {
     /// Whether two references that nothing names (`meaning` is `None` for both) still read the
     /// same thing: both into read-only data, compared by content, which is sound because no code
     /// can write those bytes. `old`/`new` are (target, address of the referencing instruction);
-    /// `read` when the instruction loads from the target rather than taking its address.
-    pub fn same_content(&self, old: (u64, u64), new: (u64, u64), read: bool) -> bool {
+    /// `read` is the width of a load from the target, `None` when the code takes its address.
+    pub fn same_content(&self, old: (u64, u64), new: (u64, u64), read: Option<u64>) -> bool {
         let (Some(oe), Some(ne)) = (
             self.old.unnamed_read_only(old.0),
             self.new.unnamed_read_only(new.0),
         ) else {
             return false;
         };
-        if read {
-            // At least the bytes the instruction loads (no load from memory is wider).
-            let width = |s: &Side<'_>, a: u64| {
-                s.section(a)
-                    .map(|(_, at, size)| (at + size - a).min(LOAD_MAX))
-            };
-            return match (width(&self.old, old.0), width(&self.new, new.0)) {
-                (Some(w), Some(v)) if w == v => {
-                    self.old.bytes(old.0, w) == self.new.bytes(new.0, w)
-                }
-                _ => false,
-            };
+        if let Some(width) = read {
+            // Exactly the bytes the instruction loads.
+            return width > 0
+                && matches!(
+                    (self.old.bytes(old.0, width), self.new.bytes(new.0, width)),
+                    (Some(x), Some(y)) if x == y
+                );
         }
         match (self.old.string_at(old.0), self.new.string_at(new.0)) {
             (Some(x), Some(y)) => return x == y,
@@ -311,7 +306,8 @@ impl<'a> Pair<'a> {
             _ => return false,
         }
         // A table or a literal that is not a string: everything up to the next symbol or the
-        // section's end, when that is short. Its distance from the code must not change
+        // section's end (a superset of what the code can read from there), when that is not
+        // too long. Its distance from the code must not change
         // either: a switch's jump table holds offsets relative to itself, equal bytes only mean
         // equal targets when the table sits at the same distance from the code.
         let (ol, nl) = (oe - old.0, ne - new.0);
@@ -327,10 +323,10 @@ impl<'a> Pair<'a> {
 
 /// Longest string compared by content, terminator included.
 const MAX_STRING: u64 = 4096;
-/// The widest load an instruction makes (a 512-bit vector).
-const LOAD_MAX: u64 = 64;
-/// Longest unnamed non-string extent compared by content.
-const WINDOW: u64 = 256;
+/// Longest unnamed non-string extent compared by content: a bound on the work, not on what is
+/// compared (a longer extent counts as changed). A switch's jump table is followed by the rest
+/// of `.rodata` up to the next named object, often kilobytes away.
+const WINDOW: u64 = 16 << 10;
 
 impl Side<'_> {
     /// When `a` lies in read-only data (`.rodata` and friends: allocated, neither writable nor
@@ -360,23 +356,27 @@ impl Side<'_> {
     }
 
     /// The NUL-terminated text starting at `a` (possibly the tail of a longer string: the
-    /// linker merges suffixes), terminator included. An empty one only as the end of a
-    /// preceding text, so that a zero byte of some constant is not taken for one.
+    /// linker merges suffixes), terminator included. An empty one only next to text (the end of
+    /// a preceding one, or followed by one in a table of literals), so that a zero byte of some
+    /// other constant is not taken for a string.
     fn string_at(&self, a: u64) -> Option<&[u8]> {
+        let text = self.text_at(a)?;
+        if text.len() > 1 {
+            return Some(text);
+        }
+        let before = a.checked_sub(1).and_then(|b| self.bytes(b, 1));
+        let ends_text = before.is_some_and(|b| b[0] == b' ' || b[0].is_ascii_graphic());
+        let text_follows = self.text_at(a + 1).is_some_and(|t| t.len() > 1);
+        (ends_text || text_follows).then_some(text)
+    }
+
+    /// Printable UTF-8 (whitespace allowed) up to a NUL within [`MAX_STRING`], NUL included.
+    fn text_at(&self, a: u64) -> Option<&[u8]> {
         let (_, start, size) = self.section(a)?;
         let window = self.bytes(a, MAX_STRING.min(start + size - a))?;
         let len = window.iter().position(|b| *b == 0)?;
         let text = std::str::from_utf8(&window[..len]).ok()?;
         let printable = |c: char| !c.is_control() || "\t\n\r\x0b\x0c\x07\x08\x1b".contains(c);
-        if !text.chars().all(printable) {
-            return None;
-        }
-        if len == 0 {
-            let before = self.bytes(a.checked_sub(1)?, 1)?[0];
-            if before == 0 || !(before.is_ascii_graphic() || before == b' ' || before >= 0x80) {
-                return None;
-            }
-        }
-        Some(&window[..=len])
+        text.chars().all(printable).then_some(&window[..=len])
     }
 }
