@@ -358,7 +358,8 @@ impl Side<'_> {
     /// The NUL-terminated text starting at `a` (possibly the tail of a longer string: the
     /// linker merges suffixes), terminator included. An empty one only next to text (the end of
     /// a preceding one, or followed by one in a table of literals), so that a zero byte of some
-    /// other constant is not taken for a string.
+    /// other constant is not taken for a string. Assumed: an address-taken constant that starts
+    /// with text is read only up to its NUL (a struct initialiser copied whole would not be).
     fn string_at(&self, a: u64) -> Option<&[u8]> {
         let text = self.text_at(a)?;
         if text.len() > 1 {
