@@ -16,7 +16,7 @@
 //!
 //! Every call is a raw system call: a patch may have replaced `sigaction`, `send` or `raise`.
 
-use super::raw::{self, Errno};
+use super::raw::{self, KernelSigaction};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 /// The signals a crash raises.
@@ -32,16 +32,6 @@ const SIGNALS: [i32; 5] = [
 const GLIBC_SIGNALS: [i32; 2] = [32, 33];
 
 const SA_RESTORER: u64 = 0x0400_0000;
-
-/// The kernel's `struct sigaction` on x86_64 and aarch64.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-struct KernelSigaction {
-    handler: usize,
-    flags: u64,
-    restorer: usize,
-    mask: u64,
-}
 
 /// The action each signal had before ours, field by field (a handler reads them, so atomics).
 struct Saved {
@@ -84,25 +74,6 @@ static FD_DEV: AtomicU64 = AtomicU64::new(0);
 static FD_INO: AtomicU64 = AtomicU64::new(0);
 static PID: AtomicI32 = AtomicI32::new(0);
 
-fn sigaction(sig: i32, new: Option<&KernelSigaction>) -> Result<KernelSigaction, Errno> {
-    let mut old = KernelSigaction::default();
-    let new_ptr = new.map_or(0, |n| n as *const KernelSigaction as usize);
-    // SAFETY: new_ptr is null or points at a live KernelSigaction; old is writable; both have the
-    // kernel's layout for an 8-byte signal mask.
-    unsafe {
-        raw::syscall(
-            libc::SYS_rt_sigaction,
-            &[
-                sig as usize,
-                new_ptr,
-                &mut old as *mut KernelSigaction as usize,
-                8,
-            ],
-        )
-    }?;
-    Ok(old)
-}
-
 fn our_handler() -> usize {
     on_fatal as extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) as usize
 }
@@ -113,7 +84,7 @@ fn restorer() -> Option<usize> {
     let stop = super::stop::signal();
     stop.into_iter()
         .chain(GLIBC_SIGNALS)
-        .filter_map(|sig| sigaction(sig, None).ok())
+        .filter_map(|sig| raw::rt_sigaction(sig, None).ok())
         .find(|a| a.flags & SA_RESTORER != 0 && a.restorer != 0)
         .map(|a| a.restorer)
 }
@@ -141,11 +112,11 @@ pub fn arm(fd: i32) -> bool {
     };
     let mut all = true;
     for (i, &sig) in SIGNALS.iter().enumerate() {
-        match sigaction(sig, None) {
+        match raw::rt_sigaction(sig, None) {
             Ok(current) if current.handler == ours.handler => {}
             Ok(current) => {
                 PREVIOUS[i].store(current);
-                match sigaction(sig, Some(&ours)) {
+                match raw::rt_sigaction(sig, Some(&ours)) {
                     // Changed between our two calls: what was really there is the previous one.
                     Ok(was) if was != current && was.handler != ours.handler => {
                         PREVIOUS[i].store(was)
@@ -175,9 +146,9 @@ pub fn forget_parent() {
 }
 
 fn put_back(i: usize, sig: i32) -> bool {
-    let ours = sigaction(sig, None).is_ok_and(|a| a.handler == our_handler());
+    let ours = raw::rt_sigaction(sig, None).is_ok_and(|a| a.handler == our_handler());
     if ours {
-        let _ = sigaction(sig, Some(&PREVIOUS[i].load()));
+        let _ = raw::rt_sigaction(sig, Some(&PREVIOUS[i].load()));
     }
     ours
 }
@@ -246,7 +217,7 @@ extern "C" fn on_fatal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         // Not installed as ours any more, yet called: a program handler chained to us after we
         // left. Go on to the action before us, as the kernel would have.
         if prev.handler <= libc::SIG_IGN {
-            let _ = sigaction(sig, Some(&prev));
+            let _ = raw::rt_sigaction(sig, Some(&prev));
         } else if prev.flags & libc::SA_SIGINFO as u64 != 0 {
             // SAFETY: an SA_SIGINFO handler the kernel reported for this signal, of this type.
             let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =

@@ -267,18 +267,40 @@ pub fn drain(fd: i32) {
     while matches!(read(fd, &mut buf), Ok(n) if n > 0) {}
 }
 
-/// The kernel's view of a signal's handler (`rt_sigaction` with no new action).
-pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
-    // The kernel's struct sigaction on x86_64 and aarch64: handler, flags, restorer, mask.
-    let mut old = [0usize; 4];
-    // SAFETY: old is 32 writable bytes, the size of the kernel's sigaction with an 8-byte mask.
+/// The kernel's `struct sigaction` on x86_64 and aarch64 (an 8-byte signal mask).
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct KernelSigaction {
+    pub handler: usize,
+    pub flags: u64,
+    pub restorer: usize,
+    pub mask: u64,
+}
+
+/// `rt_sigaction`: installs `new` for `sig` when given, and returns the action it had. Through
+/// the kernel, not libc's `sigaction`, which a patch may replace.
+pub fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>) -> Result<KernelSigaction, Errno> {
+    let mut old = KernelSigaction::default();
+    let new_ptr = new.map_or(0, |n| n as *const KernelSigaction as usize);
+    // SAFETY: new_ptr is null or points at a live KernelSigaction; old is writable; both have the
+    // kernel's layout for an 8-byte signal mask.
     unsafe {
         syscall(
             libc::SYS_rt_sigaction,
-            &[sig as usize, 0, old.as_mut_ptr() as usize, 8],
+            &[
+                sig as usize,
+                new_ptr,
+                &mut old as *mut KernelSigaction as usize,
+                8,
+            ],
         )
     }?;
-    Ok(old[0])
+    Ok(old)
+}
+
+/// The kernel's view of a signal's handler (`rt_sigaction` with no new action).
+pub fn signal_handler(sig: i32) -> Result<usize, Errno> {
+    rt_sigaction(sig, None).map(|a| a.handler)
 }
 
 /// This thread's id.

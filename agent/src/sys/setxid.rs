@@ -26,7 +26,7 @@
 //! change it; the agent chains in front of it with the raw system call, after starting each of
 //! its threads. Threads of the program reach glibc's handler unchanged.
 
-use super::raw;
+use super::raw::{self, KernelSigaction};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// glibc's internal signal for set*id (`__SIGRTMIN + 1`).
@@ -84,35 +84,6 @@ fn is_agent_thread() -> bool {
         .any(|s| s.load(Ordering::Acquire) == me)
 }
 
-/// The kernel's `struct sigaction` on x86_64 and aarch64.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct KernelSigaction {
-    handler: usize,
-    flags: u64,
-    restorer: usize,
-    mask: u64,
-}
-
-fn sigaction(sig: i32, new: Option<&KernelSigaction>) -> Result<KernelSigaction, raw::Errno> {
-    let mut old = KernelSigaction::default();
-    let new_ptr = new.map_or(0, |n| n as *const KernelSigaction as usize);
-    // SAFETY: new_ptr is null or points at a live KernelSigaction; old is writable; both have the
-    // kernel's layout for an 8-byte signal mask.
-    unsafe {
-        raw::syscall(
-            libc::SYS_rt_sigaction,
-            &[
-                sig as usize,
-                new_ptr,
-                &mut old as *mut KernelSigaction as usize,
-                8,
-            ],
-        )
-    }?;
-    Ok(old)
-}
-
 fn our_handler() -> usize {
     on_setxid as extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) as usize
 }
@@ -120,7 +91,7 @@ fn our_handler() -> usize {
 /// Puts the agent's handler in front of glibc's, once glibc has installed its own (at the
 /// process's first thread creation). Cheap when already done; called after every agent spawn.
 pub fn chain() {
-    let Ok(current) = sigaction(SIGSETXID, None) else {
+    let Ok(current) = raw::rt_sigaction(SIGSETXID, None) else {
         return;
     };
     let ours = our_handler();
@@ -133,7 +104,7 @@ pub fn chain() {
         handler: ours,
         ..current
     };
-    if let Ok(previous) = sigaction(SIGSETXID, Some(&new)) {
+    if let Ok(previous) = raw::rt_sigaction(SIGSETXID, Some(&new)) {
         if previous.handler != current.handler && previous.handler > 1 && previous.handler != ours {
             // Someone changed it between our two calls: chain to what was really there.
             GLIBC_HANDLER.store(previous.handler, Ordering::SeqCst);
