@@ -14,23 +14,19 @@ hashlib call), the default library context, the DRBG, error-queue keys, locks.
 import hashlib
 import hmac
 import ssl
+import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lineloop import mapped_lib, serve  # noqa: E402
+
 live = None
-
-
-def mapped_lib():
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "libcrypto.so" in line:
-                return line.split(None, 5)[-1].strip()
-    return "none"
 
 
 def handle(line):
     global live
     if line == "lib":
-        return mapped_lib()
+        return mapped_lib("libcrypto.so")
     if line == "begin":
         h = hashlib.sha256(b"first half of the input, ")
         m = hmac.new(b"key", b"first half, ", "sha512")
@@ -65,15 +61,4 @@ def handle(line):
     return None
 
 
-for line in sys.stdin:
-    line = line.rstrip("\r\n")
-    if line == "quit":
-        print("bye", flush=True)
-        break
-    try:
-        answer = handle(line)
-        if answer is None:
-            answer = "error unknown command: " + line
-    except Exception as e:  # the answer names it; the loop goes on
-        answer = "error %s: %s" % (type(e).__name__, e)
-    print(answer, flush=True)
+serve(handle)

@@ -19,7 +19,11 @@ One connection lives as long as the process: WAL mode, statements cached by the 
     other V    -> other <rows> (a new connection: open, write V, count, close)
 """
 import sqlite3
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lineloop import mapped_lib, serve  # noqa: E402
 
 DB = sys.argv[1]
 ROWS = 100
@@ -35,19 +39,11 @@ if conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0:
 cursor = None
 
 
-def mapped_lib():
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "libsqlite3" in line:
-                return line.split(None, 5)[-1].strip()
-    return "none"
-
-
 def handle(line):
     global cursor
     cmd, _, arg = line.partition(" ")
     if cmd == "lib":
-        return mapped_lib()
+        return mapped_lib("libsqlite3")
     if cmd == "check":
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -81,15 +77,4 @@ def handle(line):
     return None
 
 
-for line in sys.stdin:
-    line = line.rstrip("\r\n")
-    if line == "quit":
-        print("bye", flush=True)
-        break
-    try:
-        answer = handle(line)
-        if answer is None:
-            answer = "error unknown command: " + line
-    except Exception as e:  # the answer names it; the loop goes on
-        answer = "error %s: %s" % (type(e).__name__, e)
-    print(answer, flush=True)
+serve(handle)

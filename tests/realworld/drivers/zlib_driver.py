@@ -10,26 +10,22 @@
     crc        -> crc <crc32> adler <adler32> of the sample
 """
 import gzip
+import os
 import sys
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lineloop import mapped_lib, serve  # noqa: E402
 
 SAMPLE = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i for i in range(4000))
 HALF = len(SAMPLE) // 2
 stream = None
 
 
-def mapped_lib():
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "libz.so" in line:
-                return line.split(None, 5)[-1].strip()
-    return "none"
-
-
 def handle(line):
     global stream
     if line == "lib":
-        return mapped_lib()
+        return mapped_lib("libz.so")
     if line == "roundtrip":
         z = zlib.compress(SAMPLE)
         if zlib.decompress(z) != SAMPLE:
@@ -53,15 +49,4 @@ def handle(line):
     return None
 
 
-for line in sys.stdin:
-    line = line.rstrip("\r\n")
-    if line == "quit":
-        print("bye", flush=True)
-        break
-    try:
-        answer = handle(line)
-        if answer is None:
-            answer = "error unknown command: " + line
-    except Exception as e:  # the answer names it; the loop goes on
-        answer = "error %s: %s" % (type(e).__name__, e)
-    print(answer, flush=True)
+serve(handle)
