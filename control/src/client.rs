@@ -563,17 +563,11 @@ fn settle(stream: &UnixStream, watch: &Watch, settle: Duration) -> Option<Option
         // SAFETY: polled holds valid pollfds for its whole length.
         let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
         if n > 0 && open && polled[0].revents != 0 {
-            let mut buf = [0u8; 256];
-            match (&*stream).read(&mut buf) {
-                Ok(0) => open = false,
-                Ok(k) => said.extend_from_slice(&buf[..k]),
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => open = false,
-            }
-            if let Some(end) = said.iter().position(|&b| b == b'\n') {
-                if let Ok(Response::Died(d)) = serde_json::from_slice(&said[..end]) {
+            open = read_more(stream, &mut said);
+            if let Some(line) = first_line(&said) {
+                if let Some(signal) = died(line) {
                     watch.gone_within(DYING_WAIT);
-                    return Some(Some(d.signal));
+                    return Some(Some(signal));
                 }
                 said.clear();
             }
@@ -602,21 +596,41 @@ fn settle(stream: &UnixStream, watch: &Watch, settle: Duration) -> Option<Option
         if ms <= 0 || unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
             break;
         }
-        let mut buf = [0u8; 256];
-        match (&*stream).read(&mut buf) {
-            Ok(0) => open = false,
-            Ok(k) => said.extend_from_slice(&buf[..k]),
-            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => open = false,
-        }
+        open = read_more(stream, &mut said);
     }
-    if let Some(end) = said.iter().position(|&b| b == b'\n') {
-        if let Ok(Response::Died(d)) = serde_json::from_slice(&said[..end]) {
-            watch.gone_within(DYING_WAIT);
-            return Some(Some(d.signal));
-        }
+    if let Some(signal) = first_line(&said).and_then(died) {
+        watch.gone_within(DYING_WAIT);
+        return Some(Some(signal));
     }
     None
+}
+
+/// Reads what the agent sent into `said`; false once the connection is closed or broken.
+fn read_more(stream: &UnixStream, said: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 256];
+    match (&*stream).read(&mut buf) {
+        Ok(0) => false,
+        Ok(k) => {
+            said.extend_from_slice(&buf[..k]);
+            true
+        }
+        Err(e) => is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted,
+    }
+}
+
+/// The first complete line of `said`, without its newline.
+fn first_line(said: &[u8]) -> Option<&[u8]> {
+    said.iter()
+        .position(|&b| b == b'\n')
+        .map(|end| &said[..end])
+}
+
+/// The signal a `died` line names.
+fn died(line: &[u8]) -> Option<i32> {
+    match serde_json::from_slice(line) {
+        Ok(Response::Died(d)) => Some(d.signal),
+        _ => None,
+    }
 }
 
 /// Whether a process with this pid exists (zombies included), to explain a missing or dead socket.
