@@ -516,19 +516,6 @@ impl Entries {
 /// Whether code at `at` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).
 fn writable(fd: i32, at: u64, holds: &[u8], prot: i32) -> Result<bool, String> {
-    let through_proc = if fd >= 0 {
-        match prot::poke_proc_mem(fd, at, holds) {
-            Ok(()) => return Ok(true),
-            Err(e) => std::io::Error::from_raw_os_error(e).to_string(),
-        }
-    } else {
-        "cannot be opened".to_string()
-    };
-    match prot::poke_code_mprotect(at, holds, prot) {
-        Ok(()) => Ok(false),
-        Err(e) => Err(format!(
-            "its code cannot be made writable (/proc/self/mem: {through_proc}; mprotect: {})",
-            std::io::Error::from_raw_os_error(e)
-        )),
-    }
+    prot::poke_code(fd, at, holds, prot)
+        .map_err(|why| format!("its code cannot be made writable ({why})"))
 }

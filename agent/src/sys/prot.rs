@@ -90,6 +90,28 @@ pub fn poke_code_mprotect(addr: u64, bytes: &[u8], prot: i32) -> Result<(), i32>
     unsafe { raw::mprotect(start, len, prot) }
 }
 
+/// Writes `bytes` into loaded code or read-only data at `addr`: through `/proc/self/mem` (`fd`,
+/// or -1 when it could not be opened), else by making the page writable for the instant and
+/// putting `prot` back. Ok(true) when `/proc/self/mem` took it; the error names why both failed.
+pub fn poke_code(fd: i32, addr: u64, bytes: &[u8], prot: i32) -> Result<bool, String> {
+    let through_proc = if fd >= 0 {
+        match poke_proc_mem(fd, addr, bytes) {
+            Ok(()) => return Ok(true),
+            Err(e) => io::Error::from_raw_os_error(e).to_string(),
+        }
+    } else {
+        "cannot be opened".to_string()
+    };
+    poke_code_mprotect(addr, bytes, prot)
+        .map(|()| false)
+        .map_err(|e| {
+            format!(
+                "/proc/self/mem: {through_proc}; mprotect: {}",
+                io::Error::from_raw_os_error(e)
+            )
+        })
+}
+
 const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
 const MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
 /// The process that registered (a forked child must register again), and whether it could.

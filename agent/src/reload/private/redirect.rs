@@ -109,24 +109,16 @@ pub fn apply(
         }
     }
     let file = crate::sys::prot::open_proc_mem().ok();
+    let fd = file.as_ref().map_or(-1, |f| f.as_raw_fd());
     for p in pokes {
-        let through_file = file
-            .as_ref()
-            .map(|f| crate::sys::prot::write_through_proc_mem(f, p.addr, &p.value));
-        if let Some(Ok(())) = through_file {
-            continue;
-        }
         let prot = prot_of(p.addr).ok_or_else(|| RedirectError::Write {
             addr: p.addr,
             why: "no segment of the new copy holds it".to_string(),
         })?;
-        crate::sys::prot::poke_code_mprotect(p.addr, &p.value, prot).map_err(|e| {
+        crate::sys::prot::poke_code(fd, p.addr, &p.value, prot).map_err(|why| {
             RedirectError::Write {
                 addr: p.addr,
-                why: format!(
-                    "neither /proc/self/mem nor mprotect allows it: {}",
-                    std::io::Error::from_raw_os_error(e)
-                ),
+                why: format!("it cannot be written ({why})"),
             }
         })?;
     }
