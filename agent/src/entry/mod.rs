@@ -215,6 +215,19 @@ impl Entries {
         mem: &M,
         wants: &[(u64, Want)],
     ) -> (Vec<Result<(), String>>, Pause) {
+        self.converge_with(mem, wants, None)
+    }
+
+    /// [`Entries::converge`], with `inside` run first thing while the other threads are parked
+    /// (they are parked for it even when no entry needs writing). When it returns false nothing
+    /// is written and every request is answered with an error; it must allocate nothing and take
+    /// no lock a parked thread may hold. When the threads cannot be stopped it is not run.
+    pub fn converge_with<M: Memory>(
+        &mut self,
+        mem: &M,
+        wants: &[(u64, Want)],
+        inside: Option<&mut dyn FnMut() -> bool>,
+    ) -> (Vec<Result<(), String>>, Pause) {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
         let mut pending: Vec<Pending> = Vec::new();
         let mut retargets: Vec<Retarget> = Vec::new();
@@ -246,7 +259,11 @@ impl Entries {
         for (p, a) in pending.iter_mut().zip(after) {
             p.after_pending = a;
         }
-        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets);
+        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside);
+        if stop_failure.as_deref() == Some(ABANDONED) {
+            let results = wants.iter().map(|_| Err(ABANDONED.to_string())).collect();
+            return (results, pause);
+        }
         for p in pending.iter().filter(|p| p.done == Some(Ok(()))) {
             let site = &mut self.sites[p.site];
             site.current = p.bytes;
@@ -405,7 +422,7 @@ impl Entries {
         }
     }
 
-    /// Writes with the other threads parked, in an order no thread can observe as a loop:
+    /// Writes with the other threads parked (after `inside`, on the first round), in an order no thread can observe as a loop:
     /// restored entries first, then the stubs' slots, then the new jumps. A jump is skipped while
     /// a thread is inside the bytes it replaces, and retried until the budget runs out. Writes
     /// left undone keep `done == None`; the second value says why when the threads could not be
@@ -415,9 +432,10 @@ impl Entries {
         fd: i32,
         pending: &mut [Pending],
         retargets: &mut [Retarget],
+        mut inside: Option<&mut dyn FnMut() -> bool>,
     ) -> (Pause, Option<String>) {
         let mut pause = Pause::default();
-        if pending.is_empty() {
+        if pending.is_empty() && inside.is_none() {
             // Nothing to write in code: the slots alone change, one atomic store each.
             for r in retargets.iter_mut() {
                 if self.original_ready(r.needs, r.needs_pending, &[]) {
@@ -443,6 +461,15 @@ impl Entries {
                 }
             };
             // Parked: no allocation, no lock, until `release`.
+            if let Some(first) = inside.take() {
+                if !first() {
+                    pause.threads = stopped.threads();
+                    pause.asleep = stopped.asleep();
+                    pause.longest = stopped.release();
+                    pause.rounds = 1;
+                    return (pause, Some(ABANDONED.to_string()));
+                }
+            }
             let inside = |window: u64| {
                 let hi = window + JUMP_LEN as u64;
                 stopped.pcs().any(|pc| pc > window && pc < hi)
@@ -512,6 +539,9 @@ impl Entries {
         }
     }
 }
+
+/// Why nothing was written: the work a caller asked to do with the threads parked refused.
+const ABANDONED: &str = "the switch was abandoned before any entry was written";
 
 /// Whether code at `at` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).

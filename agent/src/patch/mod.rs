@@ -64,27 +64,56 @@ pub enum PatchError {
 
 /// Applies every write or none. `layouts` must describe the modules the addresses fall in.
 pub fn apply(writes: &[Write], layouts: &[Layout]) -> Result<(), PatchError> {
-    let mut order: Vec<usize> = (0..writes.len()).collect();
-    order.sort_by_key(|&i| writes[i].addr);
-    let mut writer = PageWriter::new(layouts);
-    let mut done: Vec<Write> = Vec::with_capacity(writes.len());
-    for &i in &order {
-        let w = writes[i];
-        let res = match w.width {
-            Width::U64 if !w.addr.is_multiple_of(8) => Err(PatchError::Misaligned { addr: w.addr }),
-            _ => writer.write(w),
-        };
-        if let Err(e) = res {
-            // Undo in reverse; an undo can only fail if the program rewrote our slot meanwhile,
-            // in which case its value wins.
-            for d in done.iter().rev() {
-                let _ = writer.write(d.undo());
-            }
-            writer.finish();
-            return Err(e);
-        }
-        done.push(w);
+    Batch::new(writes.to_vec()).apply(layouts)
+}
+
+/// Writes sorted and room for their undo log made beforehand, so that applying them allocates
+/// nothing: the form a write takes while other threads are parked (one of them may hold the
+/// allocator's lock).
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    writes: Vec<Write>,
+    done: Vec<Write>,
+}
+
+impl Batch {
+    pub fn new(mut writes: Vec<Write>) -> Batch {
+        writes.sort_by_key(|w| w.addr);
+        let done = Vec::with_capacity(writes.len());
+        Batch { writes, done }
     }
-    writer.finish();
-    Ok(())
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Applies every write or none. Allocates nothing unless a write fails.
+    pub fn apply(&mut self, layouts: &[Layout]) -> Result<(), PatchError> {
+        self.done.clear();
+        let mut writer = PageWriter::new(layouts);
+        for &w in &self.writes {
+            let res = match w.width {
+                Width::U64 if !w.addr.is_multiple_of(8) => {
+                    Err(PatchError::Misaligned { addr: w.addr })
+                }
+                _ => writer.write(w),
+            };
+            if let Err(e) = res {
+                // Undo in reverse; an undo can only fail if the program rewrote our slot
+                // meanwhile, in which case its value wins.
+                for d in self.done.iter().rev() {
+                    let _ = writer.write(d.undo());
+                }
+                writer.finish();
+                return Err(e);
+            }
+            self.done.push(w);
+        }
+        writer.finish();
+        Ok(())
+    }
 }

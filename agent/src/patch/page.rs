@@ -92,17 +92,13 @@ impl<'l> PageWriter<'l> {
                     }),
             },
             Path::ProcMem => {
+                // On the stack: this may run while other threads are parked.
+                let all = w.value.to_le_bytes();
                 let (found, bytes) = match w.width {
                     // SAFETY: the address is in a readable page of a loaded module and aligned.
-                    Width::U64 => (
-                        unsafe { mem::load_u64(w.addr) },
-                        w.value.to_le_bytes().to_vec(),
-                    ),
+                    Width::U64 => (unsafe { mem::load_u64(w.addr) }, &all[..]),
                     // SAFETY: the address is in a readable page of a loaded module.
-                    Width::U8 => (
-                        u64::from(unsafe { mem::load_u8(w.addr) }),
-                        vec![w.value as u8],
-                    ),
+                    Width::U8 => (u64::from(unsafe { mem::load_u8(w.addr) }), &all[..1]),
                 };
                 if found != w.expected {
                     return Err(PatchError::Changed {
@@ -115,11 +111,9 @@ impl<'l> PageWriter<'l> {
                     .proc_mem
                     .as_ref()
                     .ok_or(PatchError::Unmapped { addr: w.addr })?;
-                prot::write_through_proc_mem(file, w.addr, &bytes).map_err(|e| {
-                    PatchError::Protect {
-                        addr: w.addr,
-                        reason: e.to_string(),
-                    }
+                prot::write_through_proc_mem(file, w.addr, bytes).map_err(|e| PatchError::Protect {
+                    addr: w.addr,
+                    reason: e.to_string(),
                 })
             }
         }

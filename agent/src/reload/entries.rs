@@ -36,32 +36,43 @@ impl Agent {
     /// want. Never fails: an entry that cannot be written keeps its bytes, and the reports say why.
     pub(super) fn converge_entries(&mut self) -> (PauseReport, u64) {
         let t = Instant::now();
+        let pause = phdr::with_modules_locked(|mods| {
+            let layouts = modules::layouts(&mods, &self.exe, self.page);
+            let mem = modules::live_memory(&layouts);
+            self.converge_entries_in(&mem, &layouts, None)
+        });
+        (pause, micros(t))
+    }
+
+    /// [`Agent::converge_entries`] under the list lock the caller holds, with `inside` run first
+    /// while the other threads are parked (see `Entries::converge_with`).
+    pub(super) fn converge_entries_in<M: crate::image::Memory>(
+        &mut self,
+        mem: &M,
+        layouts: &[Layout],
+        inside: Option<&mut dyn FnMut() -> bool>,
+    ) -> PauseReport {
         let wants: Vec<(u64, Want)> = self
             .site_wants()
             .into_iter()
             .map(|w| (w.addr, w.want))
             .collect();
-        let pause = phdr::with_modules_locked(|mods| {
-            let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
-            self.register_sites(&mem, &layouts);
-            // An entry whose module is gone is not ours to write any more.
-            let live: Vec<(u64, Want)> = wants
-                .iter()
-                .copied()
-                .filter(|(a, _)| layouts.iter().any(|l| l.contains(*a)))
-                .collect();
-            let (_, pause) = self.entries.converge(&mem, &live);
-            PauseReport {
-                rounds: pause.rounds,
-                longest_us: pause.longest.as_micros().min(u128::from(u64::MAX)) as u64,
-                threads: pause.threads,
-                entries: pause.written,
-                asleep: pause.asleep,
-                woke: pause.woke,
-            }
-        });
-        (pause, micros(t))
+        self.register_sites(mem, layouts);
+        // An entry whose module is gone is not ours to write any more.
+        let live: Vec<(u64, Want)> = wants
+            .iter()
+            .copied()
+            .filter(|(a, _)| layouts.iter().any(|l| l.contains(*a)))
+            .collect();
+        let (_, pause) = self.entries.converge_with(mem, &live, inside);
+        PauseReport {
+            rounds: pause.rounds,
+            longest_us: pause.longest.as_micros().min(u128::from(u64::MAX)) as u64,
+            threads: pause.threads,
+            entries: pause.written,
+            asleep: pause.asleep,
+            woke: pause.woke,
+        }
     }
 
     fn register_sites<M: crate::image::Memory>(&mut self, mem: &M, layouts: &[Layout]) {

@@ -4,9 +4,13 @@ use super::error::ReloadError;
 use super::modules;
 use super::plan::{plan_slots, Binding, Plan};
 use super::state::{micros, Agent};
+use crate::entry::Entries;
+use crate::hooks::{Phase, Session, Stopped};
 use crate::image::{Layout, Memory};
-use crate::patch;
+use crate::patch::{self, Batch, Write};
+use crate::sys::mem::LiveMemory;
 use crate::sys::{mem, phdr};
+use hotagent_protocol::PauseReport;
 use std::time::Instant;
 
 /// How many times the verify step re-plans to catch a slot the lazy resolver bound to an older
@@ -33,53 +37,16 @@ impl Agent {
         settled: &[u64],
     ) -> Result<Outcome, ReloadError> {
         phdr::with_modules_locked(|mods| {
-            // A module that appeared after `settled` was taken may still be mid-relocation (its
-            // RELRO not yet read-only): leave it to the loader, which binds it through the
-            // symbol table we redirect.
-            let layouts: Vec<Layout> = modules::layouts(&mods, &self.exe, self.page)
-                .into_iter()
-                .filter(|l| settled.contains(&l.base))
-                .collect();
+            let layouts = self.settled_layouts(&mods, settled);
             let mem = modules::live_memory(&layouts);
-            let skip = [self_base(&layouts)];
-            let plan = plan_slots(&mem, &layouts, bindings, &skip);
-            let mut writes = plan.writes.clone();
-            let mut symtab = 0;
-            for (&i, b) in touched.iter().zip(bindings) {
-                let r = &self.replaced[i];
-                if !layouts
-                    .iter()
-                    .any(|l| l.base == r.module_base && l.path == r.module_path)
-                {
-                    return Err(ReloadError::WriteFailed(format!(
-                        "{} was unloaded; nothing was changed",
-                        r.module_path
-                    )));
-                }
-                let now_value = mem.u64(r.entry + 8).unwrap_or(r.orig_value);
-                let now_info = mem.u8(r.entry + 4).unwrap_or(r.orig_info);
-                let w = r.symtab_writes(b.target, now_value, now_info);
-                symtab += usize::from(!w.is_empty());
-                writes.extend(w);
-            }
+            let (plan, writes, symtab) = self.plan_writes(&mem, &layouts, bindings, touched)?;
             let t = Instant::now();
             patch::apply(&writes, &layouts).map_err(|e| {
                 ReloadError::WriteFailed(format!("{e}; every slot written was put back"))
             })?;
             let write_us = micros(t);
             let t = Instant::now();
-            let mut verify_fixes = 0;
-            for _ in 0..VERIFY_ROUNDS {
-                let again = plan_slots(&mem, &layouts, bindings, &skip);
-                if again.writes.is_empty() {
-                    break;
-                }
-                verify_fixes += again.writes.len();
-                // A slot that moved again between plan and write is left to the next round.
-                for w in again.writes {
-                    let _ = patch::apply(&[w], &layouts);
-                }
-            }
+            let verify_fixes = self.verify(&mem, &layouts, bindings);
             Ok(Outcome {
                 plan,
                 write_us,
@@ -89,6 +56,156 @@ impl Agent {
             })
         })
     }
+
+    /// The switch with every other thread parked: `parked`'s hook first, then every slot,
+    /// symbol-table entry and `parked.extra` write in one batch, then the function entries, all
+    /// in one stop; verify rounds follow once the threads run again.
+    pub(super) fn switch_parked(
+        &mut self,
+        bindings: &[Binding],
+        touched: &[usize],
+        settled: &[u64],
+        parked: Parked<'_>,
+    ) -> Result<(Outcome, PauseReport), ParkedError> {
+        Entries::stoppable().map_err(ParkedError::NoStop)?;
+        phdr::with_modules_locked(|mods| {
+            let layouts = self.settled_layouts(&mods, settled);
+            let mem = modules::live_memory(&layouts);
+            let (mut plan, mut writes, symtab) = self
+                .plan_writes(&mem, &layouts, bindings, touched)
+                .map_err(ParkedError::Write)?;
+            // The extra writes own their slots (a vtable's, say, which the plan may also name).
+            writes.retain(|w| !parked.extra.iter().any(|x| x.addr == w.addr));
+            plan.writes
+                .retain(|w| !parked.extra.iter().any(|x| x.addr == w.addr));
+            writes.extend(parked.extra.iter().copied());
+            let mut batch = Batch::new(writes);
+            let Parked {
+                mut session, phase, ..
+            } = parked;
+            let mut outcome: Option<Result<(), ParkedError>> = None;
+            let t = Instant::now();
+            let mut inside = || {
+                if let Some(s) = session.as_deref_mut() {
+                    if let Err(why) = s.run(phase) {
+                        outcome = Some(Err(ParkedError::Hook(why)));
+                        return false;
+                    }
+                }
+                match batch.apply(&layouts) {
+                    Ok(()) => {
+                        outcome = Some(Ok(()));
+                        true
+                    }
+                    Err(e) => {
+                        outcome = Some(Err(ParkedError::Write(ReloadError::WriteFailed(format!(
+                            "{e}; every slot written was put back"
+                        )))));
+                        false
+                    }
+                }
+            };
+            let pause = self.converge_entries_in(&mem, &layouts, Some(&mut inside));
+            let write_us = micros(t);
+            match outcome {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(ParkedError::NoStop(
+                    "the other threads could not be stopped (`hotctl status` shows why for each entry)"
+                        .to_string(),
+                )),
+            }
+            let t = Instant::now();
+            let verify_fixes = self.verify(&mem, &layouts, bindings);
+            Ok((
+                Outcome {
+                    plan,
+                    write_us,
+                    verify_us: micros(t),
+                    symtab,
+                    verify_fixes,
+                },
+                pause,
+            ))
+        })
+    }
+
+    /// The loaded modules that were settled before the pass began: a module that appeared
+    /// after `settled` was taken may still be mid-relocation (its RELRO not yet read-only), so
+    /// it is left to the loader, which binds it through the symbol table we redirect.
+    fn settled_layouts(&self, mods: &[phdr::ModuleInfo], settled: &[u64]) -> Vec<Layout> {
+        modules::layouts(mods, &self.exe, self.page)
+            .into_iter()
+            .filter(|l| settled.contains(&l.base))
+            .collect()
+    }
+
+    /// The slot writes of `bindings` and the symbol-table writes of `touched`.
+    fn plan_writes(
+        &self,
+        mem: &LiveMemory,
+        layouts: &[Layout],
+        bindings: &[Binding],
+        touched: &[usize],
+    ) -> Result<(Plan, Vec<Write>, usize), ReloadError> {
+        let skip = [self_base(layouts)];
+        let plan = plan_slots(mem, layouts, bindings, &skip);
+        let mut writes = plan.writes.clone();
+        let mut symtab = 0;
+        for (&i, b) in touched.iter().zip(bindings) {
+            let r = &self.replaced[i];
+            if !layouts
+                .iter()
+                .any(|l| l.base == r.module_base && l.path == r.module_path)
+            {
+                return Err(ReloadError::WriteFailed(format!(
+                    "{} was unloaded; nothing was changed",
+                    r.module_path
+                )));
+            }
+            let now_value = mem.u64(r.entry + 8).unwrap_or(r.orig_value);
+            let now_info = mem.u8(r.entry + 4).unwrap_or(r.orig_info);
+            let w = r.symtab_writes(b.target, now_value, now_info);
+            symtab += usize::from(!w.is_empty());
+            writes.extend(w);
+        }
+        Ok((plan, writes, symtab))
+    }
+
+    /// Re-plans up to [`VERIFY_ROUNDS`] times to catch a slot the lazy resolver bound to an older
+    /// generation while we were writing; returns how many slots it rebound.
+    fn verify(&self, mem: &LiveMemory, layouts: &[Layout], bindings: &[Binding]) -> usize {
+        let skip = [self_base(layouts)];
+        let mut fixes = 0;
+        for _ in 0..VERIFY_ROUNDS {
+            let again = plan_slots(mem, layouts, bindings, &skip);
+            if again.writes.is_empty() {
+                break;
+            }
+            fixes += again.writes.len();
+            // A slot that moved again between plan and write is left to the next round.
+            for w in again.writes {
+                let _ = patch::apply(&[w], layouts);
+            }
+        }
+        fixes
+    }
+}
+
+/// What the parked switch does besides the plan: the hook to run first and extra writes.
+pub(super) struct Parked<'a> {
+    pub(super) session: Option<&'a mut Session>,
+    pub(super) phase: Phase,
+    pub(super) extra: Vec<Write>,
+}
+
+/// Why the parked switch changed nothing.
+#[derive(Debug)]
+pub(super) enum ParkedError {
+    /// The hook refused, failed or timed out (word it with `Session::describe`).
+    Hook(Stopped),
+    Write(ReloadError),
+    NoStop(String),
 }
 
 impl Outcome {
