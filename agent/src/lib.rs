@@ -13,6 +13,7 @@
 )]
 mod control;
 pub mod entry;
+pub mod hooks;
 pub mod image;
 #[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
 mod log;

@@ -7,6 +7,13 @@ use std::ffi::{CStr, CString};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle(usize);
 
+impl Handle {
+    /// A handle `dlopen` returned in this module (the probe's copy).
+    pub(super) fn from_raw(h: usize) -> Handle {
+        Handle(h)
+    }
+}
+
 fn last_error() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated string owned by the loader (thread-local).
     let e = unsafe { libc::dlerror() };

@@ -6,6 +6,7 @@ pub mod dirfd;
 pub mod dl;
 pub mod fatal;
 pub mod fd;
+pub mod hooks_ffi;
 pub mod mem;
 pub mod phdr;
 pub mod probe;

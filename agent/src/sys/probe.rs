@@ -50,6 +50,23 @@ pub enum Probe {
     /// Every copy forked before the deadline was born with the loader's lock held by another
     /// thread (a `dlopen`, `dlclose` or `dl_iterate_phdr` in progress at each fork).
     LoaderBusy,
+    /// Loaded, but one of its hooks refused, with the words of `ProbeHooks::run`.
+    HookRefused(String),
+    /// The copy died inside the named hook, as described.
+    HookCrashed(String, String),
+    /// The named hook did not return within `ProbeHooks::each`.
+    HookHung(String),
+}
+
+/// Runs the hooks in the copy: the library's handle, the `mark` to call with each hook's name.
+pub type RunHooks<'a> = dyn Fn(super::dl::Handle, &dyn Fn(&str)) -> Option<String> + 'a;
+
+/// The patch's hooks, run in the copy after the load: `run` gets the library's handle and a
+/// `mark` to call with each hook's name before it runs it (so a crash or a hang is pinned on
+/// the hook), and returns why a hook refused, if one did. Each hook may take `each`.
+pub struct ProbeHooks<'a> {
+    pub run: &'a RunHooks<'a>,
+    pub each: Duration,
 }
 
 /// How long a fresh copy may take to show that the loader's locks are free. Taking them costs
@@ -74,6 +91,7 @@ pub fn probe_load(
     old: &dyn Fn(u64) -> bool,
     deps: &[String],
     timeout: Duration,
+    hooks: Option<&ProbeHooks<'_>>,
 ) -> std::io::Result<Probe> {
     let c_path =
         CString::new(path).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
@@ -98,7 +116,7 @@ pub fn probe_load(
         .collect();
     let deadline = Instant::now() + timeout;
     loop {
-        match attempt(&c_path, &c_deps, &lookups, old, deadline)? {
+        match attempt(&c_path, &c_deps, &lookups, old, deadline, hooks)? {
             Attempt::Done(probe) => return Ok(probe),
             Attempt::LoaderLocked if Instant::now() < deadline => {
                 tracing::debug!("probe copy born with the loader locked; forking another");
@@ -115,6 +133,7 @@ fn attempt(
     lookups: &[(CString, Option<CString>)],
     old: &dyn Fn(u64) -> bool,
     deadline: Instant,
+    hooks: Option<&ProbeHooks<'_>>,
 ) -> std::io::Result<Attempt> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
@@ -125,7 +144,7 @@ fn attempt(
     // SAFETY: fork has no memory preconditions; the child only calls dlopen, write and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(c_path, deps, lookups, old, fds[1]);
+        child(c_path, deps, lookups, old, fds[1], hooks);
     }
     PROBING.with(|p| p.set(false));
     // SAFETY: both descriptors were just created by pipe2 and are owned here alone.
@@ -136,14 +155,28 @@ fn attempt(
         return Err(std::io::Error::last_os_error());
     }
     let locks_by = deadline.min(Instant::now() + LOCKS_FREE_WAIT);
-    let answer = read_answer(read_end, pid, locks_by, deadline);
+    let each = hooks.map(|h| h.each);
+    let answer = read_answer(read_end, pid, locks_by, deadline, each);
     let status = reap(pid, !matches!(answer, Answer::Message(_)));
+    let died = || {
+        status
+            .clone()
+            .unwrap_or_else(|| "it died without an answer".to_string())
+    };
     Ok(match answer {
         Answer::LoaderLocked => Attempt::LoaderLocked,
-        Answer::TimedOut => Attempt::Done(Probe::TimedOut),
-        Answer::Message(msg) => Attempt::Done(verdict(&msg).unwrap_or_else(|| {
-            Probe::Crashed(status.unwrap_or_else(|| "it died without an answer".to_string()))
-        })),
+        Answer::TimedOut(msg) => Attempt::Done(match last_mark(&msg) {
+            Some(hook) => Probe::HookHung(hook),
+            None => Probe::TimedOut,
+        }),
+        Answer::Message(msg) => {
+            Attempt::Done(
+                verdict(final_line(&msg)).unwrap_or_else(|| match last_mark(&msg) {
+                    Some(hook) => Probe::HookCrashed(hook, died()),
+                    None => Probe::Crashed(died()),
+                }),
+            )
+        }
     })
 }
 
@@ -173,6 +206,7 @@ fn child(
     lookups: &[(CString, Option<CString>)],
     old: &dyn Fn(u64) -> bool,
     mut fd: i32,
+    hooks: Option<&ProbeHooks<'_>>,
 ) -> ! {
     // SAFETY: plain syscalls on this (single-threaded) child's own descriptors and limits. A
     // constructor's output must not reach the target's stdout twice, nor may it read the
@@ -253,6 +287,18 @@ fn child(
                 verdict = Some(format!("back:{i}"));
             }
         }
+        // The hooks the real reload will run before its switch, prepare and migrate: a crash or
+        // a hang here is one the target was spared.
+        if let (None, Some(hooks)) = (&verdict, hooks) {
+            let mark = |name: &str| {
+                let line = format!("@{name}\n");
+                // SAFETY: fd is the pipe's write end; line is a valid buffer.
+                unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+            };
+            if let Some(why) = (hooks.run)(super::dl::Handle::from_raw(h as usize), &mark) {
+                verdict = Some(format!("hook:{why}"));
+            }
+        }
         // Unloading runs the library's destructors, which the real copy will run at the
         // target's exit: a corrupted one must crash here, not there.
         // SAFETY: h is the handle just returned by dlopen; nothing else uses it in this child.
@@ -272,6 +318,8 @@ fn verdict(msg: &str) -> Option<Probe> {
     let index = |prefix: &str| msg.strip_prefix(prefix)?.parse().ok();
     if msg == "ok" {
         Some(Probe::Loaded)
+    } else if let Some(e) = msg.strip_prefix("hook:") {
+        Some(Probe::HookRefused(e.to_string()))
     } else if let Some(e) = msg.strip_prefix("err:") {
         Some(Probe::Refused(e.to_string()))
     } else if let Some(i) = index("sym:") {
@@ -287,8 +335,24 @@ enum Answer {
     Message(String),
     /// No locks-free byte by its deadline: born with the loader locked.
     LoaderLocked,
-    /// Locks free, but the load did not finish by the deadline.
-    TimedOut,
+    /// Locks free, but the load did not finish by the deadline; what it said so far.
+    TimedOut(String),
+}
+
+/// The hook a copy named last before it stopped answering.
+fn last_mark(msg: &str) -> Option<String> {
+    msg.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix('@'))
+        .map(str::to_string)
+}
+
+/// The verdict: what follows the hooks' marks.
+fn final_line(msg: &str) -> &str {
+    match msg.rfind('\n') {
+        Some(i) if msg.starts_with('@') => &msg[i + 1..],
+        _ => msg,
+    }
 }
 
 /// Reads a copy's answer: the locks-free byte by `locks_by`, the rest by `deadline`.
@@ -296,7 +360,14 @@ enum Answer {
 /// The copy's exit ends the answer too, not only the end of the pipe: a constructor may fork a
 /// helper that inherits the pipe's write end and outlives the copy (a library that starts its
 /// own daemon), and its end of the pipe would keep the copy's answer unfinished for good.
-fn read_answer(fd: OwnedFd, pid: libc::pid_t, locks_by: Instant, deadline: Instant) -> Answer {
+fn read_answer(
+    fd: OwnedFd,
+    pid: libc::pid_t,
+    locks_by: Instant,
+    mut deadline: Instant,
+    each_hook: Option<Duration>,
+) -> Answer {
+    let mut marks = 0;
     let mut file = std::fs::File::from(fd);
     let mut out = Vec::new();
     // SAFETY: pidfd_open takes no memory arguments; -1 (an old kernel) is left out of the poll.
@@ -324,7 +395,7 @@ fn read_answer(fd: OwnedFd, pid: libc::pid_t, locks_by: Instant, deadline: Insta
         let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
         if n == 0 {
             return if free {
-                Answer::TimedOut
+                Answer::TimedOut(message(&out))
             } else {
                 Answer::LoaderLocked
             };
@@ -333,7 +404,7 @@ fn read_answer(fd: OwnedFd, pid: libc::pid_t, locks_by: Instant, deadline: Insta
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Answer::TimedOut;
+            return Answer::TimedOut(message(&out));
         }
         if pfd[0].revents == 0 {
             // The copy exited and its pipe holds nothing more: what it wrote is all there is.
@@ -342,7 +413,15 @@ fn read_answer(fd: OwnedFd, pid: libc::pid_t, locks_by: Instant, deadline: Insta
         let mut buf = [0u8; 4096];
         match file.read(&mut buf) {
             Ok(0) => return Answer::Message(message(&out)),
-            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Ok(k) => {
+                out.extend_from_slice(&buf[..k]);
+                // Each hook the copy starts gets its own time, on top of the load's.
+                let now = out.iter().filter(|&&b| b == b'@').count();
+                if let (true, Some(each)) = (now > marks, each_hook) {
+                    deadline = deadline.max(Instant::now() + each);
+                }
+                marks = now;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return Answer::Message(message(&out)),
         }

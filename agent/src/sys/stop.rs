@@ -243,6 +243,16 @@ fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
     raw::futex_wait(word, seen, timeout);
 }
 
+/// The one thread a stop leaves running besides the stopper: the agent's hook thread while it
+/// runs a migrate hook for the stopper, who waits for it (0: none).
+static EXEMPT: AtomicI32 = AtomicI32::new(0);
+
+/// Leaves thread `tid` out of every stop from now on (0: nobody). Only the thread that stops
+/// others may use this, for a thread it waits for while the others are parked.
+pub fn exempt(tid: i32) {
+    EXEMPT.store(tid, Ordering::Release);
+}
+
 /// Lists `/proc/self/task` into a buffer allocated beforehand, so it can run while threads are
 /// parked.
 pub struct Tasks {
@@ -290,7 +300,7 @@ impl Tasks {
                 }
                 let name = &self.buf[off + 19..off + reclen];
                 if let Some(tid) = parse_tid(name) {
-                    if tid != me {
+                    if tid != me && tid != EXEMPT.load(Ordering::Acquire) {
                         if self.tids.len() == self.tids.capacity() {
                             result = Err(libc::E2BIG);
                             break;
