@@ -46,6 +46,10 @@ pub struct Global {
     /// dies meanwhile is reported as dead (exit status 4).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_settle)]
     pub settle: Option<std::time::Duration>,
+    /// How long each hook of the patch (hotagent_prepare, _migrate, _unmigrate, _committed) may
+    /// run before the reload or rollback is refused (`500ms`, `10s`; default 5s).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_hook_timeout)]
+    pub hook_timeout: Option<std::time::Duration>,
 }
 
 impl Global {
@@ -70,6 +74,22 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 
 /// A settle time: `N`, `Ns` or `Nms` (fractions allowed), at most a minute.
 fn parse_settle(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, 0.0, 60.0, "give 0 (no watch) up to 60s")
+}
+
+/// A hook's time limit: more than 0, at most ten minutes.
+fn parse_hook_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(text, 0.001, 600.0, "give 1ms up to 600s")?;
+    Ok(d)
+}
+
+/// `N`, `Ns` or `Nms` (fractions allowed) within `[lo, hi]` seconds.
+fn parse_duration(
+    text: &str,
+    lo: f64,
+    hi: f64,
+    range: &str,
+) -> Result<std::time::Duration, String> {
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
@@ -82,10 +102,8 @@ fn parse_settle(text: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (e.g. 100ms, 2s, 0)"))?;
     let secs = value * scale;
-    if !(0.0..=60.0).contains(&secs) {
-        return Err(format!(
-            "{text} is out of range: give 0 (no watch) up to 60s"
-        ));
+    if !(lo..=hi).contains(&secs) {
+        return Err(format!("{text} is out of range: {range}"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -244,6 +262,10 @@ mod tests {
         assert_eq!(settle("250ms").unwrap(), ms(250));
         assert_eq!(settle("2s").unwrap(), ms(2000));
         assert_eq!(settle("0.5").unwrap(), ms(500));
+        let hook =
+            |v: &str| parse(&["rollback", "--hook-timeout", v]).map(|c| c.global.hook_timeout);
+        assert_eq!(hook("250ms").unwrap(), ms(250));
+        assert!(hook("0").is_err());
         assert_eq!(settle("0").unwrap(), ms(0));
         assert_eq!(parse(&["rollback"]).unwrap().global.settle, None);
         assert!(settle("61s").is_err());

@@ -248,6 +248,22 @@ pub fn with_deadline(request: Request, timeout: Duration) -> Request {
     }
 }
 
+/// The hooks' time limit, when the user gave one, on a request that changes the target.
+pub fn with_hook_timeout(request: Request, limit: Option<Duration>) -> Request {
+    let ms = limit.map(|d| (d.as_millis() as u64).max(1));
+    match request {
+        Request::Reload(mut r) => {
+            r.hook_timeout_ms = ms;
+            Request::Reload(r)
+        }
+        Request::Rollback(mut r) => {
+            r.hook_timeout_ms = ms;
+            Request::Rollback(r)
+        }
+        other => other,
+    }
+}
+
 /// Whether a request changes the target: `settle_ms` goes with it then.
 pub fn with_settle(request: Request, settle: Duration) -> Request {
     let ms = (!settle.is_zero()).then_some(settle.as_millis() as u64);
@@ -700,6 +716,7 @@ mod tests {
             deadline_ms: None,
             confirm: false,
             settle_ms: None,
+            hook_timeout_ms: None,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -74,6 +74,7 @@ mod tests {
                 json,
                 timeout: None,
                 settle: None,
+                hook_timeout: None,
             },
             &mut out,
         )

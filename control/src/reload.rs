@@ -26,6 +26,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
+        hook_timeout_ms: None,
     });
     let target = discover::target(dir, global.pid)?;
     let timeout = global.timeout_or(RELOAD_TIMEOUT);
@@ -36,6 +37,7 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         _ => None,
     };
     let request = client::with_settle(client::with_deadline(request, timeout), settle);
+    let request = client::with_hook_timeout(request, global.hook_timeout);
     let extras = Extras {
         fd: file.as_ref().map(AsFd::as_fd),
         settle,
@@ -209,6 +211,7 @@ mod tests {
             json: true,
             timeout: None,
             settle: None,
+            hook_timeout: None,
         };
         let args = ReloadArgs {
             path: "rel/libfoo_v2.so".into(),
@@ -238,6 +241,7 @@ mod tests {
             deadline_ms: None,
             confirm: false,
             settle_ms: None,
+            hook_timeout_ms: None,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

@@ -16,6 +16,7 @@ pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let timeout = global.timeout_or(ROLLBACK_TIMEOUT);
     let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
     let request = client::with_settle(client::with_deadline(Request::rollback(), timeout), settle);
+    let request = client::with_hook_timeout(request, global.hook_timeout);
     let extras = Extras { fd: None, settle };
     let answer = target.exchange_with(&request, timeout, &extras)?;
     let report = match answer {
@@ -56,6 +57,7 @@ mod tests {
             elapsed_us: 120,
             pause: Default::default(),
             warnings: vec!["something odd".into()],
+            unmigrate_us: 0,
         }
     }
 
@@ -87,6 +89,7 @@ mod tests {
                 json: true,
                 timeout: None,
                 settle: None,
+                hook_timeout: None,
             },
             &mut out,
         )
@@ -111,6 +114,7 @@ mod tests {
                 json: true,
                 timeout: None,
                 settle: None,
+                hook_timeout: None,
             },
             &mut out,
         )

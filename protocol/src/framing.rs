@@ -78,6 +78,7 @@ mod tests {
                 deadline_ms: Some(12),
                 confirm: true,
                 settle_ms: Some(100),
+                hook_timeout_ms: None,
             }),
             Request::rollback(),
             Request::status(),

@@ -79,6 +79,10 @@ pub struct RollbackRequest {
     /// See [`Control::settle_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_ms: Option<u64>,
+    /// How long each of the patch's hooks may run (`include/hotagent.h`) before the change is
+    /// refused; the agent's default (5 s) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_ms: Option<u64>,
 }
 
 /// The arguments of a request that takes none: any field is refused.
@@ -123,6 +127,10 @@ pub struct ReloadRequest {
     /// See [`Control::settle_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_ms: Option<u64>,
+    /// How long each of the patch's hooks may run (`include/hotagent.h`) before the change is
+    /// refused; the agent's default (5 s) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_ms: Option<u64>,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -175,6 +183,9 @@ pub enum ErrorCode {
     Internal,
     /// The request's deadline passed, or its client left, before the change started: nothing changed.
     Abandoned,
+    /// A hook of the patch (`include/hotagent.h`) refused, failed, crashed in the probe or did
+    /// not return in time: nothing changed.
+    HookRefused,
 }
 
 /// An error answer.
@@ -199,6 +210,13 @@ pub struct Phases {
     /// Writing function entries, threads stopped included.
     #[serde(default)]
     pub entries_us: u64,
+    /// The patch's hooks (`include/hotagent.h`), each on its own: 0 when it has none.
+    #[serde(default)]
+    pub prepare_us: u64,
+    #[serde(default)]
+    pub migrate_us: u64,
+    #[serde(default)]
+    pub committed_us: u64,
 }
 
 /// What happened to one replaced symbol.
@@ -310,6 +328,9 @@ pub struct RollbackReport {
     pub pause: PauseReport,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The generation's `hotagent_unmigrate` hook, when it has one.
+    #[serde(default)]
+    pub unmigrate_us: u64,
 }
 
 /// One generation on the stack.

@@ -65,6 +65,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     deadline_ms,
                     confirm,
                     settle_ms: None,
+                    hook_timeout_ms: None,
                 }
             },
         )
@@ -78,6 +79,7 @@ fn request() -> impl Strategy<Value = Request> {
                 deadline_ms,
                 confirm,
                 settle_ms: None,
+                hook_timeout_ms: None,
             })
         }),
         Just(Request::status()),
@@ -148,7 +150,7 @@ fn symbols() -> impl Strategy<Value = Vec<SymbolReport>> {
 }
 
 fn phases() -> impl Strategy<Value = Phases> {
-    any::<[u64; 8]>().prop_map(|p| Phases {
+    any::<[u64; 11]>().prop_map(|p| Phases {
         stage_us: p[0],
         check_us: p[1],
         probe_us: p[2],
@@ -157,6 +159,9 @@ fn phases() -> impl Strategy<Value = Phases> {
         write_us: p[5],
         verify_us: p[6],
         entries_us: p[7],
+        prepare_us: p[8],
+        migrate_us: p[9],
+        committed_us: p[10],
     })
 }
 
@@ -223,6 +228,7 @@ fn rollback_report() -> impl Strategy<Value = RollbackReport> {
                     elapsed_us,
                     pause,
                     warnings,
+                    unmigrate_us: elapsed_us / 2,
                 }
             },
         )

@@ -232,6 +232,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
+        hook_timeout_ms: None,
     }
 }
 

@@ -223,6 +223,17 @@ const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
 const FOO_V2: &[&str] = &["foo.h", "libfoo_v2.c"];
 
+const GROW_H: &[&str] = &["grow.h"];
+const GROW_PROGRAM: &[&str] = &["grow.h", "cmdloop.h"];
+
+/// libgrow_v2.c built with `flags` (which hooks it has and how they behave).
+const fn grow_variant(out: &'static str, flags: &'static [&'static str]) -> Spec {
+    Spec {
+        flags,
+        ..with_inputs(lib(out, "libgrow.so", Lang::C, "libgrow_v2.c"), GROW_H)
+    }
+}
+
 /// A patch of libfoo.so whose source `#include`s libfoo_v2.c and adds to it.
 const fn on_v2(out: &'static str, src: &'static str) -> Spec {
     with_inputs(lib(out, "libfoo.so", Lang::C, src), FOO_V2)
@@ -351,6 +362,29 @@ static SPECS: &[Spec] = &[
         exe("libcpatch", Lang::C, "libcpatch.c", &[]),
         CMDLOOP_H,
     )),
+    // State that changes shape (issue 10): a struct that grows, migrate/unmigrate hooks, and
+    // the ways a hook refuses.
+    with_inputs(
+        lib("libgrow.so", "libgrow.so", Lang::C, "libgrow_v1.c"),
+        GROW_H,
+    ),
+    with_inputs(
+        lib("libgrow_v2.so", "libgrow.so", Lang::C, "libgrow_v2.c"),
+        GROW_H,
+    ),
+    grow_variant("libgrow_veto.so", &["-DGROW_VETO"]),
+    grow_variant("libgrow_failmig.so", &["-DGROW_FAIL_MIGRATE"]),
+    grow_variant("libgrow_nohook.so", &["-DGROW_NO_HOOKS"]),
+    grow_variant("libgrow_crash.so", &["-DGROW_CRASH_PREPARE"]),
+    grow_variant("libgrow_hang.so", &["-DGROW_HANG_PREPARE"]),
+    with_inputs(
+        exe("grow", Lang::C, "grow.c", &["libgrow.so"]),
+        GROW_PROGRAM,
+    ),
+    with_inputs(
+        exe("grow_copy", Lang::C, "grow_copy.c", &["libgrow.so"]),
+        GROW_PROGRAM,
+    ),
     // C++.
     in_matrix(with_inputs(
         lib("libshape.so", "libshape.so", Lang::Cxx, "libshape_v1.cpp"),
@@ -693,6 +727,11 @@ fn args(cfg: Config, spec: &Spec, dir: &Path) -> Vec<String> {
         a.push(format!("-Wl,--version-script={}", src.join(map).display()));
     }
     a.push(format!("-I{}", src.display()));
+    // The patch-author API (include/hotagent.h).
+    a.push(format!(
+        "-I{}",
+        crate::paths::repo_root().join("include").display()
+    ));
     a.push(src.join(spec.src).display().to_string());
     a.push(format!("-L{}", dir.display()));
     a.push(rpath);

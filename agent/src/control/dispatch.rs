@@ -96,8 +96,8 @@ fn run_locked(
             .reload(r, source, gate)
             .map(Response::Reload)
             .unwrap_or_else(from_reload),
-        Request::Rollback(_) => agent
-            .rollback(gate)
+        Request::Rollback(r) => agent
+            .rollback(crate::reload::hook_timeout(r.hook_timeout_ms), gate)
             .map(Response::Rollback)
             .unwrap_or_else(from_reload),
         Request::Status(_) | Request::Commit(_) => error(ErrorCode::BadRequest, "not a job"),

@@ -43,6 +43,15 @@ pub struct PatchFile {
     pub versioned: bool,
 }
 
+impl PatchFile {
+    /// Whether it exports a function named `name` (a hook, say).
+    pub fn exports_function(&self, name: &str) -> bool {
+        self.symbols
+            .iter()
+            .any(|s| s.name == name && s.kind.is_code())
+    }
+}
+
 /// The machine this agent was built for.
 #[cfg(target_arch = "x86_64")]
 const OUR_MACHINE: u16 = header::EM_X86_64;

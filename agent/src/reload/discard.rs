@@ -71,7 +71,9 @@ impl Agent {
         self.replaced = undo.replaced;
         self.staged.truncate(undo.staged);
         let started: Vec<u32> = threads().difference(&undo.threads).copied().collect();
-        let why_kept = if started.is_empty() {
+        let why_kept = if let Some(why) = self.keep_loaded.take() {
+            why
+        } else if started.is_empty() {
             dl::close(handle);
             // A module the loader keeps is still in its list (under the name we gave it).
             let kept = phdr::snapshot().iter().any(|m| m.name == staged);
@@ -120,6 +122,7 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         E::EntriesUnwritable(m) => E::EntriesUnwritable(m + note),
         E::Internal(m) => E::Internal(m + note),
         E::Abandoned(m) => E::Abandoned(m + note),
+        E::Hook(m) => E::Hook(m + note),
         E::NothingToRollBack => E::NothingToRollBack,
     }
 }

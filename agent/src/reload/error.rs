@@ -32,6 +32,9 @@ pub enum ReloadError {
     /// The request's deadline passed or its client left before the change started.
     #[error("{0}")]
     Abandoned(String),
+    /// A hook of the patch refused, failed or hung: nothing was switched.
+    #[error("{0}")]
+    Hook(String),
 }
 
 impl ReloadError {
@@ -51,6 +54,7 @@ impl ReloadError {
             }
             ReloadError::Internal(_) => ErrorCode::Internal,
             ReloadError::Abandoned(_) => ErrorCode::Abandoned,
+            ReloadError::Hook(_) => ErrorCode::HookRefused,
         }
     }
 }

@@ -13,6 +13,7 @@ pub(super) fn role_name(role: Role) -> &'static str {
         Role::Code => "function",
         Role::Rodata => "rodata",
         Role::State => "state",
+        Role::Moved => "variable",
     }
 }
 

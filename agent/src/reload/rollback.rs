@@ -13,15 +13,23 @@ use super::plan::Binding;
 use super::report::report;
 use super::state::{micros, Agent, Generation, Layer};
 use super::transaction::Gate;
-use super::write::settled_modules;
+use super::write::{settled_modules, Parked, ParkedError};
 use crate::entry::Entries;
+use crate::hooks::{Phase, Session};
 use crate::sys::dl;
 use hotagent_protocol::{RollbackReport, SymbolReport};
+use std::time::Duration;
 use std::time::Instant;
 
 impl Agent {
-    /// Rolls back one generation; `gate` is asked right before anything is written.
-    pub fn rollback(&mut self, gate: Gate<'_>) -> Result<RollbackReport, ReloadError> {
+    /// Rolls back one generation; `gate` is asked right before anything is written. When the
+    /// generation's library has an unmigrate hook, it runs with every other thread parked, right
+    /// before the calls go back, and may refuse (each hook within `hook_timeout`).
+    pub fn rollback(
+        &mut self,
+        hook_timeout: Duration,
+        gate: Gate<'_>,
+    ) -> Result<RollbackReport, ReloadError> {
         let t0 = Instant::now();
         let Some(gen) = self.generations.last().cloned() else {
             return Err(ReloadError::NothingToRollBack);
@@ -32,12 +40,39 @@ impl Agent {
             .map(|&i| self.binding(i, self.replaced[i].below_top()))
             .collect();
         self.entries_can_follow(&gen)?;
+        let mut session = self.unmigrate_session(&gen, hook_timeout)?;
         gate()?;
         let settled = settled_modules();
         dl::barrier();
-        let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;
-        let layers = self.pop_generation(&gen);
-        let (pause, _) = self.converge_entries();
+        let mut unmigrate_us = 0;
+        let (outcome, layers, pause) = match session.as_mut() {
+            Some(s) => {
+                // The stop's entry writes follow the stacks: the generation comes off first.
+                let layers = self.pop_generation(&gen);
+                let parked = Parked {
+                    session: Some(s),
+                    phase: Phase::Unmigrate,
+                    extra: Vec::new(),
+                };
+                match self.switch_parked(&bindings, &gen.symbols, &settled, parked) {
+                    Ok((outcome, pause)) => {
+                        unmigrate_us = session.as_ref().map_or(0, |s| s.micros(Phase::Unmigrate));
+                        (outcome, layers, pause)
+                    }
+                    Err(e) => {
+                        self.push_generation(gen.clone(), layers);
+                        return Err(self.unmigrate_refused(&gen, session.as_ref(), e));
+                    }
+                }
+            }
+            None => {
+                let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;
+                let layers = self.pop_generation(&gen);
+                let (pause, _) = self.converge_entries();
+                (outcome, layers, pause)
+            }
+        };
+        drop(session);
         let stray = self.stray_jumps();
         if !stray.is_empty() {
             return Err(self.undo_rollback(gen, layers, &stray, &settled));
@@ -77,7 +112,57 @@ impl Agent {
             elapsed_us,
             pause,
             warnings,
+            unmigrate_us,
         })
+    }
+
+    /// The session for `gen`'s unmigrate hook, if its library has one.
+    fn unmigrate_session(
+        &self,
+        gen: &Generation,
+        hook_timeout: Duration,
+    ) -> Result<Option<Session>, ReloadError> {
+        if gen.hooks.unmigrate.is_none() {
+            return Ok(None);
+        }
+        let ctx = self.hook_context(
+            &gen.layout,
+            gen.number,
+            gen.number.saturating_sub(1),
+            &gen.staged,
+            &gen.path,
+        );
+        Session::open(ctx, gen.hooks, hook_timeout)
+            .map(Some)
+            .map_err(|e| {
+                ReloadError::Hook(format!(
+                    "cannot roll back generation {}: its hotagent_unmigrate cannot run: {e}; nothing was changed",
+                    gen.number
+                ))
+            })
+    }
+
+    /// Why a rollback whose unmigrate ran in the stop changed nothing.
+    fn unmigrate_refused(
+        &self,
+        gen: &Generation,
+        session: Option<&Session>,
+        e: ParkedError,
+    ) -> ReloadError {
+        let n = gen.number;
+        match (e, session) {
+            (ParkedError::Hook(why), Some(s)) => ReloadError::Hook(format!(
+                "cannot roll back generation {n}: {}; nothing was changed: generation {n} still runs",
+                s.describe(why)
+            )),
+            (ParkedError::Hook(_), None) => {
+                ReloadError::Internal("a hook ran without a session".into())
+            }
+            (ParkedError::Write(e), _) => e,
+            (ParkedError::NoStop(why), _) => ReloadError::WriteFailed(format!(
+                "cannot roll back generation {n}: its hotagent_unmigrate needs every other thread parked, but {why}; nothing was changed"
+            )),
+        }
     }
 
     /// The top generation's layers, taken off (in `gen.symbols` order), and the generation.

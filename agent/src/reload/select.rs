@@ -56,6 +56,7 @@ pub(super) const NEVER_REPLACED: &[&str] = &[
 /// The prefix of the agent's own exports: a patch carrying one is a build of the agent, whose
 /// constructor would start a second agent in the process, on the same socket.
 const AGENT_PREFIX: &str = "hotagent_";
+use crate::hooks::{HOOK_NAMES, MIGRATE};
 
 /// What a matched symbol does in the reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,9 @@ pub enum Role {
     Rodata,
     /// A mutable variable: the new code is bound to the old storage.
     State,
+    /// A mutable variable whose size changed, in a patch with a migrate hook: the new code keeps
+    /// its own storage, every user switches to it, and migrate fills it.
+    Moved,
 }
 
 /// A symbol both versions export.
@@ -84,10 +88,11 @@ pub fn select(
     module: &str,
     exports: &[Export],
 ) -> Result<(Vec<Match>, Vec<String>), ReloadError> {
+    // A patch's hooks are the API, not a second agent; any other name of ours is.
     if let Some(ours) = patch
         .symbols
         .iter()
-        .find(|s| s.name.starts_with(AGENT_PREFIX))
+        .find(|s| s.name.starts_with(AGENT_PREFIX) && !HOOK_NAMES.contains(&s.name.as_str()))
     {
         return Err(ReloadError::IncompatibleSymbol(format!(
             "refusing {}: it exports {}, so it is a build of hotagent itself; loading it would start a second agent inside the process",
@@ -96,7 +101,11 @@ pub fn select(
     }
     let mut out = Vec::new();
     let mut warnings = Vec::new();
+    let migrates = patch.exports_function(MIGRATE);
     for new in &patch.symbols {
+        if HOOK_NAMES.contains(&new.name.as_str()) {
+            continue;
+        }
         // An unversioned patch symbol replaces the default version; a versioned one, that version.
         let old = exports.iter().find(|e| {
             e.name == new.name
@@ -135,15 +144,16 @@ pub fn select(
                     new.name
                 )));
             }
-            (false, false) if new.mutable => {
-                if new.size != old.size {
+            (false, false) if new.mutable => match (new.size == old.size, migrates) {
+                (true, _) => Role::State,
+                (false, true) => Role::Moved,
+                (false, false) => {
                     return Err(ReloadError::IncompatibleSymbol(format!(
-                        "variable {} changed size ({} bytes in {module}, {} in the new library): its state cannot be carried over yet",
-                        new.name, old.size, new.size
-                    )));
+                            "variable {} changed size ({} bytes in {module}, {} in the new library): its state cannot be carried over without a migrate hook (export hotagent_migrate to copy what it needs from hotagent_previous_symbol)",
+                            new.name, old.size, new.size
+                        )));
                 }
-                Role::State
-            }
+            },
             (false, false) => Role::Rodata,
         };
         out.push(Match {

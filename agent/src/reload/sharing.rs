@@ -59,7 +59,7 @@ impl Agent {
                 name: m.new.name.clone(),
                 old: (self.find_replaced(module, m).is_none() && m.old.kind != SymKind::Ifunc)
                     .then(|| (m.old.addr.wrapping_sub(module.base), m.old.size)),
-                data: m.role == Role::Rodata,
+                data: matches!(m.role, Role::Rodata | Role::Moved),
             })
             .collect();
         let live = self.live_identity(module);
@@ -113,7 +113,7 @@ impl Agent {
     }
 
     /// The build-id the replaced module carries in memory, and where its mapping starts.
-    fn live_identity(&self, module: &Layout) -> LiveIdentity {
+    pub(super) fn live_identity(&self, module: &Layout) -> LiveIdentity {
         let page = self.page;
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, page);

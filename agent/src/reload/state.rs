@@ -3,8 +3,10 @@
 use super::discard::RefusedLoad;
 use super::error::ReloadError;
 use super::plan::Binding;
+use super::previous::Ownership;
 use super::select::{Match, Role};
 use crate::entry::Entries;
+use crate::hooks::Hooks;
 use crate::image::{as_plain_function, Layout, SymKind};
 use crate::patch::{Width, Write};
 use crate::sys::{dl, phdr, process, prot};
@@ -141,6 +143,12 @@ pub(super) struct Generation {
     pub(super) symbols: Vec<usize>,
     pub(super) slots: usize,
     pub(super) elapsed_us: u64,
+    /// The replaced module as it was when this generation was made.
+    pub(super) layout: Layout,
+    /// What of the writable data it keeps of its own (see `previous.rs`).
+    pub(super) owns: Ownership,
+    /// Its library's hooks: unmigrate runs when it is rolled back.
+    pub(super) hooks: Hooks,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.
@@ -156,6 +164,9 @@ pub struct Agent {
     pub(super) entries: Entries,
     /// Loads that were refused but could not be unloaded (see `discard.rs`).
     pub(super) refused: Vec<RefusedLoad>,
+    /// Set when a refused load must stay mapped whatever else holds (a hook of it hangs on an
+    /// abandoned thread): why. `discard_load` takes it.
+    pub(super) keep_loaded: Option<String>,
 }
 
 impl Agent {
@@ -169,6 +180,7 @@ impl Agent {
             page: prot::page_size(),
             entries: Entries::default(),
             refused: Vec::new(),
+            keep_loaded: None,
         }
     }
 
@@ -327,6 +339,14 @@ fn ifunc_choice(module: &Layout, m: &Match) -> Result<u64, ReloadError> {
             m.old.name, module.path
         ))
     })
+}
+
+/// Runs `f`, adding its time in microseconds to `slot`: one line per timed step.
+pub(super) fn timed<T>(slot: &mut u64, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    *slot += micros(t);
+    r
 }
 
 pub(super) fn micros(t: Instant) -> u64 {

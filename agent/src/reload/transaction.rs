@@ -1,23 +1,29 @@
-//! The reload transaction, step by step: stage → check → probe → load → plan/write/verify.
+//! The reload transaction, step by step: stage → check → probe → load → admit → share private
+//! state → resolve → prepare → bind → switch (migrate inside it when the patch has one) →
+//! committed → report. Each step is one method below, in that order.
 
 use super::check::{check_staged, PatchFile};
 use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
+use super::hooked::{find_hooks, hook_error, hook_timeout};
 use super::lookup;
 use super::modules;
 use super::origin::{load_dependencies, origin_dependencies, unload};
 use super::plan::{plan_slots, Binding};
+use super::previous::Ownership;
 use super::private;
 use super::report::symbol_reports;
 use super::select::{select, Match, Role};
 use super::sharing::redirect_private;
 use super::stage::{fresh_name, stage};
-use super::state::{micros, Agent, Generation, Keep, Layer, StagedLib};
-use super::write::{self_base, settled_modules};
+use super::state::{micros, timed, Agent, Generation, Keep, Layer, StagedLib};
+use super::write::{self_base, settled_modules, Outcome, Parked, ParkedError};
+use crate::hooks::{Hooks, Phase, Session, Stopped, HOOK_NAMES, MIGRATE};
 use crate::image::{exports, Image, Layout};
+use crate::sys::probe::ProbeHooks;
 use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
-use hotagent_protocol::{Phases, ReloadReport, ReloadRequest};
+use hotagent_protocol::{PauseReport, Phases, ReloadReport, ReloadRequest};
 use std::time::Instant;
 
 /// How long the throwaway probe load may take.
@@ -32,6 +38,9 @@ impl Agent {
     /// Reloads as `req` says; `gate` is asked once everything is checked, before the new library
     /// is loaded into the target (a dry run never asks it). `source` is the patch file the client
     /// opened and passed (read instead of opening `req.path`, which names it).
+    ///
+    /// The steps, each timed into the report's phases: stage, check, probe, then either the dry
+    /// run's report or load → switch (`switch_to`).
     pub fn reload(
         &mut self,
         req: &ReloadRequest,
@@ -46,136 +55,49 @@ impl Agent {
                 "{path}: the path must be absolute (hotctl resolves it)"
             )));
         }
-        let t = Instant::now();
-        let mut copy = stage(path, source)?;
-        phases.stage_us = micros(t);
-        let t = Instant::now();
-        let patch = check_staged(path, &copy)?;
-        let want = req
-            .replace
-            .clone()
-            .or_else(|| patch.soname.clone())
-            .unwrap_or_else(|| patch.file_name.clone());
-        let (module, mut matches, mut notes) = self.select_locked(&patch, &want)?;
-        // Filtered before anything else looks at the matches: dry run and reload alike.
-        let mut changed_roots = None;
-        if req.changed_only {
-            let only = self.changed_only(req, &module, &copy, matches)?;
-            matches = only.matches;
-            notes.push(only.line);
-            changed_roots = Some(only.roots);
-        }
-        let keeps = self.entry_aliases(&patch, &module, &matches)?;
-        // The lookups `resolve` makes after the load, answered from the file: a dry run, with
-        // or without the probe, refuses what the load would.
-        lookup::check_lookups(&patch, &matches, path)?;
-        if req.dry_run && req.no_probe {
-            notes.extend(lookup::unseen_without_probe(&matches));
-        }
-        let sharing = self.private_sharing(req, &module, &copy, changed_roots.as_deref())?;
-        notes.extend(sharing.note(&module.path));
-        // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
-        let deps = origin_dependencies(path, &copy)?;
-        phases.check_us = micros(t);
-
+        let mut copy = timed(&mut phases.stage_us, || stage(path, source))?;
+        let checked = timed(&mut phases.check_us, || self.check(req, &copy))?;
         // No loaded module may carry the copy's name: dlopen would return that module instead.
         let loaded: std::collections::HashSet<String> =
             phdr::snapshot().into_iter().map(|m| m.name).collect();
         fresh_name(&mut copy, |name| loaded.contains(name))?;
-        let staged = copy.path();
-
         if !req.no_probe {
-            let t = Instant::now();
-            let lookups: Vec<_> = matches
-                .iter()
-                .map(|m| (m.new.name.clone(), m.new.version.clone()))
-                .collect();
-            let verdict = probe(&staged, path, &lookups, &deps, &module);
-            phases.probe_us = micros(t);
-            verdict.map_err(|e| with_origin_hint(e, &patch))?;
+            timed(&mut phases.probe_us, || {
+                self.probe(req, &checked, &copy.path())
+            })?;
         }
         if req.dry_run {
             drop(copy);
-            let t = Instant::now();
-            let bindings = self.bindings_for_dry_run(&module, &matches)?;
-            let plan = phdr::with_modules_locked(|mods| {
-                let layouts = modules::layouts(&mods, &self.exe, self.page);
-                let mem = modules::live_memory(&layouts);
-                plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
-            });
-            phases.plan_us = micros(t);
-            let mut symbols = symbol_reports(&matches, &plan);
-            let t = Instant::now();
-            let entries = self.dry_run_entries(&module, &matches, req.got_only, &keeps);
-            for (s, e) in symbols.iter_mut().zip(entries) {
-                s.entries = e;
-            }
-            phases.entries_us = micros(t);
-            self.name_generations(&mut symbols);
-            let mut warnings = notes;
-            warnings.extend(entry_warnings(&symbols));
-            return Ok(ReloadReport {
-                generation: self.generation() + 1,
-                dry_run: true,
-                path: path.to_string(),
-                module: module.path,
-                slots: plan.writes.len(),
-                symtab_entries: matches.iter().filter(|m| m.role != Role::State).count(),
-                symbols,
-                elapsed_us: micros(t0),
-                phases,
-                pause: Default::default(),
-                warnings,
-            });
+            return self.dry_run(req, checked, phases, t0);
         }
-
         // Its constructors are the first of the patch to run in the target.
         if let Err(e) = gate() {
-            let _ = std::fs::remove_file(&staged);
+            let _ = std::fs::remove_file(copy.path());
             return Err(e);
         }
         // Taken before our own dlopen, which waits for any load in progress elsewhere.
         let settled = settled_modules();
         let t = Instant::now();
-        if !copy.still_ours() {
-            return Err(ReloadError::Internal(format!(
-                "the program closed the agent's private copy of {path} (descriptor {}); nothing was loaded",
-                staged.trim_start_matches("/proc/self/fd/")
-            )));
+        // The hook thread is the agent's, not one the library started: made before the undo
+        // point counts the threads.
+        if HOOK_NAMES.iter().any(|h| checked.patch.exports_function(h)) {
+            crate::hooks::runner::ready().map_err(|e| {
+                ReloadError::Hook(format!(
+                    "the patch's hooks cannot run: {e}; nothing was loaded"
+                ))
+            })?;
         }
         let undo = self.undo_point();
-        let dep_handles = load_dependencies(path, &deps)?;
-        let handle = dl::open_now_local(&staged).map_err(|e| {
-            with_origin_hint(
-                ReloadError::LoadFailed(format!(
-                    "cannot load {path}: {}",
-                    e.replace(&staged, path)
-                )),
-                &patch,
-            )
-        });
-        let handle = match handle {
-            Ok(h) => h,
-            Err(e) => {
-                unload(dep_handles);
-                return Err(e);
-            }
-        };
+        let (handle, dep_handles) = self.load(path, &copy, &checked)?;
+        phases.load_us = micros(t);
         let loaded = Loaded {
             req,
-            path,
-            patch: &patch,
-            staged,
+            staged: copy.path(),
             handle,
-            module,
-            matches,
-            keeps,
-            notes,
+            checked,
             phases,
             settled,
-            sharing,
             t0,
-            t,
         };
         // Every error from here on goes through `discard_load`: nothing is left behind.
         match self.switch_to(loaded, &copy) {
@@ -192,10 +114,157 @@ impl Agent {
         }
     }
 
-    /// Everything a reload does once the new library is loaded: checks what the loader made of
-    /// it, then switches. Any error it returns is taken back by the caller (`discard_load`
-    /// restores what this recorded and unloads the library), so a step added here needs no
-    /// cleanup of its own beyond undoing its own writes to the target.
+    /// Everything decided from the files and the live image before anything is loaded: the
+    /// module, the symbols, the private state, the dependencies. The dry run decides the same.
+    fn check(&self, req: &ReloadRequest, copy: &Sealed) -> Result<Checked, ReloadError> {
+        let path = req.path.as_str();
+        let patch = check_staged(path, copy)?;
+        let want = req
+            .replace
+            .clone()
+            .or_else(|| patch.soname.clone())
+            .unwrap_or_else(|| patch.file_name.clone());
+        let (module, mut matches, mut notes) = self.select_locked(&patch, &want)?;
+        // Filtered before anything else looks at the matches: dry run and reload alike.
+        let mut changed_roots = None;
+        if req.changed_only {
+            let only = self.changed_only(req, &module, copy, matches)?;
+            matches = only.matches;
+            notes.push(only.line);
+            changed_roots = Some(only.roots);
+        }
+        self.refuse_copied(&matches, path)?;
+        let keeps = self.entry_aliases(&patch, &module, &matches)?;
+        // The lookups `resolve` makes after the load, answered from the file: a dry run, with
+        // or without the probe, refuses what the load would.
+        lookup::check_lookups(&patch, &matches, path)?;
+        if req.dry_run && req.no_probe {
+            notes.extend(lookup::unseen_without_probe(&matches));
+        }
+        let sharing = match self.private_sharing(req, &module, copy, changed_roots.as_deref()) {
+            // A migrate hook takes over state whose layout changed: the new copy keeps its own.
+            Err(ReloadError::PrivateState(why)) if patch.exports_function(MIGRATE) => {
+                notes.push(format!(
+                    "the new build keeps private state of its own, for hotagent_migrate to fill from hotagent_previous_symbol: {why}"
+                ));
+                private::Sharing::Fresh
+            }
+            other => other?,
+        };
+        notes.extend(sharing.note(&module.path));
+        // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
+        let deps = origin_dependencies(path, copy)?;
+        Ok(Checked {
+            patch,
+            module,
+            matches,
+            keeps,
+            notes,
+            sharing,
+            deps,
+        })
+    }
+
+    /// The throwaway load in a forked copy: the load, the lookups, prepare and migrate.
+    fn probe(&self, req: &ReloadRequest, c: &Checked, staged: &str) -> Result<(), ReloadError> {
+        let lookups: Vec<_> = c
+            .matches
+            .iter()
+            .map(|m| (m.new.name.clone(), m.new.version.clone()))
+            .collect();
+        let run = self.probe_hooks(&c.patch, &c.module, staged, &req.path);
+        let hooks = ProbeHooks {
+            run: &run,
+            each: hook_timeout(req.hook_timeout_ms),
+        };
+        let with_hooks = HOOK_NAMES.iter().any(|h| c.patch.exports_function(h));
+        probe(
+            staged,
+            &req.path,
+            &lookups,
+            &c.deps,
+            &c.module,
+            with_hooks.then_some(&hooks),
+        )
+        .map_err(|e| with_origin_hint(e, &c.patch))
+    }
+
+    /// The dry run's report: the plan against the live image, nothing written.
+    fn dry_run(
+        &mut self,
+        req: &ReloadRequest,
+        c: Checked,
+        mut phases: Phases,
+        t0: Instant,
+    ) -> Result<ReloadReport, ReloadError> {
+        let bindings = self.bindings_for_dry_run(&c.module, &c.matches)?;
+        let plan = timed(&mut phases.plan_us, || {
+            phdr::with_modules_locked(|mods| {
+                let layouts = modules::layouts(&mods, &self.exe, self.page);
+                let mem = modules::live_memory(&layouts);
+                plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
+            })
+        });
+        let mut symbols = symbol_reports(&c.matches, &plan);
+        let entries = timed(&mut phases.entries_us, || {
+            self.dry_run_entries(&c.module, &c.matches, req.got_only, &c.keeps)
+        });
+        for (s, e) in symbols.iter_mut().zip(entries) {
+            s.entries = e;
+        }
+        self.name_generations(&mut symbols);
+        let mut warnings = c.notes;
+        warnings.extend(entry_warnings(&symbols));
+        Ok(ReloadReport {
+            generation: self.generation() + 1,
+            dry_run: true,
+            path: req.path.clone(),
+            module: c.module.path,
+            slots: plan.writes.len(),
+            symtab_entries: c.matches.iter().filter(|m| m.role != Role::State).count(),
+            symbols,
+            elapsed_us: micros(t0),
+            phases,
+            pause: Default::default(),
+            warnings,
+        })
+    }
+
+    /// Loads the staged copy (its `$ORIGIN` dependencies first) into the target.
+    fn load(
+        &self,
+        path: &str,
+        copy: &Sealed,
+        c: &Checked,
+    ) -> Result<(dl::Handle, Vec<dl::Handle>), ReloadError> {
+        let staged = copy.path();
+        if !copy.still_ours() {
+            return Err(ReloadError::Internal(format!(
+                "the program closed the agent's private copy of {path} (descriptor {}); nothing was loaded",
+                staged.trim_start_matches("/proc/self/fd/")
+            )));
+        }
+        let dep_handles = load_dependencies(path, &c.deps)?;
+        match dl::open_now_local(&staged) {
+            Ok(h) => Ok((h, dep_handles)),
+            Err(e) => {
+                unload(dep_handles);
+                Err(with_origin_hint(
+                    ReloadError::LoadFailed(format!(
+                        "cannot load {path}: {}",
+                        e.replace(&staged, path)
+                    )),
+                    &c.patch,
+                ))
+            }
+        }
+    }
+
+    /// Everything a reload does once the new library is loaded: admit it, point its private
+    /// data at the running copy's, resolve, prepare, switch, commit, report. Any error it returns
+    /// is taken back by the caller (`discard_load` restores what this recorded and unloads the
+    /// library), so a step added here needs no cleanup of its own beyond undoing its own writes
+    /// to the target.
     fn switch_to(
         &mut self,
         loaded: Loaded<'_>,
@@ -203,20 +272,93 @@ impl Agent {
     ) -> Result<ReloadReport, ReloadError> {
         let Loaded {
             req,
-            path,
-            patch,
             staged,
             handle,
-            module,
-            matches,
-            keeps,
-            notes,
+            checked: c,
             mut phases,
             mut settled,
-            sharing,
             t0,
-            t,
         } = loaded;
+        let path = req.path.as_str();
+        let new_base = self.admit(path, &staged, handle, &c.patch, copy)?;
+        settled.extend(new_base);
+        let number = self.generation() + 1;
+        timed(&mut phases.load_us, || {
+            self.share_private(path, &c, handle, new_base)
+        })?;
+
+        let t = Instant::now();
+        let resolved = self.resolve(&c.module, &c.matches, handle, path)?;
+        self.own_moved(&c, &resolved, new_base, &settled)?;
+        phases.plan_us += micros(t);
+        let mut session = self.prepare(req, &c, handle, &staged, number)?;
+        if let Some(s) = &session {
+            phases.prepare_us = s.micros(Phase::Prepare);
+        }
+
+        let t = Instant::now();
+        let (touched, bindings) = self.bind(req, &c, &resolved, new_base)?;
+        phases.plan_us += micros(t);
+
+        let t = Instant::now();
+        let parked = session
+            .as_ref()
+            .is_some_and(|s| s.hooks().migrate.is_some());
+        let (outcome, pause) = if parked {
+            let switched = self.switch_parked(
+                &bindings,
+                &touched,
+                &settled,
+                Parked {
+                    session: session.as_mut(),
+                    phase: Phase::Migrate,
+                    extra: Vec::new(),
+                },
+            );
+            let (outcome, pause) = self.parked_result(switched, &touched, session.as_ref())?;
+            phases.migrate_us = session.as_ref().map_or(0, |s| s.micros(Phase::Migrate));
+            phases.write_us = outcome.write_us.saturating_sub(phases.migrate_us);
+            phases.entries_us = 0;
+            (outcome, pause)
+        } else {
+            let outcome = match self.write_locked(&bindings, &touched, &settled) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.pop_layers(&touched);
+                    return Err(e);
+                }
+            };
+            phases.write_us = outcome.write_us;
+            let (pause, entries_us) = self.converge_entries();
+            phases.entries_us = entries_us;
+            (outcome, pause)
+        };
+        phases.verify_us = outcome.verify_us;
+        // Planning inside the lock is the rest of the locked time.
+        phases.plan_us += micros(t).saturating_sub(
+            outcome.write_us + outcome.verify_us + phases.entries_us + phases.migrate_us,
+        );
+        // Switched: from here on nothing is refused.
+        if let Some(s) = session.as_mut() {
+            let _ = s.run(Phase::Committed);
+            phases.committed_us = s.micros(Phase::Committed);
+        }
+        let hooks = session.as_ref().map(|s| *s.hooks()).unwrap_or_default();
+        drop(session);
+        Ok(self.report(
+            req, c, staged, number, touched, outcome, pause, phases, hooks, t0,
+        ))
+    }
+
+    /// Checks what the loader made of the new copy and records it; returns where it is loaded.
+    fn admit(
+        &mut self,
+        path: &str,
+        staged: &str,
+        handle: dl::Handle,
+        patch: &PatchFile,
+        copy: &Sealed,
+    ) -> Result<Option<u64>, ReloadError> {
         // Belt and braces for the name check above: never hand back an older generation.
         if !copy.still_ours() {
             return Err(ReloadError::LoadFailed(format!(
@@ -230,49 +372,174 @@ impl Agent {
             )));
         }
         self.staged.push(StagedLib {
-            path: staged.clone(),
+            path: staged.to_string(),
             handle,
             generation: self.generation() + 1,
             file_name: patch.file_name.clone(),
         });
         // The new library is fully loaded once dlopen returns: ours to write into.
-        let new_base = phdr::snapshot()
+        Ok(phdr::snapshot()
             .iter()
             .find(|m| m.name == staged)
-            .map(|m| m.base);
-        settled.extend(new_base);
-        // Before any switch makes the new code reachable. A failure leaves the copy loaded and
-        // nothing switched: the error returns from here, like a failed dlsym below.
-        if let private::Sharing::Shared(plan) = &sharing {
-            redirect_private(plan, &module, handle, new_base).map_err(|e| {
+            .map(|m| m.base))
+    }
+
+    /// Before any switch makes the new code reachable. A failure leaves the copy loaded and
+    /// nothing switched: the error returns from here, like a failed dlsym below.
+    fn share_private(
+        &self,
+        path: &str,
+        c: &Checked,
+        handle: dl::Handle,
+        new_base: Option<u64>,
+    ) -> Result<(), ReloadError> {
+        if let private::Sharing::Shared(plan) = &c.sharing {
+            redirect_private(plan, &c.module, handle, new_base).map_err(|e| {
                 ReloadError::LoadFailed(format!(
                     "{path} was loaded but its private data could not be pointed at {}'s: {e}; nothing was switched",
-                    module.path
+                    c.module.path
                 ))
             })?;
         }
-        phases.load_us = micros(t);
+        Ok(())
+    }
 
-        let t = Instant::now();
-        let number = self.generation() + 1;
-        let resolved = self.resolve(&module, &matches, handle, path)?;
-        let gen0s = matches
+    /// A variable the new build takes over (it grew) must be its own in its own code before
+    /// migrate fills it: the loader bound the new copy's references to the running module's
+    /// storage, first in the lookup scope. No other code reaches the new copy yet, so this
+    /// needs no stop.
+    fn own_moved(
+        &self,
+        c: &Checked,
+        resolved: &[u64],
+        new_base: Option<u64>,
+        settled: &[u64],
+    ) -> Result<(), ReloadError> {
+        let Some(base) = new_base else {
+            return Ok(());
+        };
+        let bindings: Vec<Binding> = c
+            .matches
+            .iter()
+            .zip(resolved)
+            .filter(|(m, _)| m.role == Role::Moved)
+            .map(|(m, own)| Binding {
+                name: m.new.name.clone(),
+                known: vec![
+                    dl::default_symbol(&m.new.name).unwrap_or(m.old.addr),
+                    m.old.addr,
+                ],
+                target: *own,
+                only_in: Some(base),
+            })
+            .collect();
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        self.write_locked(&bindings, &[], settled).map(|_| ())
+    }
+
+    /// Opens the hooks' session and runs prepare, when the patch has hooks.
+    fn prepare(
+        &mut self,
+        req: &ReloadRequest,
+        c: &Checked,
+        handle: dl::Handle,
+        staged: &str,
+        number: u32,
+    ) -> Result<Option<Session>, ReloadError> {
+        let hooks = find_hooks(&c.patch, handle);
+        if !hooks.any() {
+            return Ok(None);
+        }
+        let ctx = self.hook_context(&c.module, number, self.generation(), staged, &req.path);
+        let mut session =
+            Session::open(ctx, hooks, hook_timeout(req.hook_timeout_ms)).map_err(|e| {
+                ReloadError::Hook(format!(
+                    "the patch's hooks cannot run: {e}; nothing was switched"
+                ))
+            })?;
+        if let Err(why) = session.run(Phase::Prepare) {
+            return Err(self.refused_by_hook(&session, why));
+        }
+        Ok(Some(session))
+    }
+
+    /// A hook's refusal; a hook that hangs keeps its library mapped (its thread is inside).
+    fn refused_by_hook(&mut self, session: &Session, why: Stopped) -> ReloadError {
+        if Session::abandoned(why) {
+            self.keep_loaded = Some(format!(
+                "its {} still runs on an abandoned thread",
+                match why {
+                    Stopped::TimedOut { phase, .. } => phase.hook_name(),
+                    _ => "hook",
+                }
+            ));
+        }
+        hook_error(session, why, "nothing was switched")
+    }
+
+    /// What a parked switch's failure means: the layers recorded for it taken off, the error.
+    fn parked_result(
+        &mut self,
+        switched: Result<(Outcome, PauseReport), ParkedError>,
+        touched: &[usize],
+        session: Option<&Session>,
+    ) -> Result<(Outcome, PauseReport), ReloadError> {
+        let e = match switched {
+            Ok(done) => return Ok(done),
+            Err(ParkedError::Write(e)) => e,
+            Err(ParkedError::NoStop(why)) => ReloadError::WriteFailed(format!(
+                "the patch has a migrate hook, which needs every other thread parked, but {why}; nothing was switched"
+            )),
+            Err(ParkedError::Hook(why)) => match session {
+                Some(s) => self.refused_by_hook(s, why),
+                None => ReloadError::Internal("a hook ran without a session".into()),
+            },
+        };
+        self.pop_layers(touched);
+        Err(e)
+    }
+
+    fn pop_layers(&mut self, touched: &[usize]) {
+        for &i in touched {
+            self.replaced[i].stack.pop();
+        }
+    }
+
+    /// Records the new generation's layer of every switched symbol; returns them (indices into
+    /// `replaced`) and the bindings to write: theirs first, then the state variables'.
+    fn bind(
+        &mut self,
+        req: &ReloadRequest,
+        c: &Checked,
+        resolved: &[u64],
+        new_base: Option<u64>,
+    ) -> Result<(Vec<usize>, Vec<Binding>), ReloadError> {
+        let gen0s = c
+            .matches
             .iter()
             .map(|m| {
                 if m.role == Role::State {
                     Ok(0)
                 } else {
-                    self.gen0_of(&module, m)
+                    self.gen0_of(&c.module, m)
                 }
             })
             .collect::<Result<Vec<u64>, ReloadError>>()?;
         let mut touched = Vec::new();
         let mut state_bindings = Vec::new();
-        for (((m, new_addr), gen0), keep) in matches.iter().zip(&resolved).zip(gen0s).zip(keeps) {
+        for (((m, new_addr), gen0), keep) in c
+            .matches
+            .iter()
+            .zip(resolved)
+            .zip(gen0s)
+            .zip(c.keeps.iter().cloned())
+        {
             match m.role {
                 Role::State => state_bindings.push((m, *new_addr)),
                 _ => touched.push(self.record(
-                    &module,
+                    &c.module,
                     m,
                     Layer {
                         addr: *new_addr,
@@ -296,30 +563,30 @@ impl Agent {
                 only_in: Some(new_base.unwrap_or(u64::MAX)),
             });
         }
-        phases.plan_us = micros(t);
+        Ok((touched, bindings))
+    }
 
-        let t = Instant::now();
-        let outcome = self.write_locked(&bindings, &touched, &settled);
-        let locked_us = micros(t);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                for &i in &touched {
-                    self.replaced[i].stack.pop();
-                }
-                return Err(e);
-            }
-        };
-        phases.write_us = outcome.write_us;
-        phases.verify_us = outcome.verify_us;
-        // Planning inside the lock is the rest of the locked time.
-        phases.plan_us += locked_us.saturating_sub(outcome.write_us + outcome.verify_us);
-        let (pause, entries_us) = self.converge_entries();
-        phases.entries_us = entries_us;
-        let mut warnings = notes;
+    /// The new generation, recorded, and its report.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        req: &ReloadRequest,
+        c: Checked,
+        staged: String,
+        number: u32,
+        touched: Vec<usize>,
+        outcome: Outcome,
+        pause: PauseReport,
+        phases: Phases,
+        hooks: Hooks,
+        t0: Instant,
+    ) -> ReloadReport {
+        let path = req.path.as_str();
+        let mut warnings = c.notes;
         warnings.extend(outcome.warnings());
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
-        let ordered: Vec<Match> = matches
+        let ordered: Vec<Match> = c
+            .matches
             .iter()
             .filter(|m| m.role != Role::State)
             .cloned()
@@ -333,28 +600,42 @@ impl Agent {
         self.name_generations(&mut symbols);
         let slots = outcome.plan.writes.len();
         let elapsed_us = micros(t0);
+        let owns = match (&c.sharing, ordered.iter().any(|m| m.role == Role::Moved)) {
+            (private::Sharing::Fresh, _) => Ownership::All,
+            (_, true) => Ownership::Names(
+                ordered
+                    .iter()
+                    .filter(|m| m.role == Role::Moved)
+                    .map(|m| m.new.name.clone())
+                    .collect(),
+            ),
+            _ => Ownership::Nothing,
+        };
         self.generations.push(Generation {
             number,
             path: path.to_string(),
             staged,
-            module: module.path.clone(),
+            module: c.module.path.clone(),
             symbols: touched,
             slots,
             elapsed_us,
+            layout: c.module.clone(),
+            owns,
+            hooks,
         });
         tracing::info!(
             generation = number,
             path,
-            module = module.path,
+            module = c.module.path,
             slots,
             elapsed_us,
             "reloaded"
         );
-        Ok(ReloadReport {
+        ReloadReport {
             generation: number,
             dry_run: false,
             path: path.to_string(),
-            module: module.path,
+            module: c.module.path,
             slots,
             symtab_entries: outcome.symtab,
             symbols,
@@ -362,7 +643,25 @@ impl Agent {
             phases,
             pause,
             warnings,
-        })
+        }
+    }
+
+    /// A variable whose size changed cannot move if the executable holds a copy of it: the
+    /// program was linked against its old size and reads it there.
+    fn refuse_copied(&self, matches: &[Match], path: &str) -> Result<(), ReloadError> {
+        let exe = self.exe_range();
+        for m in matches.iter().filter(|m| m.role == Role::Moved) {
+            let copied = dl::default_symbol(&m.new.name)
+                .zip(exe)
+                .is_some_and(|(at, (lo, hi))| at >= lo && at < hi);
+            if copied {
+                return Err(ReloadError::IncompatibleSymbol(format!(
+                    "variable {} changed size ({} bytes, {} in {path}), but the executable holds a copy of it (a copy relocation: the program was built against its old size and reads it there), so its size cannot change, migrate hook or not; nothing was loaded",
+                    m.new.name, m.old.size, m.new.size
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Finds the module to replace and pairs its exports with the patch's, under the list lock.
@@ -439,22 +738,26 @@ impl Agent {
     }
 }
 
-/// What the reload has in hand once the new library is loaded.
-struct Loaded<'a> {
-    req: &'a ReloadRequest,
-    path: &'a str,
-    patch: &'a PatchFile,
-    staged: String,
-    handle: dl::Handle,
+/// What the checks decided, before anything is loaded.
+struct Checked {
+    patch: PatchFile,
     module: Layout,
     matches: Vec<Match>,
     keeps: Vec<Vec<Keep>>,
     notes: Vec<String>,
+    sharing: private::Sharing,
+    deps: Vec<String>,
+}
+
+/// What the reload has in hand once the new library is loaded.
+struct Loaded<'a> {
+    req: &'a ReloadRequest,
+    staged: String,
+    handle: dl::Handle,
+    checked: Checked,
     phases: Phases,
     settled: Vec<u64>,
-    sharing: private::Sharing,
     t0: Instant,
-    t: Instant,
 }
 
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
@@ -475,14 +778,16 @@ fn probe(
     lookups: &[(String, Option<String>)],
     deps: &[String],
     module: &Layout,
+    hooks: Option<&ProbeHooks<'_>>,
 ) -> Result<(), ReloadError> {
     use crate::sys::probe::{probe_load, Probe};
+    let each = hooks.map_or(0, |h| h.each.as_millis());
     let asked = |i: usize| {
         lookups
             .get(i)
             .map_or(("?", None), |(n, v)| (n.as_str(), v.as_deref()))
     };
-    match probe_load(staged, lookups, &|a| module.contains(a), deps, PROBE_TIMEOUT) {
+    match probe_load(staged, lookups, &|a| module.contains(a), deps, PROBE_TIMEOUT, hooks) {
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::NotFound(i)) => Err(lookup::not_found(path, asked(i).0, asked(i).1)),
         Ok(Probe::ResolvesBack(i)) => Err(lookup::resolves_back(path, asked(i).0, &module.path)),
@@ -497,6 +802,15 @@ fn probe(
         Ok(Probe::LoaderBusy) => Err(ReloadError::LoadFailed(format!(
             "{path}: for {} s, every throwaway copy of this process was born with the loader locked by another thread (a dlopen, dlclose or dl_iterate_phdr in progress at each fork); nothing was loaded; try again, or --no-probe skips the probe",
             PROBE_TIMEOUT.as_secs()
+        ))),
+        Ok(Probe::HookRefused(why)) => Err(ReloadError::Hook(format!(
+            "{why} (in the probe's throwaway copy of this process); nothing was loaded here"
+        ))),
+        Ok(Probe::HookCrashed(hook, how)) => Err(ReloadError::Hook(format!(
+            "{path}: its {hook} crashed a throwaway copy of this process ({how}); nothing was loaded here"
+        ))),
+        Ok(Probe::HookHung(hook)) => Err(ReloadError::Hook(format!(
+            "{path}: its {hook} did not return within {each} ms in a throwaway copy of this process (--hook-timeout sets the limit); nothing was loaded here"
         ))),
         Err(e) => Err(ReloadError::Internal(format!("cannot start the probe load of {path}: {e}; --no-probe skips it"))),
     }

@@ -20,13 +20,13 @@ mod refs;
 mod sites;
 
 pub use evidence::Shared;
-pub use identity::{live_build_id, LiveIdentity};
+use file::FileView;
+pub use identity::{live_build_id, prove, LiveIdentity};
 pub use only::{changes, Compared};
 pub use sites::Sites;
 
 use crate::image::Layout;
 use evidence::Verdict;
-use file::FileView;
 
 /// At most this many differences are named in a refusal.
 const NAMED: usize = 8;
@@ -293,6 +293,16 @@ fn other_ways(path: &str) -> String {
         "a patch library carrying only the changed functions, a migrate hook (hotagent_migrate), or --fresh-state if {} keeps no state worth keeping",
         crate::image::file_name(path)
     )
+}
+
+/// The build-id of the ELF file `bytes`, if it has one.
+pub fn build_id_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    FileView::parse(bytes).ok()?.build_id()
+}
+
+/// The separate debug file of the ELF file `bytes` (see [`debug_file_for`]).
+pub fn debug_file_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    debug_file_for(&FileView::parse(bytes).ok()?)
 }
 
 /// The separate debug file of `f` by build-id, if one is installed and trustworthy: a regular
