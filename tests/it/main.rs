@@ -21,6 +21,7 @@ mod impostor;
 mod lifeline;
 mod liveness;
 mod measure;
+mod migrate;
 mod private_state;
 mod privilege;
 mod probe;
