@@ -18,6 +18,8 @@ mod vtable;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gxx;
 
 pub use error::ConvertError;
 pub use vtable::{check, Checked, Vtable};

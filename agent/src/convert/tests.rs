@@ -125,7 +125,7 @@ fn leak_table(words: &[u64]) -> &'static [AtomicU64] {
 }
 
 /// The executable mappings of this process, read once per call.
-fn is_code() -> impl Fn(u64) -> bool {
+pub(super) fn is_code() -> impl Fn(u64) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
     let ranges: Vec<(u64, u64)> = maps
         .lines()
