@@ -109,6 +109,7 @@ impl Class {
             busy_down: AtomicU64::new(0),
             upgraded: AtomicU64::new(0),
             downgraded: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
         }));
         let dispatch = thunk::dispatcher(core);
         let layout = Layout { methods };

@@ -56,6 +56,8 @@ pub(super) struct Core {
     pub busy_down: AtomicU64,
     pub upgraded: AtomicU64,
     pub downgraded: AtomicU64,
+    /// Threads asleep (or about to sleep) on some object's vptr of this class.
+    pub waiters: AtomicU64,
 }
 
 /// Nested conversions one thread can hold (a converter that touches another old object).
@@ -173,6 +175,10 @@ impl Core {
         object::call_converter(f, obj);
         release(obj);
         object::publish(obj, to);
+        // A futex wake is a system call (most of a conversion's cost): only when someone waits.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            object::wake(obj);
+        }
         count.fetch_add(1, Ordering::Relaxed);
         Claim::Done
     }
@@ -185,7 +191,9 @@ impl Core {
         if low == self.old_vptr() as u32 || low == self.new_vptr() as u32 {
             object::yield_now();
         } else {
+            self.waiters.fetch_add(1, Ordering::SeqCst);
             object::wait_while_low(obj, low, Duration::from_millis(50));
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -752,3 +752,70 @@ fn converters_are_checked_and_a_missing_downgrade_refuses_the_rollback() {
         .rollback_entry_thunk(v1_foo as *const () as usize as u64)
         .is_err());
 }
+
+extern "C" fn upgrade_cheap(o: &Obj) {
+    o.b.store(77, Ordering::Relaxed);
+}
+
+/// Not a check: the costs, printed (`cargo test --release -p hotagent --lib measure -- --ignored
+/// --nocapture`).
+#[test]
+#[ignore]
+fn measure_call_and_conversion_costs() {
+    const N: usize = 200_000;
+    let f = Fixture::with(upgrade_cheap as *const () as usize, None);
+    let entry = f
+        .class
+        .entry_thunk(v2_hello as *const () as usize as u64)
+        .unwrap();
+    let new = Obj::new(f.new_vptr());
+    new.b.store(77, Ordering::Relaxed);
+    let time = |what: &str, n: usize, mut call: Box<dyn FnMut(usize)>| {
+        let t = std::time::Instant::now();
+        for k in 0..n {
+            call(k);
+        }
+        println!("{what}: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
+    };
+    let direct = v2_hello as *const () as usize as u64;
+    time(
+        "direct call of the new method",
+        N,
+        Box::new(move |_| {
+            testing::call_method(direct, new.addr());
+        }),
+    );
+    time(
+        "entry thunk, new object (fast path)",
+        N,
+        Box::new(move |_| {
+            testing::call_method(entry, new.addr());
+        }),
+    );
+    f.switch();
+    let objs: Vec<&'static Obj> = (0..N).map(|_| Obj::new(f.old_vptr())).collect();
+    let objs2 = objs.clone();
+    let objs3 = objs.clone();
+    time(
+        "first call of an old object (convert + call)",
+        N,
+        Box::new(move |k| {
+            objs2[k].call(0);
+        }),
+    );
+    time(
+        "later virtual call of it",
+        N,
+        Box::new(move |k| {
+            objs[k].call(0);
+        }),
+    );
+    let up = f.class.upgrade_thunk(0);
+    time(
+        "a stale call through the upgrade thunk (slow path, no conversion)",
+        N,
+        Box::new(move |k| {
+            testing::call_method(up, objs3[k].addr());
+        }),
+    );
+}

@@ -30,10 +30,15 @@ pub fn claim(obj: u64, from: u64, to: u64) -> bool {
         .is_ok()
 }
 
-/// Stores the final vptr (after the converter's writes: release) and wakes every thread waiting
-/// for it on the word's low half.
+/// Stores the final vptr, after the converter's writes. Sequentially consistent: the caller
+/// then reads its waiter count, which each waiter raises before its futex looks at the word, so
+/// either the publisher sees the waiter and wakes it, or the waiter sees the new vptr.
 pub fn publish(obj: u64, vptr: u64) {
-    word(obj).store(vptr, Ordering::Release);
+    word(obj).store(vptr, Ordering::SeqCst);
+}
+
+/// Wakes every thread waiting on the low half of the object's vptr.
+pub fn wake(obj: u64) {
     raw::futex_wake(low_half(obj), i32::MAX);
 }
 
