@@ -156,6 +156,32 @@ fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
+# The seed's nsIBase example (examples/vtable): libimp.so v1 and v2 (same soname), and the test
+# program linked against v1. v2 leaves hotagent_convert_class undefined: the preloaded agent
+# provides it at load time.
+VTABLE_SRC := examples/vtable
+VTABLE_DIR := $(TARGET_DIR)/examples/vtable
+CXX ?= g++
+ifeq ($(origin CXX),default)
+CXX := g++
+endif
+VTABLE_CXXFLAGS := $(CFLAGS) $(WARNFLAGS) -Iinclude
+
+$(VTABLE_DIR)/v1/libimp.so: $(VTABLE_SRC)/nsImp1.cpp $(VTABLE_SRC)/nsImp1.h $(VTABLE_SRC)/nsIBase.h
+	@mkdir -p $(@D)
+	$(CXX) $(VTABLE_CXXFLAGS) -fPIC -shared -Wl,-soname,libimp.so -o $@ $<
+
+$(VTABLE_DIR)/v2/libimp.so: $(VTABLE_SRC)/nsImp2.cpp $(VTABLE_SRC)/nsImp2.h $(VTABLE_SRC)/nsIBase.h $(VTABLE_SRC)/hotagent_api.h
+	@mkdir -p $(@D)
+	$(CXX) $(VTABLE_CXXFLAGS) -fPIC -shared -Wl,-soname,libimp.so -o $@ $<
+
+$(VTABLE_DIR)/test: $(VTABLE_SRC)/test.cpp $(VTABLE_SRC)/nsIBase.h $(VTABLE_DIR)/v1/libimp.so
+	$(CXX) $(VTABLE_CXXFLAGS) -o $@ $< -L$(VTABLE_DIR)/v1 -limp -Wl,-rpath,'$$ORIGIN/v1'
+
+.PHONY: example-vtable
+example-vtable: build $(VTABLE_DIR)/v1/libimp.so $(VTABLE_DIR)/v2/libimp.so $(VTABLE_DIR)/test
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(VTABLE_DIR) bash $(VTABLE_SRC)/run.sh
+
 clean:
 	$(CARGO) clean
 

@@ -12,6 +12,7 @@
     allow(dead_code, unused_imports)
 )]
 mod control;
+pub mod convert;
 pub mod entry;
 pub mod hooks;
 pub mod image;
