@@ -171,7 +171,7 @@ $(VTABLE_DIR)/v1/libimp.so: $(VTABLE_SRC)/nsImp1.cpp $(VTABLE_SRC)/nsImp1.h $(VT
 	@mkdir -p $(@D)
 	$(CXX) $(VTABLE_CXXFLAGS) -fPIC -shared -Wl,-soname,libimp.so -o $@ $<
 
-$(VTABLE_DIR)/v2/libimp.so: $(VTABLE_SRC)/nsImp2.cpp $(VTABLE_SRC)/nsImp2.h $(VTABLE_SRC)/nsIBase.h $(VTABLE_SRC)/hotagent_api.h
+$(VTABLE_DIR)/v2/libimp.so: $(VTABLE_SRC)/nsImp2.cpp $(VTABLE_SRC)/nsImp2.h $(VTABLE_SRC)/nsIBase.h include/hotagent.h
 	@mkdir -p $(@D)
 	$(CXX) $(VTABLE_CXXFLAGS) -fPIC -shared -Wl,-soname,libimp.so -o $@ $<
 

@@ -1,6 +1,6 @@
 /* libimp.so version 2 (same soname): the reload's replacement for version 1. */
 #include "nsImp2.h"
-#include "hotagent_api.h"
+#include <hotagent.h>
 #include <cstdio>
 
 nsImp2::nsImp2() : m_data(new data_t) {

@@ -224,6 +224,10 @@ const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 const FOO_V2: &[&str] = &["foo.h", "libfoo_v2.c"];
 
 const GROW_H: &[&str] = &["grow.h"];
+const COUNTER_H: &[&str] = &["counter.h"];
+const COUNTER_PROGRAM: &[&str] = &["counter.h", "cmdloop.h"];
+const MULTI_H: &[&str] = &["multi.h"];
+const MULTI_PROGRAM: &[&str] = &["multi.h", "cmdloop.h"];
 const GROW_PROGRAM: &[&str] = &["grow.h", "cmdloop.h"];
 
 /// libgrow_v2.c built with `flags` (which hooks it has and how they behave).
@@ -384,6 +388,113 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("grow_copy", Lang::C, "grow_copy.c", &["libgrow.so"]),
         GROW_PROGRAM,
+    ),
+    // C++ objects converted on their first call (issue 10): Counter grows its data block; the
+    // program (exporting the counters the converters keep) drives 8 threads over the objects.
+    with_inputs(
+        lib(
+            "libcounter.so",
+            "libcounter.so",
+            Lang::Cxx,
+            "libcounter_v1.cpp",
+        ),
+        COUNTER_H,
+    ),
+    with_inputs(
+        lib(
+            "libcounter_v2.so",
+            "libcounter.so",
+            Lang::Cxx,
+            "libcounter_v2.cpp",
+        ),
+        COUNTER_H,
+    ),
+    Spec {
+        flags: &["-DCOUNTER_MISSING_VTABLE"],
+        ..with_inputs(
+            lib(
+                "libcounter_missing.so",
+                "libcounter.so",
+                Lang::Cxx,
+                "libcounter_v2.cpp",
+            ),
+            COUNTER_H,
+        )
+    },
+    Spec {
+        flags: &["-DCOUNTER_NO_DOWNGRADE"],
+        ..with_inputs(
+            lib(
+                "libcounter_oneway.so",
+                "libcounter.so",
+                Lang::Cxx,
+                "libcounter_v2.cpp",
+            ),
+            COUNTER_H,
+        )
+    },
+    Spec {
+        flags: &["-rdynamic"],
+        ..with_inputs(
+            exe("counter", Lang::Cxx, "counter.cpp", &["libcounter.so"]),
+            COUNTER_PROGRAM,
+        )
+    },
+    // The same, the library linked with -Bsymbolic-functions: its own direct calls of a method
+    // reach only the old entry.
+    Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib(
+                "libcountersym.so",
+                "libcountersym.so",
+                Lang::Cxx,
+                "libcounter_v1.cpp",
+            ),
+            COUNTER_H,
+        )
+    },
+    Spec {
+        flags: BSYMBOLIC_FUNCTIONS,
+        ..with_inputs(
+            lib(
+                "libcountersym_v2.so",
+                "libcountersym.so",
+                Lang::Cxx,
+                "libcounter_v2.cpp",
+            ),
+            COUNTER_H,
+        )
+    },
+    Spec {
+        flags: &["-rdynamic"],
+        ..with_inputs(
+            exe(
+                "counter_symbolic",
+                Lang::Cxx,
+                "counter.cpp",
+                &["libcountersym.so"],
+            ),
+            COUNTER_PROGRAM,
+        )
+    },
+    // Multiple inheritance: a secondary vtable, refused.
+    with_inputs(
+        lib("libmulti.so", "libmulti.so", Lang::Cxx, "libmulti_v1.cpp"),
+        MULTI_H,
+    ),
+    with_inputs(
+        lib(
+            "libmulti_v2.so",
+            "libmulti.so",
+            Lang::Cxx,
+            "libmulti_v2.cpp",
+        ),
+        MULTI_H,
+    ),
+    with_inputs(
+        exe("multi", Lang::Cxx, "multi.cpp", &["libmulti.so"]),
+        MULTI_PROGRAM,
     ),
     // C++.
     in_matrix(with_inputs(

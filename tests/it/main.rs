@@ -10,6 +10,7 @@ mod blockers;
 mod changed_only;
 mod cli;
 mod common;
+mod convert;
 mod core;
 mod dead_target;
 mod entries;

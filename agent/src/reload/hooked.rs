@@ -12,10 +12,15 @@ use super::check::PatchFile;
 use super::error::ReloadError;
 use super::previous::file_symbols;
 use super::state::Agent;
-use crate::hooks::{ClassRequest, Context, HookFn, Hooks, Phase, Session, Stopped, Symbol};
+use crate::convert::{Class, Vtable};
+use crate::hooks::{ClassRequest, Context, HookFn, Hooks, Phase, Session, Stopped};
 use crate::image::Layout;
 use crate::sys::{dl, phdr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The classes prepare registered, checked and with their thunks made.
+pub(super) type Registered = Arc<Mutex<Vec<&'static Class>>>;
 
 /// How long each hook may run unless the request says otherwise.
 pub(super) const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +49,7 @@ impl Agent {
         below: u32,
         staged: &str,
         path: &str,
-    ) -> Context {
+    ) -> (Context, Registered) {
         let live = self.live_identity(module);
         let previous = self.previous_symbols(module, &live, below);
         let base = phdr::snapshot()
@@ -55,12 +60,33 @@ impl Agent {
             (Some(base), Ok(bytes)) => file_symbols(&bytes, base),
             _ => Default::default(),
         };
-        Context::new(
-            number,
-            previous,
-            (this, path.to_string()),
-            Box::new(check_class),
-        )
+        let registered: Registered = Arc::default();
+        let code = code_ranges();
+        let into = Arc::clone(&registered);
+        let check = move |r: &ClassRequest| -> Result<(), String> {
+            let class = Class::new(
+                Vtable {
+                    name: r.old_name.clone(),
+                    addr: r.old.addr,
+                    size: r.old.size,
+                },
+                Vtable {
+                    name: r.new_name.clone(),
+                    addr: r.new.addr,
+                    size: r.new.size,
+                },
+                r.upgrade as usize,
+                r.downgrade.map(|d| d as usize),
+                &|a| code.iter().any(|&(lo, hi)| a >= lo && a < hi),
+            )
+            .map_err(|e| format!("hotagent_convert_class: {e}"))?;
+            into.lock()
+                .map_err(|_| "hotagent_convert_class: the class list is unusable".to_string())?
+                .push(class);
+            Ok(())
+        };
+        let ctx = Context::new(number, previous, (this, path.to_string()), Box::new(check));
+        (ctx, registered)
     }
 
     /// What the probe's copy runs after its load: prepare, then migrate, each named first.
@@ -77,7 +103,7 @@ impl Agent {
                 return None;
             }
             let number = self.generation() + 1;
-            let ctx = self.hook_context(module, number, self.generation(), staged, path);
+            let (ctx, _) = self.hook_context(module, number, self.generation(), staged, path);
             let mut session = Session::here(ctx, hooks);
             for phase in [Phase::Prepare, Phase::Migrate] {
                 if hooks.of(phase).is_none() {
@@ -96,25 +122,18 @@ impl Agent {
 /// What the probe's copy runs after its load (see `sys::probe::RunHooks`).
 type RunHooks<'a> = dyn Fn(dl::Handle, &dyn Fn(&str)) -> Option<String> + 'a;
 
-/// The checks a converter's vtables must pass before the class conversion can be built: both
-/// whole vtables (offset-to-top, typeinfo, then one word per method) with as many methods.
-fn check_class(r: &ClassRequest) -> Result<(), String> {
-    let methods = |name: &str, s: &Symbol| -> Result<u64, String> {
-        if !s.size.is_multiple_of(8) || s.size < 24 {
-            return Err(format!(
-                "hotagent_convert_class: {name} is not a vtable (its symbol is {} bytes; a vtable is two words and one per method)",
-                s.size
-            ));
-        }
-        Ok(s.size / 8 - 2)
-    };
-    let old = methods(&r.old_name, &r.old)?;
-    let new = methods(&r.new_name, &r.new)?;
-    if old != new {
-        return Err(format!(
-            "hotagent_convert_class: {} has {old} method slot(s) but {} has {new}: an object converted to the new class would call through a vtable of another shape",
-            r.old_name, r.new_name
-        ));
-    }
-    Ok(())
+/// Every executable segment of the loaded modules: where methods and converters must point.
+fn code_ranges() -> Vec<(u64, u64)> {
+    phdr::snapshot()
+        .iter()
+        .flat_map(|m| {
+            m.phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+                .map(move |p| {
+                    let lo = m.base.wrapping_add(p.p_vaddr);
+                    (lo, lo.wrapping_add(p.p_memsz))
+                })
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ use super::transaction::Gate;
 use super::write::{settled_modules, Parked, ParkedError};
 use crate::entry::Entries;
 use crate::hooks::{Phase, Session};
+use crate::patch::Write;
 use crate::sys::dl;
 use hotagent_protocol::{RollbackReport, SymbolReport};
 use std::time::Duration;
@@ -34,10 +35,18 @@ impl Agent {
         let Some(gen) = self.generations.last().cloned() else {
             return Err(ReloadError::NothingToRollBack);
         };
+        let extra = self.classes_back(&gen)?;
+        let through = self.back_through_thunks(&gen)?;
         let bindings: Vec<Binding> = gen
             .symbols
             .iter()
-            .map(|&i| self.binding(i, self.replaced[i].below_top()))
+            .map(|&i| {
+                let to = through
+                    .iter()
+                    .find(|(k, _)| *k == i)
+                    .map_or_else(|| self.replaced[i].below_top(), |&(_, t)| t);
+                self.binding(i, to)
+            })
             .collect();
         self.entries_can_follow(&gen)?;
         let mut session = self.unmigrate_session(&gen, hook_timeout)?;
@@ -45,14 +54,15 @@ impl Agent {
         let settled = settled_modules();
         dl::barrier();
         let mut unmigrate_us = 0;
-        let (outcome, layers, pause) = match session.as_mut() {
-            Some(s) => {
+        let parked = session.is_some() || !gen.classes.is_empty();
+        let (outcome, layers, pause) = match parked {
+            true => {
                 // The stop's entry writes follow the stacks: the generation comes off first.
                 let layers = self.pop_generation(&gen);
                 let parked = Parked {
-                    session: Some(s),
+                    session: session.as_mut(),
                     phase: Phase::Unmigrate,
-                    extra: Vec::new(),
+                    extra,
                 };
                 match self.switch_parked(&bindings, &gen.symbols, &settled, parked) {
                     Ok((outcome, pause)) => {
@@ -65,7 +75,7 @@ impl Agent {
                     }
                 }
             }
-            None => {
+            false => {
                 let outcome = self.write_locked(&bindings, &gen.symbols, &settled)?;
                 let layers = self.pop_generation(&gen);
                 let (pause, _) = self.converge_entries();
@@ -116,6 +126,57 @@ impl Agent {
         })
     }
 
+    /// The vtable writes that send `gen`'s converted classes back: old slots restored, new slots
+    /// to downgrade thunks. Refused when a class has no downgrade: objects on its new layout
+    /// may exist (converted, or made by the new code), and old code cannot run on them.
+    fn classes_back(&self, gen: &Generation) -> Result<Vec<Write>, ReloadError> {
+        let mut out = Vec::new();
+        for class in &gen.classes {
+            let writes = class.rollback_writes().map_err(|e| {
+                ReloadError::Hook(format!(
+                    "cannot roll back generation {n}: {e}; objects on the new layout may exist, and the old code cannot run on them; nothing was changed: generation {n} still runs",
+                    n = gen.number
+                ))
+            })?;
+            out.extend(
+                writes
+                    .into_iter()
+                    .map(|w| Write::slot(w.addr, w.expected, w.value)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Calls that reach an old method of a converted class through its symbol (GOT slots,
+    /// lookups) after the rollback go through a thunk that converts an object still on the new
+    /// layout back first; the old entry itself holds its own bytes again, so a library's own
+    /// direct calls into it are not converted (see design.md). Returns (symbol, thunk) pairs;
+    /// each thunk joins the symbol's known addresses, so a later reload finds its slots.
+    fn back_through_thunks(&mut self, gen: &Generation) -> Result<Vec<(usize, u64)>, ReloadError> {
+        let mut out = Vec::new();
+        for class in &gen.classes {
+            for m in 0..class.methods() {
+                let old = class.old_method(m);
+                for &i in &gen.symbols {
+                    if self.replaced[i].below_top() != old || out.iter().any(|(k, _)| *k == i) {
+                        continue;
+                    }
+                    let thunk = class.rollback_entry_thunk(old).map_err(|e| {
+                        ReloadError::Hook(format!(
+                            "cannot roll back generation {}: {e}; nothing was changed",
+                            gen.number
+                        ))
+                    })?;
+                    if !self.replaced[i].known.contains(&thunk) {
+                        self.replaced[i].known.push(thunk);
+                    }
+                    out.push((i, thunk));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The session for `gen`'s unmigrate hook, if its library has one.
     fn unmigrate_session(
         &self,
@@ -125,7 +186,7 @@ impl Agent {
         if gen.hooks.unmigrate.is_none() {
             return Ok(None);
         }
-        let ctx = self.hook_context(
+        let (ctx, _) = self.hook_context(
             &gen.layout,
             gen.number,
             gen.number.saturating_sub(1),

@@ -149,6 +149,8 @@ pub(super) struct Generation {
     pub(super) owns: Ownership,
     /// Its library's hooks: unmigrate runs when it is rolled back.
     pub(super) hooks: Hooks,
+    /// The classes whose objects it converts (their rollback converts them back).
+    pub(super) classes: Vec<&'static crate::convert::Class>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.

@@ -18,8 +18,10 @@ use super::sharing::redirect_private;
 use super::stage::{fresh_name, stage};
 use super::state::{micros, timed, Agent, Generation, Keep, Layer, StagedLib};
 use super::write::{self_base, settled_modules, Outcome, Parked, ParkedError};
+use crate::convert::Class;
 use crate::hooks::{Hooks, Phase, Session, Stopped, HOOK_NAMES, MIGRATE};
 use crate::image::{exports, Image, Layout};
+use crate::patch::Write;
 use crate::sys::probe::ProbeHooks;
 use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
@@ -291,20 +293,30 @@ impl Agent {
         let resolved = self.resolve(&c.module, &c.matches, handle, path)?;
         self.own_moved(&c, &resolved, new_base, &settled)?;
         phases.plan_us += micros(t);
-        let mut session = self.prepare(req, &c, handle, &staged, number)?;
+        let (mut session, classes) = match self.prepare(req, &c, handle, &staged, number)? {
+            Some((s, classes)) => (Some(s), classes),
+            None => (None, Vec::new()),
+        };
         if let Some(s) = &session {
             phases.prepare_us = s.micros(Phase::Prepare);
         }
 
         let t = Instant::now();
+        let resolved = self.through_entry_thunks(&c, resolved, &classes)?;
         let (touched, bindings) = self.bind(req, &c, &resolved, new_base)?;
         phases.plan_us += micros(t);
 
         let t = Instant::now();
-        let parked = session
-            .as_ref()
-            .is_some_and(|s| s.hooks().migrate.is_some());
+        let parked = !classes.is_empty()
+            || session
+                .as_ref()
+                .is_some_and(|s| s.hooks().migrate.is_some());
         let (outcome, pause) = if parked {
+            let extra = classes
+                .iter()
+                .flat_map(|k| k.upgrade_writes())
+                .map(|w| Write::slot(w.addr, w.expected, w.value))
+                .collect();
             let switched = self.switch_parked(
                 &bindings,
                 &touched,
@@ -312,7 +324,7 @@ impl Agent {
                 Parked {
                     session: session.as_mut(),
                     phase: Phase::Migrate,
-                    extra: Vec::new(),
+                    extra,
                 },
             );
             let (outcome, pause) = self.parked_result(switched, &touched, session.as_ref())?;
@@ -346,7 +358,19 @@ impl Agent {
         let hooks = session.as_ref().map(|s| *s.hooks()).unwrap_or_default();
         drop(session);
         Ok(self.report(
-            req, c, staged, number, touched, outcome, pause, phases, hooks, t0,
+            req,
+            c,
+            Made {
+                staged,
+                number,
+                touched,
+                hooks,
+                classes,
+            },
+            outcome,
+            pause,
+            phases,
+            t0,
         ))
     }
 
@@ -439,7 +463,8 @@ impl Agent {
         self.write_locked(&bindings, &[], settled).map(|_| ())
     }
 
-    /// Opens the hooks' session and runs prepare, when the patch has hooks.
+    /// Opens the hooks' session and runs prepare, when the patch has hooks; returns it with the
+    /// classes prepare registered for conversion.
     fn prepare(
         &mut self,
         req: &ReloadRequest,
@@ -447,12 +472,13 @@ impl Agent {
         handle: dl::Handle,
         staged: &str,
         number: u32,
-    ) -> Result<Option<Session>, ReloadError> {
+    ) -> Result<Option<(Session, Vec<&'static Class>)>, ReloadError> {
         let hooks = find_hooks(&c.patch, handle);
         if !hooks.any() {
             return Ok(None);
         }
-        let ctx = self.hook_context(&c.module, number, self.generation(), staged, &req.path);
+        let (ctx, registered) =
+            self.hook_context(&c.module, number, self.generation(), staged, &req.path);
         let mut session =
             Session::open(ctx, hooks, hook_timeout(req.hook_timeout_ms)).map_err(|e| {
                 ReloadError::Hook(format!(
@@ -462,7 +488,38 @@ impl Agent {
         if let Err(why) = session.run(Phase::Prepare) {
             return Err(self.refused_by_hook(&session, why));
         }
-        Ok(Some(session))
+        let classes = registered.lock().map(|c| c.clone()).unwrap_or_default();
+        Ok(Some((session, classes)))
+    }
+
+    /// Old methods of a converted class are switched to an entry thunk that converts an old
+    /// object before the new method runs: every call that reaches the old method's symbol, GOT
+    /// slot or entry — a non-virtual call, a `-Bsymbolic` library's own — converts first.
+    fn through_entry_thunks(
+        &self,
+        c: &Checked,
+        mut resolved: Vec<u64>,
+        classes: &[&'static Class],
+    ) -> Result<Vec<u64>, ReloadError> {
+        for class in classes {
+            for i in 0..class.methods() {
+                let old = class.old_method(i);
+                for (m, addr) in c.matches.iter().zip(resolved.iter_mut()) {
+                    let current = self
+                        .find_replaced(&c.module, m)
+                        .map(|k| self.replaced[k].current());
+                    if m.role != Role::Code || (m.old.addr != old && current != Some(old)) {
+                        continue;
+                    }
+                    *addr = class.entry_thunk(*addr).map_err(|e| {
+                        ReloadError::Hook(format!(
+                            "hotagent_convert_class: {e}; nothing was switched"
+                        ))
+                    })?;
+                }
+            }
+        }
+        Ok(resolved)
     }
 
     /// A hook's refusal; a hook that hangs keeps its library mapped (its thread is inside).
@@ -567,22 +624,33 @@ impl Agent {
     }
 
     /// The new generation, recorded, and its report.
-    #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
         req: &ReloadRequest,
         c: Checked,
-        staged: String,
-        number: u32,
-        touched: Vec<usize>,
+        made: Made,
         outcome: Outcome,
         pause: PauseReport,
         phases: Phases,
-        hooks: Hooks,
         t0: Instant,
     ) -> ReloadReport {
+        let Made {
+            staged,
+            number,
+            touched,
+            hooks,
+            classes,
+        } = made;
         let path = req.path.as_str();
         let mut warnings = c.notes;
+        for k in &classes {
+            warnings.push(format!(
+                "objects of {} become {} on their first call ({} virtual methods; converted lazily, each once)",
+                k.old().name,
+                k.new_vtable().name,
+                k.methods()
+            ));
+        }
         warnings.extend(outcome.warnings());
         // `touched` follows `matches` minus the state variables, as do the plan's tallies.
         let ordered: Vec<Match> = c
@@ -622,6 +690,7 @@ impl Agent {
             layout: c.module.clone(),
             owns,
             hooks,
+            classes,
         });
         tracing::info!(
             generation = number,
@@ -747,6 +816,15 @@ struct Checked {
     notes: Vec<String>,
     sharing: private::Sharing,
     deps: Vec<String>,
+}
+
+/// What the switch made: the generation's parts the report records.
+struct Made {
+    staged: String,
+    number: u32,
+    touched: Vec<usize>,
+    hooks: Hooks,
+    classes: Vec<&'static Class>,
 }
 
 /// What the reload has in hand once the new library is loaded.
