@@ -366,9 +366,9 @@ impl Agent {
                 touched,
                 hooks,
                 classes,
+                outcome,
+                pause,
             },
-            outcome,
-            pause,
             phases,
             t0,
         ))
@@ -629,8 +629,6 @@ impl Agent {
         req: &ReloadRequest,
         c: Checked,
         made: Made,
-        outcome: Outcome,
-        pause: PauseReport,
         phases: Phases,
         t0: Instant,
     ) -> ReloadReport {
@@ -640,6 +638,8 @@ impl Agent {
             touched,
             hooks,
             classes,
+            outcome,
+            pause,
         } = made;
         let path = req.path.as_str();
         let mut warnings = c.notes;
@@ -825,6 +825,8 @@ struct Made {
     touched: Vec<usize>,
     hooks: Hooks,
     classes: Vec<&'static Class>,
+    outcome: Outcome,
+    pause: PauseReport,
 }
 
 /// What the reload has in hand once the new library is loaded.
