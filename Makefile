@@ -182,6 +182,27 @@ $(VTABLE_DIR)/test: $(VTABLE_SRC)/test.cpp $(VTABLE_SRC)/nsIBase.h $(VTABLE_DIR)
 example-vtable: build $(VTABLE_DIR)/v1/libimp.so $(VTABLE_DIR)/v2/libimp.so $(VTABLE_DIR)/test
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(VTABLE_DIR) bash $(VTABLE_SRC)/run.sh
 
+# A global struct that grows (examples/migrate): libstats.so v1 and v2 (same soname), the
+# server linked against v1. v2's hooks leave hotagent_previous_symbol & co undefined: the
+# preloaded agent provides them at load time.
+MIGRATE_SRC := examples/migrate
+MIGRATE_DIR := $(TARGET_DIR)/examples/migrate
+
+$(MIGRATE_DIR)/v1/libstats.so: $(MIGRATE_SRC)/stats_v1.c $(MIGRATE_SRC)/stats.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -shared -Wl,-soname,libstats.so -o $@ $<
+
+$(MIGRATE_DIR)/v2/libstats.so: $(MIGRATE_SRC)/stats_v2.c $(MIGRATE_SRC)/stats.h include/hotagent.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -Iinclude -fPIC -shared -Wl,-soname,libstats.so -o $@ $<
+
+$(MIGRATE_DIR)/server: $(MIGRATE_SRC)/server.c $(MIGRATE_SRC)/stats.h $(MIGRATE_DIR)/v1/libstats.so
+	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(MIGRATE_DIR)/v1 -lstats -Wl,-rpath,'$$ORIGIN/v1'
+
+.PHONY: example-migrate
+example-migrate: build $(MIGRATE_DIR)/v1/libstats.so $(MIGRATE_DIR)/v2/libstats.so $(MIGRATE_DIR)/server
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(MIGRATE_DIR) bash $(MIGRATE_SRC)/run.sh
+
 clean:
 	$(CARGO) clean
 

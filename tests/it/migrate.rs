@@ -225,3 +225,27 @@ fn a_copy_relocated_variable_cannot_grow() {
     t.expect("direct", 1);
     t.expect("version", 1);
 }
+
+/// `make example-migrate`: the README's growing-struct example runs, its output line for line.
+#[test]
+fn the_migrate_example_runs() {
+    let out = std::process::Command::new("make")
+        .args(["-s", "--no-print-directory", "example-migrate"])
+        .current_dir(repo_root())
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run make");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("EXAMPLE PASSED"),
+        "make example-migrate failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "v1: 3 requests",
+        "v2: 5 requests, 700 bytes since the reload, largest 400",
+        "v1: 6 requests",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+}
