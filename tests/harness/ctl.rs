@@ -262,3 +262,23 @@ pub fn expect_error(resp: &Response, codes: &[ErrorCode]) -> ErrorReply {
         other => panic!("expected an error coded {codes:?}, got {other:?}"),
     }
 }
+
+/// `make example-NAME` from the repository root, asserted to pass (its run.sh prints
+/// `EXAMPLE PASSED` after checking its own output); returns what it printed.
+#[track_caller]
+pub fn run_example(name: &str) -> String {
+    let target = format!("example-{name}");
+    let out = Command::new("make")
+        .args(["-s", "--no-print-directory", target.as_str()])
+        .current_dir(crate::paths::repo_root())
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run make");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("EXAMPLE PASSED"),
+        "make {target} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}

@@ -5,7 +5,6 @@
 
 use hotagent_tests::*;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
@@ -54,18 +53,7 @@ fn wait_calls(t: &mut Target, more_than: i64) -> i64 {
 /// it and compares every line with examples/vtable/expected.txt (addresses aside).
 #[test]
 fn the_seeds_example_runs_output_for_output() {
-    let out = Command::new("make")
-        .args(["-s", "--no-print-directory", "example-vtable"])
-        .current_dir(repo_root())
-        .env_remove("LD_PRELOAD")
-        .output()
-        .expect("run make");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("EXAMPLE PASSED"),
-        "make example-vtable failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_example("vtable");
     for line in [
         "convert object(",
         ") from version 1 to 2",

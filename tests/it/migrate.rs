@@ -229,18 +229,7 @@ fn a_copy_relocated_variable_cannot_grow() {
 /// `make example-migrate`: the README's growing-struct example runs, its output line for line.
 #[test]
 fn the_migrate_example_runs() {
-    let out = std::process::Command::new("make")
-        .args(["-s", "--no-print-directory", "example-migrate"])
-        .current_dir(repo_root())
-        .env_remove("LD_PRELOAD")
-        .output()
-        .expect("run make");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("EXAMPLE PASSED"),
-        "make example-migrate failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_example("migrate");
     for line in [
         "v1: 3 requests",
         "v2: 5 requests, 700 bytes since the reload, largest 400",
