@@ -422,6 +422,13 @@ static SPECS: &[Spec] = &[
         )
     },
     Spec {
+        flags: &["-DCOUNTER_WRONG_SHAPE"],
+        ..with_inputs(
+            lib("libcounter_shape.so", "libcounter.so", Lang::Cxx, "libcounter_v2.cpp"),
+            COUNTER_H,
+        )
+    },
+    Spec {
         flags: &["-DCOUNTER_NO_DOWNGRADE"],
         ..with_inputs(
             lib(

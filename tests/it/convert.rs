@@ -148,7 +148,7 @@ fn refused(t: &impl HasAgent, patch: &str, why: &[&str]) {
 }
 
 #[test]
-fn converters_for_a_missing_vtable_or_multiple_inheritance_are_refused() {
+fn converters_for_a_missing_vtable_another_shape_or_multiple_inheritance_are_refused() {
     let mut t = Target::spawn(lib("counter"));
     t.expect("make 3", 3);
     refused(
