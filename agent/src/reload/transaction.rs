@@ -142,6 +142,16 @@ impl Agent {
         lookup::check_lookups(&patch, &matches, path)?;
         if req.dry_run && req.no_probe {
             notes.extend(lookup::unseen_without_probe(&matches));
+            let hooks: Vec<&str> = HOOK_NAMES
+                .into_iter()
+                .filter(|h| patch.exports_function(h))
+                .collect();
+            if !hooks.is_empty() {
+                notes.push(format!(
+                    "its hooks ({}) were not run: they run in the probe's copy or in the reload itself",
+                    hooks.join(", ")
+                ));
+            }
         }
         let sharing = match self.private_sharing(req, &module, copy, changed_roots.as_deref()) {
             // A migrate hook takes over state whose layout changed: the new copy keeps its own.
