@@ -14,6 +14,7 @@ pub mod prot;
 pub mod raw;
 pub mod sealed;
 pub mod setxid;
+pub mod shadow_ffi;
 pub mod socket;
 pub mod stop;
 pub mod task;
