@@ -26,6 +26,7 @@ mod privilege;
 mod probe;
 mod quiet;
 mod races;
+mod shadow;
 mod socket;
 mod stage;
 mod versions_real;
