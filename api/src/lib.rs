@@ -60,6 +60,8 @@
 //! mangled: give the ones you look up `#[no_mangle]` or `#[export_name]` (or look up the mangled
 //! name).
 
+#![deny(missing_docs)]
+
 mod cstr;
 #[doc(hidden)]
 pub mod private;
@@ -234,6 +236,8 @@ macro_rules! __hotagent_hook {
     (prepare => $f:path) => {
         /// The reload's veto point (include/hotagent.h).
         #[no_mangle]
+        // The agent's pointer goes to `run`, whose contract it meets; the C signature is fixed.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         pub extern "C" fn hotagent_prepare(ctx: *mut $crate::Ctx) -> ::std::ffi::c_int {
             // SAFETY: the agent calls hooks with its context of this call.
             unsafe { $crate::private::run("prepare", ctx, $f) }
@@ -242,6 +246,8 @@ macro_rules! __hotagent_hook {
     (migrate => $f:path) => {
         /// Takes state over from the previous generation (include/hotagent.h).
         #[no_mangle]
+        // The agent's pointer goes to `run`, whose contract it meets; the C signature is fixed.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         pub extern "C" fn hotagent_migrate(ctx: *mut $crate::Ctx) -> ::std::ffi::c_int {
             // SAFETY: the agent calls hooks with its context of this call.
             unsafe { $crate::private::run("migrate", ctx, $f) }
@@ -250,6 +256,8 @@ macro_rules! __hotagent_hook {
     (unmigrate => $f:path) => {
         /// Hands state back on rollback (include/hotagent.h).
         #[no_mangle]
+        // The agent's pointer goes to `run`, whose contract it meets; the C signature is fixed.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         pub extern "C" fn hotagent_unmigrate(ctx: *mut $crate::Ctx) -> ::std::ffi::c_int {
             // SAFETY: the agent calls hooks with its context of this call.
             unsafe { $crate::private::run("unmigrate", ctx, $f) }
@@ -258,6 +266,8 @@ macro_rules! __hotagent_hook {
     (committed => $f:path) => {
         /// Runs after the switch (include/hotagent.h).
         #[no_mangle]
+        // The agent's pointer goes to `run`, whose contract it meets; the C signature is fixed.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         pub extern "C" fn hotagent_committed(ctx: *mut $crate::Ctx) {
             // SAFETY: the agent calls hooks with its context of this call.
             unsafe { $crate::private::run_committed(ctx, $f) }

@@ -626,7 +626,12 @@ static SPECS: &[Spec] = &[
         SHADOWY_H,
     ),
     with_inputs(
-        lib("libshadowy_v2.so", "libshadowy.so", Lang::C, "libshadowy_v2.c"),
+        lib(
+            "libshadowy_v2.so",
+            "libshadowy.so",
+            Lang::C,
+            "libshadowy_v2.c",
+        ),
         SHADOWY_PATCH,
     ),
     with_inputs(
