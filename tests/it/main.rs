@@ -17,6 +17,7 @@ mod exe_name;
 mod exports;
 mod fixtures_build;
 mod hazards;
+mod header;
 mod impostor;
 mod lifeline;
 mod liveness;
