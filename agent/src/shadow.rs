@@ -104,7 +104,13 @@ impl BuildHasher for KeyHash {
     }
 }
 
-type Shard = RwLock<HashMap<Key, Block, KeyHash>>;
+type Map = HashMap<Key, Block, KeyHash>;
+type Shard = RwLock<Map>;
+
+/// Every shard's write lock, taken just before a `fork` and released in the parent and the child
+/// after it: a lock another thread held at the fork would stay held forever in the child, where
+/// that thread does not exist, and the child's next shadow call on that shard would hang.
+pub struct Frozen<'a>(#[allow(dead_code)] [RwLockWriteGuard<'a, Map>; SHARDS]);
 
 /// A table of shadow blocks. The agent has one ([`global`]); tests make their own.
 pub struct Table {
@@ -132,11 +138,17 @@ impl Table {
 
     // A panic while a lock was held (only an allocation failure the maps could not report) left
     // the map itself consistent: go on with it rather than fail every later call.
-    fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Key, Block, KeyHash>> {
+    fn read(shard: &Shard) -> RwLockReadGuard<'_, Map> {
         shard.read().unwrap_or_else(PoisonError::into_inner)
     }
-    fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<Key, Block, KeyHash>> {
+    fn write(shard: &Shard) -> RwLockWriteGuard<'_, Map> {
         shard.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes every shard's write lock, in order, until the result is dropped (see [`Frozen`]).
+    /// Each is held only for a lookup or a change elsewhere, so this waits microseconds.
+    pub fn freeze(&self) -> Frozen<'_> {
+        Frozen(std::array::from_fn(|i| Self::write(&self.shards[i])))
     }
 
     /// The block of (object, id), if any.
@@ -277,6 +289,17 @@ mod tests {
         assert_eq!(t.len(), 1000);
         assert!((0..1000usize).all(|o| t.get(o * 64, 42).is_none()));
         assert!((0..1000usize).all(|o| t.get(o * 64, 43).is_some()));
+    }
+
+    #[test]
+    fn freeze_holds_every_shard_until_dropped() {
+        let t = Table::new();
+        t.get_or_alloc(1, 1, 8).expect("a block");
+        let frozen = t.freeze();
+        assert!(t.shards.iter().all(|s| s.try_read().is_err()));
+        drop(frozen);
+        assert!(t.shards.iter().all(|s| s.try_write().is_ok()));
+        assert!(t.get(1, 1).is_some());
     }
 
     #[test]

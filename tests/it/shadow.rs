@@ -75,6 +75,17 @@ fn free_all_frees_one_id_for_every_object() {
     t.expect("counts", "4 4");
 }
 
+/// A fork while other threads hold a shard's lock must not leave that lock held in the child (no
+/// thread there would ever release it): the agent takes every shard's lock before a fork and
+/// releases it in both processes. Each child frees a count in every shard and makes a new one.
+#[test]
+fn a_child_forked_while_threads_use_shadows_can_use_them() {
+    let mut t = start_on_v2();
+    t.expect("forks 2 100", "100 0");
+    t.expect("hammer 2 3", "ok");
+    t.expect("counts", "6 6");
+}
+
 /// The blocks live in the agent, not in the patch: a rollback leaves them, and the next reload
 /// of the patch finds the counts where they were.
 #[test]
