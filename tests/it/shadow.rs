@@ -86,6 +86,35 @@ fn a_child_forked_while_threads_use_shadows_can_use_them() {
     t.expect("counts", "6 6");
 }
 
+/// The same statistics from a patch written in Rust on `hotagent_api::shadow`'s typed wrappers
+/// (tests/fixtures/rust_shadow, built by `cargo build --release`): exact counts from 8 threads,
+/// distinct blocks, free, free_all, and a rollback to the C v1.
+#[test]
+fn a_rust_patch_uses_the_crates_shadow_wrappers() {
+    let patch = release_cdylib("libshadowy_rs.so", "tests/fixtures/rust_shadow");
+    let mut t = Target::spawn(CFG.path("shadowy"));
+    t.expect(&format!("open {CONNS}"), "ok");
+    t.expect("count 0", -2);
+    // Rust's std brings thread-local storage C v1 has not; v1 keeps no state worth keeping.
+    reload(&t, &patch, &["--fresh-state"]);
+    t.expect("version", 3);
+    t.expect("count 0", -1);
+    t.expect(&format!("hammer {THREADS} {ROUNDS}"), "ok");
+    let n = THREADS * ROUNDS;
+    t.expect("counts", format!("{n} {n}"));
+    t.expect("blocks", CONNS);
+    t.expect("close 9", "ok");
+    t.expect("count 9", -1);
+    t.expect("request 9", "ok");
+    t.expect("count 9", 1);
+    t.expect("forget", "ok");
+    t.expect("counts", "-1 -1");
+    t.expect("seen 9", 1);
+    rollback(&t);
+    t.expect("version", 1);
+    t.finish().assert_clean();
+}
+
 /// The blocks live in the agent, not in the patch: a rollback leaves them, and the next reload
 /// of the patch finds the counts where they were.
 #[test]
