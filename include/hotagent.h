@@ -72,8 +72,8 @@ int hotagent_convert_class(struct hotagent_ctx *ctx, const char *old_vtable, con
 /* ---- Shadow variables: extra fields attached to any object by its address ---------------------
  *
  * A block is keyed by (object address, id); pick an id per field (e.g. a constant of your patch).
- * Thread-safe, usable from any thread and any code of the patch (not from hotagent_migrate or
- * hotagent_unmigrate: they allocate and lock). Blocks are 16-byte aligned and never move while
+ * Thread-safe, usable from any thread and any code of the patch; not from hotagent_migrate,
+ * hotagent_unmigrate or a signal handler: they allocate and lock (a shard's lock, never a global one). Blocks are 16-byte aligned and never move while
  * allocated; the agent does not know when an object dies: free its blocks when you free it. */
 
 /* The block of (object, id), or NULL when there is none. */
