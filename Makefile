@@ -2,6 +2,9 @@
 #
 #   make            build libhotagent.so and hotctl (release)
 #   make demo       build the demo server, client and both libgreet.so, then run the demo
+#   make examples   run every example of the patch-author API (examples/*/run.sh)
+#   make example-shadow  shadow variables: a patch adds a per-object counter (examples/shadow)
+#   make example-rust    a Rust patch library made with the hotagent-api crate (examples/rust-patch)
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
 #                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
@@ -37,7 +40,8 @@ DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
              $(DEMO_DIR)/server $(DEMO_DIR)/client
 
 .PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
-        bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke realworld
+        bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke realworld examples example-shadow \
+        example-rust
 
 all: build
 
@@ -66,6 +70,46 @@ $(DEMO_DIR)/client: $(DEMO_SRC)/client.c
 
 demo: build demo-build
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) bash $(DEMO_SRC)/run.sh
+
+# Examples of the patch-author API (include/hotagent.h, the hotagent-api crate), each built into
+# $(TARGET_DIR)/examples/<name>/ and run by its run.sh. Each example appends itself here.
+EXAMPLES_DIR := $(TARGET_DIR)/examples
+examples: example-shadow
+
+# Shadow variables: libconn.so v2 counts requests per connection without changing struct conn.
+SHADOW_SRC := examples/shadow
+SHADOW_DIR := $(EXAMPLES_DIR)/shadow
+
+$(SHADOW_DIR)/v1/libconn.so: $(SHADOW_SRC)/conn_v1.c $(SHADOW_SRC)/conn.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -shared -Wl,-soname,libconn.so -o $@ $<
+
+# The hotagent_shadow_* calls stay undefined here: the preloaded agent provides them.
+$(SHADOW_DIR)/v2/libconn.so: $(SHADOW_SRC)/conn_v2.c $(SHADOW_SRC)/conn.h include/hotagent.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -shared -Wl,-soname,libconn.so -o $@ $<
+
+$(SHADOW_DIR)/connd: $(SHADOW_SRC)/connd.c $(SHADOW_SRC)/conn.h $(SHADOW_DIR)/v1/libconn.so
+	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(SHADOW_DIR)/v1 -lconn -Wl,-rpath,'$$ORIGIN/v1'
+
+example-shadow: build $(SHADOW_DIR)/v1/libconn.so $(SHADOW_DIR)/v2/libconn.so $(SHADOW_DIR)/connd
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(SHADOW_DIR) bash $(SHADOW_SRC)/run.sh
+
+# A Rust patch library (hotagent-api's hooks!): the C libcounter.so v1, and v2 in Rust
+# (examples/rust-patch, a workspace member: `make build` builds it as target/release/libcounter.so).
+RUST_SRC := examples/rust-patch
+RUST_DIR := $(EXAMPLES_DIR)/rust-patch
+
+$(RUST_DIR)/v1/libcounter.so: $(RUST_SRC)/counter_v1.c $(RUST_SRC)/counter.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -shared -Wl,-soname,libcounter.so -o $@ $<
+
+$(RUST_DIR)/counterd: $(RUST_SRC)/counterd.c $(RUST_SRC)/counter.h $(RUST_DIR)/v1/libcounter.so
+	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(RUST_DIR)/v1 -lcounter -Wl,-rpath,'$$ORIGIN/v1'
+
+example-rust: build $(RUST_DIR)/v1/libcounter.so $(RUST_DIR)/counterd
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(RUST_DIR) PATCH=$(RELEASE_DIR)/libcounter.so \
+		bash $(RUST_SRC)/run.sh
 
 # Sequential on purpose (also under -j): tests, the real-world suite, then lint, then the demo, the bench and the fuzz
 # targets as smoke checks.

@@ -20,6 +20,7 @@ pub mod image;
 mod log;
 pub mod patch;
 pub mod reload;
+pub mod shadow;
 mod sys;
 
 // Not in unit tests, nor without `autostart` (see agent/Cargo.toml).

@@ -218,6 +218,10 @@ const PRIV_H: &[&str] = &["priv.h"];
 const PRIV_PROGRAM: &[&str] = &["priv.h", "cmdloop.h"];
 const STR_H: &[&str] = &["str.h"];
 const STR_PROGRAM: &[&str] = &["str.h", "cmdloop.h"];
+const SHADOWY_H: &[&str] = &["shadowy.h"];
+/// A patch using the agent's API (the header is found relative to the fixture's folder).
+const SHADOWY_PATCH: &[&str] = &["shadowy.h", "../../include/hotagent.h"];
+const SHADOWY_PROGRAM: &[&str] = &["shadowy.h", "cmdloop.h"];
 /// A library's calls to its own exported functions bind inside it, not through its GOT.
 const BSYMBOLIC_FUNCTIONS: &[&str] = &["-Wl,-Bsymbolic-functions"];
 /// Sources that `#include "libfoo_v2.c"`.
@@ -766,6 +770,25 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("dropper", Lang::C, "dropper.c", &["libfoo.so"]),
         FOO_PROGRAM,
+    ),
+    // Shadow variables (tests/it/shadow.rs): connection objects, and a patch that adds a count
+    // to each without changing their layout.
+    with_inputs(
+        lib("libshadowy.so", "libshadowy.so", Lang::C, "libshadowy_v1.c"),
+        SHADOWY_H,
+    ),
+    with_inputs(
+        lib(
+            "libshadowy_v2.so",
+            "libshadowy.so",
+            Lang::C,
+            "libshadowy_v2.c",
+        ),
+        SHADOWY_PATCH,
+    ),
+    with_inputs(
+        exe("shadowy", Lang::C, "shadowy.c", &["libshadowy.so"]),
+        SHADOWY_PROGRAM,
     ),
 ];
 

@@ -24,7 +24,7 @@ pub use ctl::{
 pub use files::{copy_atomic, patched_copy, scratch, truncated_copy, write_atomic};
 pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};
 pub use hotagent_protocol as protocol;
-pub use paths::{agent_so, hotctl_bin, repo_root, target_dir};
+pub use paths::{agent_so, hotctl_bin, release_cdylib, repo_root, target_dir};
 pub use target::{wait_for_agent, AgentRef, Finished, HasAgent, Target, DEADLINE};
 pub use users::{is_root, test_user, User};
 

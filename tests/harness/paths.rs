@@ -73,3 +73,9 @@ pub fn agent_so() -> PathBuf {
 pub fn hotctl_bin() -> PathBuf {
     release_artifact("hotctl", &["control", "protocol"])
 }
+
+/// A cdylib of a workspace crate in `target/release/` (e.g. `libshadowy_rs.so` from
+/// `tests/fixtures/rust_shadow`), refused when older than its crate's or `api/`'s sources.
+pub fn release_cdylib(name: &str, crate_dir: &str) -> PathBuf {
+    release_artifact(name, &[crate_dir, "api"])
+}

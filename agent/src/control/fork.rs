@@ -8,6 +8,7 @@
 
 use super::{dispatch, server};
 use crate::reload::Agent;
+use crate::shadow::{self, Frozen};
 use hotagent_protocol::StatusReport;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 type Held = (
     Option<MutexGuard<'static, Agent>>,
     Option<MutexGuard<'static, Option<StatusReport>>>,
+    Option<Frozen<'static>>,
 );
 
 thread_local! {
@@ -49,7 +51,11 @@ extern "C" fn prepare() {
         let agent = take_agent();
         // Only ever held for a copy, never across a wait: taking it cannot stall the fork.
         let snapshot = dispatch::snapshot_lock();
-        HELD.with(|h| *h.borrow_mut() = Some(ManuallyDrop::new((agent, Some(snapshot)))));
+        // Last: the shadow shards are each held for a lookup only, never while taking the others.
+        let shadows = shadow::global().freeze();
+        HELD.with(|h| {
+            *h.borrow_mut() = Some(ManuallyDrop::new((agent, Some(snapshot), Some(shadows))))
+        });
     });
 }
 
@@ -73,7 +79,8 @@ fn take_agent() -> Option<MutexGuard<'static, Agent>> {
 fn release() -> bool {
     HELD.with(|h| {
         let held = h.borrow_mut().take().map(ManuallyDrop::into_inner);
-        let (agent, snapshot) = held.unwrap_or((None, None));
+        let (agent, snapshot, shadows) = held.unwrap_or((None, None, None));
+        drop(shadows);
         drop(snapshot);
         let had = agent.is_some();
         drop(agent);

@@ -16,6 +16,7 @@ pub mod prot;
 pub mod raw;
 pub mod sealed;
 pub mod setxid;
+pub mod shadow_ffi;
 pub mod socket;
 pub mod stop;
 pub mod task;
