@@ -5,6 +5,8 @@
 #   make examples   run every example of the patch-author API (examples/*/run.sh)
 #   make example-shadow  shadow variables: a patch adds a per-object counter (examples/shadow)
 #   make example-rust    a Rust patch library made with the hotagent-api crate (examples/rust-patch)
+#   make example-vtable  the seed's C++ nsIBase example: objects converted on their first call
+#   make example-migrate a global struct that grows, carried over by migrate and handed back
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
 #                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
@@ -74,7 +76,7 @@ demo: build demo-build
 # Examples of the patch-author API (include/hotagent.h, the hotagent-api crate), each built into
 # $(TARGET_DIR)/examples/<name>/ and run by its run.sh. Each example appends itself here.
 EXAMPLES_DIR := $(TARGET_DIR)/examples
-examples: example-shadow
+examples: example-vtable example-migrate example-shadow example-rust
 
 # Shadow variables: libconn.so v2 counts requests per connection without changing struct conn.
 SHADOW_SRC := examples/shadow

@@ -263,21 +263,46 @@ pub fn expect_error(resp: &Response, codes: &[ErrorCode]) -> ErrorReply {
     }
 }
 
-/// `make example-NAME` from the repository root, asserted to pass (its run.sh prints
-/// `EXAMPLE PASSED` after checking its own output); returns what it printed.
+/// `make example-NAME` from the repository root, asserted to pass within two minutes (its
+/// run.sh checks its own output and prints `EXAMPLE PASSED`); returns what it printed. The agent
+/// and hotctl are the ones the harness checked are fresh: make is told not to rebuild them.
 #[track_caller]
 pub fn run_example(name: &str) -> String {
+    let _ = (crate::paths::agent_so(), hotctl_bin());
     let target = format!("example-{name}");
-    let out = Command::new("make")
-        .args(["-s", "--no-print-directory", target.as_str()])
+    let child = Command::new("make")
+        .args(["-s", "--no-print-directory", "-o", "build", target.as_str()])
         .current_dir(crate::paths::repo_root())
         .env_remove("LD_PRELOAD")
-        .output()
+        // cargo test puts target/release first in the library path, where the Rust example's
+        // own libcounter.so lies: the example programs must find theirs through their run path.
+        .env_remove("LD_LIBRARY_PATH")
+        .env("EXAMPLE_PACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run make");
+    let pid = child.id();
+    // Collected on another thread, so a full pipe cannot stall make while we wait.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.expect("collect make's output"),
+        Err(_) => {
+            // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child, not
+            // reaped yet (its waiting thread has not returned), so the pid is not reused.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("make {target} did not finish within 120 s");
+        }
+    };
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && text.contains("EXAMPLE PASSED"),
-        "make {target} failed:\n{text}\n{}",
+        "make {target}: {}\n{text}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     text

@@ -238,3 +238,15 @@ fn the_migrate_example_runs() {
         assert!(text.contains(line), "{line:?} missing:\n{text}");
     }
 }
+
+/// `make example-rust`: a patch library written in Rust on the hotagent-api crate, whose
+/// `hooks!` migrate and unmigrate carry a private static over and back through
+/// `previous_symbol` — the crate's hooks in a real target.
+#[test]
+fn the_rust_patch_example_carries_its_count_both_ways() {
+    let text = run_example("rust");
+    assert!(
+        text.contains("C v1 -> Rust v2 -> C v1 in one process, the count carried both ways"),
+        "{text}"
+    );
+}

@@ -6,9 +6,6 @@
 //! and marks it seen in another (id SEEN), and frees the count when the object is closed.
 
 use hotagent_tests::*;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 const CFG: Config = Config::DEFAULT;
 const CONNS: usize = 256;
@@ -136,36 +133,7 @@ fn blocks_outlive_a_rollback_and_a_new_reload() {
 /// harness has checked that the release artifacts are current).
 #[test]
 fn make_example_shadow_passes() {
-    let _ = (agent_so(), hotctl_bin());
-    let child = Command::new("make")
-        .args(["--no-print-directory", "-o", "build", "example-shadow"])
-        .current_dir(repo_root())
-        .env("EXAMPLE_PACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run make");
-    let pid = child.id();
-    // Collected on another thread, so a full pipe cannot stall make while we wait.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(out) => out.expect("collect make's output"),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("make example-shadow did not finish within 120 s");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "make example-shadow: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let stdout = run_example("shadow");
     for want in [
         "[alice] hello (v1)",
         "[alice] hello (v2: request 1 on this connection)",
