@@ -428,7 +428,12 @@ static SPECS: &[Spec] = &[
     Spec {
         flags: &["-DCOUNTER_WRONG_SHAPE"],
         ..with_inputs(
-            lib("libcounter_shape.so", "libcounter.so", Lang::Cxx, "libcounter_v2.cpp"),
+            lib(
+                "libcounter_shape.so",
+                "libcounter.so",
+                Lang::Cxx,
+                "libcounter_v2.cpp",
+            ),
             COUNTER_H,
         )
     },
