@@ -98,7 +98,7 @@ example-shadow: build $(SHADOW_DIR)/v1/libconn.so $(SHADOW_DIR)/v2/libconn.so $(
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(SHADOW_DIR) bash $(SHADOW_SRC)/run.sh
 
 # A Rust patch library (hotagent-api's hooks!): the C libcounter.so v1, and v2 in Rust
-# (examples/rust-patch, a workspace member: `make build` builds it as target/release/libcounter.so).
+# (examples/rust-patch, a workspace member: `make build` builds it as target/release/libcounter_rs.so).
 RUST_SRC := examples/rust-patch
 RUST_DIR := $(EXAMPLES_DIR)/rust-patch
 
@@ -110,7 +110,7 @@ $(RUST_DIR)/counterd: $(RUST_SRC)/counterd.c $(RUST_SRC)/counter.h $(RUST_DIR)/v
 	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(RUST_DIR)/v1 -lcounter -Wl,-rpath,'$$ORIGIN/v1'
 
 example-rust: build $(RUST_DIR)/v1/libcounter.so $(RUST_DIR)/counterd
-	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(RUST_DIR) PATCH=$(RELEASE_DIR)/libcounter.so \
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(RUST_DIR) PATCH=$(RELEASE_DIR)/libcounter_rs.so \
 		bash $(RUST_SRC)/run.sh
 
 # Sequential on purpose (also under -j): tests, the real-world suite, then lint, then the demo, the bench and the fuzz

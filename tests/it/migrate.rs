@@ -41,6 +41,7 @@ fn a_grown_struct_is_carried_over_under_load_and_handed_back() {
         .unwrap_or_else(|| panic!("grow_stats not in {:?}", r.symbols));
     assert_eq!(var.kind, "variable");
     assert!(r.phases.migrate_us > 0, "{:?}", r.phases);
+    assert!(r.phases.committed_us > 0, "{:?}", r.phases);
     assert!(
         r.warnings
             .iter()
@@ -48,6 +49,7 @@ fn a_grown_struct_is_carried_over_under_load_and_handed_back() {
         "{:?}",
         r.warnings
     );
+    // 2 once hotagent_committed ran, after the switch (20 before).
     t.expect("version", 2);
     let after_reload = t.cmd_i("count");
     assert!(after_reload > 5, "the count was reset: {after_reload}");

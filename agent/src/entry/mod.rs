@@ -23,6 +23,9 @@ const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(1);
 const CONFLICT_BUDGET: Duration = Duration::from_secs(1);
 /// Between two stops, to let the threads move on.
 const RETRY_PAUSE: Duration = Duration::from_millis(1);
+/// How long a switch with a caller's step (a migrate hook, a class conversion) looks for a stop
+/// in which no thread is inside an entry to rewrite or the code to avoid.
+const PARKED_BUDGET: Duration = Duration::from_secs(5);
 
 /// What a site holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,10 @@ pub struct Pause {
     pub asleep: usize,
     /// One of those that left its sleep during a round that wrote entries, if any.
     pub woke: Option<i32>,
+    /// Rounds given up before the caller's step because a thread was inside an entry to
+    /// rewrite, or inside the code to avoid.
+    pub held_at_entry: u32,
+    pub held_in_code: u32,
 }
 
 #[derive(Debug, Default)]
@@ -215,18 +222,22 @@ impl Entries {
         mem: &M,
         wants: &[(u64, Want)],
     ) -> (Vec<Result<(), String>>, Pause) {
-        self.converge_with(mem, wants, None)
+        self.converge_with(mem, wants, None, &[])
     }
 
     /// [`Entries::converge`], with `inside` run first thing while the other threads are parked
     /// (they are parked for it even when no entry needs writing). When it returns false nothing
     /// is written and every request is answered with an error; it must allocate nothing and take
     /// no lock a parked thread may hold. When the threads cannot be stopped it is not run.
+    ///
+    /// With `inside`, the round that runs it also needs every thread outside the `avoid`
+    /// ranges (`[start, end)`): code that must not be mid-way when the step runs.
     pub fn converge_with<M: Memory>(
         &mut self,
         mem: &M,
         wants: &[(u64, Want)],
         inside: Option<&mut dyn FnMut() -> bool>,
+        avoid: &[(u64, u64)],
     ) -> (Vec<Result<(), String>>, Pause) {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
         let mut pending: Vec<Pending> = Vec::new();
@@ -259,8 +270,8 @@ impl Entries {
         for (p, a) in pending.iter_mut().zip(after) {
             p.after_pending = a;
         }
-        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside);
-        if stop_failure.as_deref() == Some(ABANDONED) {
+        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside, avoid);
+        if matches!(stop_failure.as_deref(), Some(ABANDONED | HELD_INSIDE)) {
             let results = wants.iter().map(|_| Err(ABANDONED.to_string())).collect();
             return (results, pause);
         }
@@ -432,10 +443,11 @@ impl Entries {
         fd: i32,
         pending: &mut [Pending],
         retargets: &mut [Retarget],
-        mut inside: Option<&mut dyn FnMut() -> bool>,
+        mut inside_first: Option<&mut dyn FnMut() -> bool>,
+        avoid: &[(u64, u64)],
     ) -> (Pause, Option<String>) {
         let mut pause = Pause::default();
-        if pending.is_empty() && inside.is_none() {
+        if pending.is_empty() && inside_first.is_none() {
             // Nothing to write in code: the slots alone change, one atomic store each.
             for r in retargets.iter_mut() {
                 if self.original_ready(r.needs, r.needs_pending, &[]) {
@@ -449,7 +461,14 @@ impl Entries {
         prot::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
         // The raw clock and sleep: `clock_gettime` and `nanosleep` may be what is rolled back.
-        let deadline = raw::monotonic() + CONFLICT_BUDGET;
+        // A caller's step waits for a round with every thread out of the way, however long
+        // threads keep calling the code being switched: a longer budget.
+        let budget = if inside_first.is_some() {
+            PARKED_BUDGET
+        } else {
+            CONFLICT_BUDGET
+        };
+        let deadline = raw::monotonic() + budget;
         loop {
             let stopped = match stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT) {
                 Ok(s) => s,
@@ -461,19 +480,41 @@ impl Entries {
                 }
             };
             // Parked: no allocation, no lock, until `release`.
-            if let Some(first) = inside.take() {
-                if !first() {
-                    pause.threads = stopped.threads();
-                    pause.asleep = stopped.asleep();
-                    pause.longest = stopped.release();
-                    pause.rounds = 1;
-                    return (pause, Some(ABANDONED.to_string()));
-                }
-            }
             let inside = |window: u64| {
                 let hi = window + JUMP_LEN as u64;
                 stopped.pcs().any(|pc| pc > window && pc < hi)
             };
+            if let Some(first) = inside_first.as_deref_mut() {
+                // The caller's step and every jump go in one round, or none does: a round that
+                // wrote the step but had to leave an entry for later would let the threads run
+                // the old entry against what the step changed (a migrated variable, an object
+                // converted through its vtable).
+                let at_entry = pending
+                    .iter()
+                    .any(|p| p.holds != Holds::Original && inside(self.sites[p.site].window));
+                let in_code = stopped
+                    .pcs()
+                    .any(|pc| avoid.iter().any(|&(lo, hi)| pc >= lo && pc < hi));
+                pause.held_at_entry += u32::from(at_entry);
+                pause.held_in_code += u32::from(in_code);
+                if at_entry || in_code {
+                    pause.longest = pause.longest.max(stopped.release());
+                    pause.rounds += 1;
+                    if raw::monotonic() >= deadline {
+                        return (pause, Some(HELD_INSIDE.to_string()));
+                    }
+                    raw::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                if !first() {
+                    pause.threads = stopped.threads();
+                    pause.asleep = stopped.asleep();
+                    pause.longest = pause.longest.max(stopped.release());
+                    pause.rounds += 1;
+                    return (pause, Some(ABANDONED.to_string()));
+                }
+                inside_first = None;
+            }
             let written_before = pending.iter().filter(|p| p.done.is_some()).count();
             for p in pending.iter_mut() {
                 if p.done.is_none() && p.holds == Holds::Original {
@@ -542,6 +583,9 @@ impl Entries {
 
 /// Why nothing was written: the work a caller asked to do with the threads parked refused.
 const ABANDONED: &str = "the switch was abandoned before any entry was written";
+/// Why nothing was written: no round found every thread outside every entry to rewrite (and
+/// the code to avoid).
+const HELD_INSIDE: &str = "in every stop of the budget some thread was inside the first bytes of an entry to rewrite, or inside code that must not be mid-way";
 
 /// Whether code at `at` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).

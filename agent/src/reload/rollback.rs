@@ -63,6 +63,7 @@ impl Agent {
                     session: session.as_mut(),
                     phase: Phase::Unmigrate,
                     extra,
+                    avoid: gen.methods.iter().map(|m| m.new).collect(),
                 };
                 match self.switch_parked(&bindings, &gen.symbols, &settled, parked) {
                     Ok((outcome, pause)) => {

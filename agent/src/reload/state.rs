@@ -151,6 +151,8 @@ pub(super) struct Generation {
     pub(super) hooks: Hooks,
     /// The classes whose objects it converts (their rollback converts them back).
     pub(super) classes: Vec<&'static crate::convert::Class>,
+    /// Where those classes' methods lie, old and new.
+    pub(super) methods: Vec<super::transaction::MethodCode>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.

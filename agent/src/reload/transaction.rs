@@ -312,7 +312,7 @@ impl Agent {
         }
 
         let t = Instant::now();
-        let resolved = self.through_entry_thunks(&c, resolved, &classes)?;
+        let (resolved, methods) = self.through_entry_thunks(&c, resolved, &classes)?;
         let (touched, bindings) = self.bind(req, &c, &resolved, new_base)?;
         phases.plan_us += micros(t);
 
@@ -335,6 +335,7 @@ impl Agent {
                     session: session.as_mut(),
                     phase: Phase::Migrate,
                     extra,
+                    avoid: methods.iter().map(|m| m.old).collect(),
                 },
             );
             let (outcome, pause) = self.parked_result(switched, &touched, session.as_ref())?;
@@ -376,6 +377,7 @@ impl Agent {
                 touched,
                 hooks,
                 classes,
+                methods,
                 outcome,
                 pause,
             },
@@ -505,12 +507,14 @@ impl Agent {
     /// Old methods of a converted class are switched to an entry thunk that converts an old
     /// object before the new method runs: every call that reaches the old method's symbol, GOT
     /// slot or entry — a non-virtual call, a `-Bsymbolic` library's own — converts first.
+    /// Returns the addresses to switch to, and where each such method's old and new code lie.
     fn through_entry_thunks(
         &self,
         c: &Checked,
         mut resolved: Vec<u64>,
         classes: &[&'static Class],
-    ) -> Result<Vec<u64>, ReloadError> {
+    ) -> Result<(Vec<u64>, Vec<MethodCode>), ReloadError> {
+        let mut methods = Vec::new();
         for class in classes {
             for i in 0..class.methods() {
                 let old = class.old_method(i);
@@ -521,6 +525,10 @@ impl Agent {
                     if m.role != Role::Code || (m.old.addr != old && current != Some(old)) {
                         continue;
                     }
+                    methods.push(MethodCode {
+                        old: (m.old.addr, m.old.addr + m.old.size.max(1)),
+                        new: (*addr, *addr + m.new.size.max(1)),
+                    });
                     *addr = class.entry_thunk(*addr).map_err(|e| {
                         ReloadError::Hook(format!(
                             "hotagent_convert_class: {e}; nothing was switched"
@@ -529,7 +537,7 @@ impl Agent {
                 }
             }
         }
-        Ok(resolved)
+        Ok((resolved, methods))
     }
 
     /// A hook's refusal; a hook that hangs keeps its library mapped (its thread is inside).
@@ -557,7 +565,7 @@ impl Agent {
             Ok(done) => return Ok(done),
             Err(ParkedError::Write(e)) => e,
             Err(ParkedError::NoStop(why)) => ReloadError::WriteFailed(format!(
-                "the patch has a migrate hook, which needs every other thread parked, but {why}; nothing was switched"
+                "the switch needs every other thread parked at once (a migrate hook or a class conversion), but {why}; nothing was switched"
             )),
             Err(ParkedError::Hook(why)) => match session {
                 Some(s) => self.refused_by_hook(s, why),
@@ -648,6 +656,7 @@ impl Agent {
             touched,
             hooks,
             classes,
+            methods,
             outcome,
             pause,
         } = made;
@@ -701,6 +710,7 @@ impl Agent {
             owns,
             hooks,
             classes,
+            methods,
         });
         tracing::info!(
             generation = number,
@@ -828,6 +838,14 @@ struct Checked {
     deps: Vec<String>,
 }
 
+/// Where a converted class's method lies, `[start, end)`, in the old and in the new build:
+/// no thread may be mid-way in the one being left when objects start to convert.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MethodCode {
+    pub(super) old: (u64, u64),
+    pub(super) new: (u64, u64),
+}
+
 /// What the switch made: the generation's parts the report records.
 struct Made {
     staged: String,
@@ -835,6 +853,7 @@ struct Made {
     touched: Vec<usize>,
     hooks: Hooks,
     classes: Vec<&'static Class>,
+    methods: Vec<MethodCode>,
     outcome: Outcome,
     pause: PauseReport,
 }

@@ -81,7 +81,10 @@ impl Agent {
             writes.extend(parked.extra.iter().copied());
             let mut batch = Batch::new(writes);
             let Parked {
-                mut session, phase, ..
+                mut session,
+                phase,
+                avoid,
+                ..
             } = parked;
             let mut outcome: Option<Result<(), ParkedError>> = None;
             let t = Instant::now();
@@ -105,15 +108,23 @@ impl Agent {
                     }
                 }
             };
-            let pause = self.converge_entries_in(&mem, &layouts, Some(&mut inside));
+            let pause = self.converge_entries_in(&mem, &layouts, Some(&mut inside), &avoid);
             let write_us = micros(t);
             match outcome {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e),
-                None => return Err(ParkedError::NoStop(
-                    "the other threads could not be stopped (`hotctl status` shows why for each entry)"
-                        .to_string(),
-                )),
+                None if pause.rounds > 1 => {
+                    return Err(ParkedError::NoStop(format!(
+                        "in each of {} stops some thread was inside the code being switched (an entry's first bytes, or a method of a class being converted)",
+                        pause.rounds
+                    )))
+                }
+                None => {
+                    return Err(ParkedError::NoStop(
+                        "the other threads could not be stopped (`hotctl status` shows why for each entry)"
+                            .to_string(),
+                    ))
+                }
             }
             let t = Instant::now();
             let verify_fixes = self.verify(&mem, &layouts, bindings);
@@ -197,6 +208,10 @@ pub(super) struct Parked<'a> {
     pub(super) session: Option<&'a mut Session>,
     pub(super) phase: Phase,
     pub(super) extra: Vec<Write>,
+    /// Code no thread may be in the middle of when the switch happens (`[start, end)`): the
+    /// methods of classes being converted and their thunks, where a call decided before the
+    /// switch which layout it works on.
+    pub(super) avoid: Vec<(u64, u64)>,
 }
 
 /// Why the parked switch changed nothing.
