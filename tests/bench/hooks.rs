@@ -4,6 +4,7 @@
 
 use super::{us, Counts};
 use hotagent_tests::*;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -147,6 +148,35 @@ fn timed(t: &mut Target, line: &str) -> (f64, i64) {
     }
 }
 
+/// Where the vtable of set `set`'s first object leads for `get()`: the file mapped there (a
+/// memfd copy for a reloaded build), or an anonymous page: code the agent made (a thunk).
+fn slot_holder(t: &mut Target, set: char) -> String {
+    let answer = t.cmd(&format!("slot {set}"));
+    let addr = answer
+        .strip_prefix("get 0x")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("answer to slot {set} is not `get 0xADDR`: {answer:?}"));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid())).unwrap_or_default();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let range = f.next().unwrap_or_default();
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            continue;
+        };
+        if (lo..hi).contains(&addr) {
+            let file = f.nth(4).unwrap_or_default();
+            return match file.rsplit('/').next() {
+                Some(name) if !name.is_empty() => format!("`{name}`'s code"),
+                _ => "an anonymous code page (a thunk of the agent's)".to_string(),
+            };
+        }
+    }
+    format!("{addr:#x}, in no mapping")
+}
+
 /// One call on each object of set `sets[0]` through the vtable, then of `sets[1]` directly,
 /// into `row`; every call must have reached library version `version`.
 fn both(t: &mut Target, row: &mut [Vec<f64>; 2], sets: &str, version: i64, objects: usize) {
@@ -178,6 +208,8 @@ fn conversion_costs(n: &Counts) -> String {
     let objects = n.objects;
     // [row][0 = virtual, 1 = direct]: ns per call, one figure per target.
     let mut ns: Vec<[Vec<f64>; 2]> = ROWS.iter().map(|_| Default::default()).collect();
+    // Where the get() slot leads: at generation 0, on the new vtable, back on the old one.
+    let mut slots: [BTreeSet<String>; 3] = Default::default();
     for _ in 0..n.conversions {
         let mut t = Target::spawn(cfg.path("callcost"));
         // Set a for calls through the vtable, b for direct calls: each object's first call
@@ -188,6 +220,7 @@ fn conversion_costs(n: &Counts) -> String {
         timed(&mut t, "virt a");
         timed(&mut t, "direct b");
         both(&mut t, &mut ns[0], "ab", 1, objects);
+        slots[0].insert(slot_holder(&mut t, 'a'));
         let r = reload(&t, &v2, &["--no-probe", "--settle", "0"]);
         assert!(
             r.warnings.iter().any(|w| w.contains("_ZTV4Cell")),
@@ -198,9 +231,11 @@ fn conversion_costs(n: &Counts) -> String {
         both(&mut t, &mut ns[2], "ab", 2, objects);
         t.expect(&format!("make c {objects}"), format!("made {objects}"));
         both(&mut t, &mut ns[3], "cc", 2, objects);
+        slots[1].insert(slot_holder(&mut t, 'c'));
         rollback(&t);
         both(&mut t, &mut ns[4], "ab", 1, objects);
         both(&mut t, &mut ns[5], "ab", 1, objects);
+        slots[2].insert(slot_holder(&mut t, 'a'));
         t.assert_alive();
     }
     let floor: Vec<f64> = (0..2).map(|k| mid_p90(&mut ns[0][k]).0).collect();
@@ -228,6 +263,16 @@ fn conversion_costs(n: &Counts) -> String {
             .collect();
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
+    let said = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" or ");
+    let _ = writeln!(
+        out,
+        "\nWhere the vtable's `get()` slot leads (read from an object, found in the process's \
+         maps): at generation 0, {}; after the reload, on the new vtable, {}; after the \
+         rollback, on the old vtable, {}.",
+        said(&slots[0]),
+        said(&slots[1]),
+        said(&slots[2])
+    );
     out
 }
 
