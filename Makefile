@@ -9,7 +9,9 @@
 #   make example-migrate a global struct that grows, carried over by migrate and handed back
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
-#                   start-up and idle cost; report in target/bench/report.md, docs/PERFORMANCE.md
+#                   hooks and C++ conversion, start-up and idle cost; report in
+#                   target/bench/report.md, docs/PERFORMANCE.md (one section alone:
+#                   BENCH_ONLY=WORD-OF-ITS-TITLE target/release/hotagent-bench)
 #   make bench-compare  the same fixture under Frida (installed from PyPI into a venv) and hotagent
 #   make soak       reload/rollback for long under load (SOAK_CYCLES, SOAK_THREADS); fails on any
 #                   wrong answer or failed request

@@ -3,8 +3,10 @@
 //! to `target/bench/report.md` (and `docs/PERFORMANCE.md` with `--write-docs`).
 //!
 //! `BENCH_QUICK=1` runs every section with tiny counts (the smoke `make test` runs, so the bench
-//! cannot rot); figures from a quick run mean nothing.
+//! cannot rot); figures from a quick run mean nothing. `BENCH_ONLY=WORD` runs only the sections
+//! whose title contains WORD (e.g. `BENCH_ONLY=hooks target/release/hotagent-bench`).
 
+mod hooks;
 mod load;
 mod soak;
 mod whole;
@@ -27,6 +29,9 @@ struct Counts {
     pause_cycles: usize,
     /// Reload/rollback cycles of the demo server under load.
     switches: usize,
+    /// C++ objects per set whose calls are timed, and fresh targets doing it (`hooks`).
+    objects: usize,
+    conversions: usize,
 }
 
 const FULL: Counts = Counts {
@@ -39,6 +44,8 @@ const FULL: Counts = Counts {
     idle: Duration::from_secs(10),
     pause_cycles: 20,
     switches: 100,
+    objects: 100_000,
+    conversions: 15,
 };
 
 const QUICK: Counts = Counts {
@@ -51,6 +58,8 @@ const QUICK: Counts = Counts {
     idle: Duration::from_millis(200),
     pause_cycles: 1,
     switches: 2,
+    objects: 1000,
+    conversions: 1,
 };
 
 /// One part of the report: its counts in, its markdown out.
@@ -73,7 +82,9 @@ fn main() {
     let mut report = String::new();
     let _ = writeln!(report, "# hotagent performance\n");
     let _ = writeln!(report, "{}\n", machine());
-    let sections: [(&str, Section); 8] = [
+    // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let sections: [(&str, Section); 9] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -83,10 +94,17 @@ fn main() {
         ),
         ("Call cost", call_cost),
         ("Entry-jump pause", pause),
+        (
+            "Patch-author hooks and object conversion",
+            hooks::hooks_and_conversion,
+        ),
         ("Agent start-up", startup),
         ("Agent idle cost", idle),
     ];
     for (title, section) in sections {
+        if only.as_deref().is_some_and(|w| !title.contains(w)) {
+            continue;
+        }
         eprintln!("bench: {title}...");
         let body = section(n);
         let _ = writeln!(report, "## {title}\n\n{body}");
@@ -117,7 +135,7 @@ fn main() {
     }
     std::fs::write(dir.join("report.md"), &report).expect("write target/bench/report.md");
     eprintln!("bench: wrote {}", dir.join("report.md").display());
-    if write_docs && !quick {
+    if write_docs && !quick && only.is_none() {
         let doc = format!(
             "{report}\nRegenerate with `make bench` (this file is `target/bench/report.md` of that run).\n"
         );

@@ -233,6 +233,8 @@ const COUNTER_PROGRAM: &[&str] = &["counter.h", "cmdloop.h"];
 const MULTI_H: &[&str] = &["multi.h"];
 const MULTI_PROGRAM: &[&str] = &["multi.h", "cmdloop.h"];
 const GROW_PROGRAM: &[&str] = &["grow.h", "cmdloop.h"];
+const CALLCOST_H: &[&str] = &["callcost.h"];
+const CALLCOST_PROGRAM: &[&str] = &["callcost.h", "cmdloop.h"];
 
 /// libgrow_v2.c built with `flags` (which hooks it has and how they behave).
 const fn grow_variant(out: &'static str, flags: &'static [&'static str]) -> Spec {
@@ -511,6 +513,39 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("multi", Lang::Cxx, "multi.cpp", &["libmulti.so"]),
         MULTI_PROGRAM,
+    ),
+    // The bench's hook and conversion costs (tests/bench/hooks.rs): libfoo v2 with hooks that
+    // only return 0 (and without any, the floor); a class whose converters do nothing.
+    on_v2("libfoo_hooks_none.so", "libfoo_hooks.c"),
+    Spec {
+        flags: &["-DHOOK_PREPARE", "-DHOOK_COMMITTED"],
+        ..on_v2("libfoo_hooks_nomigrate.so", "libfoo_hooks.c")
+    },
+    Spec {
+        flags: &["-DHOOK_PREPARE", "-DHOOK_MIGRATE", "-DHOOK_COMMITTED"],
+        ..on_v2("libfoo_hooks_all.so", "libfoo_hooks.c")
+    },
+    with_inputs(
+        lib(
+            "libcallcost.so",
+            "libcallcost.so",
+            Lang::Cxx,
+            "libcallcost_v1.cpp",
+        ),
+        CALLCOST_H,
+    ),
+    with_inputs(
+        lib(
+            "libcallcost_v2.so",
+            "libcallcost.so",
+            Lang::Cxx,
+            "libcallcost_v2.cpp",
+        ),
+        CALLCOST_H,
+    ),
+    with_inputs(
+        exe("callcost", Lang::Cxx, "callcost.cpp", &["libcallcost.so"]),
+        CALLCOST_PROGRAM,
     ),
     // C++.
     in_matrix(with_inputs(
