@@ -270,7 +270,8 @@ impl Entries {
         for (p, a) in pending.iter_mut().zip(after) {
             p.after_pending = a;
         }
-        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside, avoid);
+        let (pause, stop_failure) =
+            self.write_stopped(fd, &mut pending, &mut retargets, inside, avoid);
         if matches!(stop_failure.as_deref(), Some(ABANDONED | HELD_INSIDE)) {
             let results = wants.iter().map(|_| Err(ABANDONED.to_string())).collect();
             return (results, pause);
