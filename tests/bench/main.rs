@@ -9,6 +9,7 @@
 mod hooks;
 mod load;
 mod soak;
+mod trying;
 mod whole;
 
 use hotagent_tests::*;
@@ -84,7 +85,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -97,6 +98,10 @@ fn main() {
         (
             "Patch-author hooks and object conversion",
             hooks::hooks_and_conversion,
+        ),
+        (
+            "Validating candidates: try against restart",
+            trying::try_against_restart,
         ),
         ("Agent start-up", startup),
         ("Agent idle cost", idle),

@@ -372,6 +372,11 @@ static SPECS: &[Spec] = &[
         exe("libcpatch", Lang::C, "libcpatch.c", &[]),
         CMDLOOP_H,
     )),
+    // A program whose start-up takes a realistic time (the try bench).
+    with_inputs(
+        exe("slowstart", Lang::C, "slowstart.c", &["libfoo.so"]),
+        FOO_PROGRAM,
+    ),
     // State that changes shape (issue 10): a struct that grows, migrate/unmigrate hooks, and
     // the ways a hook refuses.
     with_inputs(
