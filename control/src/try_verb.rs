@@ -45,7 +45,7 @@ pub struct TryReport {
 pub enum TryError {
     #[error("{0}")]
     Verdict(String),
-    #[error("rolling back {path} failed, so no further candidate was tried and the target stays at generation {generation}: {message}")]
+    #[error("rolling back {path} failed, so no further candidate was tried; the target is at generation {generation}: {message}")]
     RollbackFailed {
         path: String,
         generation: u32,
@@ -55,10 +55,7 @@ pub enum TryError {
 
 pub fn run(dir: &Path, global: &Global, args: &TryArgs, out: &mut dyn Write) -> Result<()> {
     let target = discover::target(dir, global.pid)?;
-    let start = match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
-        Response::Status(status) => status.generation,
-        other => return Err(client::unexpected(other, "status")),
-    };
+    let start = generation(&target, global)?;
     let mut report = TryReport {
         candidates: Vec::new(),
         kept: None,
@@ -135,10 +132,11 @@ fn try_each(
         match rollback::exchange(target, global, args.reset) {
             Ok(back) => report.generation = back.generation,
             Err(err) => {
-                report.generation = reloaded.generation;
+                // Whatever the failure, the agent knows best where the target is now.
+                report.generation = generation(target, global).unwrap_or(reloaded.generation);
                 return Err(TryError::RollbackFailed {
                     path,
-                    generation: reloaded.generation,
+                    generation: report.generation,
                     message: crate::one_line(&format!("{err:#}")),
                 }
                 .into());
@@ -146,6 +144,14 @@ fn try_each(
         }
     }
     Ok(())
+}
+
+/// The target's current generation, as its agent reports it.
+fn generation(target: &Target, global: &Global) -> Result<u32> {
+    match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
+        Response::Status(status) => Ok(status.generation),
+        other => Err(client::unexpected(other, "status")),
+    }
 }
 
 fn refused(path: String, reason: String) -> Verdict {

@@ -294,6 +294,40 @@ fn json_is_one_document_of_the_promised_shape() {
     assert_back_at_v1(&mut t);
 }
 
+/// Someone else rolls the candidate back while its check runs: hotctl's own rollback is then
+/// refused ("nothing to roll back"), and the try stops there, says so and exits 1.
+#[test]
+fn a_failed_rollback_stops_the_try() {
+    let dir = scratch();
+    let mut t = basic(CFG);
+    let (v2, v3) = (real("libfoo_v2.so"), real("libfoo_v3.so"));
+    let script = format!(
+        r#"echo "$HOTAGENT_CANDIDATE" >> {d}/seen; {hotctl} --pid "$HOTAGENT_PID" rollback"#,
+        d = dir.path().display(),
+        hotctl = hotctl_bin().display()
+    );
+    let out = try_run(
+        &t,
+        dir.path(),
+        &[path_str(&v2), path_str(&v3)],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("rolling back {} failed", v2.display())),
+        "{out}"
+    );
+    assert!(out.stderr.contains("nothing to roll back"), "{out}");
+    assert!(
+        out.stderr.contains("the target is at generation 0"),
+        "{out}"
+    );
+    assert_eq!(seen(dir.path()), [path_str(&v2)], "v3 must not be tried");
+    assert!(out.stdout.contains("1 candidate not tried"), "{out}");
+    assert_back_at_v1(&mut t);
+}
+
 #[test]
 fn usage_errors_exit_2_and_change_nothing() {
     let mut t = basic(CFG);
