@@ -231,3 +231,74 @@ fn summary(report: &TryReport, args: &TryArgs, start: u32) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fake_agent, reload_report, status_report};
+    use hotagent_protocol::RollbackReport;
+    use std::time::Duration;
+
+    /// `--reset` is the agent's job; hotctl's is to ask for it on every reload and rollback.
+    #[test]
+    fn reset_asks_for_a_checkpoint_on_each_reload_and_a_reset_on_each_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let agent = fake_agent(dir.path(), move |request| {
+            let answer = match &request {
+                Request::Status(_) => Response::Status(status_report(1, "/bin/x")),
+                Request::Reload(_) => Response::Reload(reload_report(false)),
+                Request::Rollback(_) => Response::Rollback(RollbackReport {
+                    generation: 0,
+                    from: 1,
+                    slots: 1,
+                    symtab_entries: 0,
+                    symbols: Vec::new(),
+                    elapsed_us: 1,
+                    pause: Default::default(),
+                    warnings: Vec::new(),
+                    unmigrate_us: 0,
+                }),
+                Request::Commit(_) => return None,
+            };
+            tx.send(request).unwrap();
+            Some(answer)
+        });
+        let global = Global {
+            pid: Some(agent.pid),
+            json: true,
+            timeout: None,
+            settle: Some(Duration::ZERO),
+            hook_timeout: None,
+        };
+        for reset in [true, false] {
+            let args = TryArgs {
+                candidates: vec!["/a/libfoo.so".into(), "/b/libfoo.so".into()],
+                keep: false,
+                reset,
+                check_timeout: Duration::from_secs(10),
+                check: vec!["true".into()],
+            };
+            let mut out = Vec::new();
+            run(dir.path(), &global, &args, &mut out).unwrap();
+            let sent: Vec<Request> = rx.try_iter().collect();
+            let (mut reloads, mut rollbacks) = (0, 0);
+            for request in &sent {
+                match request {
+                    Request::Reload(r) => {
+                        assert_eq!(r.checkpoint, reset, "{r:?}");
+                        reloads += 1;
+                    }
+                    Request::Rollback(r) => {
+                        assert_eq!(r.reset, reset, "{r:?}");
+                        rollbacks += 1;
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!((reloads, rollbacks), (2, 2), "{sent:?}");
+            let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(doc["candidates"].as_array().unwrap().len(), 2);
+        }
+    }
+}
