@@ -118,6 +118,43 @@ pub enum Command {
     Status,
     /// List the processes of this user that run the agent.
     List,
+    /// Try each candidate in turn: reload it, run CHECK (exit 0 = pass), roll back; with
+    /// --keep, the first that passes stays.
+    Try(TryArgs),
+}
+
+/// `hotctl try CANDIDATE... [--keep] [--reset] [--check-timeout D] -- CHECK [ARGS...]`.
+#[derive(Debug, Args)]
+#[command(after_help = TRY_EXIT_STATUS)]
+pub struct TryArgs {
+    /// The builds to try, in order (each is reloaded exactly as `hotctl reload PATH` would).
+    #[arg(value_name = "CANDIDATE", required = true)]
+    pub candidates: Vec<PathBuf>,
+    /// Leave the first candidate that passes in place and try no further one.
+    #[arg(long)]
+    pub keep: bool,
+    /// After each rollback, put the replaced module's writable data back to what it held before
+    /// that candidate was loaded, so one candidate's pollution cannot decide the next verdict.
+    #[arg(long)]
+    pub reset: bool,
+    /// How long CHECK may run before it (its whole process group) is killed and the candidate
+    /// fails (`300ms`, `2s`; default 60s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_check_timeout)]
+    pub check_timeout: std::time::Duration,
+    /// The command that judges a candidate, after `--`. It runs with HOTAGENT_PID,
+    /// HOTAGENT_GENERATION and HOTAGENT_CANDIDATE set; its output goes to hotctl's stderr.
+    #[arg(last = true, required = true, value_name = "CHECK")]
+    pub check: Vec<std::ffi::OsString>,
+}
+
+const TRY_EXIT_STATUS: &str = "EXIT STATUS:
+  0  every candidate passed (with --keep: one passed and was kept)
+  1  otherwise, or a rollback failed (the target is then left where it is)
+  2  usage or connection problem";
+
+/// A check's time limit: 1ms up to a day.
+fn parse_check_timeout(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, 0.001, 86_400.0, "give 1ms up to 86400s")
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +308,51 @@ mod tests {
         assert!(settle("61s").is_err());
         assert!(settle("soon").is_err());
         assert!(settle("-1").is_err());
+    }
+
+    #[test]
+    fn try_arguments() {
+        let cli = parse(&[
+            "try", "a.so", "b.so", "--keep", "--json", "--", "sh", "-c", "x --y",
+        ])
+        .unwrap();
+        let Command::Try(args) = &cli.command else {
+            panic!("expected try")
+        };
+        assert_eq!(
+            args.candidates,
+            [PathBuf::from("a.so"), PathBuf::from("b.so")]
+        );
+        assert!(args.keep && !args.reset && cli.global.json);
+        assert_eq!(args.check, ["sh", "-c", "x --y"]);
+        assert_eq!(args.check_timeout, std::time::Duration::from_secs(60));
+        let cli = parse(&[
+            "try",
+            "a.so",
+            "--check-timeout",
+            "300ms",
+            "--reset",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let Command::Try(args) = &cli.command else {
+            panic!("expected try")
+        };
+        assert_eq!(args.check_timeout, std::time::Duration::from_millis(300));
+        assert!(args.reset);
+
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["try", "--", "true"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(kind(&["try", "a.so"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["try", "a.so", "--"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(parse(&["try", "a.so"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -717,6 +717,7 @@ mod tests {
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
+            checkpoint: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::client::{AgentError, ExchangeError};
 
+mod check;
 mod cli;
 mod client;
 mod death;
@@ -21,6 +22,7 @@ mod status;
 #[cfg(test)]
 mod testing;
 mod trust;
+mod try_verb;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -45,6 +47,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Rollback => rollback::run(&dir, &cli.global, &mut out)?,
         Command::Status => status::run(&dir, &cli.global, &mut out)?,
         Command::List => list::run(&dir, &cli.global, &mut out)?,
+        Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
     }
     out.flush()?;
     Ok(())
@@ -55,7 +58,9 @@ fn run(cli: &Cli) -> Result<()> {
 /// ahead with a change and then fell silent: whether it happened is unknown, 4 when the target
 /// died during the request or right after its change.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<AgentError>().is_some() {
+    if err.downcast_ref::<AgentError>().is_some()
+        || err.downcast_ref::<try_verb::TryError>().is_some()
+    {
         1
     } else if matches!(
         err.downcast_ref::<ExchangeError>(),

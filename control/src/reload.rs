@@ -9,13 +9,21 @@ use anyhow::{bail, Context, Result};
 use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
 
 use crate::cli::{Global, ReloadArgs};
-use crate::client::{self, Extras, DEFAULT_SETTLE, RELOAD_TIMEOUT};
+use crate::client::{self, Extras, Target, DEFAULT_SETTLE, RELOAD_TIMEOUT};
 use crate::discover;
 use crate::passfd;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
-    let request = Request::Reload(ReloadRequest {
+    let request = request(args)?;
+    let target = discover::target(dir, global.pid)?;
+    let report = exchange(&target, global, request)?;
+    render::report(out, global.json, &report, human)
+}
+
+/// The request `hotctl reload` sends for `args` (`hotctl try` sends the same, per candidate).
+pub fn request(args: &ReloadArgs) -> Result<ReloadRequest> {
+    Ok(ReloadRequest {
         path: absolute_path(&args.path)?,
         replace: args.replace.clone(),
         dry_run: args.dry_run,
@@ -27,27 +35,30 @@ pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) 
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
-    });
-    let target = discover::target(dir, global.pid)?;
+        checkpoint: false,
+    })
+}
+
+/// Sends `request` to `target` with the global options' deadline, settle time and hook limit,
+/// the patch file opened here and passed along, and returns the agent's report.
+pub fn exchange(target: &Target, global: &Global, request: ReloadRequest) -> Result<ReloadReport> {
     let timeout = global.timeout_or(RELOAD_TIMEOUT);
     let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
     // Opened here, as the operator: a target that dropped its privileges may not open it itself.
-    let file = match &request {
-        Request::Reload(r) => passfd::open_patch(Path::new(&r.path)),
-        _ => None,
-    };
-    let request = client::with_settle(client::with_deadline(request, timeout), settle);
+    let file = passfd::open_patch(Path::new(&request.path));
+    let request = client::with_settle(
+        client::with_deadline(Request::Reload(request), timeout),
+        settle,
+    );
     let request = client::with_hook_timeout(request, global.hook_timeout);
     let extras = Extras {
         fd: file.as_ref().map(AsFd::as_fd),
         settle,
     };
-    let answer = target.exchange_with(&request, timeout, &extras)?;
-    let report = match answer {
-        Response::Reload(report) => report,
-        other => return Err(client::unexpected(other, "reload")),
-    };
-    render::report(out, global.json, &report, human)
+    match target.exchange_with(&request, timeout, &extras)? {
+        Response::Reload(report) => Ok(report),
+        other => Err(client::unexpected(other, "reload")),
+    }
 }
 
 /// The agent runs in another working directory, so it must get an absolute path; and it follows
@@ -242,6 +253,7 @@ mod tests {
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
+            checkpoint: false,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

@@ -4,26 +4,35 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
-use hotagent_protocol::{Request, Response, RollbackReport};
+use hotagent_protocol::{Request, Response, RollbackReport, RollbackRequest};
 
 use crate::cli::Global;
-use crate::client::{self, Extras, DEFAULT_SETTLE, ROLLBACK_TIMEOUT};
+use crate::client::{self, Extras, Target, DEFAULT_SETTLE, ROLLBACK_TIMEOUT};
 use crate::discover;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let target = discover::target(dir, global.pid)?;
+    let report = exchange(&target, global, false)?;
+    render::report(out, global.json, &report, human)
+}
+
+/// Sends the rollback `hotctl rollback` sends (with `reset` as `hotctl try --reset` asks) and
+/// returns the agent's report.
+pub fn exchange(target: &Target, global: &Global, reset: bool) -> Result<RollbackReport> {
     let timeout = global.timeout_or(ROLLBACK_TIMEOUT);
     let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
-    let request = client::with_settle(client::with_deadline(Request::rollback(), timeout), settle);
+    let request = Request::Rollback(RollbackRequest {
+        reset,
+        ..RollbackRequest::default()
+    });
+    let request = client::with_settle(client::with_deadline(request, timeout), settle);
     let request = client::with_hook_timeout(request, global.hook_timeout);
     let extras = Extras { fd: None, settle };
-    let answer = target.exchange_with(&request, timeout, &extras)?;
-    let report = match answer {
-        Response::Rollback(report) => report,
-        other => return Err(client::unexpected(other, "rollback")),
-    };
-    render::report(out, global.json, &report, human)
+    match target.exchange_with(&request, timeout, &extras)? {
+        Response::Rollback(report) => Ok(report),
+        other => Err(client::unexpected(other, "rollback")),
+    }
 }
 
 fn human(out: &mut dyn Write, report: &RollbackReport) -> std::io::Result<()> {

@@ -79,6 +79,7 @@ mod tests {
                 confirm: true,
                 settle_ms: Some(100),
                 hook_timeout_ms: None,
+                checkpoint: false,
             }),
             Request::rollback(),
             Request::status(),

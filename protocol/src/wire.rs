@@ -83,6 +83,10 @@ pub struct RollbackRequest {
     /// refused; the agent's default (5 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_ms: Option<u64>,
+    /// After the rollback, put the writable data of the replaced module back to the bytes the
+    /// checkpoint of the reload being undone saw (`hotctl try --reset`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// The arguments of a request that takes none: any field is refused.
@@ -131,6 +135,10 @@ pub struct ReloadRequest {
     /// refused; the agent's default (5 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_ms: Option<u64>,
+    /// Snapshot the replaced module's writable data before the switch, so that a rollback with
+    /// [`RollbackRequest::reset`] can put it back (`hotctl try --reset`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
 }
 
 /// The agent's answer: exactly one of these per request.

@@ -66,6 +66,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     confirm,
                     settle_ms: None,
                     hook_timeout_ms: None,
+                    checkpoint: false,
                 }
             },
         )
@@ -80,6 +81,7 @@ fn request() -> impl Strategy<Value = Request> {
                 confirm,
                 settle_ms: None,
                 hook_timeout_ms: None,
+                reset: false,
             })
         }),
         Just(Request::status()),

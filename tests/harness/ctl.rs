@@ -233,6 +233,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
+        checkpoint: false,
     }
 }
 

@@ -32,4 +32,5 @@ mod races;
 mod shadow;
 mod socket;
 mod stage;
+mod try_verb;
 mod versions_real;
