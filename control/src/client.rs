@@ -713,6 +713,7 @@ mod tests {
             got_only: false,
             fresh_state: false,
             changed_only: false,
+            checkpoint: false,
             deadline_ms: None,
             confirm: false,
             settle_ms: None,

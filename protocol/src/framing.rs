@@ -75,6 +75,7 @@ mod tests {
                 got_only: true,
                 fresh_state: false,
                 changed_only: false,
+                checkpoint: false,
                 deadline_ms: Some(12),
                 confirm: true,
                 settle_ms: Some(100),

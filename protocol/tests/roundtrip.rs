@@ -62,6 +62,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     got_only,
                     fresh_state,
                     changed_only,
+                    checkpoint: false,
                     deadline_ms,
                     confirm,
                     settle_ms: None,
@@ -80,6 +81,7 @@ fn request() -> impl Strategy<Value = Request> {
                 confirm,
                 settle_ms: None,
                 hook_timeout_ms: None,
+                reset: false,
             })
         }),
         Just(Request::status()),

@@ -229,6 +229,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         got_only: false,
         fresh_state: false,
         changed_only: false,
+        checkpoint: false,
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
