@@ -4,28 +4,47 @@
 
 use super::error::ReloadError;
 use super::modules;
-use super::private::{self, Snapshot};
+use super::private::{self, Snapshot, Variable};
+use super::select::{Match, Role};
 use super::state::{Agent, Generation};
 use crate::image::Layout;
-use crate::sys::phdr;
+use crate::sys::{dl, phdr};
 use std::sync::Arc;
 
 impl Agent {
-    /// The replaced module's private writable data as it is now.
-    pub(super) fn take_checkpoint(&self, module: &Layout) -> Result<Snapshot, ReloadError> {
+    /// The replaced module's private writable data as it is now, and the live storage of the
+    /// exported variables the new code shares (`matches`' state variables).
+    pub(super) fn take_checkpoint(
+        &self,
+        module: &Layout,
+        matches: &[Match],
+    ) -> Result<Snapshot, ReloadError> {
         let live = self.live_identity(module);
+        let variables: Vec<Variable> = matches
+            .iter()
+            .filter(|m| m.role == Role::State)
+            .map(|m| Variable {
+                // Where the reload binds the new code (a copy relocation's, if any).
+                storage: dl::default_symbol(&m.new.name).unwrap_or(m.old.addr),
+                vaddr: m.old.addr.wrapping_sub(module.base),
+                size: m.old.size,
+            })
+            .collect();
         let page = self.page;
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, page);
             let mem = modules::live_memory(&layouts);
-            private::checkpoint(module, &live, &mem)
+            private::checkpoint(module, &live, &mem, &layouts, &variables)
         })
         .map_err(|e| ReloadError::PrivateState(e.to_string()))
     }
 
     /// What a rollback of `gen` restores: its checkpoint when `reset` asks for it, plus the
     /// report's line about it.
-    pub(super) fn reset_plan(gen: &Generation, reset: bool) -> (Option<Arc<Snapshot>>, Vec<String>) {
+    pub(super) fn reset_plan(
+        gen: &Generation,
+        reset: bool,
+    ) -> (Option<Arc<Snapshot>>, Vec<String>) {
         if !reset {
             return (None, Vec::new());
         }
@@ -47,15 +66,6 @@ impl Agent {
             ),
         }
     }
-}
-
-/// Restores `snapshot` if its module is still mapped where it was: allocation-free, for the
-/// parked step. Returns how many bytes it wrote.
-pub(super) fn restore_in_stop(snapshot: &Snapshot, layouts: &[Layout]) -> u64 {
-    layouts
-        .iter()
-        .find(|l| l.base == snapshot.base)
-        .map_or(0, |l| snapshot.restore(l))
 }
 
 impl Agent {

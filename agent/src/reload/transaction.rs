@@ -91,7 +91,7 @@ impl Agent {
         }
         // Before our dlopen: the new copy's constructors may already touch shared state.
         let checkpoint = match req.checkpoint {
-            true => Some(self.take_checkpoint(&checked.module)?),
+            true => Some(self.take_checkpoint(&checked.module, &checked.matches)?),
             false => None,
         };
         let undo = self.undo_point();

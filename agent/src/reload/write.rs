@@ -99,7 +99,8 @@ impl Agent {
                 match batch.apply(&layouts) {
                     Ok(()) => {
                         if let Some(s) = restore {
-                            super::reset::restore_in_stop(s, &layouts);
+                            // Allocation-free: the other threads are parked.
+                            s.restore(&layouts);
                         }
                         outcome = Some(Ok(()));
                         true

@@ -174,11 +174,18 @@ impl OwnPage {
 pub fn restore_runs(module: &Layout, runs: &[(u64, Vec<u8>)]) -> u64 {
     let mut written = 0;
     for (addr, bytes) in runs {
-        let Some(last) = addr.checked_add(bytes.len() as u64).and_then(|e| e.checked_sub(1)) else {
+        let Some(last) = addr
+            .checked_add(bytes.len() as u64)
+            .and_then(|e| e.checked_sub(1))
+        else {
             continue;
         };
         let writable = |a| module.protection(a).is_some_and(|p| p.write);
-        if bytes.is_empty() || !writable(*addr) || !writable(last) || !module.same_segment(*addr, last) {
+        if bytes.is_empty()
+            || !writable(*addr)
+            || !writable(last)
+            || !module.same_segment(*addr, last)
+        {
             continue;
         }
         for (i, &b) in bytes.iter().enumerate() {

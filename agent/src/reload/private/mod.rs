@@ -25,7 +25,7 @@ use file::FileView;
 pub use identity::{live_build_id, prove, LiveIdentity};
 pub use only::{changes, Compared};
 pub use sites::Sites;
-pub use snapshot::{checkpoint, Snapshot};
+pub use snapshot::{checkpoint, Snapshot, Variable};
 
 use crate::image::Layout;
 use evidence::Verdict;
