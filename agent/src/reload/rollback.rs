@@ -226,9 +226,16 @@ impl Agent {
                 ReloadError::Internal("a hook ran without a session".into())
             }
             (ParkedError::Write(e), _) => e,
-            (ParkedError::NoStop(why), _) => ReloadError::WriteFailed(format!(
-                "cannot roll back generation {n}: its hotagent_unmigrate needs every other thread parked, but {why}; nothing was changed"
-            )),
+            (ParkedError::NoStop(why), _) => {
+                let what = match (session.is_some(), gen.classes.is_empty()) {
+                    (true, _) => "its hotagent_unmigrate needs",
+                    (false, false) => "converting its classes back needs",
+                    (false, true) => "the reset of its checkpoint needs",
+                };
+                ReloadError::WriteFailed(format!(
+                    "cannot roll back generation {n}: {what} every other thread parked, but {why}; nothing was changed"
+                ))
+            }
         }
     }
 
