@@ -713,11 +713,11 @@ mod tests {
             got_only: false,
             fresh_state: false,
             changed_only: false,
+            checkpoint: false,
             deadline_ms: None,
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
-            checkpoint: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -31,11 +31,11 @@ pub fn request(args: &ReloadArgs) -> Result<ReloadRequest> {
         got_only: args.got_only,
         fresh_state: args.fresh_state,
         changed_only: args.changed_only,
+        checkpoint: false,
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
-        checkpoint: false,
     })
 }
 
@@ -249,11 +249,11 @@ mod tests {
             got_only: true,
             fresh_state: false,
             changed_only: false,
+            checkpoint: false,
             deadline_ms: None,
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
-            checkpoint: false,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

@@ -83,8 +83,8 @@ pub struct RollbackRequest {
     /// refused; the agent's default (5 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_ms: Option<u64>,
-    /// After the rollback, put the writable data of the replaced module back to the bytes the
-    /// checkpoint of the reload being undone saw (`hotctl try --reset`).
+    /// Put the replaced module's private writable data back to the generation's checkpoint
+    /// (taken by a reload with `checkpoint`), with the other threads parked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
 }
@@ -122,6 +122,10 @@ pub struct ReloadRequest {
     /// and the new build; private state must then match only where the switched code reaches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub changed_only: bool,
+    /// Snapshot the replaced module's private writable data (`.data`, `.bss`; relocated words
+    /// left out) before the switch, so a rollback with `reset` can put it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
     /// See [`Control::deadline_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
@@ -135,10 +139,6 @@ pub struct ReloadRequest {
     /// refused; the agent's default (5 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_ms: Option<u64>,
-    /// Snapshot the replaced module's writable data before the switch, so that a rollback with
-    /// [`RollbackRequest::reset`] can put it back (`hotctl try --reset`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub checkpoint: bool,
 }
 
 /// The agent's answer: exactly one of these per request.

@@ -62,11 +62,11 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     got_only,
                     fresh_state,
                     changed_only,
+                    checkpoint: false,
                     deadline_ms,
                     confirm,
                     settle_ms: None,
                     hook_timeout_ms: None,
-                    checkpoint: false,
                 }
             },
         )

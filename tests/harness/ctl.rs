@@ -229,11 +229,11 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         got_only: false,
         fresh_state: false,
         changed_only: false,
+        checkpoint: false,
         deadline_ms: None,
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
-        checkpoint: false,
     }
 }
 

@@ -235,6 +235,8 @@ const MULTI_PROGRAM: &[&str] = &["multi.h", "cmdloop.h"];
 const GROW_PROGRAM: &[&str] = &["grow.h", "cmdloop.h"];
 const CALLCOST_H: &[&str] = &["callcost.h"];
 const CALLCOST_PROGRAM: &[&str] = &["callcost.h", "cmdloop.h"];
+const RESET_H: &[&str] = &["reset.h"];
+const RESET_PROGRAM: &[&str] = &["reset.h", "cmdloop.h"];
 
 /// libgrow_v2.c built with `flags` (which hooks it has and how they behave).
 const fn grow_variant(out: &'static str, flags: &'static [&'static str]) -> Spec {
@@ -714,6 +716,22 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("priv", Lang::C, "priv.c", &["libpriv.so"]),
         PRIV_PROGRAM,
+    ),
+    // `try --reset`: v2 pollutes every kind of global state v1 keeps.
+    with_inputs(
+        lib("libreset.so", "libreset.so", Lang::C, "libreset.c"),
+        RESET_H,
+    ),
+    Spec {
+        flags: &["-DRESET_V2"],
+        ..with_inputs(
+            lib("libreset_v2.so", "libreset.so", Lang::C, "libreset.c"),
+            RESET_H,
+        )
+    },
+    with_inputs(
+        exe("reset", Lang::C, "reset.c", &["libreset.so"]),
+        RESET_PROGRAM,
     ),
     // --changed-only and unnamed read-only data: v2's longer banner literal moves the others.
     with_inputs(lib("libstr.so", "libstr.so", Lang::C, "libstr.c"), STR_H),

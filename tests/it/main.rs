@@ -29,6 +29,7 @@ mod privilege;
 mod probe;
 mod quiet;
 mod races;
+mod reset;
 mod shadow;
 mod socket;
 mod stage;

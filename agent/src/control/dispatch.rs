@@ -97,7 +97,11 @@ fn run_locked(
             .map(Response::Reload)
             .unwrap_or_else(from_reload),
         Request::Rollback(r) => agent
-            .rollback(crate::reload::hook_timeout(r.hook_timeout_ms), gate)
+            .rollback(
+                crate::reload::hook_timeout(r.hook_timeout_ms),
+                r.reset,
+                gate,
+            )
             .map(Response::Rollback)
             .unwrap_or_else(from_reload),
         Request::Status(_) | Request::Commit(_) => error(ErrorCode::BadRequest, "not a job"),

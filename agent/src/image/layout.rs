@@ -112,6 +112,11 @@ impl Layout {
         self.segment(addr).is_some()
     }
 
+    /// Do `a` and `b` lie in the same segment?
+    pub fn same_segment(&self, a: u64, b: u64) -> bool {
+        matches!((self.segment(a), self.segment(b)), (Some(x), Some(y)) if x == y)
+    }
+
     /// Is `addr` inside an executable segment?
     pub fn is_code(&self, addr: u64) -> bool {
         self.segment(addr).is_some_and(|s| s.flags & PF_X != 0)

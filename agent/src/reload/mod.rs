@@ -26,6 +26,7 @@ mod plan;
 mod previous;
 mod private;
 mod report;
+mod reset;
 mod rollback;
 mod select;
 mod sharing;

@@ -25,10 +25,12 @@ use std::time::Instant;
 impl Agent {
     /// Rolls back one generation; `gate` is asked right before anything is written. When the
     /// generation's library has an unmigrate hook, it runs with every other thread parked, right
-    /// before the calls go back, and may refuse (each hook within `hook_timeout`).
+    /// before the calls go back, and may refuse (each hook within `hook_timeout`). With `reset`,
+    /// the generation's checkpoint (if it has one) is written back in the same stop.
     pub fn rollback(
         &mut self,
         hook_timeout: Duration,
+        reset: bool,
         gate: Gate<'_>,
     ) -> Result<RollbackReport, ReloadError> {
         let t0 = Instant::now();
@@ -54,7 +56,8 @@ impl Agent {
         let settled = settled_modules();
         dl::barrier();
         let mut unmigrate_us = 0;
-        let parked = session.is_some() || !gen.classes.is_empty();
+        let (restore, reset_notes) = Agent::reset_plan(&gen, reset);
+        let parked = session.is_some() || !gen.classes.is_empty() || restore.is_some();
         let (outcome, layers, pause) = match parked {
             true => {
                 // The stop's entry writes follow the stacks: the generation comes off first.
@@ -64,6 +67,7 @@ impl Agent {
                     phase: Phase::Unmigrate,
                     extra,
                     avoid: gen.methods.iter().map(|m| m.new).collect(),
+                    restore: restore.as_deref(),
                 };
                 match self.switch_parked(&bindings, &gen.symbols, &settled, parked) {
                     Ok((outcome, pause)) => {
@@ -105,6 +109,7 @@ impl Agent {
             outcome.warnings(),
             entry_warnings(&symbols),
             pause_warnings(&pause),
+            reset_notes,
         ]
         .concat();
         let elapsed_us = micros(t0);
@@ -221,9 +226,16 @@ impl Agent {
                 ReloadError::Internal("a hook ran without a session".into())
             }
             (ParkedError::Write(e), _) => e,
-            (ParkedError::NoStop(why), _) => ReloadError::WriteFailed(format!(
-                "cannot roll back generation {n}: its hotagent_unmigrate needs every other thread parked, but {why}; nothing was changed"
-            )),
+            (ParkedError::NoStop(why), _) => {
+                let what = match (session.is_some(), gen.classes.is_empty()) {
+                    (true, _) => "its hotagent_unmigrate needs",
+                    (false, false) => "converting its classes back needs",
+                    (false, true) => "the reset of its checkpoint needs",
+                };
+                ReloadError::WriteFailed(format!(
+                    "cannot roll back generation {n}: {what} every other thread parked, but {why}; nothing was changed"
+                ))
+            }
         }
     }
 

@@ -153,6 +153,9 @@ pub(super) struct Generation {
     pub(super) classes: Vec<&'static crate::convert::Class>,
     /// Where those classes' methods lie, old and new.
     pub(super) methods: Vec<super::transaction::MethodCode>,
+    /// The replaced module's private writable data at the reload (`checkpoint`), for a rollback
+    /// with `reset`.
+    pub(super) checkpoint: Option<std::sync::Arc<super::private::Snapshot>>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.

@@ -89,6 +89,11 @@ impl Agent {
                 ))
             })?;
         }
+        // Before our dlopen: the new copy's constructors may already touch shared state.
+        let checkpoint = match req.checkpoint {
+            true => Some(self.take_checkpoint(&checked.module, &checked.matches)?),
+            false => None,
+        };
         let undo = self.undo_point();
         let (handle, dep_handles) = self.load(path, &copy, &checked)?;
         phases.load_us = micros(t);
@@ -103,9 +108,10 @@ impl Agent {
         };
         // Every error from here on goes through `discard_load`: nothing is left behind.
         match self.switch_to(loaded, &copy) {
-            Ok(report) => {
+            Ok(mut report) => {
                 // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
                 copy.keep();
+                self.keep_checkpoint(checkpoint, &mut report);
                 Ok(report)
             }
             Err(e) => {
@@ -336,6 +342,7 @@ impl Agent {
                     phase: Phase::Migrate,
                     extra,
                     avoid: methods.iter().map(|m| m.old).collect(),
+                    restore: None,
                 },
             );
             let (outcome, pause) = self.parked_result(switched, &touched, session.as_ref())?;
@@ -711,6 +718,7 @@ impl Agent {
             hooks,
             classes,
             methods,
+            checkpoint: None,
         });
         tracing::info!(
             generation = number,

@@ -84,6 +84,7 @@ impl Agent {
                 mut session,
                 phase,
                 avoid,
+                restore,
                 ..
             } = parked;
             let mut outcome: Option<Result<(), ParkedError>> = None;
@@ -97,6 +98,10 @@ impl Agent {
                 }
                 match batch.apply(&layouts) {
                     Ok(()) => {
+                        if let Some(s) = restore {
+                            // Allocation-free: the other threads are parked.
+                            s.restore(&layouts);
+                        }
                         outcome = Some(Ok(()));
                         true
                     }
@@ -212,6 +217,8 @@ pub(super) struct Parked<'a> {
     /// methods of classes being converted and their thunks, where a call decided before the
     /// switch which layout it works on.
     pub(super) avoid: Vec<(u64, u64)>,
+    /// Private data to put back once the batch is written (a rollback with `reset`).
+    pub(super) restore: Option<&'a super::private::Snapshot>,
 }
 
 /// Why the parked switch changed nothing.

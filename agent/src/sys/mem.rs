@@ -1,6 +1,6 @@
 //! Raw reads and atomic stores into the live image.
 
-use crate::image::{Memory, Segment};
+use crate::image::{Layout, Memory, Segment};
 
 /// The readable memory of the loaded modules: reads outside a module's readable `PT_LOAD`
 /// segments are refused instead of faulting.
@@ -161,4 +161,39 @@ impl OwnPage {
         }
         r.map(|()| self.addr)
     }
+}
+
+/// Copies each run `(addr, bytes)` back into `module`'s writable data, one byte at a time: no
+/// `memcpy` (a patch may replace libc's), no allocation, no lock, so it runs while the other
+/// threads are parked. A run not wholly inside one writable segment (outside RELRO) of `module`
+/// is skipped. Returns how many bytes were written.
+///
+/// `module` must be mapped as it says while this runs (callers hold the loader's list lock, see
+/// `sys::phdr::with_modules_locked`), and the caller must have parked every thread that could be
+/// using the bytes mid-way.
+pub fn restore_runs(module: &Layout, runs: &[(u64, Vec<u8>)]) -> u64 {
+    let mut written = 0;
+    for (addr, bytes) in runs {
+        let Some(last) = addr
+            .checked_add(bytes.len() as u64)
+            .and_then(|e| e.checked_sub(1))
+        else {
+            continue;
+        };
+        let writable = |a| module.protection(a).is_some_and(|p| p.write);
+        if bytes.is_empty()
+            || !writable(*addr)
+            || !writable(last)
+            || !module.same_segment(*addr, last)
+        {
+            continue;
+        }
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: inside one writable, non-RELRO segment of a module that stays mapped (the
+            // contract above); volatile keeps the compiler from turning the loop into `memcpy`.
+            unsafe { std::ptr::write_volatile((addr + i as u64) as *mut u8, b) };
+        }
+        written += bytes.len() as u64;
+    }
+    written
 }

@@ -18,12 +18,14 @@ mod reach;
 mod redirect;
 mod refs;
 mod sites;
+mod snapshot;
 
 pub use evidence::Shared;
 use file::FileView;
 pub use identity::{live_build_id, prove, LiveIdentity};
 pub use only::{changes, Compared};
 pub use sites::Sites;
+pub use snapshot::{checkpoint, Snapshot, Variable};
 
 use crate::image::Layout;
 use evidence::Verdict;
