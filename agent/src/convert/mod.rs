@@ -26,7 +26,7 @@ pub use vtable::{check, Checked, Vtable};
 
 use crate::sys::{object, thunk};
 use once::{code, Core, DOWNGRADE, ENTRY, ENTRY_DOWN, UPGRADE, WAIT};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use thunk::{ThunkSpec, THUNK_SIZE};
 
@@ -110,6 +110,7 @@ impl Class {
             upgraded: AtomicU64::new(0),
             downgraded: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
+            gate: AtomicU32::new(1),
         }));
         let dispatch = thunk::dispatcher(core);
         let layout = Layout { methods };
@@ -219,6 +220,19 @@ impl Class {
             })?;
         made.push((kind, method, t));
         Ok(t)
+    }
+
+    /// Holds every conversion of this class until [`Class::go`]: taken right before a switch
+    /// makes its thunks reachable (or turns them around at rollback).
+    pub fn hold(&self) {
+        self.core.gate.store(0, Ordering::Release);
+    }
+
+    /// Lets conversions go on (and wakes those waiting): once no thread is in the middle of a
+    /// method of the class, or when the agent gives up waiting for that.
+    pub fn go(&self) {
+        self.core.gate.store(1, Ordering::Release);
+        crate::sys::raw::futex_wake(&self.core.gate, i32::MAX);
     }
 
     /// The rollback: old vtable slots back to their original values, new vtable slot i :=

@@ -10,9 +10,10 @@
 
 use super::vtable::Vtable;
 use crate::sys::object;
+use crate::sys::raw;
 use crate::sys::thunk::Dispatch;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(super) const UPGRADE: u64 = 0;
@@ -58,7 +59,14 @@ pub(super) struct Core {
     pub downgraded: AtomicU64,
     /// Threads asleep (or about to sleep) on some object's vptr of this class.
     pub waiters: AtomicU64,
+    /// 1 while objects may convert; 0 from just before a switch until no thread is left in the
+    /// middle of a method of the class (see `Class::hold`), so that a call in flight at the
+    /// switch finishes on the layout it started with before anyone converts the object.
+    pub gate: AtomicU32,
 }
+
+/// The longest a conversion waits for the gate (see [`Core::pass_gate`]).
+const GATE_WAIT: Duration = Duration::from_secs(1);
 
 /// Nested conversions one thread can hold (a converter that touches another old object).
 const DEPTH: usize = 16;
@@ -145,7 +153,25 @@ impl Core {
         }
     }
 
+    /// Waits while the gate is closed, at most [`GATE_WAIT`]: past it the conversion goes on
+    /// (a thread in flight that never leaves — it waits for this very gate deeper in its call —
+    /// must not hang the program).
+    fn pass_gate(&self) {
+        if self.gate.load(Ordering::Acquire) == 1 {
+            return;
+        }
+        let deadline = raw::monotonic() + GATE_WAIT;
+        while self.gate.load(Ordering::Acquire) == 0 {
+            let now = raw::monotonic();
+            if now >= deadline {
+                return;
+            }
+            raw::futex_wait(&self.gate, 0, Some(deadline - now));
+        }
+    }
+
     fn convert(&self, obj: u64, dir: Dir) -> Claim {
+        self.pass_gate();
         let (from, busy, to, f, count) = match (dir, self.downgrade) {
             (Dir::Up, _) => (
                 self.old_vptr(),

@@ -24,7 +24,7 @@ const CONFLICT_BUDGET: Duration = Duration::from_secs(1);
 /// Between two stops, to let the threads move on.
 const RETRY_PAUSE: Duration = Duration::from_millis(1);
 /// How long a switch with a caller's step (a migrate hook, a class conversion) looks for a stop
-/// in which no thread is inside an entry to rewrite or the code to avoid.
+/// in which no thread is inside an entry to rewrite.
 const PARKED_BUDGET: Duration = Duration::from_secs(5);
 
 /// What a site holds.
@@ -82,9 +82,8 @@ pub struct Pause {
     /// One of those that left its sleep during a round that wrote entries, if any.
     pub woke: Option<i32>,
     /// Rounds given up before the caller's step because a thread was inside an entry to
-    /// rewrite, or inside the code to avoid.
+    /// rewrite.
     pub held_at_entry: u32,
-    pub held_in_code: u32,
 }
 
 #[derive(Debug, Default)]
@@ -222,22 +221,18 @@ impl Entries {
         mem: &M,
         wants: &[(u64, Want)],
     ) -> (Vec<Result<(), String>>, Pause) {
-        self.converge_with(mem, wants, None, &[])
+        self.converge_with(mem, wants, None)
     }
 
     /// [`Entries::converge`], with `inside` run first thing while the other threads are parked
     /// (they are parked for it even when no entry needs writing). When it returns false nothing
     /// is written and every request is answered with an error; it must allocate nothing and take
     /// no lock a parked thread may hold. When the threads cannot be stopped it is not run.
-    ///
-    /// With `inside`, the round that runs it also needs every thread outside the `avoid`
-    /// ranges (`[start, end)`): code that must not be mid-way when the step runs.
     pub fn converge_with<M: Memory>(
         &mut self,
         mem: &M,
         wants: &[(u64, Want)],
         inside: Option<&mut dyn FnMut() -> bool>,
-        avoid: &[(u64, u64)],
     ) -> (Vec<Result<(), String>>, Pause) {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
         let mut pending: Vec<Pending> = Vec::new();
@@ -270,8 +265,7 @@ impl Entries {
         for (p, a) in pending.iter_mut().zip(after) {
             p.after_pending = a;
         }
-        let (pause, stop_failure) =
-            self.write_stopped(fd, &mut pending, &mut retargets, inside, avoid);
+        let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside);
         if matches!(stop_failure.as_deref(), Some(ABANDONED | HELD_INSIDE)) {
             let results = wants.iter().map(|_| Err(ABANDONED.to_string())).collect();
             return (results, pause);
@@ -445,7 +439,6 @@ impl Entries {
         pending: &mut [Pending],
         retargets: &mut [Retarget],
         mut inside_first: Option<&mut dyn FnMut() -> bool>,
-        avoid: &[(u64, u64)],
     ) -> (Pause, Option<String>) {
         let mut pause = Pause::default();
         if pending.is_empty() && inside_first.is_none() {
@@ -493,12 +486,8 @@ impl Entries {
                 let at_entry = pending
                     .iter()
                     .any(|p| p.holds != Holds::Original && inside(self.sites[p.site].window));
-                let in_code = stopped
-                    .pcs()
-                    .any(|pc| avoid.iter().any(|&(lo, hi)| pc >= lo && pc < hi));
                 pause.held_at_entry += u32::from(at_entry);
-                pause.held_in_code += u32::from(in_code);
-                if at_entry || in_code {
+                if at_entry {
                     pause.longest = pause.longest.max(stopped.release());
                     pause.rounds += 1;
                     if raw::monotonic() >= deadline {
@@ -584,9 +573,22 @@ impl Entries {
 
 /// Why nothing was written: the work a caller asked to do with the threads parked refused.
 const ABANDONED: &str = "the switch was abandoned before any entry was written";
-/// Why nothing was written: no round found every thread outside every entry to rewrite (and
-/// the code to avoid).
-const HELD_INSIDE: &str = "in every stop of the budget some thread was inside the first bytes of an entry to rewrite, or inside code that must not be mid-way";
+/// Why nothing was written: no round found every thread outside every entry to rewrite.
+const HELD_INSIDE: &str =
+    "in every stop of the budget some thread was inside the first bytes of an entry to rewrite";
+
+/// Whether some other thread is stopped inside one of `ranges` (`[start, end)`) now: one stop,
+/// released at once.
+pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, String> {
+    let mut tasks = stop::Tasks::default();
+    let stopped = stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT)
+        .map_err(|e| format!("other threads could not be stopped: {e}"))?;
+    let inside = stopped
+        .pcs()
+        .any(|pc| ranges.iter().any(|&(lo, hi)| pc >= lo && pc < hi));
+    stopped.release();
+    Ok(inside)
+}
 
 /// Whether code at `at` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).

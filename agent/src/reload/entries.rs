@@ -39,7 +39,7 @@ impl Agent {
         let pause = phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(&layouts);
-            self.converge_entries_in(&mem, &layouts, None, &[])
+            self.converge_entries_in(&mem, &layouts, None)
         });
         (pause, micros(t))
     }
@@ -51,7 +51,6 @@ impl Agent {
         mem: &M,
         layouts: &[Layout],
         inside: Option<&mut dyn FnMut() -> bool>,
-        avoid: &[(u64, u64)],
     ) -> PauseReport {
         let wants: Vec<(u64, Want)> = self
             .site_wants()
@@ -65,13 +64,12 @@ impl Agent {
             .copied()
             .filter(|(a, _)| layouts.iter().any(|l| l.contains(*a)))
             .collect();
-        let (_, pause) = self.entries.converge_with(mem, &live, inside, avoid);
-        if pause.held_at_entry + pause.held_in_code > 0 {
+        let (_, pause) = self.entries.converge_with(mem, &live, inside);
+        if pause.held_at_entry > 0 {
             tracing::info!(
                 rounds = pause.rounds,
                 at_entry = pause.held_at_entry,
-                in_code = pause.held_in_code,
-                "stops given up before the switch: a thread was inside an entry or code to avoid"
+                "stops given up before the switch: a thread was inside an entry to rewrite"
             );
         }
         PauseReport {

@@ -12,6 +12,7 @@ use super::error::ReloadError;
 use super::plan::Binding;
 use super::report::report;
 use super::state::{micros, Agent, Generation, Layer};
+use super::transaction::let_conversions_go;
 use super::transaction::Gate;
 use super::write::{settled_modules, Parked, ParkedError};
 use crate::entry::Entries;
@@ -66,10 +67,15 @@ impl Agent {
                     session: session.as_mut(),
                     phase: Phase::Unmigrate,
                     extra,
-                    avoid: gen.methods.iter().map(|m| m.new).collect(),
                     restore: restore.as_deref(),
                 };
-                match self.switch_parked(&bindings, &gen.symbols, &settled, parked) {
+                for k in &gen.classes {
+                    k.hold();
+                }
+                let switched = self.switch_parked(&bindings, &gen.symbols, &settled, parked);
+                let new: Vec<(u64, u64)> = gen.methods.iter().map(|m| m.new).collect();
+                let_conversions_go(&gen.classes, &new, switched.is_ok());
+                match switched {
                     Ok((outcome, pause)) => {
                         unmigrate_us = session.as_ref().map_or(0, |s| s.micros(Phase::Unmigrate));
                         (outcome, layers, pause)

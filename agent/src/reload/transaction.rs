@@ -333,6 +333,10 @@ impl Agent {
                 .flat_map(|k| k.upgrade_writes())
                 .map(|w| Write::slot(w.addr, w.expected, w.value))
                 .collect();
+            // Conversions wait until no thread is left inside an old method (see convert::once).
+            for k in &classes {
+                k.hold();
+            }
             let switched = self.switch_parked(
                 &bindings,
                 &touched,
@@ -341,10 +345,11 @@ impl Agent {
                     session: session.as_mut(),
                     phase: Phase::Migrate,
                     extra,
-                    avoid: methods.iter().map(|m| m.old).collect(),
                     restore: None,
                 },
             );
+            let old: Vec<(u64, u64)> = methods.iter().map(|m| m.old).collect();
+            let_conversions_go(&classes, &old, switched.is_ok());
             let (outcome, pause) = self.parked_result(switched, &touched, session.as_ref())?;
             phases.migrate_us = session.as_ref().map_or(0, |s| s.micros(Phase::Migrate));
             phases.write_us = outcome.write_us.saturating_sub(phases.migrate_us);
@@ -876,6 +881,38 @@ struct Loaded<'a> {
     settled: Vec<u64>,
     t0: Instant,
 }
+
+/// After a switch that converts `classes` (`switched`), lets their conversions go once no thread
+/// is stopped inside `methods` (the code being left: a call in flight there would see its
+/// object converted under it), looking at most [`IN_FLIGHT_WAIT`]; at once when nothing was
+/// switched.
+pub(super) fn let_conversions_go(
+    classes: &[&'static Class],
+    methods: &[(u64, u64)],
+    switched: bool,
+) {
+    let t = Instant::now();
+    if switched && !classes.is_empty() {
+        while t.elapsed() < IN_FLIGHT_WAIT {
+            match crate::entry::any_thread_in(methods) {
+                Ok(true) => std::thread::sleep(std::time::Duration::from_micros(500)),
+                Ok(false) | Err(_) => break,
+            }
+        }
+        if t.elapsed() >= IN_FLIGHT_WAIT {
+            tracing::warn!(
+                "a thread stayed inside a method of a converted class for {} ms after the switch; its objects convert all the same",
+                IN_FLIGHT_WAIT.as_millis()
+            );
+        }
+    }
+    for k in classes {
+        k.go();
+    }
+}
+
+/// How long the calls in flight at a switch may take to leave the converted class's methods.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
 fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {

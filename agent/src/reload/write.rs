@@ -83,7 +83,6 @@ impl Agent {
             let Parked {
                 mut session,
                 phase,
-                avoid,
                 restore,
                 ..
             } = parked;
@@ -113,7 +112,7 @@ impl Agent {
                     }
                 }
             };
-            let pause = self.converge_entries_in(&mem, &layouts, Some(&mut inside), &avoid);
+            let pause = self.converge_entries_in(&mem, &layouts, Some(&mut inside));
             let write_us = micros(t);
             match outcome {
                 Some(Ok(())) => {}
@@ -213,10 +212,6 @@ pub(super) struct Parked<'a> {
     pub(super) session: Option<&'a mut Session>,
     pub(super) phase: Phase,
     pub(super) extra: Vec<Write>,
-    /// Code no thread may be in the middle of when the switch happens (`[start, end)`): the
-    /// methods of classes being converted and their thunks, where a call decided before the
-    /// switch which layout it works on.
-    pub(super) avoid: Vec<(u64, u64)>,
     /// Private data to put back once the batch is written (a rollback with `reset`).
     pub(super) restore: Option<&'a super::private::Snapshot>,
 }
