@@ -252,3 +252,74 @@ fn the_rust_patch_example_carries_its_count_both_ways() {
         "{text}"
     );
 }
+
+/// A stripped library's private objects are found through its separate debug file (installed by
+/// build-id under /usr/lib/debug, as distributions ship them): migrate finds version 1's static
+/// `private_marks` there, and refuses without it.
+#[test]
+fn previous_symbol_finds_a_stripped_librarys_statics_in_its_debug_file() {
+    if !is_root() {
+        eprintln!("skipped: installing a debug file under /usr/lib/debug needs root");
+        return;
+    }
+    let dir = scratch();
+    let stripped = dir.path().join("libgrow.so");
+    let debug = dir.path().join("libgrow.debug");
+    let tool = |cmd: &str, args: &[&str]| {
+        let ok = std::process::Command::new(cmd)
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{cmd} {args:?} failed");
+    };
+    let v1 = lib("libgrow.so");
+    tool(
+        "objcopy",
+        &["--only-keep-debug", path_str(&v1), path_str(&debug)],
+    );
+    tool(
+        "strip",
+        &["--strip-all", "-o", path_str(&stripped), path_str(&v1)],
+    );
+    // /usr/lib/debug/.build-id/ab/cdef….debug, from the build-id note.
+    let out = std::process::Command::new("readelf")
+        .args(["-n", path_str(&stripped)])
+        .output()
+        .expect("readelf");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("a build-id")
+        .to_string();
+    let installed = PathBuf::from(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &id[..2],
+        &id[2..]
+    ));
+    let run = |with_debug: bool| {
+        if with_debug {
+            std::fs::create_dir_all(installed.parent().expect("folder")).expect("debug folder");
+            std::fs::copy(&debug, &installed).expect("install the debug file");
+        } else {
+            let _ = std::fs::remove_file(&installed);
+        }
+        let mut t = Target::builder(lib("grow"))
+            .env("LD_LIBRARY_PATH", dir.path())
+            .spawn();
+        five(&mut t);
+        let path = lib("libgrow_v2.so");
+        let out = hotctl(&t, &["reload", path_str(&path)]);
+        (t, out)
+    };
+    let (mut t, out) = run(true);
+    let _ = std::fs::remove_file(&installed);
+    assert!(out.success(), "{out}");
+    t.expect("version", 2);
+    t.expect("count", 5);
+    // Without it the stripped library names no statics: migrate refuses, nothing changes.
+    let (mut t, out) = run(false);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("private_marks not found"), "{out}");
+    t.expect("version", 1);
+}
