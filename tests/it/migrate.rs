@@ -91,8 +91,7 @@ fn refused(t: &mut Target, patch: &str, extra: &[&str], why: &[&str]) -> String 
     args.extend_from_slice(extra);
     let out = hotctl(t, &args);
     assert_eq!(out.status.code(), Some(1), "{out}");
-    let line = out.stderr.trim().to_string();
-    assert_eq!(line.lines().count(), 1, "{out}");
+    let line = check_failure(&out);
     for part in why {
         assert!(line.contains(part), "{part:?} missing from {line:?}");
     }
