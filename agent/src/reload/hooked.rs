@@ -17,7 +17,7 @@ use crate::hooks::{ClassRequest, Context, HookFn, Hooks, Phase, Session, Stopped
 use crate::image::Layout;
 use crate::sys::{dl, phdr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The classes prepare registered, checked and with their thunks made.
 pub(super) type Registered = Arc<Mutex<Vec<&'static Class>>>;
@@ -137,3 +137,35 @@ fn code_ranges() -> Vec<(u64, u64)> {
         })
         .collect()
 }
+
+/// After a switch that converts `classes` (`switched`), lets their conversions go once no thread
+/// is stopped inside `methods` (the code being left: a call in flight there would see its
+/// object converted under it), looking at most [`IN_FLIGHT_WAIT`]; at once when nothing was
+/// switched.
+pub(super) fn let_conversions_go(
+    classes: &[&'static Class],
+    methods: &[(u64, u64)],
+    switched: bool,
+) {
+    let t = Instant::now();
+    if switched && !classes.is_empty() {
+        while t.elapsed() < IN_FLIGHT_WAIT {
+            match crate::entry::any_thread_in(methods) {
+                Ok(true) => std::thread::sleep(Duration::from_micros(500)),
+                Ok(false) | Err(_) => break,
+            }
+        }
+        if t.elapsed() >= IN_FLIGHT_WAIT {
+            tracing::warn!(
+                "a thread stayed inside a method of a converted class for {} ms after the switch; its objects convert all the same",
+                IN_FLIGHT_WAIT.as_millis()
+            );
+        }
+    }
+    for k in classes {
+        k.go();
+    }
+}
+
+/// How long the calls in flight at a switch may take to leave the converted class's methods.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);

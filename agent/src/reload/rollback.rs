@@ -9,10 +9,10 @@
 
 use super::entries::{entry_warnings, pause_warnings, SiteWant};
 use super::error::ReloadError;
+use super::hooked::let_conversions_go;
 use super::plan::Binding;
 use super::report::report;
 use super::state::{micros, Agent, Generation, Layer};
-use super::transaction::let_conversions_go;
 use super::transaction::Gate;
 use super::write::{settled_modules, Parked, ParkedError};
 use crate::entry::Entries;

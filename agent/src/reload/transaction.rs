@@ -5,7 +5,7 @@
 use super::check::{check_staged, PatchFile};
 use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
-use super::hooked::{find_hooks, hook_error, hook_timeout};
+use super::hooked::{find_hooks, hook_error, hook_timeout, let_conversions_go};
 use super::lookup;
 use super::modules;
 use super::origin::{load_dependencies, origin_dependencies, unload};
@@ -881,38 +881,6 @@ struct Loaded<'a> {
     settled: Vec<u64>,
     t0: Instant,
 }
-
-/// After a switch that converts `classes` (`switched`), lets their conversions go once no thread
-/// is stopped inside `methods` (the code being left: a call in flight there would see its
-/// object converted under it), looking at most [`IN_FLIGHT_WAIT`]; at once when nothing was
-/// switched.
-pub(super) fn let_conversions_go(
-    classes: &[&'static Class],
-    methods: &[(u64, u64)],
-    switched: bool,
-) {
-    let t = Instant::now();
-    if switched && !classes.is_empty() {
-        while t.elapsed() < IN_FLIGHT_WAIT {
-            match crate::entry::any_thread_in(methods) {
-                Ok(true) => std::thread::sleep(std::time::Duration::from_micros(500)),
-                Ok(false) | Err(_) => break,
-            }
-        }
-        if t.elapsed() >= IN_FLIGHT_WAIT {
-            tracing::warn!(
-                "a thread stayed inside a method of a converted class for {} ms after the switch; its objects convert all the same",
-                IN_FLIGHT_WAIT.as_millis()
-            );
-        }
-    }
-    for k in classes {
-        k.go();
-    }
-}
-
-/// How long the calls in flight at a switch may take to leave the converted class's methods.
-const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
 fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {
