@@ -94,13 +94,15 @@ fn parse_duration(
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
         (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
     } else {
         (text, 1.0)
     };
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 100ms, 2s, 0)"))?;
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 100ms, 2s, 1m, 0)"))?;
     let secs = value * scale;
     if !(lo..=hi).contains(&secs) {
         return Err(format!("{text} is out of range: {range}"));
@@ -187,6 +189,24 @@ pub struct ReloadArgs {
     /// must then match only where the switched code reaches. Needs symbols on both sides.
     #[arg(long)]
     pub changed_only: bool,
+    /// Keep the new generation on probation this long (`30s`, `2m`, `0` for none; default 0):
+    /// meanwhile calls into it are guarded, and a crash in its code rolls the process back at
+    /// once and runs the crashed call again on the previous generation.
+    #[arg(long, value_name = "DURATION", value_parser = parse_probation)]
+    pub probation: Option<std::time::Duration>,
+    /// Record the patch in the journal ($HOTAGENT_STATE_DIR): later starts of this executable
+    /// with the same module apply it before main.
+    #[arg(long)]
+    pub persist: bool,
+    /// With --persist: a patch that cannot be applied live (a variable that grew, private state
+    /// laid out differently, no migrate hook) waits in the journal for the next start.
+    #[arg(long, requires = "persist")]
+    pub on_next_start: bool,
+}
+
+/// A probation: 0 (none) up to a day.
+fn parse_probation(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, 0.0, 86_400.0, "give 0 (none) up to 86400s")
 }
 
 impl Cli {

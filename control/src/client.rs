@@ -718,6 +718,9 @@ mod tests {
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
+            probation_ms: None,
+            persist: false,
+            on_next_start: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

@@ -36,6 +36,11 @@ pub fn request(args: &ReloadArgs) -> Result<ReloadRequest> {
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
+        probation_ms: args
+            .probation
+            .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        persist: args.persist,
+        on_next_start: args.on_next_start,
     })
 }
 
@@ -232,6 +237,9 @@ mod tests {
             got_only: true,
             fresh_state: false,
             changed_only: false,
+            probation: None,
+            persist: false,
+            on_next_start: false,
         };
         let mut out = Vec::new();
         run(dir.path(), &global, &args, &mut out).unwrap();
@@ -254,6 +262,9 @@ mod tests {
             confirm: false,
             settle_ms: None,
             hook_timeout_ms: None,
+            probation_ms: None,
+            persist: false,
+            on_next_start: false,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

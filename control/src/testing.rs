@@ -109,6 +109,7 @@ pub fn status_report(pid: u32, exe: &str) -> StatusReport {
         busy: false,
         symbols: Vec::new(),
         refused_loads: Vec::new(),
+        reverted: Vec::new(),
     }
 }
 
@@ -121,6 +122,8 @@ pub fn generation(generation: u32, path: &str) -> GenerationInfo {
         symbols: vec!["foo".into(), "bar".into()],
         slots: 7,
         elapsed_us: 412,
+        probation: None,
+        applied_at_startup: false,
     }
 }
 
@@ -174,5 +177,8 @@ pub fn reload_report(dry_run: bool) -> ReloadReport {
             ..Default::default()
         },
         warnings: vec!["foo: 3 lazy slots left to the dynamic linker".into()],
+        probation_ms: 0,
+        persisted: None,
+        deferred: false,
     }
 }

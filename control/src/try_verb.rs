@@ -103,6 +103,9 @@ fn try_each(
             got_only: false,
             fresh_state: false,
             changed_only: false,
+            probation: None,
+            persist: false,
+            on_next_start: false,
         })?;
         request.checkpoint = args.reset;
         let path = request.path.clone();

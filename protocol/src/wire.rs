@@ -139,6 +139,17 @@ pub struct ReloadRequest {
     /// refused; the agent's default (5 s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_ms: Option<u64>,
+    /// Keep the new generation on probation this long: a crash in its code rolls the process
+    /// back at once and re-runs the crashed call on the previous generation. `None` or 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_ms: Option<u64>,
+    /// Record the patch in the journal, so later starts of this executable apply it before main.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist: bool,
+    /// With `persist`: a patch that cannot be applied live for a reason only a fresh start lifts
+    /// is accepted into the journal alone, for the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_next_start: bool,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -194,6 +205,8 @@ pub enum ErrorCode {
     /// A hook of the patch (`include/hotagent.h`) refused, failed, crashed in the probe or did
     /// not return in time: nothing changed.
     HookRefused,
+    /// The current generation is on probation: roll it back, or wait until it passes.
+    OnProbation,
 }
 
 /// An error answer.
@@ -319,6 +332,20 @@ pub struct ReloadReport {
     pub pause: PauseReport,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How long the new generation stays on probation (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub probation_ms: u64,
+    /// The journal the patch was recorded in, with `persist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persisted: Option<String>,
+    /// With `on_next_start`: nothing was switched; the patch waits in the journal for the next
+    /// start, and `warnings` say why it could not be applied live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The answer to a rollback.
@@ -353,6 +380,41 @@ pub struct GenerationInfo {
     pub symbols: Vec<String>,
     pub slots: usize,
     pub elapsed_us: u64,
+    /// On probation: how long it lasts and how much of it is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<ProbationInfo>,
+    /// Applied from the journal before the program's main ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub applied_at_startup: bool,
+}
+
+/// A generation on probation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbationInfo {
+    pub duration_ms: u64,
+    pub remaining_ms: u64,
+}
+
+/// A generation that crashed on probation and was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertedInfo {
+    pub generation: u32,
+    /// The patch file as given to `reload`.
+    pub path: String,
+    pub module: String,
+    /// The fatal signal (11 for SIGSEGV) and its name.
+    pub signal: i32,
+    pub signal_name: String,
+    /// The replaced function the crash was in (or called from), when known.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// The faulting instruction.
+    pub address: u64,
+    /// The crashed call was run again on the previous generation and its caller got that answer;
+    /// false when it could not be (the signal then took its usual course).
+    pub rerun: bool,
+    /// The generation the process went back to.
+    pub back_to: u32,
 }
 
 /// A reload refused after its library was loaded, which could not be unloaded (its constructors
@@ -389,4 +451,7 @@ pub struct StatusReport {
     /// Refused loads still mapped (see [`RefusedLoad`]); none in the usual case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused_loads: Vec<RefusedLoad>,
+    /// Generations rolled back by probation, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverted: Vec<RevertedInfo>,
 }

@@ -67,6 +67,9 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     confirm,
                     settle_ms: None,
                     hook_timeout_ms: None,
+                    probation_ms: None,
+                    persist: false,
+                    on_next_start: false,
                 }
             },
         )
@@ -207,6 +210,9 @@ fn reload_report() -> impl Strategy<Value = ReloadReport> {
                 phases,
                 pause,
                 warnings,
+                probation_ms: 0,
+                persisted: None,
+                deferred: false,
             },
         )
 }
@@ -255,6 +261,8 @@ fn generation() -> impl Strategy<Value = GenerationInfo> {
                 symbols,
                 slots,
                 elapsed_us,
+                probation: None,
+                applied_at_startup: false,
             },
         )
 }
@@ -286,6 +294,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                     busy,
                     symbols,
                     refused_loads: Vec::new(),
+                    reverted: Vec::new(),
                 }
             },
         )

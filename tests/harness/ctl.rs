@@ -234,6 +234,9 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         confirm: false,
         settle_ms: None,
         hook_timeout_ms: None,
+        probation_ms: None,
+        persist: false,
+        on_next_start: false,
     }
 }
 

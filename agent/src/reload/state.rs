@@ -209,6 +209,7 @@ impl Agent {
             busy: false,
             symbols: Vec::new(),
             refused_loads: Vec::new(),
+            reverted: Vec::new(),
         }
     }
 
@@ -234,6 +235,8 @@ impl Agent {
                         .collect(),
                     slots: g.slots,
                     elapsed_us: g.elapsed_us,
+                    probation: None,
+                    applied_at_startup: false,
                 })
                 .collect(),
             modules: phdr::snapshot().len(),
@@ -248,6 +251,7 @@ impl Agent {
                     reason: r.reason.clone(),
                 })
                 .collect(),
+            reverted: Vec::new(),
         }
     }
 

@@ -245,6 +245,9 @@ impl Agent {
             phases,
             pause: Default::default(),
             warnings,
+            probation_ms: 0,
+            persisted: None,
+            deferred: false,
         })
     }
 
@@ -745,6 +748,9 @@ impl Agent {
             phases,
             pause,
             warnings,
+            probation_ms: 0,
+            persisted: None,
+            deferred: false,
         }
     }
 
