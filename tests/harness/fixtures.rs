@@ -237,6 +237,8 @@ const CALLCOST_H: &[&str] = &["callcost.h"];
 const CALLCOST_PROGRAM: &[&str] = &["callcost.h", "cmdloop.h"];
 const RESET_H: &[&str] = &["reset.h"];
 const RESET_PROGRAM: &[&str] = &["reset.h", "cmdloop.h"];
+const PROB_H: &[&str] = &["prob.h"];
+const PROB_PROGRAM: &[&str] = &["prob.h", "prob_load.h", "cmdloop.h"];
 
 /// libgrow_v2.c built with `flags` (which hooks it has and how they behave).
 const fn grow_variant(out: &'static str, flags: &'static [&'static str]) -> Spec {
@@ -852,6 +854,25 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("shadowy", Lang::C, "shadowy.c", &["libshadowy.so"]),
         SHADOWY_PROGRAM,
+    ),
+    // Probation (tests/it/probation.rs): libprob v2 crashes on some inputs, aborts on one, and
+    // starts a thread that faults; programs that call it flat out, one with its own SIGSEGV
+    // handler.
+    with_inputs(
+        lib("libprob.so", "libprob.so", Lang::C, "libprob_v1.c"),
+        PROB_H,
+    ),
+    with_inputs(
+        lib("libprob_v2.so", "libprob.so", Lang::C, "libprob_v2.c"),
+        PROB_H,
+    ),
+    with_inputs(
+        exe("prob_server", Lang::C, "prob_server.c", &["libprob.so"]),
+        PROB_PROGRAM,
+    ),
+    with_inputs(
+        exe("prob_ownsegv", Lang::C, "prob_ownsegv.c", &["libprob.so"]),
+        PROB_PROGRAM,
     ),
 ];
 
