@@ -26,6 +26,7 @@ mod measure;
 mod migrate;
 mod private_state;
 mod privilege;
+mod probation;
 mod probe;
 mod quiet;
 mod races;
