@@ -8,6 +8,7 @@
 
 mod hooks;
 mod load;
+mod probation;
 mod soak;
 mod trying;
 mod whole;
@@ -85,7 +86,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 10] = [
+    let sections: [(&str, Section); 11] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -94,6 +95,7 @@ fn main() {
             whole::whole_libraries,
         ),
         ("Call cost", call_cost),
+        ("Call cost on probation", probation::guarded_calls),
         ("Entry-jump pause", pause),
         (
             "Patch-author hooks and object conversion",

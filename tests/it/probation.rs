@@ -333,6 +333,8 @@ fn a_rollback_during_probation_works_and_ends_it() {
     let mut t = start("prob_server", 2);
     reload_on_probation(&t, "30s", 30_000);
     wait_for_v2_answers(&mut t);
+    let s = status(&t);
+    assert!(s.generations.iter().any(|g| g.probation.is_some()), "{s:?}");
     let r = rollback(&t);
     assert_eq!((r.from, r.generation), (1, 0), "{r:?}");
     let s = status(&t);
