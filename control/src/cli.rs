@@ -133,7 +133,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     /// The patch (its path, or its file name) whose entries to remove.
-    #[arg(value_name = "LIB", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "LIB",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub lib: Option<String>,
     /// Remove every entry.
     #[arg(long)]

@@ -93,7 +93,10 @@ pub fn list(global: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
             e.module.clone(),
             e.patch.clone(),
             state,
-            format!("{} s ago", journal::now_secs().saturating_sub(e.recorded_at)),
+            format!(
+                "{} s ago",
+                journal::now_secs().saturating_sub(e.recorded_at)
+            ),
             e.probation_ms
                 .map_or_else(|| "default".to_string(), |ms| format!("{ms} ms")),
         ]
@@ -111,11 +114,10 @@ fn names(lib: &str, e: &Entry) -> bool {
 pub fn forget(args: &ForgetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (j, entries) = open()?;
     // A relative LIB names a file under the working folder, as for reload.
-    let absolute = args.lib.as_deref().and_then(|l| {
-        std::path::absolute(l)
-            .ok()
-            .map(|p| p.display().to_string())
-    });
+    let absolute = args
+        .lib
+        .as_deref()
+        .and_then(|l| std::path::absolute(l).ok().map(|p| p.display().to_string()));
     let mut removed = 0;
     for (id, e) in &entries {
         let hit = args.all

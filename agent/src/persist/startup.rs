@@ -44,7 +44,10 @@ pub fn apply_at_startup(agent: &Mutex<Agent>) {
     let journal_dir = j.dir.clone();
     for dir in [&journal_dir, &j.entries_dir()] {
         if let Err(e) = check_trusted(dir, euid) {
-            tracing::warn!("hotagent: ignoring the persisted patches in {}: {e}", journal_dir.display());
+            tracing::warn!(
+                "hotagent: ignoring the persisted patches in {}: {e}",
+                journal_dir.display()
+            );
             return;
         }
     }
@@ -99,7 +102,10 @@ fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
         Ok(m) => m,
         Err(e) => {
             // A library loaded later (dlopen) is not there yet: nothing to do at start-up.
-            tracing::debug!(module = entry.module, "persisted patch's module not loaded: {e}");
+            tracing::debug!(
+                module = entry.module,
+                "persisted patch's module not loaded: {e}"
+            );
             return Ok(());
         }
     };
