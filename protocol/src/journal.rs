@@ -204,6 +204,9 @@ pub fn check_trusted(path: &Path, euid: u32) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// One entry file as listed: its id, and the entry or why it cannot be read.
+pub type Listed = (String, Result<Entry, JournalError>);
+
 /// The journal in one state folder.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -317,7 +320,7 @@ impl Journal {
 
     /// Every entry (id, entry), sorted by id; unreadable ones as errors. A missing journal
     /// answers `Err(Io(NotFound))`.
-    pub fn list(&self) -> Result<Vec<(String, Result<Entry, JournalError>)>, JournalError> {
+    pub fn list(&self) -> Result<Vec<Listed>, JournalError> {
         let dir = self.entries_dir();
         let mut out = Vec::new();
         for d in std::fs::read_dir(&dir).map_err(io(&dir))? {
