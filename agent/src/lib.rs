@@ -19,6 +19,8 @@ pub mod image;
 #[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
 mod log;
 pub mod patch;
+#[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
+pub mod persist;
 pub mod reload;
 pub mod shadow;
 mod sys;
@@ -31,6 +33,7 @@ fn hotagent_init() {
     let _ = std::panic::catch_unwind(|| {
         log::init();
         control::start();
+        persist::apply_at_startup(control::agent());
     });
 }
 

@@ -123,6 +123,25 @@ pub enum Command {
     /// Try each candidate in turn: reload it, run CHECK (exit 0 = pass), roll back; with
     /// --keep, the first that passes stays.
     Try(TryArgs),
+    /// Show the persisted patches: what later starts will apply to which executable.
+    Persisted,
+    /// Remove persisted patches: those whose patch path or file name is LIB, or all.
+    Forget(ForgetArgs),
+}
+
+/// `hotctl forget LIB | --all`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The patch (its path, or its file name) whose entries to remove.
+    #[arg(
+        value_name = "LIB",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub lib: Option<String>,
+    /// Remove every entry.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `hotctl try CANDIDATE... [--keep] [--reset] [--check-timeout D] -- CHECK [ARGS...]`.

@@ -15,6 +15,7 @@ mod death;
 mod discover;
 mod list;
 mod passfd;
+mod persisted;
 mod reload;
 mod render;
 mod rollback;
@@ -48,6 +49,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Status => status::run(&dir, &cli.global, &mut out)?,
         Command::List => list::run(&dir, &cli.global, &mut out)?,
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
+        Command::Persisted => persisted::list(&cli.global, &mut out)?,
+        Command::Forget(args) => persisted::forget(args, &mut out)?,
     }
     out.flush()?;
     Ok(())

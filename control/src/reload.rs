@@ -99,6 +99,19 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
         render::count(report.slots, "slot"),
         render::micros(report.elapsed_us)
     );
+    if report.deferred {
+        writeln!(
+            out,
+            "deferred: {} not replaced now (generation {} stays); {} applies at the next start",
+            report.module, report.generation, report.path
+        )?;
+        writeln!(
+            out,
+            "recorded in {}",
+            report.persisted.as_deref().unwrap_or("?")
+        )?;
+        return render::warnings(out, &report.warnings);
+    }
     if report.dry_run {
         writeln!(
             out,
@@ -114,6 +127,9 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
     }
     render::symbols(out, &report.symbols)?;
     render::pause(out, &report.pause)?;
+    if let Some(j) = &report.persisted {
+        writeln!(out, "persisted in {j}")?;
+    }
     render::warnings(out, &report.warnings)
 }
 

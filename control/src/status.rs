@@ -57,7 +57,10 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
             g.module.clone(),
             g.symbols.len().to_string(),
             g.slots.to_string(),
-            g.path.clone(),
+            match g.applied_at_startup {
+                true => format!("{} (applied at start-up)", g.path),
+                false => g.path.clone(),
+            },
         ]
     });
     let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod framing;
+pub mod journal;
 mod paths;
 mod wire;
 

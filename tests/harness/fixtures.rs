@@ -661,6 +661,13 @@ static SPECS: &[Spec] = &[
     on_v2("libabort_ctor.so", "libabort_ctor.c"),
     on_v2("libcrash_dtor.so", "libcrash_dtor.c"),
     on_v2("libnoisy_ctor.so", "libnoisy_ctor.c"),
+    // Persistence (issue 11): a program whose first act is a call into libfoo, and a patch that
+    // crashes in its constructor only when asked to (at a later start).
+    with_inputs(
+        exe("firstcall", Lang::C, "firstcall.c", &["libfoo.so"]),
+        FOO_COMMANDS,
+    ),
+    on_v2("libcrash_when_ctor.so", "libcrash_when_ctor.c"),
     // Thread-local state: the same size in v2, grown in libtls_grow (issue 8).
     with_inputs(lib("libtls.so", "libtls.so", Lang::C, "libtls_v1.c"), TLS_H),
     with_inputs(

@@ -24,6 +24,7 @@ mod lifeline;
 mod liveness;
 mod measure;
 mod migrate;
+mod persist;
 mod private_state;
 mod privilege;
 mod probation;

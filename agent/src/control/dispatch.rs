@@ -92,8 +92,7 @@ fn run_locked(
     // (every step that changes it finishes or is undone), so carry on with it.
     let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
     let resp = match req {
-        Request::Reload(r) => agent
-            .reload(r, source, gate)
+        Request::Reload(r) => crate::persist::reload(&mut agent, r, source, gate)
             .map(Response::Reload)
             .unwrap_or_else(from_reload),
         Request::Rollback(r) => agent

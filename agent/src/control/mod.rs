@@ -9,4 +9,5 @@ mod server;
 mod socket_dir;
 mod worker;
 
+pub(crate) use server::agent;
 pub use server::start;

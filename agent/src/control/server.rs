@@ -36,7 +36,7 @@ static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
 /// sweep removes. A program that drops privileges later does not hand its agent to the new uid.
 static OWNER: AtomicU32 = AtomicU32::new(u32::MAX);
 
-pub(super) fn agent() -> &'static Mutex<Agent> {
+pub(crate) fn agent() -> &'static Mutex<Agent> {
     AGENT.get_or_init(|| Mutex::new(Agent::new()))
 }
 

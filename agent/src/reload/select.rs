@@ -87,6 +87,7 @@ pub fn select(
     patch: &PatchFile,
     module: &str,
     exports: &[Export],
+    before_main: bool,
 ) -> Result<(Vec<Match>, Vec<String>), ReloadError> {
     // A patch's hooks are the API, not a second agent; any other name of ours is.
     if let Some(ours) = patch
@@ -101,7 +102,8 @@ pub fn select(
     }
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    let migrates = patch.exports_function(MIGRATE);
+    // Before main the program has not used a resized variable yet: the new build may own it.
+    let migrates = before_main || patch.exports_function(MIGRATE);
     for new in &patch.symbols {
         if HOOK_NAMES.contains(&new.name.as_str()) {
             continue;
@@ -243,7 +245,7 @@ mod tests {
 
     /// Each new symbol's partner, by the old one's address.
     fn partners(p: &PatchFile, exports: &[Export]) -> Vec<u64> {
-        match select(p, "m.so", exports) {
+        match select(p, "m.so", exports, false) {
             Ok((m, _)) => m.iter().map(|m| m.old.addr).collect(),
             Err(_) => Vec::new(),
         }

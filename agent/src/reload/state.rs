@@ -174,6 +174,11 @@ pub struct Agent {
     /// Set when a refused load must stay mapped whatever else holds (a hook of it hangs on an
     /// abandoned thread): why. `discard_load` takes it.
     pub(super) keep_loaded: Option<String>,
+    /// Applying a deferred patch before `main`: a variable that changed size may move to the
+    /// new build without a migrate hook, since the program has not used it yet.
+    pub(super) before_main: bool,
+    /// Generations applied from the journal before `main`.
+    pub(super) at_startup: Vec<u32>,
 }
 
 impl Agent {
@@ -188,7 +193,19 @@ impl Agent {
             entries: Entries::default(),
             refused: Vec::new(),
             keep_loaded: None,
+            before_main: false,
+            at_startup: Vec::new(),
         }
+    }
+
+    /// While set, reloads follow the start-up rules for deferred patches (see `before_main`).
+    pub fn set_before_main(&mut self, on: bool) {
+        self.before_main = on;
+    }
+
+    /// Marks `generation` as applied from the journal before `main`, for `status`.
+    pub fn mark_applied_at_startup(&mut self, generation: u32) {
+        self.at_startup.push(generation);
     }
 
     pub fn generation(&self) -> u32 {
@@ -236,7 +253,7 @@ impl Agent {
                     slots: g.slots,
                     elapsed_us: g.elapsed_us,
                     probation: None,
-                    applied_at_startup: false,
+                    applied_at_startup: self.at_startup.contains(&g.number),
                 })
                 .collect(),
             modules: phdr::snapshot().len(),

@@ -794,7 +794,8 @@ impl Agent {
             let names: std::collections::HashSet<&[u8]> =
                 patch.symbols.iter().map(|s| s.name.as_bytes()).collect();
             let exports = exports(&image, |n| names.contains(n));
-            let (matches, warnings) = select(patch, module.file_name(), &exports)?;
+            let (matches, warnings) =
+                select(patch, module.file_name(), &exports, self.before_main)?;
             Ok((module.clone(), matches, warnings))
         })
     }
