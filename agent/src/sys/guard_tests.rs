@@ -254,6 +254,17 @@ global_asm!(
     "mov eax, 77",
     "ret",
     ".size hotagent_test_outside_fault, .-hotagent_test_outside_fault",
+    // New code called without a guard (as by a thread it started): a load from 0 at a label.
+    ".globl hotagent_test_direct_fault",
+    ".type hotagent_test_direct_fault,@function",
+    "hotagent_test_direct_fault:",
+    "xor eax, eax",
+    ".globl hotagent_test_direct_fault_at",
+    "hotagent_test_direct_fault_at:",
+    "mov rax, qword ptr [rax]",
+    "mov eax, 55",
+    "ret",
+    ".size hotagent_test_direct_fault, .-hotagent_test_direct_fault",
     ".popsection",
 );
 
@@ -264,6 +275,8 @@ extern "C" {
     fn hotagent_test_keep_regs(f: u64, arg: u64, out: *mut [u64; 6]);
     fn hotagent_test_outside_fault() -> u64;
     fn hotagent_test_outside_fault_at();
+    fn hotagent_test_direct_fault() -> u64;
+    fn hotagent_test_direct_fault_at();
 }
 
 fn addr(f: unsafe extern "C" fn()) -> u64 {
@@ -464,18 +477,18 @@ extern "C" fn skip_fault(_: i32, _: *mut libc::siginfo_t, ctx: *mut libc::c_void
     // SAFETY: the kernel's ucontext for this SA_SIGINFO handler.
     unsafe {
         let rip = &mut (*ctx).uc_mcontext.gregs[libc::REG_RIP as usize];
-        if *rip as u64 == addr(hotagent_test_outside_fault_at) {
+        let at = *rip as u64;
+        if at == addr(hotagent_test_outside_fault_at) || at == addr(hotagent_test_direct_fault_at) {
             *rip += 3;
             SKIPPED.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
 
-#[test]
-fn a_fault_outside_the_set_chains_to_the_programs_handler() {
-    let _g = serial();
-    // SAFETY: a plain SA_SIGINFO handler; the previous action is put back at the end.
-    let before = unsafe {
+/// Installs [`skip_fault`] for SIGSEGV; returns the action it replaced.
+fn install_skip_fault() -> libc::sigaction {
+    // SAFETY: a plain SA_SIGINFO handler; callers put the previous action back.
+    unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction =
             skip_fault as extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) as usize;
@@ -483,7 +496,18 @@ fn a_fault_outside_the_set_chains_to_the_programs_handler() {
         let mut old: libc::sigaction = std::mem::zeroed();
         assert_eq!(libc::sigaction(libc::SIGSEGV, &act, &mut old), 0);
         old
-    };
+    }
+}
+
+fn restore_sigsegv(before: &libc::sigaction) {
+    // SAFETY: puts back an action sigaction reported.
+    unsafe { libc::sigaction(libc::SIGSEGV, before, std::ptr::null_mut()) };
+}
+
+#[test]
+fn a_fault_outside_the_set_chains_to_the_programs_handler() {
+    let _g = serial();
+    let before = install_skip_fault();
     let set = many_set();
     probation::arm(set, -1, None).unwrap();
     SKIPPED.store(0, Ordering::SeqCst);
@@ -505,8 +529,156 @@ fn a_fault_outside_the_set_chains_to_the_programs_handler() {
     assert_eq!(SKIPPED.load(Ordering::SeqCst), 2);
     probation::disarm();
     let _ = probation::take_reverted();
-    // SAFETY: puts back the action saved above.
-    unsafe { libc::sigaction(libc::SIGSEGV, &before, std::ptr::null_mut()) };
+    restore_sigsegv(&before);
+}
+
+#[test]
+fn a_crash_in_new_code_reached_without_a_guard_reverts_then_takes_its_course() {
+    let _g = serial();
+    let before = install_skip_fault();
+    let (f, text) = guarded(
+        addr(hotagent_test_rax_old),
+        hotagent_test_direct_fault as unsafe extern "C" fn() -> u64 as usize as u64,
+        "hotagent_test_direct_fault",
+    );
+    let set = GuardSet::new(vec![f], vec![text], "g", "b").unwrap();
+    probation::arm(set, -1, None).unwrap();
+    SKIPPED.store(0, Ordering::SeqCst);
+    // SAFETY: faults once; the program's handler (the signal's course) skips the load.
+    assert_eq!(unsafe { hotagent_test_direct_fault() }, 55);
+    probation::disarm();
+    assert_eq!(
+        SKIPPED.load(Ordering::SeqCst),
+        1,
+        "the signal went on to the program"
+    );
+    assert_eq!(
+        set.state(),
+        GuardState::Reverted,
+        "rolled back all the same"
+    );
+    let crash = set.crash().unwrap();
+    assert_eq!(
+        (crash.signal, crash.function, crash.rerun, crash.pc),
+        (
+            libc::SIGSEGV,
+            Some(0),
+            false,
+            addr(hotagent_test_direct_fault_at)
+        )
+    );
+    assert!(std::ptr::eq(probation::take_reverted().unwrap(), set));
+    restore_sigsegv(&before);
+}
+
+static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// 1: waits (at most 10 s) for GO, then faults; 2: faults at once; else x + 1.
+#[no_mangle]
+#[inline(never)]
+extern "C" fn hotagent_test_wait_new(x: u64) -> u64 {
+    if x == 1 {
+        ENTERED.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        while !GO.load(Ordering::SeqCst) && t.elapsed().as_secs() < 10 {
+            std::hint::spin_loop();
+        }
+    }
+    if x == 1 || x == 2 {
+        // SAFETY: deliberately faults (a load from address 0).
+        unsafe { asm!("mov {0}, qword ptr [{0}]", inout(reg) 0u64 => _) };
+    }
+    x + 1
+}
+
+#[test]
+fn a_call_in_flight_when_another_thread_crashed_is_rerun_too() {
+    let _g = serial();
+    let new = hotagent_test_wait_new as extern "C" fn(u64) -> u64 as usize as u64;
+    let (f, text) = guarded(
+        abort_old as extern "C" fn(u64) -> u64 as usize as u64,
+        new,
+        "hotagent_test_wait_new",
+    );
+    let set = GuardSet::new(vec![f], vec![text], "g", "b").unwrap();
+    // SAFETY: the stub stands for `fn(u64) -> u64`.
+    let call: extern "C" fn(u64) -> u64 = unsafe { std::mem::transmute(set.stub(0)) };
+    probation::arm(set, -1, None).unwrap();
+    ENTERED.store(false, Ordering::SeqCst);
+    GO.store(false, Ordering::SeqCst);
+    let waiting = std::thread::spawn(move || call(1));
+    let t = std::time::Instant::now();
+    while !ENTERED.load(Ordering::SeqCst) {
+        assert!(t.elapsed().as_secs() < 10, "the thread never entered new");
+        std::thread::yield_now();
+    }
+    assert_eq!(call(2), 102, "the first crash re-runs on old");
+    assert_eq!(set.state(), GuardState::Reverted);
+    GO.store(true, Ordering::SeqCst);
+    assert_eq!(
+        waiting.join().unwrap(),
+        101,
+        "the in-flight crash re-runs on old too"
+    );
+    probation::disarm();
+    assert!(set.crash().unwrap().rerun);
+    let _ = probation::take_reverted();
+}
+
+#[test]
+fn probation_and_the_fatal_watch_coexist_in_either_order() {
+    let _g = serial();
+    assert!(
+        crate::sys::stop::install().is_some(),
+        "a signal return trampoline to borrow"
+    );
+    let original = raw::rt_sigaction(libc::SIGSEGV, None).unwrap();
+    let set = many_set();
+    probation::arm(set, -1, None).unwrap();
+    let ours = raw::rt_sigaction(libc::SIGSEGV, None).unwrap().handler;
+    let (rx, tx) = raw::socketpair().unwrap();
+    // The watch in front of probation, then probation armed again (a second reload).
+    assert!(crate::sys::fatal::arm(tx));
+    let watch = raw::rt_sigaction(libc::SIGSEGV, None).unwrap().handler;
+    assert_ne!(watch, ours);
+    let set = many_set();
+    probation::arm(set, -1, None).unwrap();
+    assert_eq!(
+        raw::rt_sigaction(libc::SIGSEGV, None).unwrap().handler,
+        watch,
+        "not installed in front of the watch that will put it back"
+    );
+    let (r, i, d, s) = call_many(set.stub(0), SEGV);
+    assert_eq!(r, mix(i, d, s) ^ OLD_TAG, "re-run through the watch");
+    assert_eq!(
+        raw::read(rx, &mut [0u8; 64]),
+        Err(libc::EAGAIN),
+        "no death reported"
+    );
+    crate::sys::fatal::disarm();
+    probation::disarm();
+    assert_eq!(raw::rt_sigaction(libc::SIGSEGV, None).unwrap(), original);
+    // Probation in front of the watch: it re-runs its crash, and its leave puts the watch back.
+    let set = many_set();
+    assert!(crate::sys::fatal::arm(tx));
+    probation::arm(set, -1, None).unwrap();
+    assert_eq!(
+        raw::rt_sigaction(libc::SIGSEGV, None).unwrap().handler,
+        ours
+    );
+    let (r, i, d, s) = call_many(set.stub(0), SEGV);
+    assert_eq!(r, mix(i, d, s) ^ OLD_TAG);
+    probation::disarm();
+    assert_eq!(
+        raw::rt_sigaction(libc::SIGSEGV, None).unwrap().handler,
+        watch
+    );
+    crate::sys::fatal::disarm();
+    assert_eq!(raw::rt_sigaction(libc::SIGSEGV, None).unwrap(), original);
+    let _ = probation::take_reverted();
+    raw::close(rx);
+    raw::close(tx);
 }
 
 #[test]
