@@ -78,6 +78,12 @@ fn our_handler() -> usize {
     on_fatal as extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) as usize
 }
 
+/// Whether `handler` is the watch's own (a handler installed behind it gets put back when the
+/// watch leaves, so it must not be installed in front of it again).
+pub fn is_watch_handler(handler: usize) -> bool {
+    handler == our_handler()
+}
+
 /// glibc's signal return trampoline, taken from one of its own handlers: a handler installed
 /// with the raw system call needs one (x86_64 has no other way back from a handler).
 fn restorer() -> Option<usize> {

@@ -566,6 +566,83 @@ pub fn monotonic_ms() -> u64 {
     monotonic().as_millis() as u64
 }
 
+// The probation handler's needs: reading memory that may be unmapped, writing its warning line,
+// creating its marker file, seeding its cookie.
+
+/// Copies `buf.len()` bytes from our own address `addr` with `process_vm_readv`: memory that is
+/// not mapped gives `EFAULT` (or a short count) instead of a fault. The bytes copied.
+pub fn read_own_memory(addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local describes buf, writable for its length; the kernel checks the remote range
+    // and reports EFAULT rather than touching anything unmapped.
+    unsafe {
+        syscall(
+            libc::SYS_process_vm_readv,
+            &[
+                getpid() as usize,
+                &local as *const libc::iovec as usize,
+                1,
+                &remote as *const libc::iovec as usize,
+                1,
+                0,
+            ],
+        )
+    }
+}
+
+/// Writes all of `buf` to `fd` (short writes continued): the bytes written.
+pub fn write_all(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: the rest of buf is readable for its length.
+        let k = again(|| unsafe {
+            syscall(
+                libc::SYS_write,
+                &[fd as usize, buf[n..].as_ptr() as usize, buf.len() - n],
+            )
+        })?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}
+
+/// Creates (or opens for writing) the file at `path`, never following a symbolic link:
+/// `openat(AT_FDCWD, path, O_WRONLY|O_CREAT|O_NOFOLLOW|O_CLOEXEC, mode)`.
+pub fn create_file(path: &core::ffi::CStr, mode: u32) -> Result<i32, Errno> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: path is NUL-terminated and outlives the call.
+    again(|| unsafe {
+        syscall(
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                flags as usize,
+                mode as usize,
+            ],
+        )
+    })
+    .map(|fd| fd as i32)
+}
+
+/// Eight random bytes from `getrandom(2)`.
+pub fn random_u64() -> Result<u64, Errno> {
+    let mut v = 0u64;
+    // SAFETY: v is 8 writable bytes.
+    again(|| unsafe { syscall(libc::SYS_getrandom, &[&mut v as *mut u64 as usize, 8, 0]) })?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
