@@ -130,6 +130,14 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
     if let Some(j) = &report.persisted {
         writeln!(out, "persisted in {j}")?;
     }
+    if report.probation_ms > 0 {
+        writeln!(
+            out,
+            "on probation for {}: a crash in its code rolls back to generation {} and runs the call again there",
+            render::millis(report.probation_ms),
+            report.generation.saturating_sub(1)
+        )?;
+    }
     render::warnings(out, &report.warnings)
 }
 

@@ -80,6 +80,15 @@ pub fn micros(us: u64) -> String {
     }
 }
 
+/// A span in milliseconds, as a person reads it: `850 ms`, `12.5 s`, `3 min 20 s`.
+pub fn millis(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1e3),
+        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1_000),
+    }
+}
+
 /// Writes each warning on its own line.
 pub fn warnings(out: &mut dyn Write, warnings: &[String]) -> io::Result<()> {
     for warning in warnings {

@@ -45,6 +45,37 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
             r.path, r.staged, r.reason
         )?;
     }
+    for r in &report.reverted {
+        writeln!(
+            out,
+            "generation {} ({}) crashed on probation: {} in {} at {:#x}; rolled back to generation {}{}",
+            r.generation,
+            r.path,
+            r.signal_name,
+            r.function.as_deref().unwrap_or("its code"),
+            r.address,
+            r.back_to,
+            if r.rerun {
+                ", the crashed call was run again there"
+            } else {
+                ""
+            }
+        )?;
+    }
+    for g in &report.generations {
+        if let Some(p) = &g.probation {
+            writeln!(
+                out,
+                "generation {} is on probation: {} of {} left",
+                g.generation,
+                render::millis(p.remaining_ms),
+                render::millis(p.duration_ms)
+            )?;
+        }
+        if g.applied_at_startup {
+            writeln!(out, "generation {} was applied at start-up", g.generation)?;
+        }
+    }
     if report.generations.is_empty() && report.symbols.is_empty() {
         return writeln!(out, "no reloads yet");
     }

@@ -110,6 +110,29 @@ fn run_locked(
     resp
 }
 
+/// Ends a probation on the worker, as a job of the agent's own: the generation passed, or a crash
+/// reverted it and the rollback is finished here. Leaves a snapshot like any job.
+pub fn end_probation(agent: &Mutex<Agent>, what: super::worker::Probation) {
+    WORKING.store(true, Ordering::SeqCst);
+    let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
+    match what {
+        super::worker::Probation::Passed => {
+            if let Some(note) = a.end_probation() {
+                tracing::info!("{note}");
+            }
+        }
+        super::worker::Probation::Reverted(set) => match a.revert_crashed(set) {
+            Some(Ok(note)) => tracing::info!("{note}"),
+            Some(Err(failed)) => tracing::warn!("{failed}"),
+            None => {}
+        },
+    }
+    let snap = a.status();
+    *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    drop(a);
+    WORKING.store(false, Ordering::SeqCst);
+}
+
 /// Holds the snapshot's lock across a fork (it is only ever held for a copy), so a forked child
 /// never inherits it locked.
 pub fn snapshot_lock() -> std::sync::MutexGuard<'static, Option<StatusReport>> {

@@ -74,6 +74,7 @@ pub fn start() {
     fds::register(wake);
     fds::register(waker);
     WAKE.store(waker, Ordering::SeqCst);
+    crate::reload::probation::set_wake(waker);
     *SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some((process::pid(), path.clone()));
     process::at_exit(remove_socket);
     let io = IoLoop {
@@ -125,6 +126,7 @@ pub(super) fn want_sweep() {
 /// In a forked child: the parent's descriptors are not ours.
 pub(super) fn forget_parent() {
     crate::sys::fatal::forget_parent();
+    crate::sys::probation::forget_parent();
     fds::close_inherited();
     worker::forget_parent();
     WAKE.store(-1, Ordering::SeqCst);
@@ -190,6 +192,7 @@ impl IoLoop {
                 raw::drain(self.wake);
             }
             self.sweep_if_due();
+            self.end_probation_if_due();
             let ready: Vec<i16> = polled[2..].iter().map(|p| p.revents).collect();
             self.serve_ready(&ready);
             if polled[0].revents & libc::POLLIN != 0 && !self.accept_all() {
@@ -204,7 +207,21 @@ impl IoLoop {
         if SWEEP_WANTED.load(Ordering::Relaxed) {
             until = Some(until.map_or(self.next_sweep, |u| u.min(self.next_sweep)));
         }
+        if let Some(due) = crate::reload::probation::due_at() {
+            until = Some(until.map_or(due, |u| u.min(due)));
+        }
         until.map(|u| u.saturating_sub(now))
+    }
+
+    /// Hands the worker a probation that is over: a crash reverted it (the handler woke us), or
+    /// its time ran out.
+    fn end_probation_if_due(&mut self) {
+        if let Some(set) = crate::sys::probation::take_reverted() {
+            self.jobs.submit_probation(worker::Probation::Reverted(set));
+        }
+        if crate::reload::probation::take_due(raw::monotonic_ms()) {
+            self.jobs.submit_probation(worker::Probation::Passed);
+        }
     }
 
     fn sweep_if_due(&mut self) {

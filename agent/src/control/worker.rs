@@ -6,6 +6,7 @@
 //! commits): a request whose client gave up is abandoned, never carried out behind its back.
 
 use super::{dispatch, fds, line, server};
+use crate::sys::guard::GuardSet;
 use crate::sys::{fatal, raw, thread};
 use hotagent_protocol::{encode_line, Control, ErrorCode, Request, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,11 +22,24 @@ const SETTLE_SLACK_MS: u64 = 1_000;
 
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
-struct Job {
-    fd: i32,
-    request: Request,
-    /// The patch file the client opened and passed along, closed with the job.
-    passed: Option<fds::Received>,
+enum Job {
+    /// A client's reload or rollback, with its connection.
+    Client {
+        fd: i32,
+        request: Request,
+        /// The patch file the client opened and passed along, closed with the job.
+        passed: Option<fds::Received>,
+    },
+    /// The agent's own: a probation is over, or a crash on probation must be rolled back.
+    Probation(Probation),
+}
+
+/// What the end of a probation asks of the worker.
+pub enum Probation {
+    /// It ran its time without a crash.
+    Passed,
+    /// The signal handler reverted this set's generation.
+    Reverted(&'static GuardSet),
 }
 
 /// The worker's inbox. The worker thread starts with the first job, so an idle target carries
@@ -50,7 +64,7 @@ impl Queue {
             )));
         }
         let sent = self.sender().and_then(|tx| {
-            tx.send(Job {
+            tx.send(Job::Client {
                 fd,
                 request,
                 passed,
@@ -66,6 +80,19 @@ impl Queue {
         })
     }
 
+    /// Hands the worker the end of a probation; the job queue's bound does not apply (at most
+    /// one of these is ever pending per probation).
+    pub fn submit_probation(&mut self, what: Probation) {
+        QUEUED.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self
+            .sender()
+            .and_then(|tx| tx.send(Job::Probation(what)).map_err(std::io::Error::other))
+        {
+            QUEUED.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("cannot end the probation: the agent's worker is gone ({e})");
+        }
+    }
+
     fn sender(&mut self) -> std::io::Result<&mpsc::Sender<Job>> {
         if self.0.is_none() {
             self.0 = Some(spawn()?);
@@ -78,9 +105,24 @@ fn spawn() -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     thread::spawn_quiet("hotagent-work", WORKER_STACK, move || {
         for job in rx {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&job)));
-            fds::close(job.fd);
-            drop(job.passed);
+            match job {
+                Job::Client {
+                    fd,
+                    request,
+                    passed,
+                } => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        serve(fd, &request, passed.as_ref())
+                    }));
+                    fds::close(fd);
+                    drop(passed);
+                }
+                Job::Probation(what) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        dispatch::end_probation(server::agent(), what)
+                    }));
+                }
+            }
             QUEUED.fetch_sub(1, Ordering::SeqCst);
         }
     })?;
@@ -92,39 +134,35 @@ pub fn forget_parent() {
     QUEUED.store(0, Ordering::SeqCst);
 }
 
-fn serve(job: &Job) {
-    let ctl = job.request.control();
+fn serve(fd: i32, request: &Request, passed: Option<&fds::Received>) {
+    let ctl = request.control();
     // A request that waited in the queue past its deadline, or whose client left meanwhile, is
     // not worth even the checks.
     let unchanged = Control {
         confirm: false,
         ..ctl
     };
-    if let Err(e) = dispatch::gate(job.fd, unchanged, 0) {
+    if let Err(e) = dispatch::gate(fd, unchanged, 0) {
         tracing::info!(why = %e, "request abandoned");
         let resp = dispatch::error(e.code(), e.to_string());
-        if fds::is_ours(job.fd) {
-            let _ = line::send_all(
-                job.fd,
-                &encode_line(&resp),
-                raw::monotonic_ms() + IO_TIMEOUT_MS,
-            );
+        if fds::is_ours(fd) {
+            let _ = line::send_all(fd, &encode_line(&resp), raw::monotonic_ms() + IO_TIMEOUT_MS);
         }
         return;
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
-    let source = job.passed.as_ref().and_then(fds::Received::fd);
-    let changes = !matches!(&job.request, Request::Reload(r) if r.dry_run);
+    let source = passed.and_then(fds::Received::fd);
+    let changes = !matches!(request, Request::Reload(r) if r.dry_run);
     // A crash from here to the end of the settle time is told to the client on this connection.
-    let watched = changes && fatal::arm(job.fd);
-    let resp = match &job.request {
+    let watched = changes && fatal::arm(fd);
+    let resp = match request {
         // A dry run changes nothing: no point of no return.
-        Request::Reload(r) if r.dry_run => dispatch::guarded(|| {
-            dispatch::run(server::agent(), &job.request, source, &mut || Ok(()))
-        }),
+        Request::Reload(r) if r.dry_run => {
+            dispatch::guarded(|| dispatch::run(server::agent(), request, source, &mut || Ok(())))
+        }
         _ => {
-            let mut g = gate(job.fd);
-            dispatch::guarded(|| dispatch::run(server::agent(), &job.request, source, &mut g))
+            let mut g = gate(fd);
+            dispatch::guarded(|| dispatch::run(server::agent(), request, source, &mut g))
         }
     };
     if let Response::Error(e) = &resp {
@@ -136,7 +174,7 @@ fn serve(job: &Job) {
     // worker past this.
     let until = raw::monotonic_ms() + IO_TIMEOUT_MS;
     // A patch's constructor may have closed the connection and reused its number.
-    if !fds::is_ours(job.fd) {
+    if !fds::is_ours(fd) {
         fatal::disarm();
         tracing::warn!(
             "the program closed the client's connection during the request: no answer sent"
@@ -152,13 +190,13 @@ fn serve(job: &Job) {
     if settle.is_none() {
         fatal::disarm();
     }
-    let sent = line::send_all(job.fd, &encode_line(&resp), until);
+    let sent = line::send_all(fd, &encode_line(&resp), until);
     if let Some(ms) = settle {
         if sent {
             // The client watches the process for its settle time, then shuts its side down and
             // waits for our close, which comes after the watch is gone. Bounded whatever it asks.
             let until = raw::monotonic_ms() + ms.saturating_add(SETTLE_SLACK_MS).min(IO_TIMEOUT_MS);
-            line::wait_closed(job.fd, until);
+            line::wait_closed(fd, until);
         }
         fatal::disarm();
     }

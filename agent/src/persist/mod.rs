@@ -170,10 +170,11 @@ fn defer(
 }
 
 /// The crash marker of the generation being loaded from `patch_path` to replace `module_path`,
-/// when the journal holds an entry for this executable, module and patch: the path the
-/// probation handler creates with one raw `open(O_CREAT)`. Computed beforehand, never in a
-/// handler; call it outside the loader's lock.
-pub fn crash_marker(patch_path: &str, module_path: &str) -> Option<CString> {
+/// when the journal holds an entry for this executable, module and patch, or will (`persist`:
+/// the reload records it once it succeeds): the path the probation handler creates with one raw
+/// `open(O_CREAT)`, its folder made now. Computed beforehand, never in a handler; call it
+/// outside the loader's lock.
+pub fn crash_marker(patch_path: &str, module_path: &str, persist: bool) -> Option<CString> {
     let j = journal()?;
     let agent = Agent::new();
     let m = agent.identify(module_path).ok()?;
@@ -184,8 +185,9 @@ pub fn crash_marker(patch_path: &str, module_path: &str) -> Option<CString> {
         m.build_id.as_deref(),
         patch_path,
     );
-    if !j.entry_path(&id).exists() {
+    if !persist && !j.entry_path(&id).exists() {
         return None;
     }
+    j.create_dirs().ok()?;
     CString::new(j.crash_marker(&id).into_os_string().into_encoded_bytes()).ok()
 }

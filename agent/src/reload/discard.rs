@@ -123,6 +123,7 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         E::Internal(m) => E::Internal(m + note),
         E::Abandoned(m) => E::Abandoned(m + note),
         E::Hook(m) => E::Hook(m + note),
+        E::OnProbation(m) => E::OnProbation(m + note),
         E::NothingToRollBack => E::NothingToRollBack,
     }
 }

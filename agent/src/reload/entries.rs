@@ -21,6 +21,8 @@ use std::time::Instant;
 const SHARED: &str =
     "this entry belongs to several symbols that now run different code; it keeps its bytes";
 const GOT_ONLY: &str = "reloaded with --got-only";
+const PROBATION: &str =
+    "the current generation is on probation: entries lead to the previous code until it passes";
 
 /// What one site should hold, and why it holds its own bytes when it is not current.
 pub(super) struct SiteWant {
@@ -126,9 +128,10 @@ impl Agent {
             if r.role != Role::Code {
                 continue;
             }
-            let current = r.current();
+            let current = r.entries_target();
+            let guarded = r.on_probation();
             for c in &r.code {
-                let (want, note) = if c.addr == current {
+                let (want, note) = if c.addr == current || Some(c.addr) == guarded {
                     (Want::Original, None)
                 } else if r.got_only() {
                     (Want::Original, Some(GOT_ONLY.to_string()))
@@ -189,7 +192,9 @@ impl Agent {
         notes: &std::collections::HashMap<u64, String>,
     ) -> Vec<EntryReport> {
         let r = &self.replaced[i];
-        let current = r.current();
+        let current = r.entries_target();
+        let guarded = r.on_probation();
+        let waiting = || guarded.map(|_| PROBATION.to_string());
         r.code
             .iter()
             .map(|c| {
@@ -197,7 +202,7 @@ impl Agent {
                 let module = site.map_or_else(|| "?".to_string(), |s| s.label.clone());
                 let why_not = || site.and_then(|s| s.last_error.clone());
                 let (state, reason) = match self.entries.lands_at(c.addr) {
-                    Some(to) if to == current => (EntryState::Jump, None),
+                    Some(to) if to == current => (EntryState::Jump, waiting()),
                     Some(to) => (
                         EntryState::Jump,
                         Some(format!(
@@ -206,6 +211,13 @@ impl Agent {
                             why_not().map(|e| format!(": {e}")).unwrap_or_default()
                         )),
                     ),
+                    None if Some(c.addr) == guarded => (
+                        EntryState::Current,
+                        Some("on probation: calls reach it through a guard".to_string()),
+                    ),
+                    None if c.addr == current && guarded.is_some() => {
+                        (EntryState::Original, waiting())
+                    }
                     None if c.addr == current => (EntryState::Current, None),
                     None => {
                         let note = notes.get(&c.addr).cloned();

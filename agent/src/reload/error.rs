@@ -35,6 +35,9 @@ pub enum ReloadError {
     /// A hook of the patch refused, failed or hung: nothing was switched.
     #[error("{0}")]
     Hook(String),
+    /// The current generation is on probation: no other reload until it passes or is rolled back.
+    #[error("{0}")]
+    OnProbation(String),
 }
 
 impl ReloadError {
@@ -55,6 +58,7 @@ impl ReloadError {
             ReloadError::Internal(_) => ErrorCode::Internal,
             ReloadError::Abandoned(_) => ErrorCode::Abandoned,
             ReloadError::Hook(_) => ErrorCode::HookRefused,
+            ReloadError::OnProbation(_) => ErrorCode::OnProbation,
         }
     }
 }

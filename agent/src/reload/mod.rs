@@ -26,6 +26,7 @@ mod origin;
 mod plan;
 mod previous;
 mod private;
+pub mod probation;
 mod report;
 mod reset;
 mod rollback;

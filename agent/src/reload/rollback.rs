@@ -98,6 +98,7 @@ impl Agent {
         if !stray.is_empty() {
             return Err(self.undo_rollback(gen, layers, &stray, &settled));
         }
+        Agent::left_probation(&gen);
         let mut symbols: Vec<SymbolReport> = gen
             .symbols
             .iter()

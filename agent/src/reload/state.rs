@@ -45,6 +45,8 @@ pub(super) struct Layer {
     /// Old entries that keep their bytes while this layer is on top, because the new code calls
     /// them under another name (see `alias.rs`).
     pub(super) keep: Vec<Keep>,
+    /// On probation: `addr` is the symbol's guard stub, and this is the new code it guards.
+    pub(super) probation: Option<u64>,
 }
 
 /// An old entry the new code reaches through an alias: a jump there would send that call back
@@ -86,12 +88,29 @@ impl Replaced {
             n => self.stack[n - 2].addr,
         }
     }
+    /// The layer function entries follow: the top one, unless it is on probation — then entries
+    /// stay as the generation below left them (its code is what a reverted guard runs, so its own
+    /// entry must keep its bytes), until the probation passes.
+    fn entries_layer(&self) -> Option<&Layer> {
+        match self.stack.last() {
+            Some(l) if l.probation.is_some() => self.stack.iter().rev().nth(1),
+            top => top,
+        }
+    }
+    /// The code function entries lead to now (see `entries_layer`).
+    pub(super) fn entries_target(&self) -> u64 {
+        self.entries_layer().map_or(self.gen0, |l| l.addr)
+    }
+    /// The new code of a generation on probation, whose entry keeps its bytes meanwhile.
+    pub(super) fn on_probation(&self) -> Option<u64> {
+        self.stack.last()?.probation
+    }
     pub(super) fn got_only(&self) -> bool {
-        self.stack.last().is_some_and(|l| l.got_only)
+        self.entries_layer().is_some_and(|l| l.got_only)
     }
     /// Why the entry at `site` keeps its bytes under the current generation, if an alias is why.
     pub(super) fn kept(&self, site: u64) -> Option<&Keep> {
-        self.stack.last()?.keep.iter().find(|k| k.site == site)
+        self.entries_layer()?.keep.iter().find(|k| k.site == site)
     }
     /// The symbol-table writes that make lookups find `target`.
     pub(super) fn symtab_writes(&self, target: u64, now_value: u64, now_info: u8) -> Vec<Write> {
@@ -156,6 +175,8 @@ pub(super) struct Generation {
     /// The replaced module's private writable data at the reload (`checkpoint`), for a rollback
     /// with `reset`.
     pub(super) checkpoint: Option<std::sync::Arc<super::private::Snapshot>>,
+    /// While on probation: its guards and how long it lasts.
+    pub(super) probation: Option<super::probation::OnProbation>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.
@@ -179,6 +200,8 @@ pub struct Agent {
     pub(super) before_main: bool,
     /// Generations applied from the journal before `main`.
     pub(super) at_startup: Vec<u32>,
+    /// Generations probation rolled back after a crash in their code, oldest first.
+    pub(super) reverted: Vec<hotagent_protocol::RevertedInfo>,
 }
 
 impl Agent {
@@ -195,6 +218,7 @@ impl Agent {
             keep_loaded: None,
             before_main: false,
             at_startup: Vec::new(),
+            reverted: Vec::new(),
         }
     }
 
@@ -252,7 +276,7 @@ impl Agent {
                         .collect(),
                     slots: g.slots,
                     elapsed_us: g.elapsed_us,
-                    probation: None,
+                    probation: g.probation.as_ref().and_then(|p| p.info()),
                     applied_at_startup: self.at_startup.contains(&g.number),
                 })
                 .collect(),
@@ -268,7 +292,7 @@ impl Agent {
                     reason: r.reason.clone(),
                 })
                 .collect(),
-            reverted: Vec::new(),
+            reverted: self.reverted.clone(),
         }
     }
 
@@ -317,8 +341,15 @@ impl Agent {
             }
         };
         let r = &mut self.replaced[i];
-        let addr = layer.addr;
+        // A guard stub is an address slots may hold, but not code with entries of its own.
+        let (addr, stub) = match layer.probation {
+            Some(code) => (code, Some(layer.addr)),
+            None => (layer.addr, None),
+        };
         r.stack.push(layer);
+        if let Some(stub) = stub.filter(|s| !r.known.contains(s)) {
+            r.known.push(stub);
+        }
         if !r.known.contains(&addr) {
             r.known.push(addr);
             if m.role == Role::Code {

@@ -57,6 +57,9 @@ impl Agent {
                 "{path}: the path must be absolute (hotctl resolves it)"
             )));
         }
+        if !req.dry_run {
+            self.refuse_on_probation()?;
+        }
         let mut copy = timed(&mut phases.stage_us, || stage(path, source))?;
         let checked = timed(&mut phases.check_us, || self.check(req, &copy))?;
         // No loaded module may carry the copy's name: dlopen would return that module instead.
@@ -115,6 +118,7 @@ impl Agent {
                 Ok(report)
             }
             Err(e) => {
+                self.abandon_guards();
                 let e = self.discard_load(undo, handle, copy, path, e);
                 unload(dep_handles);
                 Err(e)
@@ -142,6 +146,11 @@ impl Agent {
             changed_roots = Some(only.roots);
         }
         self.refuse_copied(&matches, path)?;
+        if req.probation_ms.unwrap_or(0) > 0 && patch.exports_function(MIGRATE) {
+            return Err(ReloadError::Hook(format!(
+                "{path} has a hotagent_migrate hook, which --probation cannot guard: a revert from the signal handler cannot run hotagent_unmigrate first; reload it without --probation"
+            )));
+        }
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
         // The lookups `resolve` makes after the load, answered from the file: a dry run, with
         // or without the probe, refuses what the load would.
@@ -322,7 +331,28 @@ impl Agent {
 
         let t = Instant::now();
         let (resolved, methods) = self.through_entry_thunks(&c, resolved, &classes)?;
-        let (touched, bindings) = self.bind(req, &c, &resolved, new_base)?;
+        if !classes.is_empty() && req.probation_ms.unwrap_or(0) > 0 {
+            return Err(ReloadError::Hook(format!(
+                "{path} converts objects of {} classes, which --probation cannot guard (a revert from the signal handler cannot convert them back); nothing was switched",
+                classes.len()
+            )));
+        }
+        let marker = match req.probation_ms.unwrap_or(0) {
+            0 => None,
+            _ => super::probation::crash_marker(path, &c.module.path, req.persist),
+        };
+        let (resolved, guards) = self.guard(
+            req.probation_ms,
+            &c.patch.file_name,
+            &c.module,
+            &c.matches,
+            resolved,
+            new_base,
+            number,
+            marker,
+        )?;
+        let guarded = guards.as_ref().map(|g| g.code.clone());
+        let (touched, bindings) = self.bind(req, &c, &resolved, guarded.as_deref(), new_base)?;
         phases.plan_us += micros(t);
 
         let t = Instant::now();
@@ -395,6 +425,7 @@ impl Agent {
                 methods,
                 outcome,
                 pause,
+                guards,
             },
             phases,
             t0,
@@ -604,6 +635,7 @@ impl Agent {
         req: &ReloadRequest,
         c: &Checked,
         resolved: &[u64],
+        guarded: Option<&[Option<u64>]>,
         new_base: Option<u64>,
     ) -> Result<(Vec<usize>, Vec<Binding>), ReloadError> {
         let gen0s = c
@@ -619,12 +651,13 @@ impl Agent {
             .collect::<Result<Vec<u64>, ReloadError>>()?;
         let mut touched = Vec::new();
         let mut state_bindings = Vec::new();
-        for (((m, new_addr), gen0), keep) in c
+        for (k, (((m, new_addr), gen0), keep)) in c
             .matches
             .iter()
             .zip(resolved)
             .zip(gen0s)
             .zip(c.keeps.iter().cloned())
+            .enumerate()
         {
             match m.role {
                 Role::State => state_bindings.push((m, *new_addr)),
@@ -635,6 +668,7 @@ impl Agent {
                         addr: *new_addr,
                         got_only: req.got_only,
                         keep,
+                        probation: guarded.and_then(|g| g[k]),
                     },
                     gen0,
                 )),
@@ -674,6 +708,7 @@ impl Agent {
             methods,
             outcome,
             pause,
+            guards,
         } = made;
         let path = req.path.as_str();
         let mut warnings = c.notes;
@@ -727,6 +762,7 @@ impl Agent {
             classes,
             methods,
             checkpoint: None,
+            probation: Agent::start_probation(guards),
         });
         tracing::info!(
             generation = number,
@@ -748,7 +784,11 @@ impl Agent {
             phases,
             pause,
             warnings,
-            probation_ms: 0,
+            probation_ms: self
+                .generations
+                .last()
+                .and_then(|g| g.probation.as_ref())
+                .map_or(0, |p| p.duration_ms()),
             persisted: None,
             deferred: false,
         }
@@ -876,6 +916,7 @@ struct Made {
     methods: Vec<MethodCode>,
     outcome: Outcome,
     pause: PauseReport,
+    guards: Option<super::probation::Guards>,
 }
 
 /// What the reload has in hand once the new library is loaded.

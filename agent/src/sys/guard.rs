@@ -213,6 +213,12 @@ pub(crate) struct Descriptor {
     secret: u64,
 }
 
+// SAFETY: a descriptor never changes after `GuardSet::new` builds it, and `state` points at a
+// leaked atomic: sharing it between threads (the agent's, and the guards' callers) is sound.
+unsafe impl Sync for Descriptor {}
+// SAFETY: as above; nothing in it is tied to the thread that made it.
+unsafe impl Send for Descriptor {}
+
 /// One guarded function: the previous generation's entry, the new one and its size.
 #[derive(Clone, Debug)]
 pub struct GuardFn {
