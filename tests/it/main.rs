@@ -28,6 +28,7 @@ mod persist;
 mod private_state;
 mod privilege;
 mod probation;
+mod probation_persist;
 mod probe;
 mod quiet;
 mod races;
