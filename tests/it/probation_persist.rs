@@ -130,3 +130,30 @@ fn a_crash_that_kills_the_process_still_marks_the_persisted_patch() {
     assert_eq!(entry_state(state.path()), "crashed");
     next_start_runs_the_old_code(state.path());
 }
+
+#[test]
+fn a_patch_applied_at_start_up_is_on_probation_and_a_crash_there_marks_it() {
+    let state = scratch();
+    let mut t = start(state.path());
+    reload_persisted(&t);
+    // Passes this run: the v2 code answers, nothing crashes.
+    t.expect("compute 1", "v2 1000000079");
+    t.kill();
+    // The next start applies it before main, on probation again.
+    let mut t = start(state.path());
+    let s = status(&t);
+    assert_eq!(s.generation, 1, "{s:?}");
+    assert!(s.generations[0].applied_at_startup, "{s:?}");
+    let p = s.generations[0].probation.as_ref().expect("on probation");
+    assert_eq!(p.duration_ms, 30_000, "{p:?}");
+    // Its crash there is survived, rolled back, and marks the entry for good.
+    t.expect("compute 3", "v1 149");
+    wait_marked_crashed(state.path());
+    let until = Instant::now() + DEADLINE;
+    while status(&t).generation != 0 {
+        assert!(Instant::now() < until, "not rolled back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.kill();
+    next_start_runs_the_old_code(state.path());
+}
