@@ -27,7 +27,6 @@
 //! abandoned frames would not match: the guard assumes none (Linux enables it per process, opt-in).
 
 // The integrator wires this into the reload; until then only the tests call it.
-#![allow(dead_code)]
 
 use super::raw;
 use std::arch::global_asm;
@@ -101,7 +100,7 @@ global_asm!(
     "movdqu xmmword ptr [rbp-144], xmm7",
     "lea rsi, [rbp+16]",
     "mov rdi, rsp",
-    "mov ecx, 32",
+    "mov ecx, {qwords}",
     "cld",
     "rep movsq",
     "mov rdi, qword ptr [rbp-24]",
@@ -121,7 +120,7 @@ global_asm!(
     "lea rsp, [rbp-512]",
     "lea rsi, [rbp+16]",
     "mov rdi, rsp",
-    "mov ecx, 32",
+    "mov ecx, {qwords}",
     "cld",
     "rep movsq",
     "movdqu xmm0, xmmword ptr [rbp-256]",
@@ -162,6 +161,7 @@ global_asm!(
     ".byte 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05",
     ".size hotagent_guard_restorer, .-hotagent_guard_restorer",
     ".popsection",
+    qwords = const STACK_ARGS / 8,
 );
 
 extern "C" {

@@ -19,7 +19,6 @@
 //! Everything in the handler is a raw system call, with no allocation and no lock.
 
 // The integrator wires this into the reload; until then only the tests call it.
-#![allow(dead_code)]
 
 use super::guard::{self, Crash, GuardSet, GuardState, FRAME_BELOW_RBP};
 use super::raw::{self, KernelSigaction};
