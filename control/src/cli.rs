@@ -17,6 +17,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    #[command(flatten)]
+    pub pids: Pids,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,8 +33,8 @@ const EXIT_STATUS: &str = "EXIT STATUS:
 /// Options that apply to every verb, accepted before or after it.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The target process; needed only when more than one runs the agent.
-    #[arg(long, global = true, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    /// The one `--pid` given (see [`Pids`]); None with none or several.
+    #[arg(skip)]
     pub pid: Option<u32>,
     /// Print the agent's report as one JSON document on stdout.
     #[arg(long, global = true)]
@@ -50,6 +52,85 @@ pub struct Global {
     /// run before the reload or rollback is refused (`500ms`, `10s`; default 5s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_hook_timeout)]
     pub hook_timeout: Option<std::time::Duration>,
+}
+
+/// `--pid`, kept apart from [`Global`] because it may be repeated: the verbs that act on one
+/// process read `Global::pid`, filled in when exactly one was given.
+#[derive(Debug, Args)]
+pub struct Pids {
+    /// The target process; needed only when more than one runs the agent. reload, rollback and
+    /// status take it more than once, to act on each of those processes.
+    #[arg(long = "pid", global = true, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+}
+
+/// Which processes reload, rollback and status act on, besides `--pid`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Select {
+    /// Every process of this executable: its path or file name (as /proc/PID/exe names it, or
+    /// as it was started).
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "all")]
+    pub exe: Option<String>,
+    /// Every agent found (reload: the processes without the replaced module are skipped).
+    #[arg(long)]
+    pub all: bool,
+    /// With several processes selected: how many are worked on at once.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+}
+
+/// How a reload of several processes proceeds.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Rollout {
+    /// Switch this many processes first and wait --bake (and a --probation to end) before the
+    /// rest; a canary that fails stops the rollout.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary: Option<u32>,
+    /// How long the canaries run before the rest is switched (`200ms`, `30s`, `5m`; default 0).
+    #[arg(long, value_name = "DURATION", requires = "canary", value_parser = parse_bake)]
+    pub bake: Option<std::time::Duration>,
+    /// Stop starting processes once more than K (or P% of those selected) have failed.
+    #[arg(long, value_name = "K|P%", value_parser = parse_max_fail)]
+    pub max_fail: Option<MaxFail>,
+    /// If any process fails, roll back every process already switched (stops at the first
+    /// failure).
+    #[arg(long)]
+    pub all_or_nothing: bool,
+}
+
+/// `--max-fail`: a number of processes, or a share of those selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxFail {
+    Count(u32),
+    Percent(u32),
+}
+
+impl MaxFail {
+    /// How many failures are tolerated among `selected` processes.
+    pub fn limit(self, selected: usize) -> usize {
+        match self {
+            MaxFail::Count(k) => k as usize,
+            MaxFail::Percent(p) => selected * p as usize / 100,
+        }
+    }
+}
+
+fn parse_max_fail(text: &str) -> Result<MaxFail, String> {
+    let bad = || format!("{text:?} is not a count or a percentage (e.g. 0, 3, 10%)");
+    match text.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<u32>() {
+            Ok(p) if p <= 100 => Ok(MaxFail::Percent(p)),
+            Ok(_) => Err(format!("{text} is out of range: give 0% up to 100%")),
+            Err(_) => Err(bad()),
+        },
+        None => text.trim().parse().map(MaxFail::Count).map_err(|_| bad()),
+    }
+}
+
+/// A bake: 0 up to a day.
+fn parse_bake(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, 0.0, 86_400.0, "give 0 up to 86400s")
 }
 
 impl Global {
@@ -115,9 +196,9 @@ pub enum Command {
     /// Switch calls from a loaded library to a new build of it.
     Reload(ReloadArgs),
     /// Return to the previous generation.
-    Rollback,
+    Rollback(Select),
     /// Show the target, its current generation and the generations stacked so far.
-    Status,
+    Status(Select),
     /// List the processes of this user that run the agent.
     List,
     /// Try each candidate in turn: reload it, run CHECK (exit 0 = pass), roll back; with
@@ -221,6 +302,10 @@ pub struct ReloadArgs {
     /// laid out differently, no migrate hook) waits in the journal for the next start.
     #[arg(long, requires = "persist")]
     pub on_next_start: bool,
+    #[command(flatten)]
+    pub select: Select,
+    #[command(flatten)]
+    pub rollout: Rollout,
 }
 
 /// A probation: 0 (none) up to a day.
@@ -231,23 +316,47 @@ fn parse_probation(text: &str) -> Result<std::time::Duration, String> {
 impl Cli {
     /// Parses the process arguments, exiting with clap's message and code on a usage error.
     pub fn parse_args() -> Cli {
-        let cli = Cli::parse();
+        let cli = Cli::parse().with_single_pid();
         if let Err(err) = cli.validate() {
             err.exit();
         }
         cli
     }
 
-    /// Rules clap's derive cannot state: `--pid` is global so that it may follow the verb, but
-    /// `list` has no use for it, and silently ignoring it would mislead.
-    fn validate(&self) -> Result<(), clap::Error> {
-        if matches!(self.command, Command::List) && self.global.pid.is_some() {
-            return Err(Cli::command().error(
-                ErrorKind::ArgumentConflict,
-                "--pid cannot be used with list, which shows every agent",
-            ));
+    /// Fills `Global::pid` when exactly one `--pid` was given.
+    fn with_single_pid(mut self) -> Cli {
+        if let [pid] = self.pids.pids[..] {
+            self.global.pid = Some(pid);
         }
-        Ok(())
+        self
+    }
+
+    /// The selectors of the verbs that act on several processes.
+    pub fn select(&self) -> Option<&Select> {
+        match &self.command {
+            Command::Reload(args) => Some(&args.select),
+            Command::Rollback(select) | Command::Status(select) => Some(select),
+            _ => None,
+        }
+    }
+
+    /// Rules clap's derive cannot state: `--pid` is global so that it may follow the verb, but
+    /// `list` has no use for it, and silently ignoring it would mislead; only the verbs with
+    /// selectors take several, and none takes `--pid` with `--exe` or `--all`.
+    fn validate(&self) -> Result<(), clap::Error> {
+        let conflict = |msg: &str| Err(Cli::command().error(ErrorKind::ArgumentConflict, msg));
+        if matches!(self.command, Command::List) && !self.pids.pids.is_empty() {
+            return conflict("--pid cannot be used with list, which shows every agent");
+        }
+        match self.select() {
+            None if self.pids.pids.len() > 1 => {
+                conflict("--pid may be repeated only with reload, rollback and status")
+            }
+            Some(s) if (s.all || s.exe.is_some()) && !self.pids.pids.is_empty() => {
+                conflict("--pid cannot be used with --all or --exe: choose one way to select")
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -256,7 +365,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        let cli = Cli::try_parse_from(std::iter::once("hotctl").chain(args.iter().copied()))?;
+        let cli = Cli::try_parse_from(std::iter::once("hotctl").chain(args.iter().copied()))?
+            .with_single_pid();
         cli.validate()?;
         Ok(cli)
     }
@@ -410,5 +520,65 @@ mod tests {
         // Whatever the kind, clap exits with 2 on all of these, as the contract wants.
         assert_eq!(parse(&["reload"]).unwrap_err().exit_code(), 2);
         assert_eq!(parse(&["list", "--pid", "3"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn selectors() {
+        let cli = parse(&["reload", "x.so", "--pid", "3", "--pid", "4"]).unwrap();
+        assert_eq!(cli.pids.pids, [3, 4]);
+        assert_eq!(cli.global.pid, None);
+        let cli = parse(&["status", "--exe", "basic", "--parallel", "2"]).unwrap();
+        let select = cli.select().unwrap();
+        assert_eq!(select.exe.as_deref(), Some("basic"));
+        assert_eq!(select.parallel, 2);
+        assert!(parse(&["rollback", "--all"]).unwrap().select().unwrap().all);
+        let cli = parse(&[
+            "reload",
+            "x.so",
+            "--all",
+            "--canary",
+            "1",
+            "--bake",
+            "200ms",
+            "--max-fail",
+            "10%",
+        ])
+        .unwrap();
+        let rollout = &reload_args(&cli).rollout;
+        assert_eq!(rollout.canary, Some(1));
+        assert_eq!(rollout.bake, Some(std::time::Duration::from_millis(200)));
+        assert_eq!(rollout.max_fail, Some(MaxFail::Percent(10)));
+        assert_eq!(MaxFail::Percent(10).limit(25), 2);
+        assert_eq!(MaxFail::Count(0).limit(25), 0);
+
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["try", "a.so", "--pid", "1", "--pid", "2", "--", "true"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["status", "--all", "--pid", "2"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["status", "--all", "--exe", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["reload", "x.so", "--bake", "1s"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["reload", "x.so", "--max-fail", "lots"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["reload", "x.so", "--max-fail", "101%"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["status", "--parallel", "0"]),
+            ErrorKind::ValueValidation
+        );
     }
 }

@@ -40,6 +40,19 @@ pub struct Extras<'a> {
     pub fd: Option<std::os::fd::BorrowedFd<'a>>,
     /// After a reported change, watch the process this long (zero: not at all).
     pub settle: Duration,
+    /// Told when a change is reported, before the settle watch: a caller bounding how many
+    /// requests run at once frees the place then, the watch being a wait rather than work.
+    pub on_report: Option<OnReport<'a>>,
+}
+
+/// See [`Extras::on_report`].
+#[derive(Clone, Copy)]
+pub struct OnReport<'a>(pub &'a (dyn Fn() + Sync));
+
+impl fmt::Debug for OnReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnReport")
+    }
 }
 
 /// An agent, known by its socket and the pid in the socket's name.
@@ -329,6 +342,9 @@ impl Target {
             Ok((resp, stream)) => {
                 let changed = matches!(&resp, Response::Reload(r) if !r.dry_run)
                     || matches!(resp, Response::Rollback(_));
+                if let (true, Some(told)) = (changed, extras.on_report) {
+                    (told.0)();
+                }
                 if changed && !extras.settle.is_zero() {
                     if let Some(said) = settle(&stream, &watch, extras.settle) {
                         return Err(died(Some(extras.settle), said));

@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod fleet;
 mod list;
 mod passfd;
 mod persisted;
@@ -44,9 +45,13 @@ fn run(cli: &Cli) -> Result<()> {
     let dir = discover::socket_dir();
     let mut out = io::stdout().lock();
     match &cli.command {
-        Command::Reload(args) => reload::run(&dir, &cli.global, args, &mut out)?,
-        Command::Rollback => rollback::run(&dir, &cli.global, &mut out)?,
-        Command::Status => status::run(&dir, &cli.global, &mut out)?,
+        Command::Reload(args) => reload::run(&dir, &cli.global, &cli.pids.pids, args, &mut out)?,
+        Command::Rollback(select) => {
+            rollback::run(&dir, &cli.global, &cli.pids.pids, select, &mut out)?
+        }
+        Command::Status(select) => {
+            status::run(&dir, &cli.global, &cli.pids.pids, select, &mut out)?
+        }
         Command::List => list::run(&dir, &cli.global, &mut out)?,
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
@@ -61,7 +66,9 @@ fn run(cli: &Cli) -> Result<()> {
 /// ahead with a change and then fell silent: whether it happened is unknown, 4 when the target
 /// died during the request or right after its change.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<AgentError>().is_some()
+    if let Some(fleet) = err.downcast_ref::<fleet::FleetFailed>() {
+        fleet.exit
+    } else if err.downcast_ref::<AgentError>().is_some()
         || err.downcast_ref::<try_verb::TryError>().is_some()
     {
         1

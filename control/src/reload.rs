@@ -9,14 +9,33 @@ use anyhow::{bail, Context, Result};
 use hotagent_protocol::{ReloadReport, ReloadRequest, Request, Response};
 
 use crate::cli::{Global, ReloadArgs};
-use crate::client::{self, Extras, Target, DEFAULT_SETTLE, RELOAD_TIMEOUT};
-use crate::discover;
+use crate::client::{self, Extras, OnReport, Target, DEFAULT_SETTLE, RELOAD_TIMEOUT};
+use crate::fleet::{self, Selection};
 use crate::passfd;
 use crate::render;
 
-pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run(
+    dir: &Path,
+    global: &Global,
+    pids: &[u32],
+    args: &ReloadArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
     let request = request(args)?;
-    let target = discover::target(dir, global.pid)?;
+    let target = match fleet::select(dir, global.pid, pids, &args.select)? {
+        Selection::One(target) => target,
+        Selection::Many(many) => {
+            return fleet::reload(
+                &many,
+                global,
+                &args.select,
+                &args.rollout,
+                args.probation,
+                request,
+                out,
+            )
+        }
+    };
     let report = exchange(&target, global, request)?;
     render::report(out, global.json, &report, human)
 }
@@ -47,6 +66,16 @@ pub fn request(args: &ReloadArgs) -> Result<ReloadRequest> {
 /// Sends `request` to `target` with the global options' deadline, settle time and hook limit,
 /// the patch file opened here and passed along, and returns the agent's report.
 pub fn exchange(target: &Target, global: &Global, request: ReloadRequest) -> Result<ReloadReport> {
+    exchange_telling(target, global, request, None)
+}
+
+/// [`exchange`], telling `on_report` when the change is reported (see [`Extras::on_report`]).
+pub fn exchange_telling(
+    target: &Target,
+    global: &Global,
+    request: ReloadRequest,
+    on_report: Option<OnReport<'_>>,
+) -> Result<ReloadReport> {
     let timeout = global.timeout_or(RELOAD_TIMEOUT);
     let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
     // Opened here, as the operator: a target that dropped its privileges may not open it itself.
@@ -59,6 +88,7 @@ pub fn exchange(target: &Target, global: &Global, request: ReloadRequest) -> Res
     let extras = Extras {
         fd: file.as_ref().map(AsFd::as_fd),
         settle,
+        on_report,
     };
     match target.exchange_with(&request, timeout, &extras)? {
         Response::Reload(report) => Ok(report),
@@ -264,9 +294,11 @@ mod tests {
             probation: None,
             persist: false,
             on_next_start: false,
+            select: Default::default(),
+            rollout: Default::default(),
         };
         let mut out = Vec::new();
-        run(dir.path(), &global, &args, &mut out).unwrap();
+        run(dir.path(), &global, &[], &args, &mut out).unwrap();
 
         let expected = ReloadRequest {
             path: env::current_dir()

@@ -6,13 +6,22 @@ use std::path::Path;
 use anyhow::Result;
 use hotagent_protocol::{Request, Response, RollbackReport, RollbackRequest};
 
-use crate::cli::Global;
-use crate::client::{self, Extras, Target, DEFAULT_SETTLE, ROLLBACK_TIMEOUT};
-use crate::discover;
+use crate::cli::{Global, Select};
+use crate::client::{self, Extras, OnReport, Target, DEFAULT_SETTLE, ROLLBACK_TIMEOUT};
+use crate::fleet::{self, Selection};
 use crate::render;
 
-pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
+pub fn run(
+    dir: &Path,
+    global: &Global,
+    pids: &[u32],
+    select: &Select,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let target = match fleet::select(dir, global.pid, pids, select)? {
+        Selection::One(target) => target,
+        Selection::Many(many) => return fleet::rollback(&many, global, select, out),
+    };
     let report = exchange(&target, global, false)?;
     render::report(out, global.json, &report, human)
 }
@@ -20,6 +29,16 @@ pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
 /// Sends the rollback `hotctl rollback` sends (with `reset` as `hotctl try --reset` asks) and
 /// returns the agent's report.
 pub fn exchange(target: &Target, global: &Global, reset: bool) -> Result<RollbackReport> {
+    exchange_telling(target, global, reset, None)
+}
+
+/// [`exchange`], telling `on_report` when the change is reported (see [`Extras::on_report`]).
+pub fn exchange_telling(
+    target: &Target,
+    global: &Global,
+    reset: bool,
+    on_report: Option<OnReport<'_>>,
+) -> Result<RollbackReport> {
     let timeout = global.timeout_or(ROLLBACK_TIMEOUT);
     let settle = global.settle.unwrap_or(DEFAULT_SETTLE);
     let request = Request::Rollback(RollbackRequest {
@@ -28,7 +47,11 @@ pub fn exchange(target: &Target, global: &Global, reset: bool) -> Result<Rollbac
     });
     let request = client::with_settle(client::with_deadline(request, timeout), settle);
     let request = client::with_hook_timeout(request, global.hook_timeout);
-    let extras = Extras { fd: None, settle };
+    let extras = Extras {
+        fd: None,
+        settle,
+        on_report,
+    };
     match target.exchange_with(&request, timeout, &extras)? {
         Response::Rollback(report) => Ok(report),
         other => Err(client::unexpected(other, "rollback")),
@@ -100,6 +123,8 @@ mod tests {
                 settle: None,
                 hook_timeout: None,
             },
+            &[],
+            &Select::default(),
             &mut out,
         )
         .unwrap_err();
@@ -125,6 +150,8 @@ mod tests {
                 settle: None,
                 hook_timeout: None,
             },
+            &[],
+            &Select::default(),
             &mut out,
         )
         .unwrap();

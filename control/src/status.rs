@@ -6,18 +6,32 @@ use std::path::Path;
 use anyhow::Result;
 use hotagent_protocol::{Request, Response, StatusReport, PROTOCOL_VERSION};
 
-use crate::cli::Global;
-use crate::client::{self, QUICK_TIMEOUT};
-use crate::discover;
+use crate::cli::{Global, Select};
+use crate::client::{self, Target, QUICK_TIMEOUT};
+use crate::fleet::{self, Selection};
 use crate::render::{self, Align};
 
-pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
-    let report = match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
-        Response::Status(report) => report,
-        other => return Err(client::unexpected(other, "status")),
+pub fn run(
+    dir: &Path,
+    global: &Global,
+    pids: &[u32],
+    select: &Select,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let target = match fleet::select(dir, global.pid, pids, select)? {
+        Selection::One(target) => target,
+        Selection::Many(many) => return fleet::status(&many, global, select, out),
     };
+    let report = exchange(&target, global)?;
     render::report(out, global.json, &report, human)
+}
+
+/// One status request to `target`.
+pub fn exchange(target: &Target, global: &Global) -> Result<StatusReport> {
+    match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
+        Response::Status(report) => Ok(report),
+        other => Err(client::unexpected(other, "status")),
+    }
 }
 
 fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {

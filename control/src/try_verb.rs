@@ -106,6 +106,8 @@ fn try_each(
             probation: None,
             persist: false,
             on_next_start: false,
+            select: Default::default(),
+            rollout: Default::default(),
         })?;
         request.checkpoint = args.reset;
         let path = request.path.clone();
