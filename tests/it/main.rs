@@ -17,6 +17,7 @@ mod entries;
 mod exe_name;
 mod exports;
 mod fixtures_build;
+mod fleet;
 mod hazards;
 mod header;
 mod impostor;

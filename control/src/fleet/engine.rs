@@ -82,10 +82,7 @@ pub fn reload(
     bar.finish_and_clear();
     let tried = rows.iter().filter(|r| r.is_some()).count();
     if stopped.is_none() && tried < many.len() {
-        stopped = Some(format!(
-            "more than {} failed",
-            crate::render::count(limit.unwrap_or(0), "process")
-        ));
+        stopped = Some(format!("more than {} failed", limit.unwrap_or(0)));
     }
     let mut rows = not_attempted(many, rows);
     if rollout.all_or_nothing && rows.iter().any(|r| r.outcome == Outcome::Failed) {
