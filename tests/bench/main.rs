@@ -6,6 +6,7 @@
 //! cannot rot); figures from a quick run mean nothing. `BENCH_ONLY=WORD` runs only the sections
 //! whose title contains WORD (e.g. `BENCH_ONLY=hooks target/release/hotagent-bench`).
 
+mod fleet;
 mod hooks;
 mod load;
 mod probation;
@@ -34,6 +35,8 @@ struct Counts {
     /// C++ objects per set whose calls are timed, and fresh targets doing it (`hooks`).
     objects: usize,
     conversions: usize,
+    /// Targets switched by one `hotctl reload --all` (`fleet`).
+    fleet: usize,
 }
 
 const FULL: Counts = Counts {
@@ -48,6 +51,7 @@ const FULL: Counts = Counts {
     switches: 100,
     objects: 100_000,
     conversions: 15,
+    fleet: 200,
 };
 
 const QUICK: Counts = Counts {
@@ -62,6 +66,7 @@ const QUICK: Counts = Counts {
     switches: 2,
     objects: 1000,
     conversions: 1,
+    fleet: 3,
 };
 
 /// One part of the report: its counts in, its markdown out.
@@ -86,7 +91,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 11] = [
+    let sections: [(&str, Section); 12] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -105,6 +110,7 @@ fn main() {
             "Validating candidates: try against restart",
             trying::try_against_restart,
         ),
+        ("Many processes: reload --all", fleet::reload_all),
         ("Agent start-up", startup),
         ("Agent idle cost", idle),
     ];
