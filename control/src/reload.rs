@@ -16,7 +16,7 @@ use crate::render;
 
 pub fn run(dir: &Path, global: &Global, args: &ReloadArgs, out: &mut dyn Write) -> Result<()> {
     let request = request(args)?;
-    let target = discover::target(dir, global.pid)?;
+    let target = discover::find(dir, global.pid)?;
     let report = exchange(&target, global, request)?;
     render::report(out, global.json, &report, human)
 }

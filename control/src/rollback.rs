@@ -12,7 +12,7 @@ use crate::discover;
 use crate::render;
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
+    let target = discover::find(dir, global.pid)?;
     let report = exchange(&target, global, false)?;
     render::report(out, global.json, &report, human)
 }

@@ -12,7 +12,7 @@ use crate::discover;
 use crate::render::{self, Align};
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
+    let target = discover::find(dir, global.pid)?;
     let report = match target.exchange(&Request::status(), global.timeout_or(QUICK_TIMEOUT))? {
         Response::Status(report) => report,
         other => return Err(client::unexpected(other, "status")),
