@@ -9,6 +9,7 @@ mod bad_input;
 mod blockers;
 mod changed_only;
 mod cli;
+mod discovery;
 mod common;
 mod convert;
 mod core;
