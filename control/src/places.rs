@@ -46,7 +46,9 @@ pub fn places(dir: &Path) -> Vec<PathBuf> {
 
 /// Every `/tmp/hotagent-<uid>` there is, by uid.
 fn every_registry() -> Vec<PathBuf> {
-    let parent = Path::new(REGISTRY_PREFIX).parent().unwrap_or(Path::new("/tmp"));
+    let parent = Path::new(REGISTRY_PREFIX)
+        .parent()
+        .unwrap_or(Path::new("/tmp"));
     let mut found: Vec<(u32, PathBuf)> = fs::read_dir(parent)
         .into_iter()
         .flatten()
@@ -148,10 +150,7 @@ fn find_pid(dir: &Path, pid: u32) -> Result<Target> {
     } else {
         "no such process".to_string()
     };
-    bail!(
-        "no agent socket for pid {pid} in {}: {why}",
-        named(&list)
-    )
+    bail!("no agent socket for pid {pid} in {}: {why}", named(&list))
 }
 
 /// The socket folder process `pid` chose by its own environment, if it can be read.
@@ -160,7 +159,9 @@ fn own_folder(pid: u32) -> Option<PathBuf> {
     let var = |name: &str| {
         environ.split(|&b| b == 0).find_map(|kv| {
             let value = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-            Some(std::ffi::OsString::from(String::from_utf8_lossy(value).into_owned()))
+            Some(std::ffi::OsString::from(
+                String::from_utf8_lossy(value).into_owned(),
+            ))
         })
     };
     let uid = Uids::of(pid)?.effective;
@@ -208,9 +209,9 @@ pub fn without_launchers(agents: Vec<Agent>) -> Vec<Agent> {
     agents
         .into_iter()
         .filter(|a| {
-            let wraps = parents.iter().any(|(_, ppid, exe)| {
-                *ppid == Some(a.target.pid) && *exe != a.status.exe
-            });
+            let wraps = parents
+                .iter()
+                .any(|(_, ppid, exe)| *ppid == Some(a.target.pid) && *exe != a.status.exe);
             !(wraps && is_launcher(&a.status.exe))
         })
         .collect()

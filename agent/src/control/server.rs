@@ -208,12 +208,20 @@ impl IoLoop {
     fn run(mut self) {
         // Never closed by us: when this loop stops, the descriptor number may already belong to
         // the program, and closing it would close the program's file.
-        let ours: Vec<_> = self.listeners.iter().map(|&l| socket::fd_identity(l)).collect();
+        let ours: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|&l| socket::fd_identity(l))
+            .collect();
         let my_pid = raw::getpid();
         loop {
             // A program that closed our descriptors may have reused their numbers for sockets
             // or files of its own: accepting or reading there would steal its data.
-            if self.listeners.iter().map(|&l| socket::fd_identity(l)).ne(ours.iter().copied())
+            if self
+                .listeners
+                .iter()
+                .map(|&l| socket::fd_identity(l))
+                .ne(ours.iter().copied())
                 || !fds::is_ours(self.wake)
                 || raw::getpid() != my_pid
             {
