@@ -12,6 +12,9 @@ use hotagent_protocol::{socket_path, Request, Response, StatusReport, SOCKET_SUF
 use crate::client::{self, ExchangeError, Target, QUICK_TIMEOUT};
 use crate::trust::{Distrust, Folder};
 
+/// Discovery across every folder agents listen in (`places.rs`).
+pub use crate::places::{find, scan_everywhere};
+
 /// The folder the agents of this user put their sockets in, by the rule the agent uses.
 pub fn socket_dir() -> PathBuf {
     hotagent_protocol::socket_dir(
@@ -92,7 +95,9 @@ pub fn scan(dir: &Path) -> Result<Scan> {
     Ok(scan)
 }
 
-/// The agent to talk to: the one of `pid`, or else the only one in `dir`.
+/// The agent to talk to: the one of `pid`, or else the only one in `dir`. One folder only: the
+/// verbs use [`find`], which searches every folder.
+#[allow(dead_code)]
 pub fn target(dir: &Path, pid: Option<u32>) -> Result<Target> {
     match pid {
         Some(pid) => target_of_pid(dir, pid),

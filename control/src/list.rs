@@ -11,7 +11,7 @@ use crate::discover::{self, Scan};
 use crate::render::{self, Align};
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
-    let scan = discover::scan(dir)?;
+    let scan = discover::scan_everywhere(dir)?;
     // On stderr, so that the table and the JSON stay exactly what they claim to be.
     for (target, why) in &scan.unanswered {
         eprintln!(
@@ -43,7 +43,16 @@ fn to_json(scan: &Scan) -> serde_json::Value {
 
 fn human(out: &mut dyn Write, dir: &Path, scan: &Scan) -> std::io::Result<()> {
     if scan.agents.is_empty() {
-        return writeln!(out, "no hotagent process found in {}", dir.display());
+        let searched: Vec<String> = crate::places::places(dir)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        return writeln!(
+            out,
+            "no hotagent process found in {} (a target started with HOTAGENT_SOCKET_DIR=DIR is \
+             listed with the same HOTAGENT_SOCKET_DIR=DIR here)",
+            searched.join(", ")
+        );
     }
     let header = ["PID", "GEN", "EXE"].map(String::from).to_vec();
     let rows = scan.agents.iter().map(|agent| {

@@ -13,10 +13,12 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod errors;
 mod fleet;
 mod list;
 mod passfd;
 mod persisted;
+mod places;
 mod reload;
 mod render;
 mod rollback;
@@ -25,6 +27,7 @@ mod status;
 mod testing;
 mod trust;
 mod try_verb;
+mod who;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -35,7 +38,13 @@ fn main() -> ExitCode {
                 // The reader went away (`hotctl list | head`): not worth a complaint.
                 return ExitCode::SUCCESS;
             }
-            eprintln!("hotctl: {}", one_line(&format!("{err:#}")));
+            let message = errors::in_words(&one_line(&format!("{err:#}")));
+            if cli.global.json {
+                let doc = errors::to_json(&err, &message);
+                let mut out = io::stdout().lock();
+                let _ = render::json(&mut out, &doc).and_then(|()| out.flush());
+            }
+            eprintln!("hotctl: {message}");
             ExitCode::from(exit_code(&err))
         }
     }

@@ -208,7 +208,11 @@ impl Folder {
             }
         })?;
         let me = my_uid();
-        if st.st_uid != me && st.st_uid != 0 {
+        // Root also drives other users' agents through their registry folders: such a folder,
+        // writable by its owner alone, can only hold that owner's sockets, and the socket and
+        // listener checks below still demand the target's own uids.
+        let registry_of_owner = me == 0 && hotagent_protocol::registry_uid(&dir) == Some(st.st_uid);
+        if st.st_uid != me && st.st_uid != 0 && !registry_of_owner {
             return Err(Distrust::FolderOwner {
                 dir,
                 owner: st.st_uid,

@@ -54,7 +54,7 @@ pub enum TryError {
 }
 
 pub fn run(dir: &Path, global: &Global, args: &TryArgs, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
+    let target = discover::find(dir, global.pid)?;
     let start = generation(&target, global)?;
     let mut report = TryReport {
         candidates: Vec::new(),

@@ -13,7 +13,9 @@ mod paths;
 mod wire;
 
 pub use framing::{decode_request, encode_line, FrameError, MAX_LINE_BYTES};
-pub use paths::{socket_dir, socket_path, SOCKET_SUFFIX};
+pub use paths::{
+    registry_dir, registry_uid, socket_dir, socket_path, REGISTRY_PREFIX, SOCKET_SUFFIX,
+};
 pub use wire::*;
 
 /// Bumped whenever a field changes meaning; added optional fields do not bump it.

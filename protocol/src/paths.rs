@@ -21,7 +21,25 @@ pub fn socket_dir(
     if let Some(xdg) = set(xdg_runtime) {
         return PathBuf::from(xdg).join("hotagent");
     }
-    PathBuf::from(format!("/tmp/hotagent-{uid}"))
+    registry_dir(uid)
+}
+
+/// Where every agent of `uid` also registers, whatever folder its environment chose, so that a
+/// hotctl started with another environment (no `XDG_RUNTIME_DIR`, another one) still finds it.
+/// A fixed path needs no shared variable; root lists them all by this prefix.
+pub const REGISTRY_PREFIX: &str = "/tmp/hotagent-";
+
+/// `/tmp/hotagent-<uid>`: the registry folder of `uid`, and the last choice of [`socket_dir`].
+pub fn registry_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("{REGISTRY_PREFIX}{uid}"))
+}
+
+/// The uid a registry folder is named after, if `dir` is exactly one (`/tmp/hotagent-<uid>`,
+/// digits as a uid prints).
+pub fn registry_uid(dir: &Path) -> Option<u32> {
+    let digits = dir.to_str()?.strip_prefix(REGISTRY_PREFIX)?;
+    let uid: u32 = digits.parse().ok()?;
+    (registry_dir(uid) == dir).then_some(uid)
 }
 
 /// The socket of process `pid` inside `dir`.
@@ -48,5 +66,15 @@ mod tests {
             socket_path(&d, 42),
             PathBuf::from("/tmp/hotagent-7/42.sock")
         );
+    }
+
+    #[test]
+    fn registry_names() {
+        assert_eq!(registry_uid(Path::new("/tmp/hotagent-7")), Some(7));
+        assert_eq!(registry_uid(&registry_dir(1000)), Some(1000));
+        assert_eq!(registry_uid(Path::new("/tmp/hotagent-07")), None);
+        assert_eq!(registry_uid(Path::new("/tmp/hotagent-7/")), None);
+        assert_eq!(registry_uid(Path::new("/tmp/hotagent-x")), None);
+        assert_eq!(registry_uid(Path::new("/run/hotagent-7")), None);
     }
 }

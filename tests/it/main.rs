@@ -13,6 +13,7 @@ mod common;
 mod convert;
 mod core;
 mod dead_target;
+mod discovery;
 mod entries;
 mod exe_name;
 mod exports;

@@ -26,8 +26,9 @@ const SWEEP_EVERY_MS: u64 = 1_000;
 const IO_STACK: usize = 256 * 1024;
 
 static AGENT: OnceLock<Mutex<Agent>> = OnceLock::new();
-/// (pid, path) of the socket this process created, removed at exit.
-static SOCKET: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
+/// (pid, paths) of the sockets this process created (its folder's, the registry's), removed at
+/// exit.
+static SOCKET: Mutex<Option<(u32, Vec<PathBuf>)>> = Mutex::new(None);
 /// The writing end of the I/O thread's wake-up pair: a byte sent there wakes it (a fork
 /// happened, a sweep is due).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
@@ -42,6 +43,10 @@ pub(crate) fn agent() -> &'static Mutex<Agent> {
 
 /// Starts the agent in this process: called from the constructor, and in a forked child.
 pub fn start() {
+    if take_skip() {
+        tracing::info!("hotagent off in this process: HOTAGENT_SKIP is set (consumed, so the program it starts gets the agent)");
+        return;
+    }
     let _ = agent();
     fork::install();
     // Before any agent thread exists: they leave this signal unblocked.
@@ -51,62 +56,109 @@ pub fn start() {
         );
     }
     let dir = socket_dir::resolve();
-    let path = hotagent_protocol::socket_path(&dir, process::pid());
+    let pid = process::pid();
+    let path = hotagent_protocol::socket_path(&dir, pid);
     let owner = raw::geteuid();
     OWNER.store(owner, Ordering::SeqCst);
-    let listener = match socket_dir::listen(&dir, process::pid(), owner) {
+    let listener = match socket_dir::listen(&dir, pid, owner) {
         Ok(l) => std::os::fd::IntoRawFd::into_raw_fd(l),
         Err(e) => {
             tracing::warn!("hotagent disabled: {e}");
             return;
         }
     };
+    let mut listeners = vec![listener];
+    let mut paths = vec![path.clone()];
+    let mut dirs = vec![dir.clone()];
+    if let Some((fd, registry)) = register(&dir, pid, owner) {
+        listeners.push(fd);
+        paths.push(hotagent_protocol::socket_path(&registry, pid));
+        dirs.push(registry);
+    }
     let (wake, waker) = match raw::socketpair() {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!("hotagent disabled: no socket pair to wake its thread (errno {e})");
-            raw::close(listener);
-            let _ = std::fs::remove_file(&path);
+            for (&fd, path) in listeners.iter().zip(&paths) {
+                raw::close(fd);
+                let _ = std::fs::remove_file(path);
+            }
             return;
         }
     };
-    fds::register(listener);
+    for &fd in &listeners {
+        fds::register(fd);
+    }
     fds::register(wake);
     fds::register(waker);
     WAKE.store(waker, Ordering::SeqCst);
     crate::reload::probation::set_wake(waker);
-    *SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some((process::pid(), path.clone()));
+    *SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, paths.clone()));
     process::at_exit(remove_socket);
+    let mut ours = listeners.clone();
+    ours.extend([wake, waker]);
     let io = IoLoop {
-        listener,
+        listeners,
         wake,
-        dir,
+        dirs,
         jobs: worker::Queue::default(),
         conns: Vec::new(),
         next_sweep: 0,
     };
     if let Err(e) = thread::spawn_quiet("hotagent", IO_STACK, move || io.run()) {
-        return give_up(&[listener, wake, waker], &path, &e);
+        return give_up(&ours, &paths, &e);
     }
     tracing::info!(socket = %path.display(), "hotagent listening");
 }
 
-fn give_up(ours: &[i32], path: &std::path::Path, e: &std::io::Error) {
+/// `HOTAGENT_SKIP` (non-empty, not `0`) keeps the agent off in this process. It is removed from
+/// the environment before the program's `main` reads it, so a wrapper script started with it
+/// does not pass it on: the program the wrapper runs gets the agent, the shell does not.
+fn take_skip() -> bool {
+    let skip = std::env::var_os("HOTAGENT_SKIP").is_some_and(|v| !v.is_empty() && v != "0");
+    if skip {
+        std::env::remove_var("HOTAGENT_SKIP");
+    }
+    skip
+}
+
+/// Also listens in the per-uid registry folder when the environment chose another folder, so a
+/// hotctl without the same variables finds this process. Best effort: a registry folder that
+/// fails the checks (another user made it first) costs the registration only, logged.
+fn register(dir: &std::path::Path, pid: u32, owner: u32) -> Option<(i32, PathBuf)> {
+    let registry = hotagent_protocol::registry_dir(owner);
+    if dir.components().eq(registry.components()) {
+        return None;
+    }
+    match socket_dir::listen(&registry, pid, owner) {
+        Ok(l) => Some((std::os::fd::IntoRawFd::into_raw_fd(l), registry)),
+        Err(e) => {
+            tracing::info!("not registered in {}: {e}", registry.display());
+            None
+        }
+    }
+}
+
+fn give_up(ours: &[i32], paths: &[PathBuf], e: &std::io::Error) {
     tracing::warn!("hotagent disabled: cannot start its threads: {e}");
     WAKE.store(-1, Ordering::SeqCst);
     for &fd in ours {
         fds::close(fd);
     }
-    let _ = std::fs::remove_file(path);
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 extern "C" fn remove_socket() {
     let _ = std::panic::catch_unwind(|| {
         let guard = SOCKET.lock().unwrap_or_else(|p| p.into_inner());
         // A forked child inherits this handler; only the creator removes its socket.
-        if let Some((pid, path)) = guard.as_ref() {
+        if let Some((pid, paths)) = guard.as_ref() {
             if *pid == process::pid() {
-                let _ = std::fs::remove_file(path);
+                for path in paths {
+                    let _ = std::fs::remove_file(path);
+                }
             }
         }
     });
@@ -142,9 +194,11 @@ struct Conn {
 }
 
 struct IoLoop {
-    listener: i32,
+    /// The socket folder's listener, then the registry's if there is one.
+    listeners: Vec<i32>,
     wake: i32,
-    dir: PathBuf,
+    /// The folder of each listener, in the same order.
+    dirs: Vec<PathBuf>,
     jobs: worker::Queue,
     conns: Vec<Conn>,
     next_sweep: u64,
@@ -154,12 +208,20 @@ impl IoLoop {
     fn run(mut self) {
         // Never closed by us: when this loop stops, the descriptor number may already belong to
         // the program, and closing it would close the program's file.
-        let ours = socket::fd_identity(self.listener);
+        let ours: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|&l| socket::fd_identity(l))
+            .collect();
         let my_pid = raw::getpid();
         loop {
             // A program that closed our descriptors may have reused their numbers for sockets
             // or files of its own: accepting or reading there would steal its data.
-            if socket::fd_identity(self.listener) != ours
+            if self
+                .listeners
+                .iter()
+                .map(|&l| socket::fd_identity(l))
+                .ne(ours.iter().copied())
                 || !fds::is_ours(self.wake)
                 || raw::getpid() != my_pid
             {
@@ -168,8 +230,9 @@ impl IoLoop {
                 );
                 return;
             }
-            let mut polled = Vec::with_capacity(2 + self.conns.len());
-            polled.push(pollfd(self.listener, libc::POLLIN));
+            let n = self.listeners.len();
+            let mut polled = Vec::with_capacity(n + 1 + self.conns.len());
+            polled.extend(self.listeners.iter().map(|&l| pollfd(l, libc::POLLIN)));
             polled.push(pollfd(self.wake, libc::POLLIN));
             for c in &self.conns {
                 let events = if c.output.is_some() {
@@ -188,15 +251,23 @@ impl IoLoop {
                     return;
                 }
             }
-            if polled[1].revents != 0 {
+            if polled[n].revents != 0 {
                 raw::drain(self.wake);
             }
             self.sweep_if_due();
             self.end_probation_if_due();
-            let ready: Vec<i16> = polled[2..].iter().map(|p| p.revents).collect();
+            let ready: Vec<i16> = polled[n + 1..].iter().map(|p| p.revents).collect();
             self.serve_ready(&ready);
-            if polled[0].revents & libc::POLLIN != 0 && !self.accept_all() {
-                return;
+            let incoming: Vec<i32> = polled[..n]
+                .iter()
+                .zip(&self.listeners)
+                .filter(|(p, _)| p.revents & libc::POLLIN != 0)
+                .map(|(_, &l)| l)
+                .collect();
+            for listener in incoming {
+                if !self.accept_all(listener) {
+                    return;
+                }
             }
             self.expire();
         }
@@ -229,7 +300,12 @@ impl IoLoop {
         if SWEEP_WANTED.load(Ordering::Relaxed) && now >= self.next_sweep {
             SWEEP_WANTED.store(false, Ordering::Relaxed);
             self.next_sweep = now + SWEEP_EVERY_MS;
-            let removed = socket_dir::sweep_stale(&self.dir, OWNER.load(Ordering::SeqCst));
+            let owner = OWNER.load(Ordering::SeqCst);
+            let removed: usize = self
+                .dirs
+                .iter()
+                .map(|dir| socket_dir::sweep_stale(dir, owner))
+                .sum();
             if removed > 0 {
                 tracing::debug!(removed, "removed sockets of exited processes");
             }
@@ -237,9 +313,9 @@ impl IoLoop {
     }
 
     /// Accepts every waiting client; false when the listener is gone for good.
-    fn accept_all(&mut self) -> bool {
+    fn accept_all(&mut self, listener: i32) -> bool {
         loop {
-            let fd = match raw::accept(self.listener) {
+            let fd = match raw::accept(listener) {
                 Ok(fd) => fd,
                 Err(libc::EAGAIN) => return true,
                 Err(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,

@@ -34,12 +34,12 @@ pub enum Selection {
 pub fn select(dir: &Path, pid: Option<u32>, pids: &[u32], select: &Select) -> Result<Selection> {
     if !select.all && select.exe.is_none() {
         if pids.len() <= 1 {
-            return Ok(Selection::One(discover::target(dir, pid)?));
+            return Ok(Selection::One(discover::find(dir, pid)?));
         }
         let unique: BTreeSet<u32> = pids.iter().copied().collect();
         let mut members = Vec::with_capacity(unique.len());
         for pid in unique {
-            let target = discover::target(dir, Some(pid))?;
+            let target = discover::find(dir, Some(pid))?;
             let exe = proc_exe(pid).map_or_else(|| "?".into(), |p| p.display().to_string());
             members.push(Member {
                 target,
@@ -49,7 +49,7 @@ pub fn select(dir: &Path, pid: Option<u32>, pids: &[u32], select: &Select) -> Re
         }
         return Ok(many_or_one(members));
     }
-    let scan = discover::scan(dir)?;
+    let scan = discover::scan_everywhere(dir)?;
     let members: Vec<Member> = scan
         .agents
         .into_iter()
