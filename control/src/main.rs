@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod elf_ready;
 mod list;
 mod passfd;
 mod persisted;
@@ -24,6 +25,7 @@ mod status;
 mod testing;
 mod trust;
 mod try_verb;
+mod watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -51,6 +53,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
+        Command::Watch(args) => watch::run(&dir, &cli.global, args, &mut out)?,
     }
     out.flush()?;
     Ok(())
