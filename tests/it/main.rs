@@ -38,3 +38,4 @@ mod socket;
 mod stage;
 mod try_verb;
 mod versions_real;
+mod watch;
