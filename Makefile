@@ -267,6 +267,14 @@ $(WATCH_DIR)/v1/libdraw.so: $(WATCH_SRC)/draw.c $(WATCH_SRC)/draw.h
 $(WATCH_DIR)/game: $(WATCH_SRC)/game.c $(WATCH_SRC)/draw.h $(WATCH_DIR)/v1/libdraw.so
 	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(WATCH_DIR)/v1 -ldraw -Wl,-rpath,'$$ORIGIN/v1'
 
+# The fleet recipe (contrib/ansible): ansible-core, pinned, from PyPI into a venv under target/.
+ANSIBLE_VENV := $(TARGET_DIR)/ansible/venv
+
+.PHONY: ansible-test
+ansible-test: build demo-build
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) VENV=$(ANSIBLE_VENV) \
+		bash contrib/ansible/test/run.sh
+
 .PHONY: watch-demo
 watch-demo: build $(WATCH_DIR)/game
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(WATCH_DIR) CC=$(CC) bash $(WATCH_SRC)/run.sh
