@@ -169,7 +169,7 @@ fn current_generation(target: &Target) -> Result<u32> {
 /// Records what an event says about the files it names.
 fn note_event(files: &mut [Watched], event: &notify::Event) {
     for file in files.iter_mut() {
-        if !event.paths.iter().any(|p| *p == file.path) {
+        if !event.paths.contains(&file.path) {
             continue;
         }
         file.pending = true;
