@@ -7,6 +7,8 @@
 #   make example-rust    a Rust patch library made with the hotagent-api crate (examples/rust-patch)
 #   make example-vtable  the seed's C++ nsIBase example: objects converted on their first call
 #   make example-migrate a global struct that grows, carried over by migrate and handed back
+#   make watch-demo a game loop's drawing library edited and rebuilt under `hotctl watch`
+#   make ansible-test  the Ansible fleet role (contrib/ansible) against three local hosts
 #   make test       build, run the whole test suite, lint, then run the demo as a smoke check
 #   make bench      measure (minutes): reload against restart, latency, scaling, call cost, pause,
 #                   hooks and C++ conversion, start-up and idle cost; report in
@@ -122,6 +124,8 @@ test: build
 	@$(MAKE) --no-print-directory realworld
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory demo
+	@$(MAKE) --no-print-directory watch-demo
+	@$(MAKE) --no-print-directory ansible-test
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory soak-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
@@ -250,6 +254,30 @@ $(MIGRATE_DIR)/server: $(MIGRATE_SRC)/server.c $(MIGRATE_SRC)/stats.h $(MIGRATE_
 .PHONY: example-migrate
 example-migrate: build $(MIGRATE_DIR)/v1/libstats.so $(MIGRATE_DIR)/v2/libstats.so $(MIGRATE_DIR)/server
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(MIGRATE_DIR) bash $(MIGRATE_SRC)/run.sh
+
+# The developer loop (examples/watch-demo): the game is linked against the first build of
+# libdraw.so; run.sh edits and rebuilds a copy while `hotctl watch` watches it.
+WATCH_SRC := examples/watch-demo
+WATCH_DIR := $(EXAMPLES_DIR)/watch-demo
+
+$(WATCH_DIR)/v1/libdraw.so: $(WATCH_SRC)/draw.c $(WATCH_SRC)/draw.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNFLAGS) -fPIC -shared -Wl,-soname,libdraw.so -o $@ $<
+
+$(WATCH_DIR)/game: $(WATCH_SRC)/game.c $(WATCH_SRC)/draw.h $(WATCH_DIR)/v1/libdraw.so
+	$(CC) $(CFLAGS) $(WARNFLAGS) -o $@ $< -L$(WATCH_DIR)/v1 -ldraw -Wl,-rpath,'$$ORIGIN/v1'
+
+# The fleet recipe (contrib/ansible): ansible-core, pinned, from PyPI into a venv under target/.
+ANSIBLE_VENV := $(TARGET_DIR)/ansible/venv
+
+.PHONY: ansible-test
+ansible-test: build demo-build
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) DEMO_DIR=$(DEMO_DIR) VENV=$(ANSIBLE_VENV) \
+		bash contrib/ansible/test/run.sh
+
+.PHONY: watch-demo
+watch-demo: build $(WATCH_DIR)/game
+	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(WATCH_DIR) CC=$(CC) bash $(WATCH_SRC)/run.sh
 
 clean:
 	$(CARGO) clean

@@ -208,6 +208,27 @@ pub enum Command {
     Persisted,
     /// Remove persisted patches: those whose patch path or file name is LIB, or all.
     Forget(ForgetArgs),
+    /// Watch library files and reload each complete rebuild (one line per reload or refusal);
+    /// Ctrl-C or SIGTERM ends it (exit 0).
+    Watch(WatchArgs),
+}
+
+/// `hotctl watch [--debounce D] PATH...`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The library files to watch (their folders must exist; the files may appear later). Each
+    /// is reloaded as `hotctl reload PATH` would, once a rebuild is complete.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// How long a closed file must stay unchanged (size and time) before it is loaded
+    /// (`200ms`, `1s`; default 200ms).
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_debounce)]
+    pub debounce: std::time::Duration,
+}
+
+/// A quiet period: 0 up to a minute.
+fn parse_debounce(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, 0.0, 60.0, "give 0 up to 60s")
 }
 
 /// `hotctl forget LIB | --all`.

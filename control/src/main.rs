@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod elf_ready;
 mod errors;
 mod fleet;
 mod list;
@@ -27,6 +28,7 @@ mod status;
 mod testing;
 mod trust;
 mod try_verb;
+mod watch;
 mod who;
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
+        Command::Watch(args) => watch::run(&dir, &cli.global, args, &mut out)?,
     }
     out.flush()?;
     Ok(())

@@ -40,3 +40,4 @@ mod socket;
 mod stage;
 mod try_verb;
 mod versions_real;
+mod watch;
