@@ -13,7 +13,10 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod docs_gen;
+mod exit_status;
 mod list;
+mod output;
 mod passfd;
 mod persisted;
 mod reload;
@@ -27,6 +30,13 @@ mod try_verb;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    let mut errors = match output::setup(cli.global.quiet) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("hotctl: cannot silence the output for --quiet: {e}");
+            return ExitCode::from(exit_status::NO_ANSWER);
+        }
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -34,7 +44,7 @@ fn main() -> ExitCode {
                 // The reader went away (`hotctl list | head`): not worth a complaint.
                 return ExitCode::SUCCESS;
             }
-            eprintln!("hotctl: {}", one_line(&format!("{err:#}")));
+            errors.write_line(&format!("hotctl: {}", one_line(&format!("{err:#}"))));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -43,6 +53,9 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let dir = discover::socket_dir();
     let mut out = io::stdout().lock();
+    if cli.global.verbose {
+        eprintln!("{}", output::describe_socket_dir(&dir));
+    }
     match &cli.command {
         Command::Reload(args) => reload::run(&dir, &cli.global, args, &mut out)?,
         Command::Rollback => rollback::run(&dir, &cli.global, &mut out)?,
@@ -51,6 +64,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
+        Command::Completions(args) => docs_gen::completions(args.shell, &mut out),
+        Command::Man(args) => docs_gen::man(args.dir.as_deref(), &mut out)?,
     }
     out.flush()?;
     Ok(())
@@ -64,19 +79,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<AgentError>().is_some()
         || err.downcast_ref::<try_verb::TryError>().is_some()
     {
-        1
+        exit_status::REFUSED
     } else if matches!(
         err.downcast_ref::<ExchangeError>(),
         Some(ExchangeError::Unknown { .. })
     ) {
-        3
+        exit_status::UNKNOWN
     } else if matches!(
         err.downcast_ref::<ExchangeError>(),
         Some(ExchangeError::Died { .. })
     ) {
-        4
+        exit_status::DIED
     } else {
-        2
+        exit_status::NO_ANSWER
     }
 }
 
