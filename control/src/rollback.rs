@@ -99,6 +99,8 @@ mod tests {
                 timeout: None,
                 settle: None,
                 hook_timeout: None,
+                quiet: false,
+                verbose: false,
             },
             &mut out,
         )
@@ -124,6 +126,8 @@ mod tests {
                 timeout: None,
                 settle: None,
                 hook_timeout: None,
+                quiet: false,
+                verbose: false,
             },
             &mut out,
         )

@@ -71,7 +71,7 @@ fn drop_in_folders_and_variables_reach_the_agent() {
             .replace("%N", "demo")
     };
     let mut env = Vec::new();
-    let mut mode = |key: &str, settings: &[(String, String)]| {
+    let mode = |key: &str, settings: &[(String, String)]| {
         settings
             .iter()
             .find(|(k, _)| k == key)
