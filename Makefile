@@ -23,6 +23,10 @@
 #                   ships them (tests/realworld; needs python3, nginx, redis-server and crates.io)
 #   make lint       clippy (warnings are errors) and rustfmt --check
 #   make fmt        format the Rust code
+#   make install    install the release build under PREFIX (default /usr/local; DESTDIR= for
+#                   staging): hotctl, libhotagent.so, hotagent.h, man pages, completions.
+#                   Builds nothing: run `make` first
+#   make uninstall  remove what make install put there
 #   make clean      remove every build output
 
 CARGO ?= cargo
@@ -47,7 +51,7 @@ DEMO_BINS := $(DEMO_DIR)/v1/libgreet.so $(DEMO_DIR)/v2/libgreet.so \
 
 .PHONY: all build demo demo-build test lint clippy fmt-check fmt clean clean-demo help bench \
         bench-smoke bench-compare soak soak-smoke fuzz fuzz-smoke realworld examples example-shadow \
-        example-rust
+        example-rust install uninstall
 
 all: build
 
@@ -278,6 +282,46 @@ ansible-test: build demo-build
 .PHONY: watch-demo
 watch-demo: build $(WATCH_DIR)/game
 	AGENT=$(AGENT) HOTCTL=$(HOTCTL) EXAMPLE_DIR=$(WATCH_DIR) CC=$(CC) bash $(WATCH_SRC)/run.sh
+# Install: where each part goes. Any of them may be given on the command line.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+BASH_COMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSH_COMPDIR ?= $(DATADIR)/zsh/site-functions
+FISH_COMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+INSTALL ?= install
+
+# No dependency on `build`: `sudo make install` must not run cargo as root in the tree. The man
+# pages and completions come from the hotctl being installed, so they describe exactly it.
+install:
+	@for f in $(HOTCTL) $(AGENT); do \
+		[ -f $$f ] || { echo "make install: $$f is missing: run make first"; exit 1; }; \
+	done
+	@set -e; gen=$$(mktemp -d); trap 'rm -rf "$$gen"' EXIT; \
+	$(HOTCTL) man --dir "$$gen/man"; \
+	$(HOTCTL) completions bash > "$$gen/hotctl.bash"; \
+	$(HOTCTL) completions zsh > "$$gen/_hotctl"; \
+	$(HOTCTL) completions fish > "$$gen/hotctl.fish"; \
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" \
+		"$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(BASH_COMPDIR)" "$(DESTDIR)$(ZSH_COMPDIR)" \
+		"$(DESTDIR)$(FISH_COMPDIR)"; \
+	$(INSTALL) -m 755 $(HOTCTL) "$(DESTDIR)$(BINDIR)/hotctl"; \
+	$(INSTALL) -m 755 $(AGENT) "$(DESTDIR)$(LIBDIR)/libhotagent.so"; \
+	$(INSTALL) -m 644 include/hotagent.h "$(DESTDIR)$(INCLUDEDIR)/hotagent.h"; \
+	$(INSTALL) -m 644 "$$gen"/man/*.1 "$(DESTDIR)$(MANDIR)/man1/"; \
+	$(INSTALL) -m 644 "$$gen/hotctl.bash" "$(DESTDIR)$(BASH_COMPDIR)/hotctl"; \
+	$(INSTALL) -m 644 "$$gen/_hotctl" "$(DESTDIR)$(ZSH_COMPDIR)/_hotctl"; \
+	$(INSTALL) -m 644 "$$gen/hotctl.fish" "$(DESTDIR)$(FISH_COMPDIR)/hotctl.fish"; \
+	echo "installed hotctl, libhotagent.so, hotagent.h, man pages and completions under $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/hotctl" "$(DESTDIR)$(LIBDIR)/libhotagent.so" \
+		"$(DESTDIR)$(INCLUDEDIR)/hotagent.h" "$(DESTDIR)$(MANDIR)/man1/hotctl.1" \
+		"$(DESTDIR)$(MANDIR)"/man1/hotctl-*.1 "$(DESTDIR)$(BASH_COMPDIR)/hotctl" \
+		"$(DESTDIR)$(ZSH_COMPDIR)/_hotctl" "$(DESTDIR)$(FISH_COMPDIR)/hotctl.fish"
 
 clean:
 	$(CARGO) clean

@@ -31,6 +31,12 @@ mod sys;
 fn hotagent_init() {
     // A panic escaping a constructor would abort the target before its main.
     let _ = std::panic::catch_unwind(|| {
+        // A setuid program or changed ids (e.g. everything preloaded by /etc/ld.so.preload): the
+        // environment is the invoker's, so nothing of the agent starts — not even its log, whose
+        // file the environment names. See sys::secure.
+        if sys::secure::untrusted_start() {
+            return;
+        }
         log::init();
         control::start();
         persist::apply_at_startup(control::agent());

@@ -12,7 +12,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
     name = "hotctl",
     version,
     propagate_version = true,
-    after_help = EXIT_STATUS
+    after_help = crate::exit_status::help_text()
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -22,13 +22,6 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
-
-const EXIT_STATUS: &str = "EXIT STATUS:
-  0  success
-  1  the agent refused the request; the target runs on unchanged
-  2  usage or connection problem, or a timeout before the commit (nothing changed)
-  3  the change was committed, then no report came: check with `hotctl status`
-  4  the target died during the request, or within the settle time after its change";
 
 /// Options that apply to every verb, accepted before or after it.
 #[derive(Debug, Args)]
@@ -52,6 +45,12 @@ pub struct Global {
     /// run before the reload or rollback is refused (`500ms`, `10s`; default 5s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_hook_timeout)]
     pub hook_timeout: Option<std::time::Duration>,
+    /// Print nothing but errors (one line on stderr); the exit status tells the rest.
+    #[arg(long, short = 'q', global = true, conflicts_with_all = ["verbose", "json"])]
+    pub quiet: bool,
+    /// Say more: where hotctl looks for agents, and per-symbol detail in reports.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
 }
 
 /// `--pid`, kept apart from [`Global`] because it may be repeated: the verbs that act on one
@@ -211,6 +210,11 @@ pub enum Command {
     /// Watch library files and reload each complete rebuild (one line per reload or refusal);
     /// Ctrl-C or SIGTERM ends it (exit 0).
     Watch(WatchArgs),
+    /// Print a completion script for SHELL on stdout (e.g. `hotctl completions bash >
+    /// /etc/bash_completion.d/hotctl`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write one page per verb into DIR.
+    Man(ManArgs),
 }
 
 /// `hotctl watch [--debounce D] PATH...`.
@@ -229,6 +233,29 @@ pub struct WatchArgs {
 /// A quiet period: 0 up to a minute.
 fn parse_debounce(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text, 0.0, 60.0, "give 0 up to 60s")
+}
+
+/// `hotctl completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `hotctl completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `hotctl man [--dir DIR]`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write hotctl.1 and hotctl-VERB.1 into DIR (created if missing) instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `hotctl forget LIB | --all`.

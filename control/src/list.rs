@@ -84,6 +84,8 @@ mod tests {
                 timeout: None,
                 settle: None,
                 hook_timeout: None,
+                quiet: false,
+                verbose: false,
             },
             &mut out,
         )

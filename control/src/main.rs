@@ -13,10 +13,13 @@ mod cli;
 mod client;
 mod death;
 mod discover;
+mod docs_gen;
 mod elf_ready;
 mod errors;
+mod exit_status;
 mod fleet;
 mod list;
+mod output;
 mod passfd;
 mod persisted;
 mod places;
@@ -33,6 +36,13 @@ mod who;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    let mut error_sink = match output::setup(cli.global.quiet) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("hotctl: cannot silence the output for --quiet: {e}");
+            return ExitCode::from(exit_status::NO_ANSWER);
+        }
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -46,7 +56,7 @@ fn main() -> ExitCode {
                 let mut out = io::stdout().lock();
                 let _ = render::json(&mut out, &doc).and_then(|()| out.flush());
             }
-            eprintln!("hotctl: {message}");
+            error_sink.write_line(&format!("hotctl: {message}"));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -55,6 +65,9 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let dir = discover::socket_dir();
     let mut out = io::stdout().lock();
+    if cli.global.verbose {
+        eprintln!("{}", output::describe_socket_dir(&dir));
+    }
     match &cli.command {
         Command::Reload(args) => reload::run(&dir, &cli.global, &cli.pids.pids, args, &mut out)?,
         Command::Rollback(select) => {
@@ -68,6 +81,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
         Command::Watch(args) => watch::run(&dir, &cli.global, args, &mut out)?,
+        Command::Completions(args) => docs_gen::completions(args.shell, &mut out),
+        Command::Man(args) => docs_gen::man(args.dir.as_deref(), &mut out)?,
     }
     out.flush()?;
     Ok(())
@@ -83,19 +98,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     } else if err.downcast_ref::<AgentError>().is_some()
         || err.downcast_ref::<try_verb::TryError>().is_some()
     {
-        1
+        exit_status::REFUSED
     } else if matches!(
         err.downcast_ref::<ExchangeError>(),
         Some(ExchangeError::Unknown { .. })
     ) {
-        3
+        exit_status::UNKNOWN
     } else if matches!(
         err.downcast_ref::<ExchangeError>(),
         Some(ExchangeError::Died { .. })
     ) {
-        4
+        exit_status::DIED
     } else {
-        2
+        exit_status::NO_ANSWER
     }
 }
 

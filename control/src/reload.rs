@@ -282,6 +282,8 @@ mod tests {
             timeout: None,
             settle: None,
             hook_timeout: None,
+            quiet: false,
+            verbose: false,
         };
         let args = ReloadArgs {
             path: "rel/libfoo_v2.so".into(),

@@ -275,6 +275,8 @@ mod tests {
             timeout: None,
             settle: Some(Duration::ZERO),
             hook_timeout: None,
+            quiet: false,
+            verbose: false,
         };
         for reset in [true, false] {
             let args = TryArgs {

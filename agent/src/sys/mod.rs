@@ -17,6 +17,7 @@ pub mod process;
 pub mod prot;
 pub mod raw;
 pub mod sealed;
+pub mod secure;
 pub mod setxid;
 pub mod shadow_ffi;
 pub mod socket;
