@@ -127,6 +127,20 @@ pub enum Command {
     Persisted,
     /// Remove persisted patches: those whose patch path or file name is LIB, or all.
     Forget(ForgetArgs),
+    /// Show every reload, rollback and revert the target's agent remembers, with its outcome.
+    History,
+    /// Compare two builds of a library: functions added, removed and changed (as
+    /// `reload --changed-only` decides), exported data whose size changed.
+    Diff(DiffArgs),
+}
+
+/// `hotctl diff OLD NEW`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The build to compare from (for instance the one that runs).
+    pub old: PathBuf,
+    /// The new build.
+    pub new: PathBuf,
 }
 
 /// `hotctl forget LIB | --all`.

@@ -11,8 +11,11 @@ use crate::client::{AgentError, ExchangeError};
 mod check;
 mod cli;
 mod client;
+mod clock;
 mod death;
+mod diff;
 mod discover;
+mod history;
 mod list;
 mod passfd;
 mod persisted;
@@ -24,6 +27,7 @@ mod status;
 mod testing;
 mod trust;
 mod try_verb;
+mod users;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -51,6 +55,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
+        Command::History => history::run(&dir, &cli.global, &mut out)?,
+        Command::Diff(args) => diff::run(&cli.global, args, &mut out)?,
     }
     out.flush()?;
     Ok(())
