@@ -164,3 +164,74 @@ fn list_shows_user_replacement_and_since() {
     assert!(row.contains(&format!(" -> {}", path_str(&v2))), "{row}");
     assert!(row.ends_with(" UTC"), "{row}");
 }
+
+/// A crash on probation is in the history as the agent's own revert, with the file it undid
+/// and the signal and function; the client's uid is on the switch only.
+#[test]
+fn history_records_a_revert_by_probation() {
+    let mut t = Target::builder(CFG.path("prob_server")).arg("0").spawn();
+    let v2 = CFG.path("libprob_v2.so");
+    reload(&t, &v2, &["--probation", "30s"]);
+    // x = 3 faults in v2: the call runs again on v1 and the process goes back to generation 0.
+    t.expect("compute 3", "v1 149");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let events = loop {
+        let h = hotctl_json(&t, &["history", "--json"]);
+        let events = h["events"].as_array().unwrap().clone();
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no revert recorded: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (switched, reverted) = (&events[0], &events[1]);
+    assert_eq!(switched["outcome"], "switched");
+    assert_eq!(switched["uid"], euid());
+    assert_eq!(reverted["outcome"], "reverted");
+    assert_eq!(
+        (&reverted["generation"], &reverted["current"]),
+        (&1.into(), &0.into())
+    );
+    assert!(
+        reverted.get("uid").is_none(),
+        "the agent's own act: {reverted}"
+    );
+    same_file(reverted, &v2);
+    let why = reverted["reason"].as_str().unwrap();
+    assert!(why.contains("SIGSEGV in prob_compute"), "{why}");
+    t.expect("version", 1);
+}
+
+/// A persisted patch applied before main is in the next process's history as the agent's own
+/// act, with the recorded file's hash.
+#[test]
+fn history_records_a_patch_applied_at_start_up() {
+    let (state, patches) = (scratch(), scratch());
+    let patch = patches.path().join("libfoo_v2.so");
+    copy_atomic(&CFG.path("libfoo_v2.so"), &patch);
+    let start = || {
+        Target::builder(CFG.path("firstcall"))
+            .env("HOTAGENT_STATE_DIR", state.path())
+            .spawn()
+    };
+    let mut t = start();
+    t.read_line("first call");
+    reload(&t, &patch, &["--persist"]);
+    t.kill();
+
+    let mut t = start();
+    t.read_line("first call");
+    let h = hotctl_json(&t, &["history", "--json"]);
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{h}");
+    let e = &events[0];
+    assert_eq!(e["outcome"], "applied_at_startup", "{e}");
+    assert_eq!((&e["generation"], &e["current"]), (&1.into(), &1.into()));
+    assert!(e.get("uid").is_none(), "{e}");
+    same_file(e, &patch);
+    t.expect("version", 2);
+}
