@@ -49,6 +49,8 @@ pub fn of(copy: &Sealed) -> Option<StagedFacts> {
     })
 }
 
+/// The facts of bytes in memory: what [`of`] must agree with.
+#[cfg(test)]
 pub fn of_bytes(bytes: &[u8]) -> StagedFacts {
     let read = |off: u64, len: usize| {
         let start = usize::try_from(off).ok()?;
