@@ -215,6 +215,20 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout, or write one page per verb into DIR.
     Man(ManArgs),
+    /// Show every reload, rollback and revert the target's agent remembers, with its outcome.
+    History,
+    /// Compare two builds of a library: functions added, removed and changed (as
+    /// `reload --changed-only` decides), exported data whose size changed.
+    Diff(DiffArgs),
+}
+
+/// `hotctl diff OLD NEW`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The build to compare from (for instance the one that runs).
+    pub old: PathBuf,
+    /// The new build.
+    pub new: PathBuf,
 }
 
 /// `hotctl watch [--debounce D] PATH...`.

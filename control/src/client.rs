@@ -299,6 +299,7 @@ fn verb(request: &Request) -> &'static str {
         Request::Rollback(_) => "rollback",
         Request::Status(_) => "status request",
         Request::Commit(_) => "commit",
+        Request::History(_) => "history request",
     }
 }
 
@@ -557,6 +558,7 @@ pub fn unexpected(response: Response, asked: &str) -> anyhow::Error {
         Response::Status(_) => "status",
         Response::Ready => "ready",
         Response::Died(_) => "died",
+        Response::History(_) => "history",
     };
     anyhow::anyhow!("the agent answered a {asked} request with a {kind} report")
 }

@@ -9,6 +9,8 @@ use serde_json::json;
 use crate::cli::Global;
 use crate::discover::{self, Scan};
 use crate::render::{self, Align};
+use crate::{clock, users};
+use hotagent_protocol::StatusReport;
 
 pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     let scan = discover::scan_everywhere(dir)?;
@@ -27,14 +29,62 @@ pub fn run(dir: &Path, global: &Global, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// What each module's newest generation replaced it with, and since when.
+struct Replaced<'a> {
+    module: &'a str,
+    path: &'a str,
+    generation: u32,
+    since_unix_ms: Option<u64>,
+}
+
+fn replaced(status: &StatusReport) -> Vec<Replaced<'_>> {
+    let mut out: Vec<Replaced<'_>> = Vec::new();
+    for g in &status.generations {
+        let r = Replaced {
+            module: &g.module,
+            path: &g.path,
+            generation: g.generation,
+            since_unix_ms: g.since_unix_ms,
+        };
+        match out.iter_mut().find(|r| r.module == g.module) {
+            Some(slot) => *slot = r,
+            None => out.push(r),
+        }
+    }
+    out
+}
+
+/// When the current generation became current, if the agent remembers.
+fn since(status: &StatusReport) -> Option<u64> {
+    status
+        .generations
+        .iter()
+        .find(|g| g.generation == status.generation)
+        .and_then(|g| g.since_unix_ms)
+}
+
+fn user(pid: u32) -> (Option<u32>, String) {
+    let uid = users::uid_of(pid);
+    (uid, uid.map_or_else(|| "?".to_string(), users::name_of))
+}
+
 fn to_json(scan: &Scan) -> serde_json::Value {
     scan.agents
         .iter()
         .map(|agent| {
+            let (uid, name) = user(agent.target.pid);
+            let replaced: Vec<_> = replaced(&agent.status)
+                .iter()
+                .map(|r| json!({"module": r.module, "path": r.path, "generation": r.generation, "since_unix_ms": r.since_unix_ms}))
+                .collect();
             json!({
                 "pid": agent.target.pid,
+                "uid": uid,
+                "user": name,
                 "exe": agent.status.exe,
                 "generation": agent.status.generation,
+                "replaced": replaced,
+                "since_unix_ms": since(&agent.status),
                 "socket": agent.target.socket.to_string_lossy(),
             })
         })
@@ -54,23 +104,41 @@ fn human(out: &mut dyn Write, dir: &Path, scan: &Scan) -> std::io::Result<()> {
             searched.join(", ")
         );
     }
-    let header = ["PID", "GEN", "EXE"].map(String::from).to_vec();
+    let header = ["PID", "USER", "GEN", "EXE", "REPLACED", "SINCE"]
+        .map(String::from)
+        .to_vec();
     let rows = scan.agents.iter().map(|agent| {
+        let s = &agent.status;
+        let replaced: Vec<String> = replaced(s)
+            .iter()
+            .map(|r| format!("{} -> {}", r.module, r.path))
+            .collect();
+        let dash = |v: String| if v.is_empty() { "-".to_string() } else { v };
         vec![
             agent.target.pid.to_string(),
-            agent.status.generation.to_string(),
-            agent.status.exe.clone(),
+            user(agent.target.pid).1,
+            s.generation.to_string(),
+            s.exe.clone(),
+            dash(replaced.join(", ")),
+            since(s).map_or_else(|| "-".to_string(), clock::utc),
         ]
     });
     let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
-    render::table(out, "", &[Align::Right, Align::Right, Align::Left], &rows)
+    let align = [
+        Align::Right,
+        Align::Left,
+        Align::Right,
+        Align::Left,
+        Align::Left,
+    ];
+    render::table(out, "", &align, &rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::Target;
-    use crate::testing::status_agent;
+    use crate::testing::{generation, status_agent, status_report};
     use hotagent_protocol::socket_path;
     use std::os::unix::net::UnixListener;
 
@@ -104,17 +172,57 @@ mod tests {
         agents.sort_by_key(|(t, _)| t.pid);
 
         let width = agents[1].0.pid.to_string().len().max(3);
-        let mut table = format!("{:>width$}  GEN  EXE\n", "PID");
+        let name = |pid| user(pid).1;
+        let uwidth = agents
+            .iter()
+            .map(|(t, _)| name(t.pid).len())
+            .max()
+            .unwrap()
+            .max(4);
+        let mut table = format!(
+            "{:>width$}  {:<uwidth$}  GEN  EXE         REPLACED  SINCE\n",
+            "PID", "USER"
+        );
         for (t, exe) in agents {
-            table.push_str(&format!("{:>width$}    0  {exe}\n", t.pid));
+            let u = name(t.pid);
+            table.push_str(&format!(
+                "{:>width$}  {u:<uwidth$}    0  {exe:<10}  -         -\n",
+                t.pid
+            ));
         }
         assert_eq!(list(dir.path(), false), table);
         // The stale socket was ours and its process is gone: the scan removed it.
         assert!(!stale.exists());
 
         let json: serde_json::Value = serde_json::from_str(&list(dir.path(), true)).unwrap();
-        let entry = |(t, exe): (&Target, &str)| json!({"pid": t.pid, "exe": exe, "generation": 0, "socket": t.socket.to_str().unwrap()});
+        let entry = |(t, exe): (&Target, &str)| {
+            let (uid, user) = user(t.pid);
+            json!({"pid": t.pid, "uid": uid, "user": user, "exe": exe, "generation": 0, "replaced": [], "since_unix_ms": null, "socket": t.socket.to_str().unwrap()})
+        };
         assert_eq!(json, json!([entry(agents[0]), entry(agents[1])]));
+    }
+
+    /// Each module's newest generation is what replaces it now; since when is the current one's.
+    #[test]
+    fn replaced_modules_and_since() {
+        let mut s = status_report(1, "/bin/x");
+        let mut g1 = generation(1, "/p/libfoo_v2.so");
+        g1.since_unix_ms = Some(1_000);
+        let mut g2 = generation(2, "/p/libbar_v2.so");
+        g2.module = "libbar.so".into();
+        let mut g3 = generation(3, "/p/libfoo_v3.so");
+        g3.since_unix_ms = Some(3_000);
+        s.generations = vec![g1, g2, g3];
+        s.generation = 3;
+        let r: Vec<(&str, &str)> = replaced(&s).iter().map(|r| (r.module, r.path)).collect();
+        assert_eq!(
+            r,
+            [
+                ("libfoo.so", "/p/libfoo_v3.so"),
+                ("libbar.so", "/p/libbar_v2.so")
+            ]
+        );
+        assert_eq!(since(&s), Some(3_000));
     }
 
     #[test]

@@ -11,13 +11,16 @@ use crate::client::{AgentError, ExchangeError};
 mod check;
 mod cli;
 mod client;
+mod clock;
 mod death;
+mod diff;
 mod discover;
 mod docs_gen;
 mod elf_ready;
 mod errors;
 mod exit_status;
 mod fleet;
+mod history;
 mod list;
 mod output;
 mod passfd;
@@ -31,6 +34,7 @@ mod status;
 mod testing;
 mod trust;
 mod try_verb;
+mod users;
 mod watch;
 mod who;
 
@@ -83,6 +87,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Watch(args) => watch::run(&dir, &cli.global, args, &mut out)?,
         Command::Completions(args) => docs_gen::completions(args.shell, &mut out),
         Command::Man(args) => docs_gen::man(args.dir.as_deref(), &mut out)?,
+        Command::History => history::run(&dir, &cli.global, &mut out)?,
+        Command::Diff(args) => diff::run(&cli.global, args, &mut out)?,
     }
     out.flush()?;
     Ok(())

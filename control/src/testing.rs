@@ -124,6 +124,7 @@ pub fn generation(generation: u32, path: &str) -> GenerationInfo {
         elapsed_us: 412,
         probation: None,
         applied_at_startup: false,
+        since_unix_ms: None,
     }
 }
 

@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 mod framing;
+mod history;
 pub mod journal;
 mod paths;
 mod wire;
 
 pub use framing::{decode_request, encode_line, FrameError, MAX_LINE_BYTES};
+pub use history::{HistoryEvent, HistoryReport, Outcome};
 pub use paths::{
     registry_dir, registry_uid, socket_dir, socket_path, REGISTRY_PREFIX, SOCKET_SUFFIX,
 };

@@ -14,6 +14,8 @@ pub enum Request {
     Status(NoArgs),
     /// The client's go-ahead after a `ready` answer (see [`Control::confirm`]); only valid then.
     Commit(NoArgs),
+    /// Every reload, rollback and revert the agent remembers, with its outcome.
+    History(NoArgs),
 }
 
 impl Request {
@@ -24,6 +26,10 @@ impl Request {
     /// The go-ahead after a `ready` answer.
     pub fn commit() -> Request {
         Request::Commit(NoArgs {})
+    }
+    /// A history request.
+    pub fn history() -> Request {
+        Request::History(NoArgs {})
     }
     /// A rollback request with no deadline and no confirmation step.
     pub fn rollback() -> Request {
@@ -42,7 +48,7 @@ impl Request {
                 confirm: r.confirm,
                 settle_ms: r.settle_ms,
             },
-            Request::Status(_) | Request::Commit(_) => Control::default(),
+            Request::Status(_) | Request::Commit(_) | Request::History(_) => Control::default(),
         }
     }
 }
@@ -166,6 +172,7 @@ pub enum Response {
     /// time): sent from the agent's signal handler on the request's connection, in place of (or
     /// after) the answer. The process then dies exactly as it would have without the agent.
     Died(DiedReport),
+    History(crate::HistoryReport),
 }
 
 /// The fatal signal a process is dying of (`{"kind":"died","signal":11}`).
@@ -386,6 +393,10 @@ pub struct GenerationInfo {
     /// Applied from the journal before the program's main ran.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub applied_at_startup: bool,
+    /// When it became current (wall clock, milliseconds since the Unix epoch), if the agent
+    /// still remembers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_ms: Option<u64>,
 }
 
 /// A generation on probation.

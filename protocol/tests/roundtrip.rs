@@ -263,6 +263,7 @@ fn generation() -> impl Strategy<Value = GenerationInfo> {
                 elapsed_us,
                 probation: None,
                 applied_at_startup: false,
+                since_unix_ms: None,
             },
         )
 }

@@ -749,6 +749,18 @@ static SPECS: &[Spec] = &[
         ..with_inputs(lib("libstr_v2.so", "libstr.so", Lang::C, "libstr.c"), STR_H)
     },
     with_inputs(exe("str", Lang::C, "str.c", &["libstr.so"]), STR_PROGRAM),
+    // `hotctl diff`: a string literal, functions added and removed with a grown array, and a
+    // second build of the same source.
+    lib("libdiff.so", "libdiff.so", Lang::C, "libdiff.c"),
+    Spec {
+        flags: &["-DDIFF_STR"],
+        ..lib("libdiff_str.so", "libdiff.so", Lang::C, "libdiff.c")
+    },
+    Spec {
+        flags: &["-DDIFF_V2"],
+        ..lib("libdiff_v2.so", "libdiff.so", Lang::C, "libdiff.c")
+    },
+    lib("libdiff_same.so", "libdiff.so", Lang::C, "libdiff.c"),
     // Another user attacking a world-writable folder: the library it plants, and the racer.
     lib("libevil.so", "libfoo.so", Lang::C, "libevil.c"),
     exe("racer", Lang::C, "racer.c", &[]),

@@ -1,7 +1,7 @@
 //! What each request becomes: an answer the I/O thread gives at once, or a job for the worker.
 //! Panics stop here: the target never sees them.
 
-use super::line;
+use super::{history, line};
 use crate::reload::{Agent, Gate, ReloadError};
 use crate::sys::raw;
 use hotagent_protocol::{
@@ -36,6 +36,7 @@ pub fn route(agent: &Mutex<Agent>, line: &[u8]) -> Route {
     };
     match req {
         Request::Status(_) => Route::Answer(guarded(|| Response::Status(status(agent)))),
+        Request::History(_) => Route::Answer(guarded(|| Response::History(history::report()))),
         Request::Commit(_) => Route::Answer(error(
             ErrorCode::BadRequest,
             "commit is only the answer to a ready reply of a confirmed reload or rollback",
@@ -52,7 +53,7 @@ fn status(agent: &Mutex<Agent>) -> StatusReport {
         Err(TryLockError::Poisoned(p)) => Some(p.into_inner().status()),
         Err(TryLockError::WouldBlock) => None,
     };
-    match live {
+    let mut s = match live {
         Some(s) => s,
         None => {
             let snap = SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -60,7 +61,9 @@ fn status(agent: &Mutex<Agent>) -> StatusReport {
             s.busy = true;
             s
         }
-    }
+    };
+    history::stamp(&mut s);
+    s
 }
 
 /// Set while the worker runs a reload, dry run or rollback: the agent's lock is then held for
@@ -74,10 +77,17 @@ pub fn working() -> bool {
 
 /// Runs a reload, dry run or rollback with the agent's lock held, then leaves a snapshot for
 /// `status` to answer from during the next one.
-/// `source` is the patch file the client passed with a reload, if it did.
-pub fn run(agent: &Mutex<Agent>, req: &Request, source: Option<i32>, gate: Gate<'_>) -> Response {
+/// `source` is the patch file the client passed with a reload, if it did; `uid` the client's,
+/// for the history.
+pub fn run(
+    agent: &Mutex<Agent>,
+    req: &Request,
+    source: Option<i32>,
+    uid: Option<u32>,
+    gate: Gate<'_>,
+) -> Response {
     WORKING.store(true, Ordering::SeqCst);
-    let resp = run_locked(agent, req, source, gate);
+    let resp = run_locked(agent, req, source, uid, gate);
     WORKING.store(false, Ordering::SeqCst);
     resp
 }
@@ -86,11 +96,14 @@ fn run_locked(
     agent: &Mutex<Agent>,
     req: &Request,
     source: Option<i32>,
+    uid: Option<u32>,
     gate: Gate<'_>,
 ) -> Response {
     // A panic in an earlier request poisoned the lock; the state itself stays consistent
     // (every step that changes it finishes or is undone), so carry on with it.
     let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+    // Whatever an earlier request staged is not this one's.
+    drop(agent.take_staged_facts());
     let resp = match req {
         Request::Reload(r) => crate::persist::reload(&mut agent, r, source, gate)
             .map(Response::Reload)
@@ -103,8 +116,11 @@ fn run_locked(
             )
             .map(Response::Rollback)
             .unwrap_or_else(from_reload),
-        Request::Status(_) | Request::Commit(_) => error(ErrorCode::BadRequest, "not a job"),
+        Request::Status(_) | Request::Commit(_) | Request::History(_) => {
+            error(ErrorCode::BadRequest, "not a job")
+        }
     };
+    history::job(&mut agent, req, &resp, uid);
     let snap = agent.status();
     *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
     resp
@@ -121,11 +137,17 @@ pub fn end_probation(agent: &Mutex<Agent>, what: super::worker::Probation) {
                 tracing::info!("{note}");
             }
         }
-        super::worker::Probation::Reverted(set) => match a.revert_crashed(set) {
-            Some(Ok(note)) => tracing::info!("{note}"),
-            Some(Err(failed)) => tracing::warn!("{failed}"),
-            None => {}
-        },
+        super::worker::Probation::Reverted(set) => {
+            let done = a.revert_crashed(set);
+            match &done {
+                Some(Ok(note)) => tracing::info!("{note}"),
+                Some(Err(failed)) => tracing::warn!("{failed}"),
+                None => {}
+            }
+            if done.is_some() {
+                history::reverted(&a.status());
+            }
+        }
     }
     let snap = a.status();
     *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);

@@ -53,6 +53,7 @@ extern "C" fn prepare() {
         let snapshot = dispatch::snapshot_lock();
         // Last: the shadow shards are each held for a lookup only, never while taking the others.
         let shadows = shadow::global().freeze();
+        super::history::hold_for_fork();
         HELD.with(|h| {
             *h.borrow_mut() = Some(ManuallyDrop::new((agent, Some(snapshot), Some(shadows))))
         });
@@ -80,6 +81,7 @@ fn release() -> bool {
     HELD.with(|h| {
         let held = h.borrow_mut().take().map(ManuallyDrop::into_inner);
         let (agent, snapshot, shadows) = held.unwrap_or((None, None, None));
+        super::history::release_after_fork();
         drop(shadows);
         drop(snapshot);
         let had = agent.is_some();

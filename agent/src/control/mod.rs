@@ -4,6 +4,7 @@
 mod dispatch;
 mod fds;
 mod fork;
+pub(crate) mod history;
 mod line;
 mod server;
 mod socket_dir;

@@ -152,17 +152,19 @@ fn serve(fd: i32, request: &Request, passed: Option<&fds::Received>) {
     }
     let gate = |fd| move || dispatch::gate(fd, ctl, IO_TIMEOUT_MS);
     let source = passed.and_then(fds::Received::fd);
+    // Who asked, for the history: the listener checked the same credentials at accept.
+    let uid = raw::peer_cred(fd).ok().map(|(_, uid)| uid);
     let changes = !matches!(request, Request::Reload(r) if r.dry_run);
     // A crash from here to the end of the settle time is told to the client on this connection.
     let watched = changes && fatal::arm(fd);
     let resp = match request {
         // A dry run changes nothing: no point of no return.
-        Request::Reload(r) if r.dry_run => {
-            dispatch::guarded(|| dispatch::run(server::agent(), request, source, &mut || Ok(())))
-        }
+        Request::Reload(r) if r.dry_run => dispatch::guarded(|| {
+            dispatch::run(server::agent(), request, source, uid, &mut || Ok(()))
+        }),
         _ => {
             let mut g = gate(fd);
-            dispatch::guarded(|| dispatch::run(server::agent(), request, source, &mut g))
+            dispatch::guarded(|| dispatch::run(server::agent(), request, source, uid, &mut g))
         }
     };
     if let Response::Error(e) = &resp {

@@ -131,6 +131,7 @@ fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
     agent.set_before_main(entry.deferred);
     let result = agent.reload(&req, None, &mut || Ok(()));
     agent.set_before_main(false);
+    crate::control::history::startup(agent, &entry.patch, &result);
     j.end_attempt(id);
     match result {
         Ok(report) => {

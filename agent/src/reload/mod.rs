@@ -17,6 +17,7 @@ mod check;
 mod discard;
 mod entries;
 mod error;
+mod facts;
 mod guard;
 mod hooked;
 mod identify;
@@ -39,6 +40,7 @@ mod write;
 
 pub use check::{check_bytes, PatchFile};
 pub use error::ReloadError;
+pub use facts::StagedFacts;
 pub use hooked::hook_timeout;
 pub use identify::ModuleId;
 pub use plan::{plan_slots, Binding, Plan, Tally};

@@ -202,6 +202,9 @@ pub struct Agent {
     pub(super) at_startup: Vec<u32>,
     /// Generations probation rolled back after a crash in their code, oldest first.
     pub(super) reverted: Vec<hotagent_protocol::RevertedInfo>,
+    /// What the last reload staged (size, hash, build-id), for the history: taken from the
+    /// sealed copy once, never re-read from the path.
+    pub(super) staged_facts: Option<super::StagedFacts>,
 }
 
 impl Agent {
@@ -219,7 +222,13 @@ impl Agent {
             before_main: false,
             at_startup: Vec::new(),
             reverted: Vec::new(),
+            staged_facts: None,
         }
+    }
+
+    /// What the last reload staged, if it got that far; cleared by the call.
+    pub fn take_staged_facts(&mut self) -> Option<super::StagedFacts> {
+        self.staged_facts.take()
     }
 
     /// While set, reloads follow the start-up rules for deferred patches (see `before_main`).
@@ -278,6 +287,8 @@ impl Agent {
                     elapsed_us: g.elapsed_us,
                     probation: g.probation.as_ref().and_then(|p| p.info()),
                     applied_at_startup: self.at_startup.contains(&g.number),
+                    // Stamped by the control side, which keeps the history.
+                    since_unix_ms: None,
                 })
                 .collect(),
             modules: phdr::snapshot().len(),

@@ -61,6 +61,10 @@ impl Agent {
             self.refuse_on_probation()?;
         }
         let mut copy = timed(&mut phases.stage_us, || stage(path, source))?;
+        // For the history; a dry run is not recorded, so it does not pay for the hash.
+        if !req.dry_run {
+            self.staged_facts = timed(&mut phases.stage_us, || super::facts::of(&copy));
+        }
         let checked = timed(&mut phases.check_us, || self.check(req, &copy))?;
         // No loaded module may carry the copy's name: dlopen would return that module instead.
         let loaded: std::collections::HashSet<String> =

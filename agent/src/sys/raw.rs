@@ -566,6 +566,25 @@ pub fn monotonic_ms() -> u64 {
     monotonic().as_millis() as u64
 }
 
+/// `CLOCK_REALTIME` in milliseconds since the Unix epoch: when things happened, for people.
+pub fn realtime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a writable timespec.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_clock_gettime,
+            &[
+                libc::CLOCK_REALTIME as usize,
+                &mut ts as *mut libc::timespec as usize,
+            ],
+        )
+    };
+    (ts.tv_sec.max(0) as u64) * 1000 + (ts.tv_nsec.clamp(0, 999_999_999) as u64) / 1_000_000
+}
+
 // The probation handler's needs: reading memory that may be unmapped, writing its warning line,
 // creating its marker file, seeding its cookie.
 

@@ -204,6 +204,23 @@ pub fn seal(fd: Fd, len: u64) -> Result<Sealed, (Fd, Errno)> {
 }
 
 impl Sealed {
+    /// Reads up to `buf.len()` bytes at offset `at` (0 at the end): through the descriptor, so
+    /// a big copy is never mapped whole (its pages would count in the target's RSS).
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize, Errno> {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        unsafe {
+            call(
+                libc::SYS_pread64,
+                &[
+                    self.fd.raw() as usize,
+                    buf.as_mut_ptr() as usize,
+                    buf.len(),
+                    at as usize,
+                ],
+            )
+        }
+    }
+
     /// The name the loader opens it by.
     pub fn path(&self) -> String {
         format!("/proc/self/fd/{}", self.fd.raw())

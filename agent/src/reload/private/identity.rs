@@ -34,7 +34,7 @@ pub fn live_build_id(
 }
 
 /// The build-id in a run of ELF notes (4-byte aligned, as in shared objects).
-fn build_id_in_notes(mut b: &[u8]) -> Option<Vec<u8>> {
+pub fn build_id_in_notes(mut b: &[u8]) -> Option<Vec<u8>> {
     let word = |b: &[u8], i: usize| -> Option<usize> {
         Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
     };

@@ -9,20 +9,20 @@
 //! constructors have run by then on its own, fresh data: a constructor never re-initialises the
 //! live state.
 
-mod changed;
 mod evidence;
-mod file;
 mod identity;
 mod only;
 mod reach;
 mod redirect;
-mod refs;
 mod sites;
 mod snapshot;
 
+// The file comparison `hotctl diff` shares with `--changed-only` lives in its own crate.
+use hotagent_elfdiff::{file, refs};
+
 pub use evidence::Shared;
 use file::FileView;
-pub use identity::{live_build_id, prove, LiveIdentity};
+pub use identity::{build_id_in_notes, live_build_id, prove, LiveIdentity};
 pub use only::{changes, Compared};
 pub use sites::Sites;
 pub use snapshot::{checkpoint, Snapshot, Variable};
@@ -32,9 +32,6 @@ use evidence::Verdict;
 
 /// At most this many differences are named in a refusal.
 const NAMED: usize = 8;
-
-/// Where separate debug files live, by build-id.
-const DEBUG_ROOT: &str = "/usr/lib/debug/.build-id";
 
 /// Why private state cannot be shared.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -307,33 +304,9 @@ pub fn debug_file_of(bytes: &[u8]) -> Option<Vec<u8>> {
     debug_file_for(&FileView::parse(bytes).ok()?)
 }
 
-/// The separate debug file of `f` by build-id, if one is installed and trustworthy: a regular
-/// file nobody but root or us can write (its symbols decide where our writes go).
+/// The separate debug file of `f` by build-id, if one is installed and trustworthy.
 fn debug_file_for(f: &FileView<'_>) -> Option<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
-    if f.has_symtab() {
-        return None;
-    }
-    let id = f.build_id()?;
-    let (head, rest) = id.split_first()?;
-    let hex: String = rest.iter().map(|b| format!("{b:02x}")).collect();
-    let path = format!("{DEBUG_ROOT}/{head:02x}/{hex}.debug");
-    let md = std::fs::symlink_metadata(&path)
-        .or_else(|_| std::fs::metadata(&path))
-        .ok()?;
-    let md = if md.file_type().is_symlink() {
-        std::fs::metadata(&path).ok()?
-    } else {
-        md
-    };
-    let owner_ok = md.uid() == 0 || md.uid() == crate::sys::process::euid();
-    if !md.is_file() || md.mode() & 0o022 != 0 || !owner_ok {
-        tracing::info!(path, "separate debug file ignored: not a regular file owned by root or us, or writable by others");
-        return None;
-    }
-    let bytes = std::fs::read(&path).ok()?;
-    let dbg = FileView::parse(&bytes).ok()?;
-    (dbg.build_id().as_deref() == Some(id.as_slice()) && dbg.has_symtab()).then_some(bytes)
+    hotagent_elfdiff::compare::debug_file_for(f, crate::sys::process::euid())
 }
 
 pub use redirect::{apply, pokes, Placement};

@@ -3,35 +3,16 @@
 //! is the same in both builds. Objects that differ but that no reachable code uses are left to
 //! the running code alone: the switched code never sees them.
 
-use super::changed::{self, Change};
 use super::evidence::Partial;
 use super::file::FileView;
-use super::refs::{Pair, Side};
+use super::refs::Side;
 use super::{
-    debug_file_for, identity, keep, named, other_ways, reach, sites, LiveIdentity, PrivateError,
-    SharePlan, Sharing,
+    identity, keep, named, other_ways, reach, sites, LiveIdentity, PrivateError, SharePlan, Sharing,
 };
 use crate::image::Layout;
 use goblin::elf::Elf;
-
-/// One export of the running module to compare with the new build's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compared {
-    pub name: String,
-    /// File address and size in the running module's file; `None` when it cannot be told
-    /// (an earlier reload switched it: what runs is not the file's code).
-    pub old: Option<(u64, u64)>,
-    /// Read-only data (compared by bytes and relocations) rather than a function.
-    pub data: bool,
-}
-
-/// The verdict for each compared export, and the new-file ranges of the changed functions (and
-/// of the functions the changed data points at): where the reach starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changes {
-    pub verdicts: Vec<Change>,
-    pub roots: Vec<(u64, u64)>,
-}
+use hotagent_elfdiff::compare::compare_views;
+pub use hotagent_elfdiff::compare::{Changes, Compared};
 
 /// Compares `items` between the running module's file and `new`.
 pub fn changes(
@@ -58,83 +39,14 @@ pub fn changes(
             "cannot compare with the running code of {file}: {e}"
         ))
     })?;
-    let (old_debug, new_debug) = (debug_file_for(&old_view), debug_file_for(&new_view));
-    let old_debug = old_debug.as_deref().and_then(|b| Elf::parse(b).ok());
-    let new_debug = new_debug.as_deref().and_then(|b| Elf::parse(b).ok());
-    let pick = |v: &FileView<'_>, d: &Option<Elf<'_>>| v.has_symtab() || d.is_some();
-    let missing: Vec<&str> = [
-        (!pick(&old_view, &old_debug)).then_some("the running build"),
-        (!pick(&new_view, &new_debug)).then_some("the new build"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !missing.is_empty() {
-        return Err(refuse(format!(
-            "it needs the symbol tables of both builds (.symtab, or debug info found by build-id under {}) to tell functions and objects apart, and {} has none",
-            super::DEBUG_ROOT,
-            missing.join(" and ")
-        )));
-    }
-    let old_syms = old_debug.as_ref().unwrap_or(&old_view.elf);
-    let new_syms = new_debug.as_ref().unwrap_or(&new_view.elf);
-    let pair = Pair::new(
-        Side::new(&old_view, old_syms),
-        Side::new(&new_view, new_syms),
-    );
-    let mut verdicts = Vec::with_capacity(items.len());
-    let mut roots = Vec::new();
-    for item in items {
-        let verdict = if item.data {
-            changed::data(&pair, &item.name, item.old)
-        } else {
-            changed::function(&pair, &item.name, item.old)
-        };
-        if verdict.changed() {
-            roots.extend(roots_of(&pair.new, item).map_err(refuse)?);
-        }
-        verdicts.push(verdict);
-    }
-    Ok(Changes { verdicts, roots })
-}
-
-/// Where the new code of a switched export starts: a function's own body (an IFUNC's resolver:
-/// the implementations it returns are taken addresses, followed by the reach); for data, the
-/// functions its relocated words point at.
-fn roots_of(new: &Side<'_>, item: &Compared) -> Result<Vec<(u64, u64)>, String> {
-    if !item.data {
-        return match new.function(&item.name) {
-            Some(f) if f.size > 0 => Ok(vec![(f.addr, f.addr + f.size)]),
-            _ => Err(format!(
-                "cannot tell where the new build's {} starts and ends (no single symbol with a size names it)",
-                item.name
-            )),
-        };
-    }
-    let Some(d) = new.syms.iter().find(|s| !s.func && s.name == item.name) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for r in new
-        .f
-        .rels
-        .iter()
-        .filter(|r| d.addr <= r.offset && r.offset < d.addr + d.size)
-    {
-        let Some(v) = r.value.filter(|&v| new.is_code(v)) else {
-            continue;
-        };
-        match new.containing(v).filter(|s| s.func && s.size > 0) {
-            Some(f) => out.push((f.addr, f.addr + f.size)),
-            None => {
-                return Err(format!(
-                    "{} points at code no function symbol names ({v:#x})",
-                    item.name
-                ))
-            }
-        }
-    }
-    Ok(out)
+    compare_views(
+        &old_view,
+        &new_view,
+        items,
+        true,
+        crate::sys::process::euid(),
+    )
+    .map_err(refuse)
 }
 
 /// The share plan when the layouts differ: only what the reachable code references must match.

@@ -16,7 +16,7 @@ const NOT_STATE: &[&str] = &[".got", ".got.plt", ".dynamic", ".data.rel.ro"];
 
 /// Objects the C runtime's start files put in every library for the module's own bookkeeping
 /// (`__do_global_dtors_aux`'s flag, the DSO handle `atexit` keys on): each copy keeps its own.
-pub(super) fn is_runtime_bookkeeping(name: &str) -> bool {
+pub fn is_runtime_bookkeeping(name: &str) -> bool {
     matches!(
         base_name(name),
         "completed" | "__dso_handle" | "__TMC_END__" | "__TMC_LIST__"
@@ -25,7 +25,7 @@ pub(super) fn is_runtime_bookkeeping(name: &str) -> bool {
 
 /// `buf.3` → `buf`: gcc numbers the static locals of a translation unit, and the numbers move
 /// when an unrelated function changes.
-pub(super) fn base_name(name: &str) -> &str {
+pub fn base_name(name: &str) -> &str {
     match name.rsplit_once('.') {
         Some((head, tail))
             if !head.is_empty() && !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) =>
@@ -38,7 +38,7 @@ pub(super) fn base_name(name: &str) -> &str {
 
 /// One section of the private writable range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Section {
+pub struct Section {
     pub name: String,
     pub addr: u64,
     pub size: u64,
@@ -53,7 +53,7 @@ impl Section {
 
 /// A private object: a symbol of the symbol table inside the private range or the TLS block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Object {
+pub struct Object {
     /// The source file symbol before it (static objects of two files may share a name).
     pub file: String,
     pub name: String,
@@ -72,7 +72,7 @@ impl Object {
 
 /// The thread-local block (`PT_TLS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Tls {
+pub struct Tls {
     pub vaddr: u64,
     pub filesz: u64,
     pub memsz: u64,
@@ -81,7 +81,7 @@ pub(super) struct Tls {
 
 /// A dynamic relocation, as far as this analysis needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Rel {
+pub struct Rel {
     pub offset: u64,
     pub kind: u32,
     /// The symbol index (0: none) and whether that symbol is local to the module.
@@ -93,7 +93,7 @@ pub(super) struct Rel {
 }
 
 /// The facts of one file.
-pub(super) struct FileView<'a> {
+pub struct FileView<'a> {
     pub bytes: &'a [u8],
     pub elf: Elf<'a>,
     pub private: Vec<Section>,
@@ -284,7 +284,7 @@ impl<'a> FileView<'a> {
 }
 
 /// The first offset where two masked images differ (a masked byte matches anything).
-pub(super) fn first_difference(a: &[Option<u8>], b: &[Option<u8>]) -> Option<usize> {
+pub fn first_difference(a: &[Option<u8>], b: &[Option<u8>]) -> Option<usize> {
     if a.len() != b.len() {
         return Some(a.len().min(b.len()));
     }
@@ -369,13 +369,13 @@ fn relr(elf: &Elf<'_>, bytes: &[u8]) -> Vec<Rel> {
 }
 
 /// Relocation kinds the TLS redirect looks at.
-pub(super) fn is_tls_modid(kind: u32) -> bool {
+pub fn is_tls_modid(kind: u32) -> bool {
     kind == R_X86_64_DTPMOD64
 }
-pub(super) fn is_tls_tpoff(kind: u32) -> bool {
+pub fn is_tls_tpoff(kind: u32) -> bool {
     kind == R_X86_64_TPOFF64
 }
-pub(super) fn is_tlsdesc(kind: u32) -> bool {
+pub fn is_tlsdesc(kind: u32) -> bool {
     kind == R_X86_64_TLSDESC
 }
 

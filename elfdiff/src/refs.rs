@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 const LOOK_BACK: usize = 64;
 
 #[derive(Debug, Clone)]
-pub(super) struct Sym {
+pub struct Sym {
     pub name: String,
     pub addr: u64,
     pub size: u64,
@@ -23,7 +23,7 @@ pub(super) struct Sym {
 
 /// One build: its file and the symbols naming its addresses (its `.symtab`, or a debug file's,
 /// and its `.dynsym`).
-pub(super) struct Side<'a> {
+pub struct Side<'a> {
     pub f: &'a FileView<'a>,
     /// Sorted by address.
     pub syms: Vec<Sym>,
@@ -204,7 +204,7 @@ impl<'a> Side<'a> {
 
 /// Two builds, and the sections that are byte for byte the same in both (where an offset no
 /// symbol names still means the same thing).
-pub(super) struct Pair<'a> {
+pub struct Pair<'a> {
     pub old: Side<'a>,
     pub new: Side<'a>,
     same_sections: HashSet<String>,

@@ -24,7 +24,7 @@ impl Change {
 
 /// Compares function `name`: at `old` (file address and size) in the running build, by name
 /// in the new one.
-pub(super) fn function(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Change {
+pub fn function(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Change {
     let Some((oa, osize)) = old else {
         return Change::Unknown;
     };
@@ -130,7 +130,7 @@ fn same_instruction(pair: &Pair<'_>, a: &Instruction, b: &Instruction) -> bool {
 
 /// Compares read-only data `name` (a const table, a vtable): the same bytes, and every word the
 /// loader relocates bound to the same thing.
-pub(super) fn data(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Change {
+pub fn data(pair: &Pair<'_>, name: &str, old: Option<(u64, u64)>) -> Change {
     let Some((oa, osize)) = old else {
         return Change::Unknown;
     };
