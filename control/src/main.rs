@@ -55,7 +55,8 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let message = errors::in_words(&one_line(&format!("{err:#}")));
-            if cli.global.json {
+            // A verb that already printed its document (try, many processes) said it there.
+            if cli.global.json && !output::stdout_used() {
                 let doc = errors::to_json(&err, &message);
                 let mut out = io::stdout().lock();
                 let _ = render::json(&mut out, &doc).and_then(|()| out.flush());
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     let dir = discover::socket_dir();
-    let mut out = io::stdout().lock();
+    let mut out = output::Counted(io::stdout().lock());
     if cli.global.verbose {
         eprintln!("{}", output::describe_socket_dir(&dir));
     }

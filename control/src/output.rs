@@ -54,3 +54,27 @@ pub fn describe_socket_dir(dir: &Path) -> String {
         };
     format!("hotctl: socket folder {} ({from})", dir.display())
 }
+
+/// Set once a verb wrote anything to stdout: an error then needs no JSON document of its own.
+static STDOUT_USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the verb wrote to stdout.
+pub fn stdout_used() -> bool {
+    STDOUT_USED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// stdout, noting that something was written.
+pub struct Counted<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        if n > 0 {
+            STDOUT_USED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
