@@ -35,6 +35,7 @@ mod sharing;
 mod stage;
 mod state;
 mod transaction;
+mod unchanged;
 mod write;
 
 pub use check::{check_bytes, PatchFile};
