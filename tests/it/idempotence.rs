@@ -19,7 +19,8 @@ fn the_same_bytes_again_are_unchanged_unless_forced() {
     assert!(out.success(), "{out}");
     assert!(
         out.stdout
-            .contains("has the bytes generation 1 already runs in libfoo.so"),
+            .contains("has the bytes generation 1 already runs in ")
+            && out.stdout.contains("libfoo.so; nothing done"),
         "{out}"
     );
     assert!(out.stdout.contains("--force"), "{out}");
