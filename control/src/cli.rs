@@ -364,6 +364,10 @@ pub struct ReloadArgs {
     /// laid out differently, no migrate hook) waits in the journal for the next start.
     #[arg(long, requires = "persist")]
     pub on_next_start: bool,
+    /// Reload even when PATH's bytes are those the current generation already runs (without
+    /// it, such a reload changes nothing and says so).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub select: Select,
     #[command(flatten)]

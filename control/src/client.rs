@@ -739,6 +739,7 @@ mod tests {
             probation_ms: None,
             persist: false,
             on_next_start: false,
+            force: false,
         });
         let _ = target.exchange(&request, QUICK_TIMEOUT);
         assert_eq!(rx.recv().unwrap(), request);

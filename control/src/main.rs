@@ -30,6 +30,7 @@ mod reload;
 mod render;
 mod rollback;
 mod status;
+mod summary;
 #[cfg(test)]
 mod testing;
 mod trust;

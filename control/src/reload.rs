@@ -37,7 +37,9 @@ pub fn run(
         }
     };
     let report = exchange(&target, global, request)?;
-    render::report(out, global.json, &report, human)
+    render::report(out, global.json, &report, |out, r| {
+        human(out, r, global.verbose)
+    })
 }
 
 /// The request `hotctl reload` sends for `args` (`hotctl try` sends the same, per candidate).
@@ -60,6 +62,7 @@ pub fn request(args: &ReloadArgs) -> Result<ReloadRequest> {
             .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
         persist: args.persist,
         on_next_start: args.on_next_start,
+        force: args.force,
     })
 }
 
@@ -122,7 +125,11 @@ fn absolute_in(cwd: &Path, path: &Path) -> PathBuf {
     cwd.join(path).components().collect()
 }
 
-fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
+/// The report in words: a summary of its symbols, or (`verbose`) one line per symbol.
+fn human(out: &mut dyn Write, report: &ReloadReport, verbose: bool) -> std::io::Result<()> {
+    if report.unchanged {
+        return unchanged(out, report);
+    }
     let summary = format!(
         "{}, {}, {}",
         render::count(report.symbols.len(), "symbol"),
@@ -155,7 +162,10 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
             report.generation, report.module, report.path
         )?;
     }
-    render::symbols(out, &report.symbols)?;
+    match verbose {
+        true => render::symbols(out, &report.symbols)?,
+        false => crate::summary::write(out, "  ", &report.symbols)?,
+    }
     render::pause(out, &report.pause)?;
     if let Some(j) = &report.persisted {
         writeln!(out, "persisted in {j}")?;
@@ -171,6 +181,19 @@ fn human(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
     render::warnings(out, &report.warnings)
 }
 
+/// A reload of the bytes the current generation already runs: nothing was done.
+fn unchanged(out: &mut dyn Write, report: &ReloadReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "unchanged: {} has the bytes generation {} already runs in {}; nothing {} (--force makes a new generation anyway)",
+        report.path,
+        report.generation,
+        report.module,
+        if report.dry_run { "would be done" } else { "done" }
+    )?;
+    render::warnings(out, &report.warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +201,7 @@ mod tests {
 
     fn human_text(report: &ReloadReport) -> String {
         let mut out = Vec::new();
-        human(&mut out, report).unwrap();
+        human(&mut out, report, true).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -296,6 +319,7 @@ mod tests {
             probation: None,
             persist: false,
             on_next_start: false,
+            force: false,
             select: Default::default(),
             rollout: Default::default(),
         };
@@ -323,6 +347,7 @@ mod tests {
             probation_ms: None,
             persist: false,
             on_next_start: false,
+            force: false,
         };
         // Every request carries its deadline; a dry run changes nothing, so it is not confirmed.
         let Request::Reload(mut got) = rx.recv().unwrap() else {

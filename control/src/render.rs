@@ -14,7 +14,7 @@ pub fn report<T: serde::Serialize>(
     out: &mut dyn Write,
     json: bool,
     report: &T,
-    human: fn(&mut dyn Write, &T) -> io::Result<()>,
+    human: impl Fn(&mut dyn Write, &T) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     if json {
         self::json(out, &serde_json::to_value(report)?)?;
@@ -154,13 +154,24 @@ pub fn entries(symbol: &SymbolReport) -> String {
         .iter()
         .find_map(|e| e.reason.as_deref())
         .unwrap_or("no reason given");
+    // After a rollback to generation 0 the original code runs (its entry is labelled without
+    // `#N`) and the rolled-back builds' entries merely lead back to it: no patch is in force.
+    let original = symbol
+        .entries
+        .iter()
+        .any(|e| e.state == EntryState::Current && !e.module.contains('#'));
+    let (one, many) = match original {
+        true => ("original runs, entry leads back to it", "lead back to it"),
+        false => ("entry jumps", "jump"),
+    };
     match (old.len(), jumps) {
         (0, _) => String::new(),
-        (1, 1) => "entry jumps".to_string(),
-        (n, j) if n == j => format!("{n} entries jump"),
+        (1, 1) => one.to_string(),
+        (n, j) if n == j && original => format!("original runs, {n} entries {many}"),
+        (n, j) if n == j => format!("{n} entries {many}"),
         (1, 0) => format!("entry kept: {why}"),
         (n, 0) => format!("{n} entries kept: {why}"),
-        (n, j) => format!("{j} of {n} entries jump, kept: {why}"),
+        (n, j) => format!("{j} of {n} entries {many}, kept: {why}"),
     }
 }
 
@@ -247,7 +258,10 @@ mod entry_tests {
         let mut s = symbol("foo", 1, 0, 0);
         s.entries = entries
             .iter()
-            .map(|&(state, why)| entry("libfoo.so", state, why))
+            .map(|&(state, why)| match state {
+                Current => entry("libfoo.so#1", state, why),
+                _ => entry("libfoo.so", state, why),
+            })
             .collect();
         super::entries(&s)
     }
@@ -269,6 +283,21 @@ mod entry_tests {
         assert_eq!(
             summary(&[(Jump, None), (Original, Some("blocked")), (Current, None)]),
             "1 of 2 entries jump, kept: blocked"
+        );
+    }
+
+    #[test]
+    fn at_generation_zero_the_original_runs() {
+        let mut s = symbol("foo", 1, 0, 0);
+        s.entries = vec![
+            entry("libfoo.so", Current, None),
+            entry("libfoo.so#1", Jump, None),
+        ];
+        assert_eq!(super::entries(&s), "original runs, entry leads back to it");
+        s.entries.push(entry("libfoo.so#2", Jump, None));
+        assert_eq!(
+            super::entries(&s),
+            "original runs, 2 entries lead back to it"
         );
     }
 }

@@ -23,7 +23,9 @@ pub fn run(
         Selection::Many(many) => return fleet::status(&many, global, select, out),
     };
     let report = exchange(&target, global)?;
-    render::report(out, global.json, &report, human)
+    render::report(out, global.json, &report, |out, r| {
+        human(out, r, global.verbose)
+    })
 }
 
 /// One status request to `target`.
@@ -34,7 +36,9 @@ pub fn exchange(target: &Target, global: &Global) -> Result<StatusReport> {
     }
 }
 
-fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
+/// The status in words: the generations, then coverage as a summary or (`verbose`) one line
+/// per symbol.
+fn human(out: &mut dyn Write, report: &StatusReport, verbose: bool) -> std::io::Result<()> {
     writeln!(out, "pid {}: {}", report.pid, report.exe)?;
     writeln!(
         out,
@@ -93,6 +97,11 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
     if report.generations.is_empty() && report.symbols.is_empty() {
         return writeln!(out, "no reloads yet");
     }
+    if report.generations.is_empty() {
+        // Everything was rolled back: a table would be a header alone.
+        writeln!(out, "no generation in force: every reload was rolled back")?;
+        return coverage(out, report, verbose);
+    }
     let header = ["GEN", "MODULE", "SYMBOLS", "SLOTS", "PATH"]
         .map(String::from)
         .to_vec();
@@ -117,11 +126,18 @@ fn human(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
         Align::Left,
     ];
     render::table(out, "", &align, &rows)?;
-    if !report.symbols.is_empty() {
-        writeln!(out, "coverage now:")?;
-        render::symbols(out, &report.symbols)?;
+    coverage(out, report, verbose)
+}
+
+fn coverage(out: &mut dyn Write, report: &StatusReport, verbose: bool) -> std::io::Result<()> {
+    if report.symbols.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    writeln!(out, "coverage now:")?;
+    match verbose {
+        true => render::symbols(out, &report.symbols),
+        false => crate::summary::write(out, "  ", &report.symbols),
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +147,7 @@ mod tests {
 
     fn human_text(report: &StatusReport) -> String {
         let mut out = Vec::new();
-        human(&mut out, report).unwrap();
+        human(&mut out, report, false).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -177,6 +193,24 @@ mod tests {
                 "  1  libfoo.so        2      7  /abs/libfoo_v2.so",
                 "  2  libfoo.so        2      7  /abs/libfoo_v3.so",
             ]
+        );
+    }
+
+    #[test]
+    fn after_a_rollback_to_zero_no_empty_table() {
+        let mut report = status_report(4242, "/usr/bin/app");
+        let mut foo = crate::testing::symbol("foo", 1, 0, 0);
+        foo.entries = vec![
+            crate::testing::entry("libfoo.so", hotagent_protocol::EntryState::Current, None),
+            crate::testing::entry("libfoo.so#1", hotagent_protocol::EntryState::Jump, None),
+        ];
+        report.symbols = vec![foo];
+        let text = human_text(&report);
+        assert!(!text.contains("GEN"), "{text}");
+        assert!(text.contains("every reload was rolled back"), "{text}");
+        assert!(
+            text.contains("runs now: 1 function in the original libfoo.so"),
+            "{text}"
         );
     }
 

@@ -181,5 +181,6 @@ pub fn reload_report(dry_run: bool) -> ReloadReport {
         probation_ms: 0,
         persisted: None,
         deferred: false,
+        unchanged: false,
     }
 }

@@ -106,6 +106,9 @@ fn try_each(
             probation: None,
             persist: false,
             on_next_start: false,
+            // Each candidate is tried as a generation of its own, even one identical to the
+            // current: its probe must run against that generation, and a rollback undoes it.
+            force: true,
             select: Default::default(),
             rollout: Default::default(),
         })?;

@@ -83,6 +83,7 @@ mod tests {
                 probation_ms: None,
                 persist: false,
                 on_next_start: false,
+                force: false,
             }),
             Request::rollback(),
             Request::status(),

@@ -156,6 +156,10 @@ pub struct ReloadRequest {
     /// is accepted into the journal alone, for the next start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_next_start: bool,
+    /// Reload even when the file's bytes (sha256) are the current generation's: without it such
+    /// a reload changes nothing and answers with `unchanged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The agent's answer: exactly one of these per request.
@@ -349,6 +353,10 @@ pub struct ReloadReport {
     /// start, and `warnings` say why it could not be applied live.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
+    /// The file's bytes are the current generation's (`generation`): nothing was switched, no
+    /// generation was pushed. A reload with `force` never answers this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -70,6 +70,7 @@ fn reload_request() -> impl Strategy<Value = ReloadRequest> {
                     probation_ms: None,
                     persist: false,
                     on_next_start: false,
+                    force: false,
                 }
             },
         )
@@ -213,6 +214,7 @@ fn reload_report() -> impl Strategy<Value = ReloadReport> {
                 probation_ms: 0,
                 persisted: None,
                 deferred: false,
+                unchanged: false,
             },
         )
 }

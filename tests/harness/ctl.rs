@@ -237,6 +237,7 @@ pub fn reload_request(path: &Path) -> ReloadRequest {
         probation_ms: None,
         persist: false,
         on_next_start: false,
+        force: false,
     }
 }
 

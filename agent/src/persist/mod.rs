@@ -166,6 +166,7 @@ fn defer(
         probation_ms: 0,
         persisted: Some(path.display().to_string()),
         deferred: true,
+        unchanged: false,
     })
 }
 

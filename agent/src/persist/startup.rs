@@ -170,5 +170,7 @@ fn request(entry: &Entry) -> ReloadRequest {
         probation_ms: Some(entry.probation_ms.unwrap_or(STARTUP_PROBATION_MS)),
         persist: false,
         on_next_start: false,
+        // The journal is replayed as recorded: each entry was a generation when it ran.
+        force: true,
     }
 }

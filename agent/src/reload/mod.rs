@@ -36,6 +36,7 @@ mod sharing;
 mod stage;
 mod state;
 mod transaction;
+mod unchanged;
 mod write;
 
 pub use check::{check_bytes, PatchFile};

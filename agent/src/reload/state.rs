@@ -177,6 +177,8 @@ pub(super) struct Generation {
     pub(super) checkpoint: Option<std::sync::Arc<super::private::Snapshot>>,
     /// While on probation: its guards and how long it lasts.
     pub(super) probation: Option<super::probation::OnProbation>,
+    /// The sha256 of its library's bytes: a reload of the same bytes is no new generation.
+    pub(super) sha256: Option<super::unchanged::Sha>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.

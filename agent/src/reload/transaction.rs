@@ -17,6 +17,7 @@ use super::select::{select, Match, Role};
 use super::sharing::redirect_private;
 use super::stage::{fresh_name, stage};
 use super::state::{micros, timed, Agent, Generation, Keep, Layer, StagedLib};
+use super::unchanged::digest;
 use super::write::{self_base, settled_modules, Outcome, Parked, ParkedError};
 use crate::convert::Class;
 use crate::hooks::{Hooks, Phase, Session, Stopped, HOOK_NAMES, MIGRATE};
@@ -66,6 +67,10 @@ impl Agent {
             self.staged_facts = timed(&mut phases.stage_us, || super::facts::of(&copy));
         }
         let checked = timed(&mut phases.check_us, || self.check(req, &copy))?;
+        let sha = timed(&mut phases.stage_us, || digest(&copy))?;
+        if let Some(report) = self.unchanged(req, &sha, &checked.module.path, phases.clone(), t0) {
+            return Ok(report);
+        }
         // No loaded module may carry the copy's name: dlopen would return that module instead.
         let loaded: std::collections::HashSet<String> =
             phdr::snapshot().into_iter().map(|m| m.name).collect();
@@ -118,6 +123,9 @@ impl Agent {
             Ok(mut report) => {
                 // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
                 copy.keep();
+                if let Some(current) = self.generations.last_mut() {
+                    current.sha256 = Some(sha);
+                }
                 self.keep_checkpoint(checkpoint, &mut report);
                 Ok(report)
             }
@@ -261,6 +269,7 @@ impl Agent {
             probation_ms: 0,
             persisted: None,
             deferred: false,
+            unchanged: false,
         })
     }
 
@@ -767,6 +776,7 @@ impl Agent {
             methods,
             checkpoint: None,
             probation: Agent::start_probation(guards),
+            sha256: None,
         });
         tracing::info!(
             generation = number,
@@ -795,6 +805,7 @@ impl Agent {
                 .map_or(0, |p| p.duration_ms()),
             persisted: None,
             deferred: false,
+            unchanged: false,
         }
     }
 

@@ -40,7 +40,7 @@ pub fn reload(
         Some(told),
     ) {
         Ok(report) => {
-            let outcome = match report.dry_run || report.deferred {
+            let outcome = match report.dry_run || report.deferred || report.unchanged {
                 true => Outcome::Ok,
                 false => Outcome::Switched,
             };
