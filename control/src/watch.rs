@@ -53,7 +53,7 @@ struct Watched {
 }
 
 pub fn run(dir: &Path, global: &Global, args: &WatchArgs, out: &mut dyn Write) -> Result<()> {
-    let target = discover::target(dir, global.pid)?;
+    let target = discover::find(dir, global.pid)?;
     let mut generation = current_generation(&target)?;
     let mut files = watched_files(&args.paths)?;
 
