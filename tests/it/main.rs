@@ -12,6 +12,7 @@ mod cli;
 mod common;
 mod convert;
 mod core;
+mod cross_user;
 mod dead_target;
 mod diff;
 mod discovery;

@@ -1,0 +1,107 @@
+//! Root finds every user's agents without being told where they listen: a target run by another
+//! user with no socket variables at all listens in that user's registry folder
+//! (`/tmp/hotagent-<uid>`), and a plain root hotctl (no `HOTAGENT_SOCKET_DIR`, no
+//! `XDG_RUNTIME_DIR`) finds it by pid, lists it with its user, and drives it.
+
+use hotagent_tests::users::test_user;
+use hotagent_tests::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+const CFG: Config = Config::DEFAULT;
+
+/// `basic` run by the test user under the agent, with no socket variable of any kind.
+struct Theirs(Child);
+
+impl Drop for Theirs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_as_test_user() -> (Theirs, u32) {
+    let user = test_user().expect("the cross-user tests run as root (as CI does)");
+    let mut child = Command::new(CFG.path("basic"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LD_PRELOAD", agent_so())
+        .env("LD_LIBRARY_PATH", CFG.dir())
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start basic as the test user");
+    // Its first answer proves it runs (and its agent's constructor is done).
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"version\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "1", "basic answered {line:?}");
+    (Theirs(child), user.uid)
+}
+
+/// A root hotctl with none of the variables that name a socket folder.
+fn plain_hotctl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(hotctl_bin())
+        .args(args)
+        .env_remove("HOTAGENT_SOCKET_DIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hotctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn root_finds_drives_and_lists_another_users_agent() {
+    let (theirs, uid) = start_as_test_user();
+    let pid = theirs.0.id().to_string();
+    // The agent may still be binding its socket when the program first answers.
+    let until = Instant::now() + DEADLINE;
+    let status = loop {
+        let (ok, out, err) = plain_hotctl(&["--pid", &pid, "status", "--json"]);
+        if ok {
+            break serde_json::from_str::<serde_json::Value>(&out).expect("a status document");
+        }
+        assert!(Instant::now() < until, "root never found pid {pid}: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status["pid"].to_string(), pid, "{status}");
+    assert!(
+        std::path::Path::new(&format!("/tmp/hotagent-{uid}/{pid}.sock")).exists(),
+        "the agent does not listen in its user's registry folder"
+    );
+    let (ok, out, err) = plain_hotctl(&["list", "--json"]);
+    assert!(ok, "list failed: {err}");
+    assert!(
+        out.contains(&format!("\"pid\":{pid}")) || out.contains(&format!("\"pid\": {pid}")),
+        "list does not show pid {pid}: {out}"
+    );
+    assert!(
+        out.contains("hotagent-test"),
+        "list does not name its user: {out}"
+    );
+    // And root drives it: a reload and a rollback.
+    let v2 = CFG.path("libfoo_v2.so");
+    let (ok, out, err) = plain_hotctl(&["--pid", &pid, "reload", path_str(&v2), "--json"]);
+    assert!(ok, "reload failed: {err}");
+    assert!(out.contains("\"generation\":1"), "{out}");
+    let (ok, _, err) = plain_hotctl(&["--pid", &pid, "rollback"]);
+    assert!(ok, "rollback failed: {err}");
+}
