@@ -17,56 +17,13 @@
 //! Every call is a raw system call: a patch may have replaced `sigaction`, `send` or `raise`.
 
 use super::raw::{self, KernelSigaction};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-
-/// The signals a crash raises.
-const SIGNALS: [i32; 5] = [
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGILL,
-    libc::SIGFPE,
-    libc::SIGABRT,
-];
+use super::saved_action::{SavedAction, FATAL_SIGNALS as SIGNALS, SA_RESTORER};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// glibc's internal signals (SIGCANCEL, SIGSETXID): their handlers carry glibc's restorer.
 const GLIBC_SIGNALS: [i32; 2] = [32, 33];
 
-const SA_RESTORER: u64 = 0x0400_0000;
-
-/// The action each signal had before ours, field by field (a handler reads them, so atomics).
-struct Saved {
-    handler: AtomicUsize,
-    flags: AtomicU64,
-    restorer: AtomicUsize,
-    mask: AtomicU64,
-}
-
-impl Saved {
-    const fn new() -> Saved {
-        Saved {
-            handler: AtomicUsize::new(0),
-            flags: AtomicU64::new(0),
-            restorer: AtomicUsize::new(0),
-            mask: AtomicU64::new(0),
-        }
-    }
-    fn store(&self, a: KernelSigaction) {
-        self.flags.store(a.flags, Ordering::SeqCst);
-        self.restorer.store(a.restorer, Ordering::SeqCst);
-        self.mask.store(a.mask, Ordering::SeqCst);
-        self.handler.store(a.handler, Ordering::SeqCst);
-    }
-    fn load(&self) -> KernelSigaction {
-        KernelSigaction {
-            handler: self.handler.load(Ordering::SeqCst),
-            flags: self.flags.load(Ordering::SeqCst),
-            restorer: self.restorer.load(Ordering::SeqCst),
-            mask: self.mask.load(Ordering::SeqCst),
-        }
-    }
-}
-
-static PREVIOUS: [Saved; 5] = [const { Saved::new() }; 5];
+static PREVIOUS: [SavedAction; 5] = [const { SavedAction::new() }; 5];
 /// The connection to report on (-1: none), what it named, and the process that armed the watch
 /// (a forked child inherits the handlers, not the connection).
 static FD: AtomicI32 = AtomicI32::new(-1);

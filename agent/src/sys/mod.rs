@@ -16,6 +16,7 @@ pub mod probe;
 pub mod process;
 pub mod prot;
 pub mod raw;
+pub mod saved_action;
 pub mod sealed;
 pub mod secure;
 pub mod setxid;

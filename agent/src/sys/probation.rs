@@ -24,29 +24,20 @@ use super::guard::{self, Crash, GuardSet, GuardState, FRAME_BELOW_RBP};
 use super::raw::{self, KernelSigaction};
 use std::ffi::CString;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
-const SIGNALS: [i32; 5] = [
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGILL,
-    libc::SIGFPE,
-    libc::SIGABRT,
-];
+use super::saved_action::{SavedAction, FATAL_SIGNALS as SIGNALS, SA_RESTORER};
+
 const NAMES: [&str; 5] = ["SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"];
-const SA_RESTORER: u64 = 0x0400_0000;
 /// How far up a crashed thread's stack the guard frame is looked for.
 const SCAN_LIMIT: u64 = 1 << 20;
 /// The scan's chunk: small, since the handler may run on an alternate stack of 8 KiB that
 /// already holds an AVX-512 signal frame.
 const CHUNK: usize = 512;
 
-/// The action each signal had before ours (a handler reads them, so atomics).
+/// The action each signal had before ours, and whether ours is in its chain.
 struct Saved {
-    handler: AtomicUsize,
-    flags: AtomicU64,
-    restorer: AtomicUsize,
-    mask: AtomicU64,
+    action: SavedAction,
     /// Ours is somewhere in the signal's chain (installed by us, not removed by us).
     installed: AtomicBool,
 }
@@ -54,26 +45,15 @@ struct Saved {
 impl Saved {
     const fn new() -> Saved {
         Saved {
-            handler: AtomicUsize::new(0),
-            flags: AtomicU64::new(0),
-            restorer: AtomicUsize::new(0),
-            mask: AtomicU64::new(0),
+            action: SavedAction::new(),
             installed: AtomicBool::new(false),
         }
     }
     fn store(&self, a: KernelSigaction) {
-        self.flags.store(a.flags, Ordering::SeqCst);
-        self.restorer.store(a.restorer, Ordering::SeqCst);
-        self.mask.store(a.mask, Ordering::SeqCst);
-        self.handler.store(a.handler, Ordering::SeqCst);
+        self.action.store(a);
     }
     fn load(&self) -> KernelSigaction {
-        KernelSigaction {
-            handler: self.handler.load(Ordering::SeqCst),
-            flags: self.flags.load(Ordering::SeqCst),
-            restorer: self.restorer.load(Ordering::SeqCst),
-            mask: self.mask.load(Ordering::SeqCst),
-        }
+        self.action.load()
     }
 }
 
