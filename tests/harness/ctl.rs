@@ -47,10 +47,22 @@ impl std::fmt::Display for CtlOutput {
 
 /// Runs `hotctl ARGS` with `HOTAGENT_SOCKET_DIR=dir`, in `cwd` if given, with a deadline.
 pub fn hotctl_in(dir: &Path, cwd: Option<&Path>, args: &[&str]) -> CtlOutput {
+    hotctl_env(&[("HOTAGENT_SOCKET_DIR", dir)], cwd, args)
+}
+
+/// Runs hotctl with `HOTAGENT_STATE_DIR` set to `state` (the journal's verbs), in the default
+/// socket folder.
+pub fn hotctl_state(state: &Path, args: &[&str]) -> CtlOutput {
+    hotctl_env(&[("HOTAGENT_STATE_DIR", state)], None, args)
+}
+
+fn hotctl_env(env: &[(&str, &Path)], cwd: Option<&Path>, args: &[&str]) -> CtlOutput {
     let mut cmd = Command::new(hotctl_bin());
-    cmd.args(args)
-        .env("HOTAGENT_SOCKET_DIR", dir)
-        .env_remove("LD_PRELOAD")
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -18,8 +18,8 @@ pub mod users;
 
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
-    path_str, raw_exchange, raw_line, raw_request, read_reply, reload, reload_json, reload_request,
-    rollback, run_example, status, CtlOutput,
+    hotctl_state, path_str, raw_exchange, raw_line, raw_request, read_reply, reload, reload_json,
+    reload_request, rollback, run_example, status, CtlOutput,
 };
 pub use files::{copy_atomic, patched_copy, scratch, truncated_copy, write_atomic};
 pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};

@@ -7,7 +7,6 @@
 use hotagent_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
@@ -45,25 +44,8 @@ impl Setup {
 
     /// `hotctl ARGS` with this state folder, with a deadline.
     fn hotctl(&self, args: &[&str]) -> (bool, String, String) {
-        let mut child = Command::new(hotctl_bin())
-            .args(args)
-            .env("HOTAGENT_STATE_DIR", self.state())
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hotctl");
-        let status = target::wait_timeout(&mut child, DEADLINE).unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!("hotctl {args:?} did not finish within {DEADLINE:?}")
-        });
-        let out = child.wait_with_output().expect("hotctl output");
-        (
-            status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = hotctl_state(self.state(), args);
+        (out.success(), out.stdout, out.stderr)
     }
 
     fn persisted(&self) -> serde_json::Value {

@@ -6,7 +6,6 @@
 use hotagent_tests::*;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
@@ -26,25 +25,8 @@ fn start(state: &Path) -> Target {
 
 /// `hotctl ARGS` with the state folder; (success, stdout, stderr).
 fn hotctl(state: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new(hotctl_bin())
-        .args(args)
-        .env("HOTAGENT_STATE_DIR", state)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hotctl");
-    let status = target::wait_timeout(&mut child, DEADLINE).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("hotctl {args:?} did not finish within {DEADLINE:?}")
-    });
-    let out = child.wait_with_output().expect("hotctl output");
-    (
-        status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = hotctl_state(state, args);
+    (out.success(), out.stdout, out.stderr)
 }
 
 /// `reload libprob_v2.so --persist --probation 30s` into `t` (its agent writes the journal).
