@@ -27,6 +27,7 @@ fn outcome(o: Outcome) -> &'static str {
         Outcome::Refused => "refused",
         Outcome::Reverted => "reverted by probation",
         Outcome::AppliedAtStartup => "applied at start-up",
+        Outcome::PassedProbation => "passed probation",
     }
 }
 

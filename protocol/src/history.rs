@@ -18,6 +18,8 @@ pub enum Outcome {
     Reverted,
     /// A patch from the journal was applied before the program's main.
     AppliedAtStartup,
+    /// A generation's probation ended without a crash: calls now reach its code directly.
+    PassedProbation,
 }
 
 /// One event. Fields that do not apply (the file of a refused rollback) are absent.

@@ -105,3 +105,46 @@ fn root_finds_drives_and_lists_another_users_agent() {
     let (ok, _, err) = plain_hotctl(&["--pid", &pid, "rollback"]);
     assert!(ok, "rollback failed: {err}");
 }
+
+/// hotctl run by the test user, with `env` added to an otherwise empty environment.
+fn their_hotctl(env: &[(&str, &std::path::Path)], args: &[&str]) -> std::process::Output {
+    let user = test_user().expect("the cross-user tests run as root (as CI does)");
+    let mut cmd = Command::new(hotctl_bin());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run hotctl as the test user")
+}
+
+#[test]
+fn another_user_is_told_who_owns_the_process_in_words() {
+    let t = Target::spawn(CFG.path("basic"));
+    let pid = t.pid().to_string();
+    // Without any variable: the socket is not in their folders, and the message says whose it is.
+    let out = their_hotctl(&[], &["--pid", &pid, "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains(&format!("process {pid} belongs to")) && err.contains("root"),
+        "{err}"
+    );
+    // Pointed at the folder itself: refused, in words, never a raw OS error.
+    let out = their_hotctl(
+        &[("HOTAGENT_SOCKET_DIR", t.socket_dir())],
+        &["--pid", &pid, "status", "--json"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(!err.contains("os error"), "a raw OS error: {err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json gives no error document ({e}): {err}"));
+    assert!(doc["error"]["message"].is_string(), "{doc}");
+}

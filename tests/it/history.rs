@@ -206,6 +206,37 @@ fn history_records_a_revert_by_probation() {
     t.expect("version", 1);
 }
 
+/// A probation that ends without a crash is an event of its own, with the file it was about.
+#[test]
+fn history_records_a_probation_that_passed() {
+    let mut t = Target::builder(CFG.path("prob_server")).arg("0").spawn();
+    let v2 = CFG.path("libprob_v2.so");
+    reload(&t, &v2, &["--probation", "200ms"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let events = loop {
+        let h = hotctl_json(&t, &["history", "--json"]);
+        let events = h["events"].as_array().unwrap().clone();
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no passed probation recorded: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    let passed = &events[1];
+    assert_eq!(passed["outcome"], "passed_probation", "{passed}");
+    assert_eq!(
+        (&passed["generation"], &passed["current"]),
+        (&1.into(), &1.into())
+    );
+    assert!(passed.get("uid").is_none(), "the agent's own act: {passed}");
+    same_file(passed, &v2);
+    t.expect("compute 1", "v2 1000000079");
+}
+
 /// A persisted patch applied before main is in the next process's history as the agent's own
 /// act, with the recorded file's hash.
 #[test]

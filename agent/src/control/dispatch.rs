@@ -135,6 +135,7 @@ pub fn end_probation(agent: &Mutex<Agent>, what: super::worker::Probation) {
         super::worker::Probation::Passed => {
             if let Some(note) = a.end_probation() {
                 tracing::info!("{note}");
+                history::passed(a.generation(), note);
             }
         }
         super::worker::Probation::Reverted(set) => {

@@ -198,6 +198,13 @@ pub fn reverted(status: &StatusReport) {
     push(e);
 }
 
+/// Records a probation that ended without a crash (`generation` is the current one).
+pub fn passed(generation: u32, note: String) {
+    let mut e = about(event(Outcome::PassedProbation, generation), generation);
+    e.reason = Some(note);
+    push(e);
+}
+
 /// Fills in when each generation became current, as far as the history remembers.
 pub fn stamp(status: &mut StatusReport) {
     for g in &mut status.generations {
