@@ -242,6 +242,8 @@ pub struct WatchArgs {
     /// (`200ms`, `1s`; default 200ms).
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_debounce)]
     pub debounce: std::time::Duration,
+    #[command(flatten)]
+    pub select: Select,
 }
 
 /// A quiet period: 0 up to a minute.
@@ -402,6 +404,7 @@ impl Cli {
         match &self.command {
             Command::Reload(args) => Some(&args.select),
             Command::Rollback(select) | Command::Status(select) => Some(select),
+            Command::Watch(args) => Some(&args.select),
             _ => None,
         }
     }
@@ -416,7 +419,7 @@ impl Cli {
         }
         match self.select() {
             None if self.pids.pids.len() > 1 => {
-                conflict("--pid may be repeated only with reload, rollback and status")
+                conflict("--pid may be repeated only with reload, rollback, status and watch")
             }
             Some(s) if (s.all || s.exe.is_some()) && !self.pids.pids.is_empty() => {
                 conflict("--pid cannot be used with --all or --exe: choose one way to select")

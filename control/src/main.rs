@@ -86,7 +86,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Try(args) => try_verb::run(&dir, &cli.global, args, &mut out)?,
         Command::Persisted => persisted::list(&cli.global, &mut out)?,
         Command::Forget(args) => persisted::forget(args, &mut out)?,
-        Command::Watch(args) => watch::run(&dir, &cli.global, args, &mut out)?,
+        Command::Watch(args) => watch::run(&dir, &cli.global, &cli.pids.pids, args, &mut out)?,
         Command::Completions(args) => docs_gen::completions(args.shell, &mut out),
         Command::Man(args) => docs_gen::man(args.dir.as_deref(), &mut out)?,
         Command::History => history::run(&dir, &cli.global, &mut out)?,

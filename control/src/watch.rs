@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{Global, ReloadArgs, WatchArgs};
 use crate::client::{self, AgentError, Target, QUICK_TIMEOUT};
-use crate::{discover, elf_ready, reload};
+use crate::fleet::{self, Selection};
+use crate::{elf_ready, reload};
 
 /// How often a file that changed is looked at again until it has been quiet long enough.
 const POLL: Duration = Duration::from_millis(25);
@@ -52,9 +53,23 @@ struct Watched {
     loaded: Option<[u8; 32]>,
 }
 
-pub fn run(dir: &Path, global: &Global, args: &WatchArgs, out: &mut dyn Write) -> Result<()> {
-    let target = discover::find(dir, global.pid)?;
-    let mut generation = current_generation(&target)?;
+pub fn run(
+    dir: &Path,
+    global: &Global,
+    pids: &[u32],
+    args: &WatchArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    // The selectors of reload: each complete rebuild goes to every process they choose.
+    let targets: Vec<Target> = match fleet::select(dir, global.pid, pids, &args.select)? {
+        Selection::One(target) => vec![target],
+        Selection::Many(many) => many.into_iter().map(|m| m.target).collect(),
+    };
+    let mut watched: Vec<(Target, u32)> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let generation = current_generation(&target)?;
+        watched.push((target, generation));
+    }
     let mut files = watched_files(&args.paths)?;
 
     let (tx, rx) = mpsc::channel();
@@ -84,13 +99,17 @@ pub fn run(dir: &Path, global: &Global, args: &WatchArgs, out: &mut dyn Write) -
         }
     });
     eprintln!(
-        "hotctl: watching {} for pid {} (generation {generation}); Ctrl-C to stop",
+        "hotctl: watching {} for {}; Ctrl-C to stop",
         files
             .iter()
             .map(|f| f.path.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        target.pid
+        watched
+            .iter()
+            .map(|(t, g)| format!("pid {} (generation {g})", t.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     loop {
@@ -110,9 +129,12 @@ pub fn run(dir: &Path, global: &Global, args: &WatchArgs, out: &mut dyn Write) -
                 } else {
                     "SIGTERM"
                 };
-                eprintln!(
-                    "hotctl: watch stopped ({name}); the target stays at generation {generation}"
-                );
+                for (target, generation) in &watched {
+                    eprintln!(
+                        "hotctl: watch stopped ({name}); pid {} stays at generation {generation}",
+                        target.pid
+                    );
+                }
                 return Ok(());
             }
             Some(Msg::Fs(Ok(event))) => note_event(&mut files, &event),
@@ -121,7 +143,10 @@ pub fn run(dir: &Path, global: &Global, args: &WatchArgs, out: &mut dyn Write) -
         }
         for file in files.iter_mut().filter(|f| f.pending) {
             if let Some(bytes) = ready(file, args.debounce) {
-                reload_one(&target, global, file, &bytes, &mut generation, out)?;
+                let many = watched.len() > 1;
+                for (target, generation) in &mut watched {
+                    reload_one(target, global, file, &bytes, generation, many, out)?;
+                }
             }
         }
     }
@@ -234,9 +259,15 @@ fn reload_one(
     file: &mut Watched,
     bytes: &[u8],
     generation: &mut u32,
+    many: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
     let shown = file.path.display().to_string();
+    // With several processes, each line says whose it is.
+    let who = match many {
+        true => format!("pid {}: ", target.pid),
+        false => String::new(),
+    };
     let result = reload::request(&reload_args(&file.path)?)
         .and_then(|request| reload::exchange(target, global, request));
     let line = match result {
@@ -244,11 +275,11 @@ fn reload_one(
             file.loaded = Some(sha256(bytes));
             *generation = report.generation;
             if global.json {
-                json!({"event": "reloaded", "path": shown, "generation": report.generation, "report": report})
+                json!({"event": "reloaded", "pid": target.pid, "path": shown, "generation": report.generation, "report": report})
                     .to_string()
             } else {
                 format!(
-                    "generation {}: {} reloaded ({} replaced, {}, {}, {})",
+                    "{who}generation {}: {} reloaded ({} replaced, {}, {}, {})",
                     report.generation,
                     shown,
                     report.module,
@@ -269,11 +300,11 @@ fn reload_one(
                 None => (json!("failed"), one_line(&format!("{err:#}"))),
             };
             if global.json {
-                json!({"event": "refused", "path": shown, "generation": *generation,
+                json!({"event": "refused", "pid": target.pid, "path": shown, "generation": *generation,
                        "error": {"code": code, "message": message}})
                 .to_string()
             } else {
-                format!("refused: {shown}: {message} (generation {generation} stays)")
+                format!("{who}refused: {shown}: {message} (generation {generation} stays)")
             }
         }
     };

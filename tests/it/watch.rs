@@ -35,16 +35,21 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
 
 impl Watch {
     fn start(t: &Target, path: &Path) -> Watch {
+        Watch::start_for(&[t], path)
+    }
+
+    /// `hotctl --pid A --pid B ... watch PATH`: the targets share one socket folder.
+    fn start_for(targets: &[&Target], path: &Path) -> Watch {
+        let pids: Vec<String> = targets.iter().map(|t| t.pid().to_string()).collect();
+        let mut args: Vec<&str> = Vec::new();
+        for pid in &pids {
+            args.extend(["--pid", pid.as_str()]);
+        }
+        args.extend(["watch", "--debounce", "100ms"]);
         let mut child = Command::new(hotctl_bin())
-            .args([
-                "--pid",
-                &t.pid().to_string(),
-                "watch",
-                "--debounce",
-                "100ms",
-            ])
+            .args(args)
             .arg(path)
-            .env("HOTAGENT_SOCKET_DIR", t.socket_dir())
+            .env("HOTAGENT_SOCKET_DIR", targets[0].socket_dir())
             .env_remove("LD_PRELOAD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -208,4 +213,37 @@ fn a_broken_build_is_refused_in_one_line_and_the_last_good_generation_stays() {
 
     // The unchanged build printed nothing on stdout.
     assert_eq!(w.stop(libc::SIGINT), (Some(0), vec![]));
+}
+
+#[test]
+fn every_selected_process_gets_each_rebuild_with_a_line_of_its_own() {
+    let sockets = scratch();
+    let dir = scratch();
+    let path = watched(dir.path());
+    let spawn = || {
+        Target::builder(CFG.path("basic"))
+            .socket_dir(sockets.path())
+            .spawn()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    let mut w = Watch::start_for(&[&a, &b], &path);
+    write_atomic(&path, &fixture("libfoo_v2.so"));
+    let mut lines = vec![w.line(), w.line()];
+    lines.sort();
+    let mut want: Vec<String> = [&a, &b]
+        .iter()
+        .map(|t| format!("pid {}: generation 1: ", t.pid()))
+        .collect();
+    want.sort();
+    for (line, prefix) in lines.iter().zip(&want) {
+        assert!(
+            line.starts_with(prefix.as_str()),
+            "{line:?} (want {prefix:?})"
+        );
+    }
+    assert_foo(&mut a, &V2);
+    assert_foo(&mut b, &V2);
+    let (code, rest) = w.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0));
+    assert!(rest.is_empty(), "{rest:?}");
 }
