@@ -34,7 +34,11 @@ const LAUNCHERS: &[&str] = &[
 /// The folders to search, in order, without duplicates; `dir` (the environment's choice) first.
 pub fn places(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![dir.to_path_buf()];
-    if env::var_os("HOTAGENT_SOCKET_DIR").is_some_and(|d| Path::new(&d).is_absolute()) {
+    // A folder someone chose (the variable, or a caller with a folder of its own) is the only
+    // place: the registry is where agents are found when nobody said where.
+    if env::var_os("HOTAGENT_SOCKET_DIR").is_some_and(|d| Path::new(&d).is_absolute())
+        || dir != crate::discover::socket_dir()
+    {
         return out;
     }
     out.push(registry_dir(my_uid()));

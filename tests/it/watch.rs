@@ -228,7 +228,7 @@ fn every_selected_process_gets_each_rebuild_with_a_line_of_its_own() {
     let (mut a, mut b) = (spawn(), spawn());
     let mut w = Watch::start_for(&[&a, &b], &path);
     write_atomic(&path, &fixture("libfoo_v2.so"));
-    let mut lines = vec![w.line(), w.line()];
+    let mut lines = [w.line(), w.line()];
     lines.sort();
     let mut want: Vec<String> = [&a, &b]
         .iter()
