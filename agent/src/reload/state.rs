@@ -178,7 +178,8 @@ pub(super) struct Generation {
     /// While on probation: its guards and how long it lasts.
     pub(super) probation: Option<super::probation::OnProbation>,
     /// The sha256 of its library's bytes: a reload of the same bytes is no new generation.
-    pub(super) sha256: Option<super::unchanged::Sha>,
+    /// Lower-case hex, as `facts.rs` computes it.
+    pub(super) sha256: Option<String>,
 }
 
 /// The agent's state: owned by one lock, changed only by reload and rollback.

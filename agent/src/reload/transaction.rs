@@ -17,7 +17,6 @@ use super::select::{select, Match, Role};
 use super::sharing::redirect_private;
 use super::stage::{fresh_name, stage};
 use super::state::{micros, timed, Agent, Generation, Keep, Layer, StagedLib};
-use super::unchanged::digest;
 use super::write::{self_base, settled_modules, Outcome, Parked, ParkedError};
 use crate::convert::Class;
 use crate::hooks::{Hooks, Phase, Session, Stopped, HOOK_NAMES, MIGRATE};
@@ -62,13 +61,21 @@ impl Agent {
             self.refuse_on_probation()?;
         }
         let mut copy = timed(&mut phases.stage_us, || stage(path, source))?;
-        // For the history; a dry run is not recorded, so it does not pay for the hash.
+        // One pass over the bytes, in chunks (a mapping would put a big file in the target's
+        // memory): the history records them, and a reload of the current bytes is no change.
+        let facts = timed(&mut phases.stage_us, || super::facts::of(&copy));
+        let sha = facts.as_ref().map(|f| f.sha256.clone());
         if !req.dry_run {
-            self.staged_facts = timed(&mut phases.stage_us, || super::facts::of(&copy));
+            self.staged_facts = facts;
         }
         let checked = timed(&mut phases.check_us, || self.check(req, &copy))?;
-        let sha = timed(&mut phases.stage_us, || digest(&copy))?;
-        if let Some(report) = self.unchanged(req, &sha, &checked.module.path, phases.clone(), t0) {
+        if let Some(report) = self.unchanged(
+            req,
+            sha.as_deref(),
+            &checked.module.path,
+            phases.clone(),
+            t0,
+        ) {
             return Ok(report);
         }
         // No loaded module may carry the copy's name: dlopen would return that module instead.
@@ -124,7 +131,7 @@ impl Agent {
                 // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
                 copy.keep();
                 if let Some(current) = self.generations.last_mut() {
-                    current.sha256 = Some(sha);
+                    current.sha256 = sha;
                 }
                 self.keep_checkpoint(checkpoint, &mut report);
                 Ok(report)
