@@ -174,19 +174,7 @@ fn history_records_a_revert_by_probation() {
     reload(&t, &v2, &["--probation", "30s"]);
     // x = 3 faults in v2: the call runs again on v1 and the process goes back to generation 0.
     t.expect("compute 3", "v1 149");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let events = loop {
-        let h = hotctl_json(&t, &["history", "--json"]);
-        let events = h["events"].as_array().unwrap().clone();
-        if events.len() >= 2 {
-            break events;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no revert recorded: {h}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let events = events_at_least(&t, 2, "no revert recorded");
     assert_eq!(events.len(), 2, "{events:?}");
     let (switched, reverted) = (&events[0], &events[1]);
     assert_eq!(switched["outcome"], "switched");
@@ -206,25 +194,28 @@ fn history_records_a_revert_by_probation() {
     t.expect("version", 1);
 }
 
+/// The history's events once it holds `n` of them (polled for 5 s at most).
+#[track_caller]
+fn events_at_least(t: &Target, n: usize, missing: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let h = hotctl_json(t, &["history", "--json"]);
+        let events = h["events"].as_array().unwrap().clone();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "{missing}: {h}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A probation that ends without a crash is an event of its own, with the file it was about.
 #[test]
 fn history_records_a_probation_that_passed() {
     let mut t = Target::builder(CFG.path("prob_server")).arg("0").spawn();
     let v2 = CFG.path("libprob_v2.so");
     reload(&t, &v2, &["--probation", "200ms"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let events = loop {
-        let h = hotctl_json(&t, &["history", "--json"]);
-        let events = h["events"].as_array().unwrap().clone();
-        if events.len() >= 2 {
-            break events;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no passed probation recorded: {h}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let events = events_at_least(&t, 2, "no passed probation recorded");
     assert_eq!(events.len(), 2, "{events:?}");
     let passed = &events[1];
     assert_eq!(passed["outcome"], "passed_probation", "{passed}");

@@ -126,15 +126,7 @@ type RunHooks<'a> = dyn Fn(dl::Handle, &dyn Fn(&str)) -> Option<String> + 'a;
 fn code_ranges() -> Vec<(u64, u64)> {
     phdr::snapshot()
         .iter()
-        .flat_map(|m| {
-            m.phdrs
-                .iter()
-                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
-                .map(move |p| {
-                    let lo = m.base.wrapping_add(p.p_vaddr);
-                    (lo, lo.wrapping_add(p.p_memsz))
-                })
-        })
+        .flat_map(|m| m.text_ranges().collect::<Vec<_>>())
         .collect()
 }
 

@@ -315,15 +315,7 @@ fn text_of(base: Option<u64>) -> Vec<(u64, u64)> {
     phdr::snapshot()
         .iter()
         .filter(|m| m.base == base)
-        .flat_map(|m| {
-            m.phdrs
-                .iter()
-                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
-                .map(move |p| {
-                    let lo = m.base.wrapping_add(p.p_vaddr);
-                    (lo, lo.wrapping_add(p.p_memsz))
-                })
-        })
+        .flat_map(|m| m.text_ranges().collect::<Vec<_>>())
         .collect()
 }
 

@@ -28,6 +28,19 @@ pub struct ModuleInfo {
     pub phdrs: Vec<Phdr>,
 }
 
+impl ModuleInfo {
+    /// Its executable segments, `[start, end)`: where its code lies.
+    pub fn text_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+            .map(move |p| {
+                let lo = self.base.wrapping_add(p.p_vaddr);
+                (lo, lo.wrapping_add(p.p_memsz))
+            })
+    }
+}
+
 struct Collect {
     modules: Vec<ModuleInfo>,
     panic: Option<Box<dyn Any + Send>>,
