@@ -28,6 +28,7 @@ fn outcome(o: Outcome) -> &'static str {
         Outcome::Reverted => "reverted by probation",
         Outcome::AppliedAtStartup => "applied at start-up",
         Outcome::PassedProbation => "passed probation",
+        Outcome::DeferredToNextStart => "deferred to the next start",
     }
 }
 

@@ -20,6 +20,9 @@ pub enum Outcome {
     AppliedAtStartup,
     /// A generation's probation ended without a crash: calls now reach its code directly.
     PassedProbation,
+    /// `reload --persist --on-next-start` of a patch only a fresh start can apply: nothing
+    /// switched now; the journal applies it when the program next starts.
+    DeferredToNextStart,
 }
 
 /// One event. Fields that do not apply (the file of a refused rollback) are absent.

@@ -148,3 +148,96 @@ fn another_user_is_told_who_owns_the_process_in_words() {
         .unwrap_or_else(|e| panic!("--json gives no error document ({e}): {err}"));
     assert!(doc["error"]["message"].is_string(), "{doc}");
 }
+
+/// Root's selectors reach every user's agents: one `reload --exe COPY` switches the test user's
+/// process and root's own, and `rollback` takes both back. The executable is a private copy, so
+/// the selection cannot reach any other test's processes (tests run in parallel).
+#[test]
+fn root_reloads_every_users_processes_of_an_executable_at_once() {
+    let user = test_user().expect("the cross-user tests run as root (as CI does)");
+    let dir = tempfile::Builder::new()
+        .prefix("hotagent-fleet-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let exe = dir.path().join("basic");
+    copy_atomic(&CFG.path("basic"), &exe);
+    let start = |uid: u32, gid: u32| {
+        let mut child = Command::new(&exe)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LD_PRELOAD", agent_so())
+            .env("LD_LIBRARY_PATH", CFG.dir())
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the copy of basic");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        (Theirs(child), stdin, stdout)
+    };
+    let ask = |p: &mut (
+        Theirs,
+        std::process::ChildStdin,
+        BufReader<std::process::ChildStdout>,
+    )| {
+        p.1.write_all(b"version\n").unwrap();
+        let mut line = String::new();
+        p.2.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
+    let mut theirs = start(user.uid, user.gid);
+    let mut ours = start(0, 0);
+    assert_eq!(ask(&mut theirs), "1");
+    assert_eq!(ask(&mut ours), "1");
+    let pids = [theirs.0 .0.id(), ours.0 .0.id()];
+    let exe_arg = path_str(&exe);
+    // Both agents may still be binding their sockets when their programs first answer.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (_, out, _) = plain_hotctl(&["status", "--exe", exe_arg, "--json"]);
+        let found = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|d| d["results"].as_array().map(Vec::len));
+        if found == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "root never saw both processes: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let v2 = CFG.path("libfoo_v2.so");
+    let (ok, out, err) = plain_hotctl(&["reload", path_str(&v2), "--exe", exe_arg, "--json"]);
+    assert!(ok, "reload failed: {err}\n{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let mut switched: Vec<u64> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "switched")
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    switched.sort();
+    let mut want: Vec<u64> = pids.iter().map(|&p| u64::from(p)).collect();
+    want.sort();
+    assert_eq!(switched, want, "{doc}");
+    assert_eq!(ask(&mut theirs), "2");
+    assert_eq!(ask(&mut ours), "2");
+    let (ok, out, err) = plain_hotctl(&["rollback", "--exe", exe_arg]);
+    assert!(ok, "rollback failed: {err}\n{out}");
+    assert!(
+        out.ends_with("2 rolled back, 0 skipped, 0 failed\n"),
+        "{out}"
+    );
+    assert_eq!(ask(&mut theirs), "1");
+    assert_eq!(ask(&mut ours), "1");
+}

@@ -257,3 +257,41 @@ fn history_records_a_patch_applied_at_start_up() {
     same_file(e, &patch);
     t.expect("version", 2);
 }
+
+/// The history is bounded: past its capacity the oldest events go, are counted as dropped, and
+/// the sequence numbers show the gap. Filled with refused rollbacks (a process at generation 0
+/// has nothing to roll back), each one event, sent on the socket to keep the test short.
+#[test]
+fn history_keeps_the_newest_events_and_counts_the_dropped_ones() {
+    let mut t = basic(CFG);
+    let first = hotctl_json(&t, &["history", "--json"]);
+    let capacity = first["capacity"].as_u64().expect("a capacity") as usize;
+    let extra = 5;
+    for _ in 0..capacity + extra {
+        let resp = raw_request(
+            &t,
+            &hotagent_tests::protocol::Request::Rollback(Default::default()),
+        );
+        expect_error(
+            &resp,
+            &[hotagent_tests::protocol::ErrorCode::NothingToRollBack],
+        );
+    }
+    let h = hotctl_json(&t, &["history", "--json"]);
+    let events = h["events"].as_array().expect("events");
+    assert_eq!(events.len(), capacity, "{}", h["dropped"]);
+    assert_eq!(h["dropped"], extra as u64, "{}", h["dropped"]);
+    // The newest are kept, in order and without gaps among them.
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs[0], extra as u64 + 1);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(events.iter().all(|e| e["outcome"] == "refused"));
+    // The text output says some were dropped.
+    let out = hotctl(&t, &["history"]);
+    assert!(
+        out.stdout.contains(&format!("{extra} older dropped")),
+        "{}",
+        out.stdout
+    );
+    t.expect("version", 1);
+}

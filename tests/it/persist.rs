@@ -229,6 +229,15 @@ fn on_next_start_defers_a_grown_variable_to_the_next_start() {
     t.expect("version", 1);
     t.expect("bump", 2);
     assert_eq!(status(&t).generation, 0);
+    // The history says it waits for the next start, not that it was refused.
+    let h = hotctl_json(&t, &["history", "--json"]);
+    let last = h["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .unwrap_or_else(|| panic!("no history event: {h}"));
+    assert_eq!(last["outcome"], "deferred_to_next_start", "{h}");
+    assert!(last.get("generation").is_none(), "{last}");
     t.kill();
     let mut next = s.start("grow");
     // The new build, on its own storage (20: no committed hook ran).

@@ -125,7 +125,7 @@ pub fn job(agent: &mut Agent, req: &Request, resp: &Response, uid: Option<u32>) 
         (Request::Reload(_), Response::Reload(rep)) => {
             let mut e = reloaded(rep, Outcome::Switched, current);
             if rep.deferred {
-                e.outcome = Outcome::Refused;
+                e.outcome = Outcome::DeferredToNextStart;
                 e.generation = None;
                 e.reason = Some(format!(
                     "not applied live, recorded for the next start: {}",
