@@ -59,7 +59,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("scratch folder");
         let path = dir.path().join("a.sock");
         let listener = UnixListener::bind(&path).expect("bind");
-        let mut stream = try_connect(&path).expect("connect").expect("not a full backlog");
+        let mut stream = try_connect(&path)
+            .expect("connect")
+            .expect("not a full backlog");
         let (mut peer, _) = listener.accept().expect("accept");
         peer.write_all(b"x").expect("write");
         // A non-blocking stream would fail with WouldBlock on a read that must wait.

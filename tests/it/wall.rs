@@ -7,7 +7,7 @@ use hotagent_tests::*;
 use std::process::{Command, Stdio};
 
 /// strace of `cmd`, following threads, tracing `calls`; None (with a note) when there is no strace.
-fn strace(calls: &str, cmd: &mut Command, envs: &[(&str, &std::path::Path)]) -> Option<String> {
+fn strace(calls: &str, cmd: &Command, envs: &[(&str, &std::path::Path)]) -> Option<String> {
     let log = scratch();
     let out = log.path().join("trace");
     let mut s = Command::new("strace");
@@ -31,12 +31,12 @@ fn strace(calls: &str, cmd: &mut Command, envs: &[(&str, &std::path::Path)]) -> 
             return None;
         }
     };
-    assert!(
-        done.status.success(),
-        "strace {:?}: {}",
-        cmd,
-        String::from_utf8_lossy(&done.stderr)
-    );
+    let said = String::from_utf8_lossy(&done.stderr);
+    if !done.status.success() && said.contains("Operation not permitted") {
+        eprintln!("wall: strace may not trace here ({said}); skipped");
+        return None;
+    }
+    assert!(done.status.success(), "strace {cmd:?}: {said}");
     Some(std::fs::read_to_string(&out).expect("the trace"))
 }
 
@@ -47,9 +47,12 @@ fn membarrier_is_registered_at_start_before_any_thread() {
     let cfg = Config::DEFAULT;
     let dir = scratch();
     let agent = agent_so();
-    let mut basic = Command::new(cfg.path("basic"));
-    let envs = [("LD_PRELOAD", agent.as_path()), ("HOTAGENT_SOCKET_DIR", dir.path())];
-    let Some(trace) = strace("membarrier,clone,clone3", &mut basic, &envs) else {
+    let basic = Command::new(cfg.path("basic"));
+    let envs = [
+        ("LD_PRELOAD", agent.as_path()),
+        ("HOTAGENT_SOCKET_DIR", dir.path()),
+    ];
+    let Some(trace) = strace("membarrier,clone,clone3", &basic, &envs) else {
         return;
     };
     let lines: Vec<&str> = trace.lines().collect();
@@ -90,7 +93,7 @@ fn hotctl_connects_without_a_helper_thread() {
     let mut ctl = Command::new(hotctl_bin());
     ctl.args(["--pid", &pid, "status"]);
     let envs = [("HOTAGENT_SOCKET_DIR", t.socket_dir())];
-    let Some(trace) = strace("clone,clone3,connect", &mut ctl, &envs) else {
+    let Some(trace) = strace("clone,clone3,connect", &ctl, &envs) else {
         return;
     };
     assert_eq!(
@@ -98,5 +101,8 @@ fn hotctl_connects_without_a_helper_thread() {
         1,
         "{trace}"
     );
-    assert!(!trace.contains("clone"), "hotctl started a thread:\n{trace}");
+    assert!(
+        !trace.contains("clone"),
+        "hotctl started a thread:\n{trace}"
+    );
 }
