@@ -16,6 +16,8 @@ const PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
 static PID: AtomicI32 = AtomicI32::new(0);
 static OK: AtomicBool = AtomicBool::new(false);
 
+// Called by the constructor alone, which unit tests and fuzz builds do not have.
+#[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
 /// glibc's own answer to "has this process ever started a second thread?" (glibc 2.32 and
 /// later); unknown (false) when the symbol is missing.
 fn single_threaded() -> bool {
@@ -32,6 +34,7 @@ fn register() {
     PID.store(raw::getpid(), Ordering::Release);
 }
 
+#[cfg_attr(any(test, not(feature = "autostart")), allow(dead_code))]
 /// At start-up, before the agent starts a thread: registers when that costs no grace period.
 /// Returns whether it did.
 pub fn register_if_single_threaded() -> bool {
@@ -61,5 +64,20 @@ pub fn registered() -> bool {
 pub fn sync_cores() {
     if registered() {
         let _ = raw::membarrier(PRIVATE_EXPEDITED_SYNC_CORE, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test runner has threads: registering there would wait for a grace period, so the
+    /// early path must decline (and leave the registration to the first entry write).
+    #[test]
+    fn a_threaded_process_is_not_registered_early() {
+        let other = std::thread::spawn(|| ());
+        other.join().expect("join");
+        assert!(!single_threaded());
+        assert!(!register_if_single_threaded());
     }
 }
