@@ -37,6 +37,8 @@ fn hotagent_init() {
         if sys::secure::untrusted_start() {
             return;
         }
+        // Before any thread of ours exists: registering is free only while the process has one.
+        sys::membarrier::register_if_single_threaded();
         log::init();
         control::start();
         persist::apply_at_startup(control::agent());

@@ -673,11 +673,14 @@ pub fn process_running(pid: u32) -> bool {
 }
 
 /// std offers no connect timeout for Unix sockets, and a blocking connect waits for as long as the
-/// listener's backlog is full (a stopped or wedged target). So the connect runs on a helper thread
-/// that is simply abandoned on timeout: hotctl exits soon after anyway. The thread owns a share
+/// listener's backlog is full (a stopped or wedged target). So a connect that cannot complete at
+/// once (`quick_connect`) runs on a helper thread that is simply abandoned on timeout: hotctl exits soon after anyway. The thread owns a share
 /// of the folder's descriptor, which its path goes through, so the number cannot be reused
 /// under it.
 fn connect(folder: Folder, pid: u32, timeout: Duration) -> io::Result<UnixStream> {
+    if let Some(stream) = crate::quick_connect::try_connect(&folder.via(pid))? {
+        return Ok(stream);
+    }
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         // The receiver is gone only if we already gave up; nothing to do then.

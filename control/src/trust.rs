@@ -271,8 +271,15 @@ impl Folder {
 
     /// Connects to the socket of `pid` in this very folder, whatever its path names by now.
     pub fn connect(&self, pid: u32) -> io::Result<UnixStream> {
-        let via = format!("/proc/self/fd/{}/{pid}{SOCKET_SUFFIX}", self.fd.as_raw_fd());
-        UnixStream::connect(via)
+        UnixStream::connect(self.via(pid))
+    }
+
+    /// The socket of `pid`, reached through this folder's descriptor.
+    pub fn via(&self, pid: u32) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/self/fd/{}/{pid}{SOCKET_SUFFIX}",
+            self.fd.as_raw_fd()
+        ))
     }
 
     /// Removes the socket of `pid` if a dead process of the invoking user left it: a socket of

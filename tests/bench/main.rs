@@ -12,6 +12,7 @@ mod load;
 mod probation;
 mod soak;
 mod trying;
+mod wall;
 mod whole;
 
 use hotagent_tests::*;
@@ -91,7 +92,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 12] = [
+    let sections: [(&str, Section); 13] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -111,6 +112,7 @@ fn main() {
             trying::try_against_restart,
         ),
         ("Many processes: reload --all", fleet::reload_all),
+        ("hotctl wall time, first reload and probe", wall::wall),
         ("Agent start-up", startup),
         ("Agent idle cost", idle),
     ];

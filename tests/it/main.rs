@@ -49,4 +49,5 @@ mod system_wide;
 mod systemd;
 mod try_verb;
 mod versions_real;
+mod wall;
 mod watch;
