@@ -26,3 +26,4 @@ pub mod stop;
 pub mod task;
 pub mod thread;
 pub mod thunk;
+pub mod trim;
