@@ -19,7 +19,7 @@ use hotagent_tests::*;
 use load::{demo_server, load};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Counts {

@@ -30,11 +30,17 @@ fn idle_agent_gives_back_its_read_only_pages() {
     let mut t = Target::spawn(cfg.path("basic"));
     // `main` runs: the constructor, and so the release, is over.
     t.expect("version", 1);
-    let kib = agent_read_only_rss(t.pid());
-    // Before sys::trim about 1.8 MiB of the agent's code and tables stayed mapped; what is left
-    // is what the I/O thread touched since (a page or a few).
+    // Before sys::trim about 1.9 MiB of the agent's code and tables stayed mapped. The I/O
+    // thread gives them back when the constructor is over, then faults a few back in (each
+    // fault maps its 64 KiB neighbourhood) on its way to sleep: about 0.5 MiB remains.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut kib = agent_read_only_rss(t.pid());
+    while kib > 768 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        kib = agent_read_only_rss(t.pid());
+    }
     assert!(
-        kib <= 256,
+        kib <= 768,
         "{kib} KiB of libhotagent.so's read-only pages in RSS while idle"
     );
     // The pages come back on use: the agent still answers and switches.
