@@ -42,6 +42,11 @@ fn hotagent_init() {
         log::init();
         control::start();
         persist::apply_at_startup(control::agent());
+        // Last: what start-up faulted in of the agent's code need not stay in the target's RSS
+        // while the agent waits for a client (see sys::trim). The I/O thread does it, if it runs.
+        if !control::started() {
+            sys::trim::release_own_pages();
+        }
     });
 }
 

@@ -4,6 +4,8 @@
 //! `HOTAGENT_LOG` is a comma-separated list of filter directives (`debug`, `hotagent=trace`) and
 //! at most one `file=PATH`, which sends the log to PATH instead of stderr.
 
+mod warnings;
+
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -39,7 +41,16 @@ pub fn parse(value: Option<&str>) -> LogSpec {
 /// Installs the subscriber for the agent's own copy of `tracing`, and a panic hook that logs
 /// instead of printing on the target's stderr.
 pub fn init() {
-    let spec = parse(std::env::var("HOTAGENT_LOG").ok().as_deref());
+    let setting = std::env::var("HOTAGENT_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let Some(setting) = setting else {
+        // The usual case, in every process of a host: warnings on stderr, nothing else.
+        let _ = tracing::subscriber::set_global_default(warnings::Warnings);
+        std::panic::set_hook(Box::new(|info| tracing::error!("hotagent panic: {info}")));
+        return;
+    };
+    let spec = parse(Some(&setting));
     let mut filter = EnvFilter::try_new(&spec.filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     let opened = spec.file.as_deref().map(LogFile::open);
     let mut unopened = None;

@@ -11,6 +11,7 @@ mod hooks;
 mod load;
 mod probation;
 mod soak;
+mod startup;
 mod trying;
 mod wall;
 mod whole;
@@ -19,7 +20,7 @@ use hotagent_tests::*;
 use load::{demo_server, load};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Counts {
@@ -113,8 +114,8 @@ fn main() {
         ),
         ("Many processes: reload --all", fleet::reload_all),
         ("hotctl wall time, first reload and probe", wall::wall),
-        ("Agent start-up", startup),
-        ("Agent idle cost", idle),
+        ("Agent start-up", startup::startup),
+        ("Agent idle cost", startup::idle),
     ];
     for (title, section) in sections {
         if only.as_deref().is_some_and(|w| !title.contains(w)) {
@@ -536,48 +537,6 @@ fn pause_row(out: &mut String, label: &str, v: &[u64]) {
     );
 }
 
-/// Median wall time of running `/bin/true` `n` times, with or without the agent preloaded.
-fn exec_us(n: usize, preload: bool) -> u64 {
-    let dir = tempfile::tempdir().expect("socket folder");
-    let mut v: Vec<u64> = (0..n)
-        .map(|_| {
-            let mut c = Command::new("/bin/true");
-            c.env_remove("LD_PRELOAD")
-                .env("HOTAGENT_SOCKET_DIR", dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if preload {
-                c.env("LD_PRELOAD", agent_so());
-            }
-            let start = Instant::now();
-            let status = c.status().expect("run /bin/true");
-            assert!(status.success());
-            start.elapsed().as_micros() as u64
-        })
-        .collect();
-    stats(&mut v).0
-}
-
-fn startup(n: &Counts) -> String {
-    // Interleaved, so drift in the machine's load hits both alike.
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    for _ in 0..5 {
-        without.push(exec_us(n.execs / 5 + 1, false));
-        with.push(exec_us(n.execs / 5 + 1, true));
-    }
-    let (a, _) = stats(&mut without);
-    let (b, _) = stats(&mut with);
-    format!(
-        "`/bin/true` run {} times each way (median wall time of fork + exec + exit).\n\n\
-         | without the agent | with the agent | added |\n|---|---|---|\n| {} | {} | {} |\n",
-        n.execs,
-        us(a),
-        us(b),
-        us(b.saturating_sub(a))
-    )
-}
-
 /// (CPU ticks, threads, RSS kB, voluntary + involuntary context switches of the agent's threads).
 fn proc_sample(pid: u32) -> (u64, usize, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -612,30 +571,6 @@ fn proc_sample(pid: u32) -> (u64, usize, u64, u64) {
         }
     }
     (ticks, field("Threads:") as usize, field("VmRSS:"), switches)
-}
-
-fn idle(n: &Counts) -> String {
-    let cfg = Config::DEFAULT;
-    let mut bare = Target::builder(cfg.path("basic")).without_agent().spawn();
-    let mut with = Target::spawn(cfg.path("basic"));
-    bare.expect("version", 1);
-    with.expect("version", 1);
-    let (t0, _, _, s0) = proc_sample(with.pid());
-    std::thread::sleep(n.idle);
-    let (t1, threads, rss, s1) = proc_sample(with.pid());
-    let (_, bare_threads, bare_rss, _) = proc_sample(bare.pid());
-    format!(
-        "`basic` left idle for {:?}, with and without the agent.\n\n\
-         | CPU time used while idle | agent thread wake-ups | threads added | RSS without | RSS with | RSS added |\n\
-         |---|---|---|---|---|---|\n| {} ms | {} | {} | {} KiB | {} KiB | {} KiB |\n",
-        n.idle,
-        (t1 - t0) * 10,
-        s1 - s0,
-        threads.saturating_sub(bare_threads),
-        bare_rss,
-        rss,
-        rss.saturating_sub(bare_rss)
-    )
 }
 
 fn against_restart(n: &Counts) -> String {

@@ -44,6 +44,7 @@ mod reset;
 mod shadow;
 mod socket;
 mod stage;
+mod startup;
 mod summary;
 mod system_wide;
 mod systemd;

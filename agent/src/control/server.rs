@@ -33,6 +33,10 @@ static SOCKET: Mutex<Option<(u32, Vec<PathBuf>)>> = Mutex::new(None);
 /// happened, a sweep is due).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
+/// Set when the constructor is over: the I/O thread then gives back the agent's read-only pages,
+/// once, just before it sleeps in `ppoll` (see `sys::trim`). Done there, not in the constructor,
+/// so the thread's own first steps do not fault them back in.
+static STARTED: AtomicBool = AtomicBool::new(false);
 /// The effective uid the agent started with: who may talk to it (with root), and whose sockets a
 /// sweep removes. A program that drops privileges later does not hand its agent to the new uid.
 static OWNER: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -104,11 +108,20 @@ pub fn start() {
         jobs: worker::Queue::default(),
         conns: Vec::new(),
         next_sweep: 0,
+        trimmed: false,
     };
     if let Err(e) = thread::spawn_quiet("hotagent", IO_STACK, move || io.run()) {
         return give_up(&ours, &paths, &e);
     }
     tracing::info!(socket = %path.display(), "hotagent listening");
+}
+
+/// The constructor is over. False when no I/O thread runs to give back the agent's pages (the
+/// caller does it then).
+pub fn started() -> bool {
+    STARTED.store(true, Ordering::SeqCst);
+    let fd = WAKE.load(Ordering::SeqCst);
+    fd >= 0 && fds::is_ours(fd) && raw::send(fd, &[1]).is_ok()
 }
 
 /// `HOTAGENT_SKIP` (non-empty, not `0`) keeps the agent off in this process. It is removed from
@@ -202,6 +215,8 @@ struct IoLoop {
     jobs: worker::Queue,
     conns: Vec<Conn>,
     next_sweep: u64,
+    /// The agent's read-only pages were given back (see `STARTED`).
+    trimmed: bool,
 }
 
 impl IoLoop {
@@ -244,6 +259,11 @@ impl IoLoop {
             }
             let now = raw::monotonic_ms();
             let timeout = self.next_timeout(now);
+            if !self.trimmed && STARTED.load(Ordering::SeqCst) {
+                self.trimmed = true;
+                let released = crate::sys::trim::release_own_pages();
+                tracing::trace!(released, "agent pages given back after start-up");
+            }
             match raw::poll(&mut polled, timeout) {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(e) => {

@@ -24,8 +24,13 @@ pub fn apply_at_startup(agent: &Mutex<Agent>) {
     let Some(j) = journal() else { return };
     let listed = match j.list() {
         Ok(l) => l,
-        // No journal: the usual case, and the whole cost.
-        Err(_) if !j.entries_dir().exists() => return,
+        // No journal: the usual case, and the whole cost is the one failed open (no second
+        // look with `exists`: this runs in every process of a host using /etc/ld.so.preload).
+        Err(hotagent_protocol::journal::JournalError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return
+        }
         Err(e) => {
             tracing::warn!("hotagent: persisted patches not applied: {e}");
             return;

@@ -27,3 +27,4 @@ pub mod stop;
 pub mod task;
 pub mod thread;
 pub mod thunk;
+pub mod trim;
