@@ -13,7 +13,7 @@ pub mod arch;
 mod dispatch;
 
 use crate::image::{Layout, Memory};
-use crate::sys::{prot, raw, stop};
+use crate::sys::{membarrier, prot, raw, stop};
 use arch::JUMP_LEN;
 use std::time::Duration;
 
@@ -452,7 +452,7 @@ impl Entries {
             return (pause, None);
         }
         let mut restored = vec![false; pending.len()];
-        prot::sync_cores_prepare();
+        membarrier::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
         // The raw clock and sleep: `clock_gettime` and `nanosleep` may be what is rolled back.
         // A caller's step waits for a round with every thread out of the way, however long
@@ -534,7 +534,7 @@ impl Entries {
                     p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
                 }
             }
-            prot::sync_cores();
+            membarrier::sync_cores();
             // A located thread that left its sleep meanwhile may have run the bytes while they
             // were written; nothing can be undone without the same exposure (see design.md).
             let wrote = pending.iter().filter(|p| p.done.is_some()).count() > written_before;

@@ -9,6 +9,7 @@ pub mod fd;
 pub mod guard;
 pub mod hooks_ffi;
 pub mod mem;
+pub mod membarrier;
 pub mod object;
 pub mod phdr;
 pub mod probation;
