@@ -88,14 +88,14 @@ pub fn find<'l>(
 mod tests {
     use super::*;
     use crate::image::{exports, SlotKind, SymKind};
-    use crate::sys::{dl, phdr, prot};
+    use crate::sys::{dl, page, phdr};
 
     /// The reader over this very test process: libc's `abs` is found where the loader says it
     /// is, with its version, and the executable's GOT holds slots naming libc functions.
     #[test]
     fn reads_the_live_process() {
         phdr::with_modules_locked(|mods| {
-            let layouts = layouts(&mods, "/proc/self/exe", prot::page_size());
+            let layouts = layouts(&mods, "/proc/self/exe", page::page_size());
             let mem = live_memory(&layouts);
             let libc = find(&layouts, &mem, "libc.so.6", &[]).expect("libc is loaded");
             let image = Image::new(&mem, libc).unwrap();

@@ -154,7 +154,7 @@ pub(super) fn redirect_private(
     };
     let pokes = private::pokes(plan, &at).map_err(|e| e.to_string())?;
     phdr::with_modules_locked(|mods| {
-        let page = crate::sys::prot::page_size();
+        let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
         let mem = modules::live_memory(&layouts);
         let prot_of = |a: u64| {

@@ -153,7 +153,7 @@ impl OwnPage {
 
     /// Makes the page read+execute for good.
     pub fn seal(self) -> std::io::Result<u64> {
-        let r = super::prot::mprotect(self.addr, self.len, libc::PROT_READ | libc::PROT_EXEC);
+        let r = super::mprotect::mprotect(self.addr, self.len, libc::PROT_READ | libc::PROT_EXEC);
         if r.is_err() {
             // Never executable, so nobody can be running in it.
             // SAFETY: our own mapping, which nothing references yet.
