@@ -99,22 +99,22 @@ fn map_pair(window: u64) -> Result<StubPage, String> {
     let page = page::page_size();
     let mut gaps = free_ranges();
     let code_at = map_near(&mut gaps, window, page, true)?;
-    let data = map_near(&mut gaps, code_at.addr + page, page, false)?;
+    let data = map_near(&mut gaps, code_at.addr() + page, page, false)?;
     let capacity = (page as usize / arch::STUB_LEN).min(page as usize / 8);
     let mut stubs = vec![0u8; capacity * arch::STUB_LEN];
     for (i, chunk) in stubs.chunks_mut(arch::STUB_LEN).enumerate() {
-        let at = code_at.addr + (i * arch::STUB_LEN) as u64;
-        let bytes = arch::stub(at, data.addr + i as u64 * 8)
+        let at = code_at.addr() + (i * arch::STUB_LEN) as u64;
+        let bytes = arch::stub(at, data.addr() + i as u64 * 8)
             .ok_or("the stub's data page landed out of reach")?;
         chunk.copy_from_slice(&bytes);
     }
     let through_proc_mem = self_mem::open_proc_mem()
-        .is_ok_and(|f| self_mem::write_through_proc_mem(&f, code_at.addr, &stubs).is_ok());
+        .is_ok_and(|f| self_mem::write_through_proc_mem(&f, code_at.addr(), &stubs).is_ok());
     let code = if through_proc_mem {
-        code_at.addr
+        code_at.addr()
     } else {
         // Nothing was placed in it: replaced by a writable mapping at the same place.
-        let at = code_at.addr;
+        let at = code_at.addr();
         code_at.discard();
         let mut code = OwnPage::map_at(at, page, false)
             .or_else(|_| map_near(&mut gaps, window, page, false))

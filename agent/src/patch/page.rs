@@ -54,7 +54,9 @@ impl<'l> PageWriter<'l> {
                 read: true,
                 ..prot
             };
-            if mprotect::mprotect(page, self.page_size, rw.to_mprotect()).is_ok() {
+            // SAFETY: a page of a loaded module (`layouts`, read under the loader lock the
+            // caller holds), only gaining write access; `close` puts `prot` back.
+            if unsafe { mprotect::mprotect(page, self.page_size, rw.to_mprotect()) }.is_ok() {
                 self.open = Some((page, prot));
                 return Ok(Path::Direct);
             }
@@ -125,7 +127,8 @@ impl<'l> PageWriter<'l> {
         if let Some((page, prot)) = self.open.take() {
             // Restoring exactly what the loader set; failure would leave the page writable,
             // which is safe for the target, so it is only ignored.
-            let _ = mprotect::mprotect(page, self.page_size, prot.to_mprotect());
+            // SAFETY: the page `prepare` opened, given back the protection the loader set.
+            let _ = unsafe { mprotect::mprotect(page, self.page_size, prot.to_mprotect()) };
         }
     }
 

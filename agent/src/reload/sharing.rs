@@ -117,7 +117,7 @@ impl Agent {
         let page = self.page;
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let build_id = mods.iter().find(|m| m.base == module.base).and_then(|m| {
                 private::live_build_id(
                     &mem,
@@ -156,7 +156,7 @@ pub(super) fn redirect_private(
     phdr::with_modules_locked(|mods| {
         let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
-        let mem = modules::live_memory(&layouts);
+        let mem = modules::live_memory(mods.lock(), &layouts);
         let prot_of = |a: u64| {
             layouts
                 .iter()

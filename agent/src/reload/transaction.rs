@@ -247,7 +247,7 @@ impl Agent {
         let plan = timed(&mut phases.plan_us, || {
             phdr::with_modules_locked(|mods| {
                 let layouts = modules::layouts(&mods, &self.exe, self.page);
-                let mem = modules::live_memory(&layouts);
+                let mem = modules::live_memory(mods.lock(), &layouts);
                 plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
             })
         });
@@ -842,7 +842,7 @@ impl Agent {
     ) -> Result<(Layout, Vec<Match>, Vec<String>), ReloadError> {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let excluded: Vec<String> = self
                 .staged
                 .iter()

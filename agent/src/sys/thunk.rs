@@ -170,7 +170,10 @@ pub fn install(len: usize, build: impl Fn(u64) -> Vec<u8>) -> io::Result<u64> {
     assert!(bytes.len() <= len, "thunk image larger than its mapping");
     // SAFETY: our fresh mapping of `len` bytes, read-write, not known to anyone yet.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), rw as *mut u8, bytes.len()) };
-    if super::mprotect::mprotect(rw, len as u64, libc::PROT_READ | libc::PROT_EXEC).is_ok() {
+    // SAFETY: our fresh mapping, not known to anyone yet.
+    let sealed =
+        unsafe { super::mprotect::mprotect(rw, len as u64, libc::PROT_READ | libc::PROT_EXEC) };
+    if sealed.is_ok() {
         return Ok(rw);
     }
     // SAFETY: the mapping just made; nothing references it.
