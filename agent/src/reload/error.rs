@@ -1,5 +1,6 @@
 //! Why a reload or rollback was refused, with the stable code it carries on the wire.
 
+use super::guard::StructureError;
 use hotagent_protocol::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -8,6 +9,13 @@ pub enum ReloadError {
     FileUnreadable(String),
     #[error("{0}")]
     BadElf(String),
+    /// A structural check refused the file: loading it would crash the loader.
+    #[error("{path}: {cause}")]
+    Corrupted {
+        path: String,
+        #[source]
+        cause: StructureError,
+    },
     #[error("{0}")]
     LoadFailed(String),
     #[error("{0}")]
@@ -44,7 +52,7 @@ impl ReloadError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ReloadError::FileUnreadable(_) => ErrorCode::FileUnreadable,
-            ReloadError::BadElf(_) => ErrorCode::BadElf,
+            ReloadError::BadElf(_) | ReloadError::Corrupted { .. } => ErrorCode::BadElf,
             ReloadError::LoadFailed(_) => ErrorCode::LoadFailed,
             ReloadError::ModuleNotFound(_) => ErrorCode::ModuleNotFound,
             ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
