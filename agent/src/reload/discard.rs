@@ -127,5 +127,6 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         E::NothingToRollBack => E::NothingToRollBack,
         // Refused before anything is loaded, so never here; the code stays BadElf regardless.
         e @ E::Corrupted { .. } => E::BadElf(e.to_string() + note),
+        e @ E::DependencyUnloadable { .. } => E::LoadFailed(e.to_string() + note),
     }
 }

@@ -1,6 +1,7 @@
 //! Why a reload or rollback was refused, with the stable code it carries on the wire.
 
 use super::guard::StructureError;
+use crate::sys::dl::DlError;
 use hotagent_protocol::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +19,14 @@ pub enum ReloadError {
     },
     #[error("{0}")]
     LoadFailed(String),
+    /// A library the patch needs from its own folder (`$ORIGIN`) could not be loaded.
+    #[error("cannot load {dep}, which {path} needs from its own folder ($ORIGIN): {cause}")]
+    DependencyUnloadable {
+        dep: String,
+        path: String,
+        #[source]
+        cause: DlError,
+    },
     #[error("{0}")]
     ModuleNotFound(String),
     #[error("{0}")]
@@ -53,7 +62,9 @@ impl ReloadError {
         match self {
             ReloadError::FileUnreadable(_) => ErrorCode::FileUnreadable,
             ReloadError::BadElf(_) | ReloadError::Corrupted { .. } => ErrorCode::BadElf,
-            ReloadError::LoadFailed(_) => ErrorCode::LoadFailed,
+            ReloadError::LoadFailed(_) | ReloadError::DependencyUnloadable { .. } => {
+                ErrorCode::LoadFailed
+            }
             ReloadError::ModuleNotFound(_) => ErrorCode::ModuleNotFound,
             ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
             ReloadError::IncompatibleSymbol(_) | ReloadError::PrivateState(_) => {

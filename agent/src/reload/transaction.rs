@@ -302,7 +302,7 @@ impl Agent {
                 Err(with_origin_hint(
                     ReloadError::LoadFailed(format!(
                         "cannot load {path}: {}",
-                        e.replace(&staged, path)
+                        e.to_string().replace(&staged, path)
                     )),
                     &c.patch,
                 ))
