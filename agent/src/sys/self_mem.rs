@@ -46,24 +46,56 @@ pub fn poke_proc_mem(fd: i32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
     }
 }
 
+/// Why neither path could write loaded code: what `/proc/self/mem` said (`None`: it could not be
+/// opened), then what `mprotect` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("/proc/self/mem: {}; mprotect: {}", proc_mem_text(*.proc_mem), io::Error::from_raw_os_error(*.mprotect))]
+pub struct PokeError {
+    pub proc_mem: Option<i32>,
+    pub mprotect: i32,
+}
+
+fn proc_mem_text(errno: Option<i32>) -> String {
+    errno.map_or_else(
+        || "cannot be opened".to_string(),
+        |e| io::Error::from_raw_os_error(e).to_string(),
+    )
+}
+
 /// Writes `bytes` into loaded code or read-only data at `addr`: through `/proc/self/mem` (`fd`,
 /// or -1 when it could not be opened), else by making the page writable for the instant and
 /// putting `prot` back. Ok(true) when `/proc/self/mem` took it; the error names why both failed.
-pub fn poke_code(fd: i32, addr: u64, bytes: &[u8], prot: i32) -> Result<bool, String> {
-    let through_proc = if fd >= 0 {
+pub fn poke_code(fd: i32, addr: u64, bytes: &[u8], prot: i32) -> Result<bool, PokeError> {
+    let proc_mem = if fd >= 0 {
         match poke_proc_mem(fd, addr, bytes) {
             Ok(()) => return Ok(true),
-            Err(e) => io::Error::from_raw_os_error(e).to_string(),
+            Err(e) => Some(e),
         }
     } else {
-        "cannot be opened".to_string()
+        None
     };
     poke_code_mprotect(addr, bytes, prot)
         .map(|()| false)
-        .map_err(|e| {
+        .map_err(|mprotect| PokeError { proc_mem, mprotect })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both refusals keep their errno (they used to be flattened into one string) and the
+    /// message reads as before.
+    #[test]
+    fn a_refused_poke_keeps_both_causes() {
+        let e = poke_code(-1, 8, &[0], libc::PROT_READ).unwrap_err();
+        assert_eq!(e.proc_mem, None);
+        assert_eq!(e.mprotect, libc::ENOMEM);
+        assert_eq!(
+            e.to_string(),
             format!(
-                "/proc/self/mem: {through_proc}; mprotect: {}",
-                io::Error::from_raw_os_error(e)
+                "/proc/self/mem: cannot be opened; mprotect: {}",
+                io::Error::from_raw_os_error(libc::ENOMEM)
             )
-        })
+        );
+    }
 }
