@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::sys::thunk::testing;
-use crate::sys::{dl, prot};
+use crate::sys::{dl, self_mem};
 use std::path::Path;
 
 const BASE: &str = r#"
@@ -68,10 +68,10 @@ fn vtable_of(path: &str, h: dl::Handle, name: &str) -> Vtable {
 
 /// Writes as the reload does into RELRO: through /proc/self/mem, after checking the old value.
 fn apply(writes: &[SlotWrite]) {
-    let mem = prot::open_proc_mem().unwrap();
+    let mem = self_mem::open_proc_mem().unwrap();
     for w in writes {
         assert_eq!(object::load_word(w.addr), w.expected);
-        prot::write_through_proc_mem(&mem, w.addr, &w.value.to_le_bytes()).unwrap();
+        self_mem::write_through_proc_mem(&mem, w.addr, &w.value.to_le_bytes()).unwrap();
     }
 }
 

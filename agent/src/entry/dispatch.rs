@@ -9,7 +9,7 @@
 
 use super::arch;
 use crate::sys::mem::OwnPage;
-use crate::sys::prot;
+use crate::sys::{page, self_mem};
 
 /// One symbol's stub and slot near one region of code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,25 +96,25 @@ fn reachable(window: u64, stub: u64) -> bool {
 /// (a process under `MemoryDenyWriteExecute` may not make writable memory executable), else
 /// filled while writable and then sealed.
 fn map_pair(window: u64) -> Result<StubPage, String> {
-    let page = prot::page_size();
+    let page = page::page_size();
     let mut gaps = free_ranges();
     let code_at = map_near(&mut gaps, window, page, true)?;
-    let data = map_near(&mut gaps, code_at.addr + page, page, false)?;
+    let data = map_near(&mut gaps, code_at.addr() + page, page, false)?;
     let capacity = (page as usize / arch::STUB_LEN).min(page as usize / 8);
     let mut stubs = vec![0u8; capacity * arch::STUB_LEN];
     for (i, chunk) in stubs.chunks_mut(arch::STUB_LEN).enumerate() {
-        let at = code_at.addr + (i * arch::STUB_LEN) as u64;
-        let bytes = arch::stub(at, data.addr + i as u64 * 8)
+        let at = code_at.addr() + (i * arch::STUB_LEN) as u64;
+        let bytes = arch::stub(at, data.addr() + i as u64 * 8)
             .ok_or("the stub's data page landed out of reach")?;
         chunk.copy_from_slice(&bytes);
     }
-    let through_proc_mem = prot::open_proc_mem()
-        .is_ok_and(|f| prot::write_through_proc_mem(&f, code_at.addr, &stubs).is_ok());
+    let through_proc_mem = self_mem::open_proc_mem()
+        .is_ok_and(|f| self_mem::write_through_proc_mem(&f, code_at.addr(), &stubs).is_ok());
     let code = if through_proc_mem {
-        code_at.addr
+        code_at.addr()
     } else {
         // Nothing was placed in it: replaced by a writable mapping at the same place.
-        let at = code_at.addr;
+        let at = code_at.addr();
         code_at.discard();
         let mut code = OwnPage::map_at(at, page, false)
             .or_else(|_| map_near(&mut gaps, window, page, false))

@@ -13,7 +13,7 @@ pub mod arch;
 mod dispatch;
 
 use crate::image::{Layout, Memory};
-use crate::sys::{prot, raw, stop};
+use crate::sys::{membarrier, mprotect, raw, self_mem, stop};
 use arch::JUMP_LEN;
 use std::time::Duration;
 
@@ -195,7 +195,7 @@ impl Entries {
         if let Some(r) = &site.refusal {
             return Err(r.clone());
         }
-        let proc_mem = prot::open_proc_mem().ok();
+        let proc_mem = self_mem::open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         // Rewriting the bytes it holds changes nothing but proves the page can be written.
         writable(fd, site.window, &site.current, site.prot).map(|_| ())
@@ -239,7 +239,7 @@ impl Entries {
         let mut retargets: Vec<Retarget> = Vec::new();
         // Which retarget each want depends on.
         let mut want_retarget: Vec<Option<usize>> = vec![None; wants.len()];
-        let proc_mem = prot::open_proc_mem().ok();
+        let proc_mem = self_mem::open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         for (k, &(addr, want)) in wants.iter().enumerate() {
             match self.plan(mem, fd, k, addr, want, &mut retargets) {
@@ -452,7 +452,7 @@ impl Entries {
             return (pause, None);
         }
         let mut restored = vec![false; pending.len()];
-        prot::sync_cores_prepare();
+        membarrier::prepare();
         let mut tasks = stop::Tasks::default();
         // The raw clock and sleep: `clock_gettime` and `nanosleep` may be what is rolled back.
         // A caller's step waits for a round with every thread out of the way, however long
@@ -534,7 +534,7 @@ impl Entries {
                     p.done = Some(self.poke(fd, site, &p.bytes, p.through_proc_mem));
                 }
             }
-            prot::sync_cores();
+            membarrier::sync_cores();
             // A located thread that left its sleep meanwhile may have run the bytes while they
             // were written; nothing can be undone without the same exposure (see design.md).
             let wrote = pending.iter().filter(|p| p.done.is_some()).count() > written_before;
@@ -564,9 +564,9 @@ impl Entries {
 
     fn poke(&self, fd: i32, site: &Site, bytes: &[u8], through_proc_mem: bool) -> Result<(), i32> {
         if through_proc_mem {
-            prot::poke_proc_mem(fd, site.window, bytes)
+            self_mem::poke_proc_mem(fd, site.window, bytes)
         } else {
-            prot::poke_code_mprotect(site.window, bytes, site.prot)
+            mprotect::poke_code_mprotect(site.window, bytes, site.prot)
         }
     }
 }
@@ -593,6 +593,6 @@ pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, String> {
 /// Whether code at `at` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).
 fn writable(fd: i32, at: u64, holds: &[u8], prot: i32) -> Result<bool, String> {
-    prot::poke_code(fd, at, holds, prot)
+    self_mem::poke_code(fd, at, holds, prot)
         .map_err(|why| format!("its code cannot be made writable ({why})"))
 }

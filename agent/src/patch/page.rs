@@ -4,7 +4,7 @@
 
 use super::{PatchError, Width, Write};
 use crate::image::{Layout, Prot};
-use crate::sys::{mem, prot};
+use crate::sys::{mem, mprotect, page, self_mem};
 
 /// Writes into pages of loaded modules, keeping at most one page unprotected at a time.
 pub struct PageWriter<'l> {
@@ -12,7 +12,7 @@ pub struct PageWriter<'l> {
     page_size: u64,
     /// The page currently opened for writing and the protection to put back.
     open: Option<(u64, Prot)>,
-    proc_mem: Option<prot::ProcMem>,
+    proc_mem: Option<self_mem::ProcMem>,
 }
 
 enum Path {
@@ -24,7 +24,7 @@ impl<'l> PageWriter<'l> {
     pub fn new(layouts: &'l [Layout]) -> Self {
         PageWriter {
             layouts,
-            page_size: prot::page_size(),
+            page_size: page::page_size(),
             open: None,
             proc_mem: None,
         }
@@ -54,13 +54,15 @@ impl<'l> PageWriter<'l> {
                 read: true,
                 ..prot
             };
-            if prot::mprotect(page, self.page_size, rw.to_mprotect()).is_ok() {
+            // SAFETY: a page of a loaded module (`layouts`, read under the loader lock the
+            // caller holds), only gaining write access; `close` puts `prot` back.
+            if unsafe { mprotect::mprotect(page, self.page_size, rw.to_mprotect()) }.is_ok() {
                 self.open = Some((page, prot));
                 return Ok(Path::Direct);
             }
         }
         if self.proc_mem.is_none() {
-            let f = prot::open_proc_mem();
+            let f = self_mem::open_proc_mem();
             self.proc_mem = Some(f.map_err(|e| PatchError::Protect {
                 addr,
                 reason: e.to_string(),
@@ -111,9 +113,11 @@ impl<'l> PageWriter<'l> {
                     .proc_mem
                     .as_ref()
                     .ok_or(PatchError::Unmapped { addr: w.addr })?;
-                prot::write_through_proc_mem(file, w.addr, bytes).map_err(|e| PatchError::Protect {
-                    addr: w.addr,
-                    reason: e.to_string(),
+                self_mem::write_through_proc_mem(file, w.addr, bytes).map_err(|e| {
+                    PatchError::Protect {
+                        addr: w.addr,
+                        reason: e.to_string(),
+                    }
                 })
             }
         }
@@ -123,7 +127,8 @@ impl<'l> PageWriter<'l> {
         if let Some((page, prot)) = self.open.take() {
             // Restoring exactly what the loader set; failure would leave the page writable,
             // which is safe for the target, so it is only ignored.
-            let _ = prot::mprotect(page, self.page_size, prot.to_mprotect());
+            // SAFETY: the page `prepare` opened, given back the protection the loader set.
+            let _ = unsafe { mprotect::mprotect(page, self.page_size, prot.to_mprotect()) };
         }
     }
 

@@ -134,7 +134,10 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
             "a position-independent executable, not a shared library".to_string(),
         ));
     }
-    guard::check_structure(&elf, bytes).map_err(bad)?;
+    guard::check_structure(&elf, bytes).map_err(|cause| ReloadError::Corrupted {
+        path: path.to_string(),
+        cause,
+    })?;
     let symbols = exported_symbols(&elf);
     let file_name = crate::image::file_name(path).to_string();
     Ok(PatchFile {
@@ -266,6 +269,7 @@ fn imported_symbols(elf: &Elf<'_>) -> Vec<PatchImport> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::guard::StructureError;
     use super::*;
 
     fn libc_bytes() -> Vec<u8> {
@@ -344,5 +348,34 @@ mod tests {
             "{}",
             err(&b[..b.len() / 2])
         );
+    }
+
+    /// A structural refusal is typed: the cause says which check refused (the JSON code stays
+    /// bad_elf and the message is unchanged), where it used to be a bare string.
+    #[test]
+    fn structural_refusal_names_its_check() {
+        let mut b = libc_bytes();
+        let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        let phoff = word(&b, 32) as usize;
+        let load = (0..)
+            .map(|i| phoff + i * 56)
+            .find(|&at| b[at..at + 4] == 1u32.to_le_bytes())
+            .unwrap();
+        let memsz = word(&b, load + 40);
+        b[load + 32..load + 40].copy_from_slice(&(memsz + 8).to_le_bytes());
+        let e = check_bytes("p.so", &b).unwrap_err();
+        assert_eq!(e.code(), hotagent_protocol::ErrorCode::BadElf);
+        assert!(e.to_string().starts_with("p.so: "), "{e}");
+        match &e {
+            ReloadError::Corrupted {
+                path,
+                cause: StructureError::Segments(why),
+            } => {
+                assert_eq!(path, "p.so");
+                let source = std::error::Error::source(&e).map(|s| s.to_string());
+                assert_eq!(source.as_deref(), Some(why.as_str()));
+            }
+            other => panic!("not a typed structural refusal: {other:?}"),
+        }
     }
 }

@@ -125,5 +125,8 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         E::Hook(m) => E::Hook(m + note),
         E::OnProbation(m) => E::OnProbation(m + note),
         E::NothingToRollBack => E::NothingToRollBack,
+        // Refused before anything is loaded, so never here; the code stays BadElf regardless.
+        e @ E::Corrupted { .. } => E::BadElf(e.to_string() + note),
+        e @ E::DependencyUnloadable { .. } => E::LoadFailed(e.to_string() + note),
     }
 }

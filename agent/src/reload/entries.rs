@@ -40,7 +40,7 @@ impl Agent {
         let t = Instant::now();
         let pause = phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             self.converge_entries_in(&mem, &layouts, None)
         });
         (pause, micros(t))
@@ -304,7 +304,7 @@ impl Agent {
             .collect();
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             for c in code.iter().flatten() {
                 if let Some(l) = layouts.iter().find(|l| l.contains(c.addr)) {
                     let label = self.module_label(l.file_name());

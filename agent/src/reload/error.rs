@@ -1,5 +1,7 @@
 //! Why a reload or rollback was refused, with the stable code it carries on the wire.
 
+use super::guard::StructureError;
+use crate::sys::dl::DlError;
 use hotagent_protocol::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -8,8 +10,23 @@ pub enum ReloadError {
     FileUnreadable(String),
     #[error("{0}")]
     BadElf(String),
+    /// A structural check refused the file: loading it would crash the loader.
+    #[error("{path}: {cause}")]
+    Corrupted {
+        path: String,
+        #[source]
+        cause: StructureError,
+    },
     #[error("{0}")]
     LoadFailed(String),
+    /// A library the patch needs from its own folder (`$ORIGIN`) could not be loaded.
+    #[error("cannot load {dep}, which {path} needs from its own folder ($ORIGIN): {cause}")]
+    DependencyUnloadable {
+        dep: String,
+        path: String,
+        #[source]
+        cause: DlError,
+    },
     #[error("{0}")]
     ModuleNotFound(String),
     #[error("{0}")]
@@ -44,8 +61,10 @@ impl ReloadError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ReloadError::FileUnreadable(_) => ErrorCode::FileUnreadable,
-            ReloadError::BadElf(_) => ErrorCode::BadElf,
-            ReloadError::LoadFailed(_) => ErrorCode::LoadFailed,
+            ReloadError::BadElf(_) | ReloadError::Corrupted { .. } => ErrorCode::BadElf,
+            ReloadError::LoadFailed(_) | ReloadError::DependencyUnloadable { .. } => {
+                ErrorCode::LoadFailed
+            }
             ReloadError::ModuleNotFound(_) => ErrorCode::ModuleNotFound,
             ReloadError::NoCommonSymbols(_) => ErrorCode::NoCommonSymbols,
             ReloadError::IncompatibleSymbol(_) | ReloadError::PrivateState(_) => {

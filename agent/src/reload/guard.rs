@@ -29,7 +29,20 @@ const LAST_GENERIC_TAG: u64 = 37;
 const OS_TAGS: std::ops::RangeInclusive<u64> = 0x6000_000d..=0x6fff_ffff;
 const PROC_TAGS: std::ops::RangeInclusive<u64> = 0x7000_0000..=0x7fff_ffff;
 
-pub fn check_structure(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), String> {
+/// Which structural check refused a patch file, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StructureError {
+    #[error("{0}")]
+    Segments(String),
+    #[error("{0}")]
+    Dynamic(String),
+    #[error("{0}")]
+    Relocations(String),
+    #[error("{0}")]
+    HashTable(String),
+}
+
+pub fn check_structure(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), StructureError> {
     check_segments(elf, bytes.len() as u64)?;
     check_dynamic(elf)?;
     check_relocations(elf)?;
@@ -53,11 +66,13 @@ fn word(table: &[u8], i: usize) -> Option<u32> {
 
 /// The loader walks these tables for every lookup in the library — `dlsym`, and any symbol
 /// search that reaches it later — trusting every count and index in them.
-fn check_hash_tables(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), String> {
+fn check_hash_tables(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), StructureError> {
     let Some(d) = &elf.dynamic else { return Ok(()) };
     let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
     let nsyms = elf.dynsyms.len();
-    let bad = |what: &str| format!("corrupted: the {what} hash table is inconsistent");
+    let bad = |what: &str| {
+        StructureError::HashTable(format!("corrupted: the {what} hash table is inconsistent"))
+    };
     if let Some(addr) = tag(dynamic::DT_GNU_HASH) {
         let t = at_vaddr(elf, bytes, addr).ok_or_else(|| bad("GNU"))?;
         let (nbuckets, symoffset, bloom_words) = (|| {
@@ -137,32 +152,36 @@ fn in_code(loads: &[&ph::ProgramHeader], addr: u64) -> bool {
 }
 
 /// Segments past the end of the file (truncation) or with inconsistent alignment.
-fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
+fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), StructureError> {
     let loads = loads(elf);
     if loads.is_empty() {
-        return Err("no loadable segment".to_string());
+        return Err(StructureError::Segments("no loadable segment".to_string()));
     }
     for p in elf.program_headers.iter() {
         let end = p
             .p_offset
             .checked_add(p.p_filesz)
-            .ok_or("segment range overflows")?;
+            .ok_or(StructureError::Segments("segment range overflows".into()))?;
         if end > len {
-            return Err(format!(
+            return Err(StructureError::Segments(format!(
                 "truncated: a segment ends at byte {end} but the file has {len} bytes"
-            ));
+            )));
         }
         if p.p_type != ph::PT_LOAD {
             continue;
         }
         if p.p_filesz > p.p_memsz {
-            return Err("corrupted: a segment is larger on disk than in memory".to_string());
+            return Err(StructureError::Segments(
+                "corrupted: a segment is larger on disk than in memory".to_string(),
+            ));
         }
         if p.p_align > 1
             && (!p.p_align.is_power_of_two()
                 || (p.p_vaddr.wrapping_sub(p.p_offset)) % p.p_align != 0)
         {
-            return Err("corrupted: a segment's alignment is inconsistent".to_string());
+            return Err(StructureError::Segments(
+                "corrupted: a segment's alignment is inconsistent".to_string(),
+            ));
         }
     }
     // glibc reserves one span from the first segment's start to the last one's end and maps
@@ -172,9 +191,11 @@ fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
         let end = pair[0]
             .p_vaddr
             .checked_add(pair[0].p_memsz)
-            .ok_or("segment range overflows")?;
+            .ok_or(StructureError::Segments("segment range overflows".into()))?;
         if end > pair[1].p_vaddr {
-            return Err("corrupted: loadable segments overlap or are out of order".to_string());
+            return Err(StructureError::Segments(
+                "corrupted: loadable segments overlap or are out of order".to_string(),
+            ));
         }
     }
     // The loader acts on these ranges too (RELRO is made read-only after relocation): one
@@ -187,28 +208,28 @@ fn check_segments(elf: &Elf<'_>, len: u64) -> Result<(), String> {
             _ => continue,
         };
         if p.p_memsz != 0 && !in_image(&loads, p.p_vaddr, p.p_memsz) {
-            return Err(format!(
+            return Err(StructureError::Segments(format!(
                 "corrupted: the {what} lies outside every loadable segment"
-            ));
+            )));
         }
     }
     let dynamic = elf
         .program_headers
         .iter()
         .find(|p| p.p_type == ph::PT_DYNAMIC)
-        .ok_or("no PT_DYNAMIC segment")?;
+        .ok_or(StructureError::Segments("no PT_DYNAMIC segment".into()))?;
     if !in_image(&loads, dynamic.p_vaddr, dynamic.p_memsz) {
-        return Err(
+        return Err(StructureError::Segments(
             "corrupted: the dynamic section lies outside every loadable segment".to_string(),
-        );
+        ));
     }
     Ok(())
 }
 
 /// Unknown tags, pointers without their sizes, tables outside the image, constructors outside code.
-fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
+fn check_dynamic(elf: &Elf<'_>) -> Result<(), StructureError> {
     let Some(d) = &elf.dynamic else {
-        return Err("no dynamic section".to_string());
+        return Err(StructureError::Dynamic("no dynamic section".to_string()));
     };
     let loads = loads(elf);
     let tag = |t: u64| d.dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
@@ -217,21 +238,28 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
             || OS_TAGS.contains(&e.d_tag)
             || PROC_TAGS.contains(&e.d_tag);
         if !known {
-            return Err(format!("corrupted: unknown dynamic tag {:#x}", e.d_tag));
+            return Err(StructureError::Dynamic(format!(
+                "corrupted: unknown dynamic tag {:#x}",
+                e.d_tag
+            )));
         }
     }
     if tag(dynamic::DT_PREINIT_ARRAY).is_some() {
-        return Err(
+        return Err(StructureError::Dynamic(
             "a shared library with a preinit array (only executables may have one)".to_string(),
-        );
+        ));
     }
     for &(ptr, size, what) in NEEDS_SIZE {
         match (tag(ptr), tag(size)) {
-            (Some(_), None) => return Err(format!("corrupted: the {what} has no size entry")),
+            (Some(_), None) => {
+                return Err(StructureError::Dynamic(format!(
+                    "corrupted: the {what} has no size entry"
+                )))
+            }
             (Some(addr), Some(n)) if n != 0 && !in_image(&loads, addr, n) => {
-                return Err(format!(
+                return Err(StructureError::Dynamic(format!(
                     "corrupted: the {what} lies outside every loadable segment"
-                ))
+                )))
             }
             _ => {}
         }
@@ -243,14 +271,16 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
     ] {
         if let Some(addr) = tag(t) {
             if !in_image(&loads, addr, 1) {
-                return Err(format!(
+                return Err(StructureError::Dynamic(format!(
                     "corrupted: the {what} lies outside every loadable segment"
-                ));
+                )));
             }
         }
     }
     if tag(dynamic::DT_SYMTAB).is_none() || tag(dynamic::DT_STRTAB).is_none() {
-        return Err("no dynamic symbol table".to_string());
+        return Err(StructureError::Dynamic(
+            "no dynamic symbol table".to_string(),
+        ));
     }
     check_strings(elf, d)?;
     for (t, what) in [
@@ -259,9 +289,9 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
     ] {
         if let Some(addr) = tag(t) {
             if !in_code(&loads, addr) {
-                return Err(format!(
+                return Err(StructureError::Dynamic(format!(
                     "corrupted: the {what} at {addr:#x} is not in executable code"
-                ));
+                )));
             }
         }
     }
@@ -287,9 +317,9 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
                 && r.r_type == reloc::R_X86_64_RELATIVE
                 && !in_code(&loads, r.r_addend.unwrap_or(0) as u64)
             {
-                return Err(format!(
+                return Err(StructureError::Dynamic(format!(
                     "corrupted: a {what} points outside executable code"
-                ));
+                )));
             }
         }
     }
@@ -299,7 +329,7 @@ fn check_dynamic(elf: &Elf<'_>) -> Result<(), String> {
 /// Names the loader reads later (a soname when another `dlopen` compares names, needed
 /// libraries, run paths, version names) must lie inside the string table: an offset past it
 /// passes the load and faults the target's next `dlopen`.
-fn check_strings(elf: &Elf<'_>, d: &dynamic::Dynamic) -> Result<(), String> {
+fn check_strings(elf: &Elf<'_>, d: &dynamic::Dynamic) -> Result<(), StructureError> {
     const STRING_TAGS: &[(u64, &str)] = &[
         (dynamic::DT_NEEDED, "needed library"),
         (dynamic::DT_SONAME, "soname"),
@@ -312,25 +342,27 @@ fn check_strings(elf: &Elf<'_>, d: &dynamic::Dynamic) -> Result<(), String> {
     for e in &d.dyns {
         if let Some((_, what)) = STRING_TAGS.iter().find(|(t, _)| *t == e.d_tag) {
             if !usize::try_from(e.d_val).is_ok_and(name_ok) {
-                return Err(format!(
+                return Err(StructureError::Dynamic(format!(
                     "corrupted: the {what} name lies outside the string table"
-                ));
+                )));
             }
         }
     }
     if let Some(verdef) = &elf.verdef {
         for vd in verdef.iter() {
             if vd.iter().any(|aux| !name_ok(aux.vda_name)) {
-                return Err("corrupted: a version name lies outside the string table".to_string());
+                return Err(StructureError::Dynamic(
+                    "corrupted: a version name lies outside the string table".to_string(),
+                ));
             }
         }
     }
     if let Some(verneed) = &elf.verneed {
         for vn in verneed.iter() {
             if !name_ok(vn.vn_file) || vn.iter().any(|aux| !name_ok(aux.vna_name)) {
-                return Err(
+                return Err(StructureError::Dynamic(
                     "corrupted: a needed version's name lies outside the string table".to_string(),
-                );
+                ));
             }
         }
     }
@@ -339,7 +371,7 @@ fn check_strings(elf: &Elf<'_>, d: &dynamic::Dynamic) -> Result<(), String> {
 
 /// Every relocation must write inside the image, name an existing symbol and be of a type the
 /// loader knows: it trusts all three.
-fn check_relocations(elf: &Elf<'_>) -> Result<(), String> {
+fn check_relocations(elf: &Elf<'_>) -> Result<(), StructureError> {
     let loads = loads(elf);
     let nsyms = elf.dynsyms.len();
     for r in elf
@@ -349,24 +381,29 @@ fn check_relocations(elf: &Elf<'_>) -> Result<(), String> {
         .chain(elf.dynrels.iter())
     {
         if !in_image(&loads, r.r_offset, 8) {
-            return Err(format!(
+            return Err(StructureError::Relocations(format!(
                 "corrupted: a relocation writes at {:#x}, outside the image",
                 r.r_offset
-            ));
+            )));
         }
         if r.r_sym >= nsyms && r.r_sym != 0 {
-            return Err(format!(
+            return Err(StructureError::Relocations(format!(
                 "corrupted: a relocation names symbol #{} of {nsyms}",
                 r.r_sym
-            ));
+            )));
         }
         if r.r_type > reloc::R_X86_64_REX_GOTPCRELX + 1 {
-            return Err(format!("corrupted: unknown relocation type {}", r.r_type));
+            return Err(StructureError::Relocations(format!(
+                "corrupted: unknown relocation type {}",
+                r.r_type
+            )));
         }
     }
     for sym in elf.dynsyms.iter() {
         if elf.dynstrtab.get_at(sym.st_name).is_none() {
-            return Err("corrupted: a symbol's name lies outside the string table".to_string());
+            return Err(StructureError::Relocations(
+                "corrupted: a symbol's name lies outside the string table".to_string(),
+            ));
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ impl Agent {
     pub fn identify(&self, want: &str) -> Result<ModuleId, ReloadError> {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let excluded: Vec<String> = self.staged.iter().map(|l| l.path.clone()).collect();
             let module = match layouts.iter().find(|l| l.path == want) {
                 Some(l) => l,
@@ -51,7 +51,7 @@ impl Agent {
     pub fn exe_build_id(&self) -> Option<String> {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let main = mods.first().filter(|m| m.name.is_empty())?;
             private::live_build_id(
                 &mem,

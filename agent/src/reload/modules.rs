@@ -3,7 +3,7 @@
 use super::error::ReloadError;
 use crate::image::{Image, Layout, Memory};
 use crate::sys::mem::LiveMemory;
-use crate::sys::phdr::ModuleInfo;
+use crate::sys::phdr::{LoaderLock, ModuleInfo};
 
 /// Layouts for the loader's module list; the executable gets its real path.
 pub fn layouts(mods: &[ModuleInfo], exe: &str, page: u64) -> Vec<Layout> {
@@ -25,9 +25,9 @@ pub fn layouts(mods: &[ModuleInfo], exe: &str, page: u64) -> Vec<Layout> {
         .collect()
 }
 
-/// Readable memory of every module in `layouts`.
-pub fn live_memory(layouts: &[Layout]) -> LiveMemory {
-    LiveMemory::new(layouts.iter().flat_map(|l| l.readable()).collect())
+/// Readable memory of every module in `layouts` (made from the list read under `lock`).
+pub fn live_memory<'l>(lock: &'l LoaderLock, layouts: &[Layout]) -> LiveMemory<'l> {
+    LiveMemory::new(lock, layouts.iter().flat_map(|l| l.readable()).collect())
 }
 
 /// The module named `want` (a soname, a file name or a path), excluding `excluded` paths (staged
@@ -88,15 +88,15 @@ pub fn find<'l>(
 mod tests {
     use super::*;
     use crate::image::{exports, SlotKind, SymKind};
-    use crate::sys::{dl, phdr, prot};
+    use crate::sys::{dl, page, phdr};
 
     /// The reader over this very test process: libc's `abs` is found where the loader says it
     /// is, with its version, and the executable's GOT holds slots naming libc functions.
     #[test]
     fn reads_the_live_process() {
         phdr::with_modules_locked(|mods| {
-            let layouts = layouts(&mods, "/proc/self/exe", prot::page_size());
-            let mem = live_memory(&layouts);
+            let layouts = layouts(&mods, "/proc/self/exe", page::page_size());
+            let mem = live_memory(mods.lock(), &layouts);
             let libc = find(&layouts, &mem, "libc.so.6", &[]).expect("libc is loaded");
             let image = Image::new(&mem, libc).unwrap();
             let abs = exports(&image, |n| n == b"abs");

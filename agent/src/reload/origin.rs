@@ -77,9 +77,11 @@ pub fn load_dependencies(path: &str, deps: &[String]) -> Result<Vec<dl::Handle>,
             Ok(h) => handles.push(h),
             Err(e) => {
                 unload(handles);
-                return Err(ReloadError::LoadFailed(format!(
-                    "cannot load {dep}, which {path} needs from its own folder ($ORIGIN): {e}"
-                )));
+                return Err(ReloadError::DependencyUnloadable {
+                    dep: dep.clone(),
+                    path: path.to_string(),
+                    cause: e,
+                });
             }
         }
     }
@@ -90,5 +92,47 @@ pub fn load_dependencies(path: &str, deps: &[String]) -> Result<Vec<dl::Handle>,
 pub fn unload(handles: Vec<dl::Handle>) {
     for h in handles.into_iter().rev() {
         dl::close(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::dl::DlError;
+
+    /// A dependency the loader refuses is a typed error naming both files, with the loader's
+    /// refusal as its source, where it used to be one formatted string.
+    #[test]
+    fn an_unloadable_dependency_is_typed() {
+        let dep = "/nonexistent/hotagent-origin-dep.so".to_string();
+        let e = load_dependencies("/tmp/p.so", std::slice::from_ref(&dep)).unwrap_err();
+        assert_eq!(e.code(), hotagent_protocol::ErrorCode::LoadFailed);
+        let ReloadError::DependencyUnloadable {
+            dep: named,
+            path,
+            cause: DlError::Refused(why),
+        } = &e
+        else {
+            panic!("not typed: {e:?}");
+        };
+        assert_eq!((named.as_str(), path.as_str()), (dep.as_str(), "/tmp/p.so"));
+        assert!(why.contains("No such file"), "{why}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot load {dep}, which /tmp/p.so needs from its own folder ($ORIGIN): "
+            )),
+            "{e}"
+        );
+        let nul = load_dependencies("/tmp/p.so", &["a\0b".to_string()]).unwrap_err();
+        assert!(
+            matches!(
+                &nul,
+                ReloadError::DependencyUnloadable {
+                    cause: DlError::NulInPath(_),
+                    ..
+                }
+            ),
+            "{nul:?}"
+        );
     }
 }

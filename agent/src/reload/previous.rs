@@ -145,7 +145,7 @@ impl Agent {
     fn exported_symbols(&self, module: &Layout) -> SymbolTable {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let Some(layout) = layouts.iter().find(|l| l.base == module.base) else {
                 return SymbolTable::default();
             };

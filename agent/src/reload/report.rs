@@ -53,7 +53,7 @@ impl Agent {
             .collect();
         let plan = phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
         });
         let all: Vec<usize> = (0..self.replaced.len()).collect();

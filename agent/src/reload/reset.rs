@@ -33,7 +33,7 @@ impl Agent {
         let page = self.page;
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             private::checkpoint(module, &live, &mem, &layouts, &variables)
         })
         .map_err(|e| ReloadError::PrivateState(e.to_string()))

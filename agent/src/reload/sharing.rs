@@ -117,7 +117,7 @@ impl Agent {
         let page = self.page;
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let build_id = mods.iter().find(|m| m.base == module.base).and_then(|m| {
                 private::live_build_id(
                     &mem,
@@ -154,9 +154,9 @@ pub(super) fn redirect_private(
     };
     let pokes = private::pokes(plan, &at).map_err(|e| e.to_string())?;
     phdr::with_modules_locked(|mods| {
-        let page = crate::sys::prot::page_size();
+        let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
-        let mem = modules::live_memory(&layouts);
+        let mem = modules::live_memory(mods.lock(), &layouts);
         let prot_of = |a: u64| {
             layouts
                 .iter()

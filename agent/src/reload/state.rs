@@ -9,7 +9,7 @@ use crate::entry::Entries;
 use crate::hooks::Hooks;
 use crate::image::{as_plain_function, Layout, SymKind};
 use crate::patch::{Width, Write};
-use crate::sys::{dl, phdr, process, prot};
+use crate::sys::{dl, page, phdr, process};
 use hotagent_protocol::{GenerationInfo, StatusReport, SymbolReport};
 use std::time::Instant;
 
@@ -218,7 +218,7 @@ impl Agent {
             replaced: Vec::new(),
             staged: Vec::new(),
             exe: process::exe(),
-            page: prot::page_size(),
+            page: page::page_size(),
             entries: Entries::default(),
             refused: Vec::new(),
             keep_loaded: None,

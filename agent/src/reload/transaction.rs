@@ -247,7 +247,7 @@ impl Agent {
         let plan = timed(&mut phases.plan_us, || {
             phdr::with_modules_locked(|mods| {
                 let layouts = modules::layouts(&mods, &self.exe, self.page);
-                let mem = modules::live_memory(&layouts);
+                let mem = modules::live_memory(mods.lock(), &layouts);
                 plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
             })
         });
@@ -302,7 +302,7 @@ impl Agent {
                 Err(with_origin_hint(
                     ReloadError::LoadFailed(format!(
                         "cannot load {path}: {}",
-                        e.replace(&staged, path)
+                        e.to_string().replace(&staged, path)
                     )),
                     &c.patch,
                 ))
@@ -842,7 +842,7 @@ impl Agent {
     ) -> Result<(Layout, Vec<Match>, Vec<String>), ReloadError> {
         phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let excluded: Vec<String> = self
                 .staged
                 .iter()

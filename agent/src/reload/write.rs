@@ -38,7 +38,7 @@ impl Agent {
     ) -> Result<Outcome, ReloadError> {
         phdr::with_modules_locked(|mods| {
             let layouts = self.settled_layouts(&mods, settled);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let (plan, writes, symtab) = self.plan_writes(&mem, &layouts, bindings, touched)?;
             let t = Instant::now();
             patch::apply(&writes, &layouts).map_err(|e| {
@@ -70,7 +70,7 @@ impl Agent {
         Entries::stoppable().map_err(ParkedError::NoStop)?;
         phdr::with_modules_locked(|mods| {
             let layouts = self.settled_layouts(&mods, settled);
-            let mem = modules::live_memory(&layouts);
+            let mem = modules::live_memory(mods.lock(), &layouts);
             let (mut plan, mut writes, symtab) = self
                 .plan_writes(&mem, &layouts, bindings, touched)
                 .map_err(ParkedError::Write)?;

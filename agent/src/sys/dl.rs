@@ -25,24 +25,35 @@ fn last_error() -> String {
     }
 }
 
-fn c_string(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+/// Why `dlopen` gave no handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DlError {
+    /// The path cannot be handed to the loader at all.
+    #[error("{0:?} contains a NUL byte")]
+    NulInPath(String),
+    /// The loader refused: its own message.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// `dlopen(path, flags)`; the error is the loader's own message.
-pub fn open(path: &str, flags: i32) -> Result<Handle, String> {
+fn c_string(s: &str) -> Result<CString, DlError> {
+    CString::new(s).map_err(|_| DlError::NulInPath(s.to_string()))
+}
+
+/// `dlopen(path, flags)`; a refusal carries the loader's own message.
+pub fn open(path: &str, flags: i32) -> Result<Handle, DlError> {
     let c = c_string(path)?;
     // SAFETY: c is a valid C string; dlopen has no other preconditions.
     let h = unsafe { libc::dlopen(c.as_ptr(), flags) };
     if h.is_null() {
-        Err(last_error())
+        Err(DlError::Refused(last_error()))
     } else {
         Ok(Handle(h as usize))
     }
 }
 
 /// Loads a new library: every reference resolved now, its symbols kept out of the global scope.
-pub fn open_now_local(path: &str) -> Result<Handle, String> {
+pub fn open_now_local(path: &str) -> Result<Handle, DlError> {
     open(path, libc::RTLD_NOW | libc::RTLD_LOCAL)
 }
 

@@ -1,23 +1,29 @@
 //! Raw reads and atomic stores into the live image.
 
+use super::phdr::LoaderLock;
 use crate::image::{Layout, Memory, Segment};
 
 /// The readable memory of the loaded modules: reads outside a module's readable `PT_LOAD`
-/// segments are refused instead of faulting.
-pub struct LiveMemory {
+/// segments are refused instead of faulting. Borrows the loader lock's token, so it cannot
+/// outlive the lock that keeps those modules mapped.
+pub struct LiveMemory<'l> {
     ranges: Vec<Segment>,
+    _lock: &'l LoaderLock,
 }
 
-impl LiveMemory {
-    /// `ranges` must be readable segments of modules that stay mapped while this value is used
-    /// (callers hold the loader's list lock, see `sys::phdr::with_modules_locked`).
-    pub fn new(mut ranges: Vec<Segment>) -> Self {
+impl<'l> LiveMemory<'l> {
+    /// `ranges` must be readable segments of modules in the list read under `lock` (see
+    /// `sys::phdr::with_modules_locked`).
+    pub fn new(lock: &'l LoaderLock, mut ranges: Vec<Segment>) -> Self {
         ranges.sort_by_key(|r| r.start);
-        LiveMemory { ranges }
+        LiveMemory {
+            ranges,
+            _lock: lock,
+        }
     }
 }
 
-impl Memory for LiveMemory {
+impl Memory for LiveMemory<'_> {
     fn tail(&self, addr: u64) -> Option<&[u8]> {
         let i = self.ranges.partition_point(|r| r.start <= addr);
         let r = self.ranges.get(i.checked_sub(1)?)?;
@@ -26,7 +32,7 @@ impl Memory for LiveMemory {
         }
         let len = usize::try_from(r.end - addr).ok()?;
         // SAFETY: [addr, r.end) lies inside a readable PT_LOAD segment of a module that stays
-        // mapped while `self` lives (the constructor's contract). The bytes may be written by
+        // mapped while `self` lives: it borrows the token of the loader lock it was read under. The bytes may be written by
         // other threads only where they are GOT slots, which are read through `slot` instead.
         Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
     }
@@ -92,11 +98,13 @@ pub fn own_address() -> u64 {
 
 /// A page of our own, mapped read-write near an address: code to be filled and then made
 /// executable, or data that stays read-write. It is never unmapped: code in it may be running at
-/// any time, and running code reads its data.
+/// any time, and running code reads its data. Its fields are private, so the range written by
+/// `fill` and `store_u64` is always this mapping, and `writable` says truly whether it may be.
 #[derive(Debug)]
 pub struct OwnPage {
-    pub addr: u64,
-    pub len: u64,
+    addr: u64,
+    len: u64,
+    writable: bool,
 }
 
 impl OwnPage {
@@ -110,35 +118,46 @@ impl OwnPage {
             libc::PROT_READ | libc::PROT_WRITE
         };
         super::raw::map_anonymous_at(addr, len, prot).map_err(std::io::Error::from_raw_os_error)?;
-        Ok(OwnPage { addr, len })
+        Ok(OwnPage {
+            addr,
+            len,
+            writable: !exec,
+        })
     }
 
-    /// Copies `bytes` at offset `off` of a read-write page; out-of-range writes are ignored.
+    /// Where the page starts.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Copies `bytes` at offset `off`; ignored when out of range or when the page was mapped
+    /// read+execute (it is filled through `/proc/self/mem` then).
     pub fn fill(&mut self, off: u64, bytes: &[u8]) {
-        if off + bytes.len() as u64 > self.len {
+        if !self.writable || off.saturating_add(bytes.len() as u64) > self.len {
             return;
         }
-        // SAFETY: the range lies inside our own mapping, still read-write (not sealed yet).
+        // SAFETY: the range lies inside our own mapping, read-write (`writable`, and `seal`,
+        // which takes that away, consumes the page).
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), (self.addr + off) as *mut u8, bytes.len())
         };
     }
 
     /// Atomically stores `value` in the aligned 8-byte slot at offset `off` (ignored when out of
-    /// range or misaligned). Allocates nothing: fine while threads are parked.
+    /// range, misaligned or not writable). Allocates nothing: fine while threads are parked.
     pub fn store_u64(&self, off: u64, value: u64) {
-        if !off.is_multiple_of(8) || off + 8 > self.len {
+        if !self.writable || !off.is_multiple_of(8) || off.saturating_add(8) > self.len {
             return;
         }
-        // SAFETY: aligned, inside our own mapping, which stays read-write (data pages are never
-        // sealed) and mapped for the life of the process.
+        // SAFETY: aligned, inside our own mapping, which is read-write (`writable`; data pages
+        // are never sealed) and mapped for the life of the process.
         unsafe { std::sync::atomic::AtomicU64::from_ptr((self.addr + off) as *mut u64) }
             .store(value, std::sync::atomic::Ordering::Release);
     }
 
     /// Atomically reads the aligned 8-byte slot at offset `off` (0 when out of range).
     pub fn load_u64(&self, off: u64) -> u64 {
-        if !off.is_multiple_of(8) || off + 8 > self.len {
+        if !off.is_multiple_of(8) || off.saturating_add(8) > self.len {
             return 0;
         }
         // SAFETY: as in `store_u64`.
@@ -153,7 +172,10 @@ impl OwnPage {
 
     /// Makes the page read+execute for good.
     pub fn seal(self) -> std::io::Result<u64> {
-        let r = super::prot::mprotect(self.addr, self.len, libc::PROT_READ | libc::PROT_EXEC);
+        // SAFETY: our own mapping; nothing runs in it or reads it yet.
+        let r = unsafe {
+            super::mprotect::mprotect(self.addr, self.len, libc::PROT_READ | libc::PROT_EXEC)
+        };
         if r.is_err() {
             // Never executable, so nobody can be running in it.
             // SAFETY: our own mapping, which nothing references yet.
@@ -196,4 +218,47 @@ pub fn restore_runs(module: &Layout, runs: &[(u64, Vec<u8>)]) -> u64 {
         written += bytes.len() as u64;
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page-aligned address with nothing mapped there right now.
+    fn free_address(len: u64) -> u64 {
+        // SAFETY: a fresh anonymous mapping, unmapped at once; only its address is kept.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::munmap(p, len as usize);
+            p as u64
+        }
+    }
+
+    #[test]
+    fn own_page_writes_only_when_mapped_writable() {
+        let len = super::super::page::page_size();
+        let mut data = OwnPage::map_at(free_address(len), len, false).unwrap();
+        data.fill(0, &[1, 2, 3]);
+        data.store_u64(8, 42);
+        assert_eq!(data.load_u64(0) & 0xff_ffff, 0x03_0201);
+        assert_eq!(data.load_u64(8), 42);
+        data.fill(len - 1, &[1, 2]);
+        data.store_u64(len, 1);
+        // A read+execute page: before `writable`, `fill` and `store_u64` wrote into it and the
+        // test process died of SIGSEGV.
+        let mut code = OwnPage::map_at(free_address(len), len, true).unwrap();
+        code.fill(0, &[0xcc]);
+        code.store_u64(0, 7);
+        assert_eq!(code.load_u64(0), 0);
+        assert!(code.addr().is_multiple_of(len));
+        code.discard();
+    }
 }

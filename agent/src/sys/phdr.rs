@@ -7,6 +7,8 @@
 
 use std::any::Any;
 use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// One program header, as the loader reports it (addresses relative to `base`).
@@ -121,8 +123,38 @@ pub fn snapshot() -> Vec<ModuleInfo> {
     collect.modules
 }
 
+/// Proof that the loader's list lock is held: only [`with_modules_locked`] makes one, and lends it
+/// for the duration of its work, so whatever borrows it cannot outlive the lock. Not `Send`: the
+/// lock belongs to the thread that took it.
+#[derive(Debug)]
+pub struct LoaderLock {
+    _held_by_this_thread: PhantomData<*const ()>,
+}
+
+/// The module list read under the loader's list lock, with the lock's token: every module in it
+/// stays mapped while this value (or anything borrowing [`LockedModules::lock`]) lives.
+#[derive(Debug)]
+pub struct LockedModules<'l> {
+    modules: Vec<ModuleInfo>,
+    lock: &'l LoaderLock,
+}
+
+impl<'l> LockedModules<'l> {
+    /// The token of the lock under which the list was read.
+    pub fn lock(&self) -> &'l LoaderLock {
+        self.lock
+    }
+}
+
+impl Deref for LockedModules<'_> {
+    type Target = [ModuleInfo];
+    fn deref(&self) -> &[ModuleInfo] {
+        &self.modules
+    }
+}
+
 struct Locked<'f> {
-    work: Option<&'f mut dyn FnMut(Vec<ModuleInfo>)>,
+    work: Option<&'f mut dyn FnMut(LockedModules<'_>)>,
     panic: Option<Box<dyn Any + Send>>,
 }
 
@@ -135,7 +167,14 @@ unsafe extern "C" fn locked_cb(
     let locked = unsafe { &mut *(data as *mut Locked<'_>) };
     if let Some(work) = locked.work.take() {
         // Inner iteration under the same (recursive) lock: the full, stable list.
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| work(snapshot()))) {
+        let lock = LoaderLock {
+            _held_by_this_thread: PhantomData,
+        };
+        let modules = || LockedModules {
+            modules: snapshot(),
+            lock: &lock,
+        };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| work(modules()))) {
             locked.panic = Some(p);
         }
     }
@@ -144,10 +183,10 @@ unsafe extern "C" fn locked_cb(
 
 /// Runs `work` over the module list while holding the loader's list lock. `work` must not call
 /// `dlopen`, `dlclose` or `dlsym` (they take the loader's other lock in the opposite order).
-pub fn with_modules_locked<R>(work: impl FnOnce(Vec<ModuleInfo>) -> R) -> R {
+pub fn with_modules_locked<R>(work: impl FnOnce(LockedModules<'_>) -> R) -> R {
     let mut work = Some(work);
     let mut out = None;
-    let mut run = |mods: Vec<ModuleInfo>| {
+    let mut run = |mods: LockedModules<'_>| {
         if let Some(w) = work.take() {
             out = Some(w(mods));
         }

@@ -164,20 +164,23 @@ pub fn encode(spec: &ThunkSpec) -> [u8; THUNK_SIZE] {
 /// memory executable, the bytes are written into a fresh read+execute mapping through
 /// `/proc/self/mem` instead.
 pub fn install(len: usize, build: impl Fn(u64) -> Vec<u8>) -> io::Result<u64> {
-    let len = len.next_multiple_of(super::prot::page_size() as usize);
+    let len = len.next_multiple_of(super::page::page_size() as usize);
     let rw = map_anywhere(len, libc::PROT_READ | libc::PROT_WRITE)?;
     let bytes = build(rw);
     assert!(bytes.len() <= len, "thunk image larger than its mapping");
     // SAFETY: our fresh mapping of `len` bytes, read-write, not known to anyone yet.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), rw as *mut u8, bytes.len()) };
-    if super::prot::mprotect(rw, len as u64, libc::PROT_READ | libc::PROT_EXEC).is_ok() {
+    // SAFETY: our fresh mapping, not known to anyone yet.
+    let sealed =
+        unsafe { super::mprotect::mprotect(rw, len as u64, libc::PROT_READ | libc::PROT_EXEC) };
+    if sealed.is_ok() {
         return Ok(rw);
     }
     // SAFETY: the mapping just made; nothing references it.
     let _ = unsafe { raw::munmap(rw, len as u64) };
     let rx = map_anywhere(len, libc::PROT_READ | libc::PROT_EXEC)?;
-    let written = super::prot::open_proc_mem()
-        .and_then(|mem| super::prot::write_through_proc_mem(&mem, rx, &build(rx)));
+    let written = super::self_mem::open_proc_mem()
+        .and_then(|mem| super::self_mem::write_through_proc_mem(&mem, rx, &build(rx)));
     if let Err(e) = written {
         // SAFETY: as above: never handed out.
         let _ = unsafe { raw::munmap(rx, len as u64) };

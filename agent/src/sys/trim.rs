@@ -21,7 +21,7 @@ const CHUNK: usize = 512;
 
 /// Drops this process's entries for the agent's own read-only segments; the bytes released.
 pub fn release_own_pages() -> u64 {
-    let page = super::prot::page_size();
+    let page = super::page::page_size();
     let me = release_own_pages as *const () as usize as u64;
     let Some(module) = phdr::snapshot()
         .into_iter()

@@ -52,34 +52,68 @@ pub fn build_id_in_notes(mut b: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Why the file on disk cannot be proven to be the module that is mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path} on disk is not the build that is loaded (build-id {file}, loaded {loaded}): it was replaced since the program started")]
+    OtherBuild {
+        path: String,
+        file: String,
+        loaded: String,
+    },
+    #[error("{path} on disk is not the build that is loaded (one has a build-id, the other not)")]
+    OneBuildId { path: String },
+    #[error("cannot stat {path}: {source}")]
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read /proc/self/maps: {0}")]
+    Maps(#[source] std::io::Error),
+    #[error("no mapping of {path} starts at {first_page:#x}")]
+    NotMapped { path: String, first_page: u64 },
+    #[error("{path} on disk is not the file that is mapped (no build-id to compare; device and inode differ): it was replaced since the program started")]
+    OtherFile { path: String },
+}
+
 /// Checks that `path` (whose bytes are `file_build_id`'s) is what is mapped; the error says why
 /// it cannot be proven.
-pub fn prove(path: &str, live: &LiveIdentity, file_build_id: Option<&[u8]>) -> Result<(), String> {
+pub fn prove(
+    path: &str,
+    live: &LiveIdentity,
+    file_build_id: Option<&[u8]>,
+) -> Result<(), IdentityError> {
     match (&live.build_id, file_build_id) {
         (Some(l), Some(f)) if l.as_slice() == f => Ok(()),
-        (Some(l), Some(f)) => Err(format!(
-            "{path} on disk is not the build that is loaded (build-id {}, loaded {}): it was replaced since the program started",
-            hex(f),
-            hex(l)
-        )),
-        (Some(_), None) | (None, Some(_)) => Err(format!(
-            "{path} on disk is not the build that is loaded (one has a build-id, the other not)"
-        )),
+        (Some(l), Some(f)) => Err(IdentityError::OtherBuild {
+            path: path.to_string(),
+            file: hex(f),
+            loaded: hex(l),
+        }),
+        (Some(_), None) | (None, Some(_)) => Err(IdentityError::OneBuildId {
+            path: path.to_string(),
+        }),
         (None, None) => same_inode(path, live.first_page),
     }
 }
 
 /// Without build-ids: the file's device and inode must be those of the module's mapping.
-fn same_inode(path: &str, first_page: u64) -> Result<(), String> {
+fn same_inode(path: &str, first_page: u64) -> Result<(), IdentityError> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).map_err(|e| format!("cannot stat {path}: {e}"))?;
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+    let md = std::fs::metadata(path).map_err(|source| IdentityError::Stat {
+        path: path.to_string(),
+        source,
+    })?;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(IdentityError::Maps)?;
     let want = format!("{first_page:x}-");
-    let line = maps
-        .lines()
-        .find(|l| l.starts_with(&want))
-        .ok_or_else(|| format!("no mapping of {path} starts at {first_page:#x}"))?;
+    let line =
+        maps.lines()
+            .find(|l| l.starts_with(&want))
+            .ok_or_else(|| IdentityError::NotMapped {
+                path: path.to_string(),
+                first_page,
+            })?;
     let mut f = line.split_whitespace().skip(3);
     let (dev, ino) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
     let (maj, min) = dev.split_once(':').unwrap_or(("", ""));
@@ -93,9 +127,9 @@ fn same_inode(path: &str, first_page: u64) -> Result<(), String> {
     if mapped == file {
         Ok(())
     } else {
-        Err(format!(
-            "{path} on disk is not the file that is mapped (no build-id to compare; device and inode differ): it was replaced since the program started"
-        ))
+        Err(IdentityError::OtherFile {
+            path: path.to_string(),
+        })
     }
 }
 
@@ -132,6 +166,14 @@ mod tests {
         };
         assert!(prove("x.so", &live, Some(&[1, 2])).is_ok());
         let e = prove("x.so", &live, Some(&[1, 3])).unwrap_err();
-        assert!(e.contains("build-id 0103, loaded 0102"), "{e}");
+        assert!(matches!(e, IdentityError::OtherBuild { .. }), "{e:?}");
+        assert!(e.to_string().contains("build-id 0103, loaded 0102"), "{e}");
+        let none = LiveIdentity {
+            build_id: None,
+            first_page: 0,
+        };
+        let e = prove("/nonexistent/x.so", &none, None).unwrap_err();
+        assert!(matches!(e, IdentityError::Stat { .. }), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -108,14 +108,14 @@ pub fn apply(
             });
         }
     }
-    let file = crate::sys::prot::open_proc_mem().ok();
+    let file = crate::sys::self_mem::open_proc_mem().ok();
     let fd = file.as_ref().map_or(-1, |f| f.as_raw_fd());
     for p in pokes {
         let prot = prot_of(p.addr).ok_or_else(|| RedirectError::Write {
             addr: p.addr,
             why: "no segment of the new copy holds it".to_string(),
         })?;
-        crate::sys::prot::poke_code(fd, p.addr, &p.value, prot).map_err(|why| {
+        crate::sys::self_mem::poke_code(fd, p.addr, &p.value, prot).map_err(|why| {
             RedirectError::Write {
                 addr: p.addr,
                 why: format!("it cannot be written ({why})"),

@@ -83,7 +83,7 @@ pub fn checkpoint(
     };
     let bytes = std::fs::read(path).map_err(|e| refuse(format!("cannot read {path}: {e}")))?;
     let view = FileView::parse(&bytes).map_err(|e| refuse(format!("{path}: {e}")))?;
-    identity::prove(path, live, view.build_id().as_deref()).map_err(refuse)?;
+    identity::prove(path, live, view.build_id().as_deref()).map_err(|e| refuse(e.to_string()))?;
     let mut own = Part {
         path: path.to_string(),
         base: module.base,
