@@ -18,6 +18,7 @@ mod discard;
 mod entries;
 mod error;
 mod facts;
+mod index;
 mod guard;
 mod hooked;
 mod identify;
