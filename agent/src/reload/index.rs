@@ -126,3 +126,77 @@ impl SlotIndex {
             .map(|(_, index)| index)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::synthetic::Synthetic;
+    use crate::image::{SliceMemory, R_GLOB_DAT, R_JUMP_SLOT};
+    use crate::reload::plan::{plan_indexed, Binding};
+
+    const BASE: u64 = 0x40_0000;
+    const OLD: u64 = 0x7000_1000;
+    const NEW: u64 = 0x7100_2000;
+
+    fn mem(syn: &Synthetic) -> SliceMemory<'_> {
+        SliceMemory {
+            base: syn.base,
+            bytes: &syn.bytes,
+        }
+    }
+
+    /// A module unloaded and another mapped at its base under the same path must not be
+    /// planned with the first one's slots.
+    #[test]
+    fn a_module_replaced_at_the_same_base_is_indexed_afresh() {
+        let first = Synthetic::new(BASE, &[("foo", R_GLOB_DAT, OLD)]);
+        let second = Synthetic::new(BASE, &[("foo", R_GLOB_DAT, OLD), ("bar", R_JUMP_SLOT, OLD)]);
+        assert_eq!(first.layout.path, second.layout.path);
+        let mut index = SlotIndex::default();
+        index.refresh(&mem(&first), std::slice::from_ref(&first.layout));
+        assert!(index.get(&first.layout).unwrap().slots(b"bar").is_empty());
+        index.refresh(&mem(&second), std::slice::from_ref(&second.layout));
+        let bar = index.get(&second.layout).unwrap().slots(b"bar");
+        assert_eq!(bar.len(), 1);
+        assert_eq!(bar[0].addr, second.slots[1]);
+    }
+
+    #[test]
+    fn modules_no_longer_loaded_are_dropped() {
+        let syn = Synthetic::new(BASE, &[("foo", R_GLOB_DAT, OLD)]);
+        let mut index = SlotIndex::default();
+        index.refresh(&mem(&syn), std::slice::from_ref(&syn.layout));
+        assert!(index.get(&syn.layout).is_some());
+        index.refresh(&mem(&syn), &[]);
+        assert!(index.get(&syn.layout).is_none());
+    }
+
+    /// The index holds where slots are, never what they hold: a plan made from an index built
+    /// earlier sees the values slots hold now (a lazy slot resolved, a slot switched).
+    #[test]
+    fn values_are_read_when_planning_not_when_indexing() {
+        let mut syn = Synthetic::new(BASE, &[("foo", R_GLOB_DAT, 0x1234)]);
+        let mut index = SlotIndex::default();
+        index.refresh(&mem(&syn), std::slice::from_ref(&syn.layout));
+        let binding = Binding {
+            name: "foo".into(),
+            known: vec![OLD],
+            target: NEW,
+            only_in: None,
+        };
+        let plan = |syn: &Synthetic, index: &SlotIndex| {
+            let m = mem(syn);
+            plan_indexed(
+                &m,
+                [(&syn.layout, index.get(&syn.layout).unwrap())],
+                std::slice::from_ref(&binding),
+            )
+        };
+        assert!(plan(&syn, &index).writes.is_empty());
+        let at = (syn.slots[0] - BASE) as usize;
+        syn.bytes[at..at + 8].copy_from_slice(&OLD.to_le_bytes());
+        let writes = plan(&syn, &index).writes;
+        assert_eq!(writes.len(), 1);
+        assert_eq!((writes[0].expected, writes[0].value), (OLD, NEW));
+    }
+}
