@@ -21,6 +21,7 @@ mod facts;
 mod guard;
 mod hooked;
 mod identify;
+mod index;
 mod lookup;
 mod modules;
 mod origin;

@@ -5,7 +5,8 @@
 //! or a generation's). Anything else — a lazy-binding stub, an interposed definition, a canonical
 //! PLT entry — is counted and left alone. Pure code over `Memory`, so it can be tested on buffers.
 
-use crate::image::{Image, Layout, Memory, SlotKind};
+use super::index::{ModuleIndex, Slot};
+use crate::image::{Layout, Memory, SlotKind};
 use crate::patch::Write;
 use std::collections::HashMap;
 
@@ -43,20 +44,33 @@ pub struct Plan {
     pub tallies: Vec<Tally>,
 }
 
-/// Plans the slot writes for `bindings` across `layouts`, skipping the modules based at `skip`.
+/// Plans the slot writes for `bindings` across `layouts`, skipping the modules based at `skip`,
+/// reading each module's relocations afresh (see [`plan_indexed`] for the agent's cached way).
 pub fn plan_slots<M: Memory>(
     mem: &M,
     layouts: &[Layout],
     bindings: &[Binding],
     skip: &[u64],
 ) -> Plan {
+    let indexed: Vec<(&Layout, ModuleIndex)> = layouts
+        .iter()
+        .filter(|l| !skip.contains(&l.base))
+        .filter_map(|l| Some((l, ModuleIndex::build(mem, l)?)))
+        .collect();
+    plan_indexed(mem, indexed.iter().map(|(l, i)| (*l, i)), bindings)
+}
+
+/// Plans the slot writes for `bindings` over `modules`, each with its slot index: only the
+/// slots whose relocation names a binding's symbol are read.
+pub fn plan_indexed<'a, M: Memory>(
+    mem: &M,
+    modules: impl IntoIterator<Item = (&'a Layout, &'a ModuleIndex)>,
+    bindings: &[Binding],
+) -> Plan {
     let mut by_name: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (i, b) in bindings.iter().enumerate() {
         by_name.entry(b.name.as_bytes()).or_default().push(i);
     }
-    // Values first: a slot's value is one load, its symbol's name a table walk. Only a slot that
-    // holds a known address, or a GOT/PLT slot (for the lazy and "bound elsewhere" counts), needs
-    // its name; the many data pointers of C++ vtables and tables do not.
     let mut any_known: Vec<u64> = bindings
         .iter()
         .flat_map(|b| b.known.iter().copied())
@@ -67,31 +81,24 @@ pub fn plan_slots<M: Memory>(
         writes: Vec::new(),
         tallies: vec![Tally::default(); bindings.len()],
     };
-    for layout in layouts.iter().filter(|l| !skip.contains(&l.base)) {
-        let Ok(image) = Image::new(mem, layout) else {
-            continue;
-        };
-        for reloc in image.relocations() {
-            let Some(kind) = SlotKind::from_type(reloc.r_type) else {
+    let mut hits: Vec<(Slot, &Vec<usize>)> = Vec::new();
+    for (layout, index) in modules {
+        hits.clear();
+        for (name, candidates) in &by_name {
+            hits.extend(index.slots(name).iter().map(|s| (*s, candidates)));
+        }
+        // The relocation tables' order, as a walk over them would give.
+        hits.sort_unstable_by_key(|(s, _)| s.order);
+        for &(slot, candidates) in &hits {
+            let kind = slot.kind;
+            let Some(value) = mem.slot(slot.addr) else {
                 continue;
             };
-            if reloc.sym == 0 {
-                continue;
-            }
-            let Some(value) = mem.slot(reloc.slot) else {
-                continue;
-            };
-            let base_value = value.wrapping_sub(reloc.addend as u64);
+            let base_value = value.wrapping_sub(slot.addend as u64);
             let known = any_known.binary_search(&base_value).is_ok();
             if !known && kind == SlotKind::Abs64 {
                 continue;
             }
-            let Some(sym) = image.symbol(reloc.sym) else {
-                continue;
-            };
-            let Some(candidates) = by_name.get(sym.name) else {
-                continue;
-            };
             let applicable = candidates
                 .iter()
                 .copied()
@@ -109,9 +116,9 @@ pub fn plan_slots<M: Memory>(
                 let name = layout.file_name();
                 if base_value != b.target {
                     plan.writes.push(Write::slot(
-                        reloc.slot,
+                        slot.addr,
                         value,
-                        b.target.wrapping_add(reloc.addend as u64),
+                        b.target.wrapping_add(slot.addend as u64),
                     ));
                     t.slots += 1;
                     if !t.modules.iter().any(|m| m == name) {

@@ -274,8 +274,18 @@ impl Agent {
             return Ok(());
         }
         let why = Entries::stoppable().err().or_else(|| {
+            // Whether text can be written is a property of its page (its mapping's protection
+            // and backing), and each probe opens /proc/self/mem: one probe per page. The
+            // entries jump now, so the reload found each site itself writable.
+            let mut pages: Vec<u64> = Vec::new();
             stray
                 .iter()
+                .filter(|w| {
+                    let page = w.addr & !(self.page - 1);
+                    let first = !pages.contains(&page);
+                    pages.push(page);
+                    first
+                })
                 .find_map(|w| self.entries.feasible(w.addr).err())
                 .map(|e| format!("its first bytes cannot be written: {e}"))
         });

@@ -208,6 +208,8 @@ pub struct Agent {
     /// What the last reload staged (size, hash, build-id), for the history: taken from the
     /// sealed copy once, never re-read from the path.
     pub(super) staged_facts: Option<super::StagedFacts>,
+    /// Every settled module's switchable slots, read once per module (see `index.rs`).
+    pub(super) slot_index: std::sync::Mutex<super::index::SlotIndex>,
 }
 
 impl Agent {
@@ -226,6 +228,7 @@ impl Agent {
             at_startup: Vec::new(),
             reverted: Vec::new(),
             staged_facts: None,
+            slot_index: Default::default(),
         }
     }
 

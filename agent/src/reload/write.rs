@@ -2,7 +2,7 @@
 
 use super::error::ReloadError;
 use super::modules;
-use super::plan::{plan_slots, Binding, Plan};
+use super::plan::{plan_indexed, Binding, Plan};
 use super::state::{micros, Agent};
 use crate::entry::Entries;
 use crate::hooks::{Phase, Session, Stopped};
@@ -163,8 +163,7 @@ impl Agent {
         bindings: &[Binding],
         touched: &[usize],
     ) -> Result<(Plan, Vec<Write>, usize), ReloadError> {
-        let skip = [self_base(layouts)];
-        let plan = plan_slots(mem, layouts, bindings, &skip);
+        let plan = self.plan_cached(mem, layouts, bindings, true);
         let mut writes = plan.writes.clone();
         let mut symtab = 0;
         for (&i, b) in touched.iter().zip(bindings) {
@@ -187,13 +186,33 @@ impl Agent {
         Ok((plan, writes, symtab))
     }
 
+    /// The plan over `layouts` (settled modules) but the agent's own, from the slot index;
+    /// `refresh` first brings the index up to date with `layouts` (once per locked pass).
+    fn plan_cached(
+        &self,
+        mem: &LiveMemory,
+        layouts: &[Layout],
+        bindings: &[Binding],
+        refresh: bool,
+    ) -> Plan {
+        let me = self_base(layouts);
+        let mut index = self.slot_index.lock().unwrap_or_else(|p| p.into_inner());
+        if refresh {
+            index.refresh(mem, layouts);
+        }
+        let modules = layouts
+            .iter()
+            .filter(|l| l.base != me)
+            .filter_map(|l| Some((l, index.get(l)?)));
+        plan_indexed(mem, modules, bindings)
+    }
+
     /// Re-plans up to [`VERIFY_ROUNDS`] times to catch a slot the lazy resolver bound to an older
     /// generation while we were writing; returns how many slots it rebound.
     fn verify(&self, mem: &LiveMemory, layouts: &[Layout], bindings: &[Binding]) -> usize {
-        let skip = [self_base(layouts)];
         let mut fixes = 0;
         for _ in 0..VERIFY_ROUNDS {
-            let again = plan_slots(mem, layouts, bindings, &skip);
+            let again = self.plan_cached(mem, layouts, bindings, false);
             if again.writes.is_empty() {
                 break;
             }
