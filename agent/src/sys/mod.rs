@@ -22,6 +22,7 @@ pub mod secure;
 pub mod setxid;
 pub mod shadow_ffi;
 pub mod socket;
+pub mod stacks;
 pub mod stop;
 pub mod task;
 pub mod thread;
