@@ -10,6 +10,7 @@ mod fleet;
 mod hooks;
 mod load;
 mod probation;
+mod flat;
 mod soak;
 mod trying;
 mod whole;
