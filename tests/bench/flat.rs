@@ -40,7 +40,7 @@ impl Flat {
     /// run), and the last.
     pub fn sample_at(i: usize, cycles: usize) -> bool {
         let step = if cycles >= 2000 { 1000 } else { 100 };
-        i == 10 || i == 100 || i % step == 0 || i == cycles
+        i == 10 || i == 100 || i.is_multiple_of(step) || i == cycles
     }
 
     /// The median of the last `WINDOW` reload times, µs.

@@ -127,7 +127,7 @@ mod tests {
             let _ = std::hint::black_box(rx.recv());
         }
         let t = std::thread::spawn(move || marker(rx));
-        let at = marker as usize as u64;
+        let at = marker as *const () as usize as u64;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Until the thread has reached its sleep.
         let found = loop {
