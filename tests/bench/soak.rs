@@ -19,8 +19,14 @@ pub fn run() -> i32 {
     let threads: usize = env_parse("SOAK_THREADS").unwrap_or(8);
     let mut out = String::from("# hotagent soak\n\n");
     let mut ok = true;
-    ok &= hammer(cycles, threads, &mut out);
-    ok &= serve(cycles, &mut out);
+    // `SOAK_ONLY=hammer` or `serve`: one of the two runs (a 10,000-cycle run of both is long).
+    let only = std::env::var("SOAK_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "hammer" {
+        ok &= hammer(cycles, threads, &mut out);
+    }
+    if only.is_empty() || only == "serve" {
+        ok &= serve(cycles, &mut out);
+    }
     let dir = target_dir().join("bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("soak.md"), &out);
@@ -67,12 +73,14 @@ fn hammer(cycles: usize, threads: usize, out: &mut String) -> bool {
         if Flat::sample_at(i, cycles) {
             let (calls, bad, errors) = counters(&t.cmd("stats"));
             ok &= bad == 0 && errors == 0 && t.is_alive();
-            let _ = writeln!(
-                out,
+            let row = format!(
                 "| {i} | {calls} | {bad} | {errors} | {} KiB | {} µs |",
                 rss_kib(t.pid()),
                 flat.median()
             );
+            // Progress, for a run that takes long: the table itself is printed at the end.
+            eprintln!("{row}");
+            let _ = writeln!(out, "{row}");
         }
     }
     t.expect("version", 1);
