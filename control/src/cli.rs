@@ -220,6 +220,17 @@ pub enum Command {
     /// Compare two builds of a library: functions added, removed and changed (as
     /// `reload --changed-only` decides), exported data whose size changed.
     Diff(DiffArgs),
+    /// Unload retired generation GEN (rolled back, no longer on the stack); refused while a
+    /// slot, symbol-table entry, entry jump or thread still leads into it. A function pointer the
+    /// program holds cannot be seen: you vouch for those.
+    Purge(PurgeArgs),
+}
+
+/// `hotctl purge GEN`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The retired generation to unload.
+    pub generation: u32,
 }
 
 /// `hotctl diff OLD NEW`.

@@ -300,6 +300,7 @@ fn verb(request: &Request) -> &'static str {
         Request::Status(_) => "status request",
         Request::Commit(_) => "commit",
         Request::History(_) => "history request",
+        Request::Purge(_) => "purge",
     }
 }
 
@@ -559,6 +560,7 @@ pub fn unexpected(response: Response, asked: &str) -> anyhow::Error {
         Response::Ready => "ready",
         Response::Died(_) => "died",
         Response::History(_) => "history",
+        Response::Purge(_) => "purge",
     };
     anyhow::anyhow!("the agent answered a {asked} request with a {kind} report")
 }

@@ -26,6 +26,7 @@ mod output;
 mod passfd;
 mod persisted;
 mod places;
+mod purge;
 mod quick_connect;
 mod reload;
 mod render;
@@ -92,6 +93,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Man(args) => docs_gen::man(args.dir.as_deref(), &mut out)?,
         Command::History => history::run(&dir, &cli.global, &mut out)?,
         Command::Diff(args) => diff::run(&cli.global, args, &mut out)?,
+        Command::Purge(args) => purge::run(&dir, &cli.global, args.generation, &mut out)?,
     }
     out.flush()?;
     Ok(())

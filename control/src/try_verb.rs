@@ -267,7 +267,7 @@ mod tests {
                     warnings: Vec::new(),
                     unmigrate_us: 0,
                 }),
-                Request::Commit(_) | Request::History(_) => return None,
+                Request::Commit(_) | Request::History(_) | Request::Purge(_) => return None,
             };
             tx.send(request).unwrap();
             Some(answer)

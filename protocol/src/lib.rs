@@ -11,6 +11,7 @@ mod framing;
 mod history;
 pub mod journal;
 mod paths;
+mod purge;
 mod wire;
 
 pub use framing::{decode_request, encode_line, FrameError, MAX_LINE_BYTES};
@@ -18,6 +19,7 @@ pub use history::{HistoryEvent, HistoryReport, Outcome};
 pub use paths::{
     registry_dir, registry_uid, socket_dir, socket_path, REGISTRY_PREFIX, SOCKET_SUFFIX,
 };
+pub use purge::{PurgeReport, PurgeRequest};
 pub use wire::*;
 
 /// Bumped whenever a field changes meaning; added optional fields do not bump it.

@@ -16,6 +16,8 @@ pub enum Request {
     Commit(NoArgs),
     /// Every reload, rollback and revert the agent remembers, with its outcome.
     History(NoArgs),
+    /// Unload a retired generation (nothing the agent can see leads into it any more).
+    Purge(crate::PurgeRequest),
 }
 
 impl Request {
@@ -48,7 +50,9 @@ impl Request {
                 confirm: r.confirm,
                 settle_ms: r.settle_ms,
             },
-            Request::Status(_) | Request::Commit(_) | Request::History(_) => Control::default(),
+            Request::Status(_) | Request::Commit(_) | Request::History(_) | Request::Purge(_) => {
+                Control::default()
+            }
         }
     }
 }
@@ -177,6 +181,7 @@ pub enum Response {
     /// after) the answer. The process then dies exactly as it would have without the agent.
     Died(DiedReport),
     History(crate::HistoryReport),
+    Purge(crate::PurgeReport),
 }
 
 /// The fatal signal a process is dying of (`{"kind":"died","signal":11}`).
@@ -218,6 +223,8 @@ pub enum ErrorCode {
     HookRefused,
     /// The current generation is on probation: roll it back, or wait until it passes.
     OnProbation,
+    /// A purge was refused: the generation is current, live, unknown, or still in use.
+    PurgeRefused,
 }
 
 /// An error answer.

@@ -6,6 +6,7 @@
 //! cannot rot); figures from a quick run mean nothing. `BENCH_ONLY=WORD` runs only the sections
 //! whose title contains WORD (e.g. `BENCH_ONLY=hooks target/release/hotagent-bench`).
 
+mod flat;
 mod fleet;
 mod hooks;
 mod load;

@@ -205,6 +205,8 @@ const FOO_H: &[&str] = &["foo.h"];
 const SHAPE_H: &[&str] = &["shape.h"];
 /// The programs' shared line loop.
 const CMDLOOP_H: &[&str] = &["cmdloop.h"];
+const HOLD_H: &[&str] = &["hold.h"];
+const HOLD_PROGRAM: &[&str] = &["cmdloop.h", "hold.h"];
 /// Programs on libfoo.so.
 const FOO_PROGRAM: &[&str] = &["foo.h", "cmdloop.h"];
 /// Programs on libfoo.so that answer each of its calls.
@@ -638,6 +640,19 @@ static SPECS: &[Spec] = &[
     lib("libpark.so", "libpark.so", Lang::C, "libpark_v1.c"),
     lib("libpark_v2.so", "libpark.so", Lang::C, "libpark_v2.c"),
     with_inputs(exe("park", Lang::C, "park.c", &["libpark.so"]), CMDLOOP_H),
+    // A thread kept inside a function (blocked in read() there): purge must refuse.
+    with_inputs(
+        lib("libhold.so", "libhold.so", Lang::C, "libhold_v1.c"),
+        HOLD_H,
+    ),
+    with_inputs(
+        lib("libhold_v2.so", "libhold.so", Lang::C, "libhold_v2.c"),
+        HOLD_H,
+    ),
+    with_inputs(
+        exe("hold", Lang::C, "hold.c", &["libhold.so"]),
+        HOLD_PROGRAM,
+    ),
     with_inputs(
         exe("forker", Lang::C, "forker.c", &["libfoo.so"]),
         FOO_PROGRAM,

@@ -42,7 +42,7 @@ pub fn route(agent: &Mutex<Agent>, line: &[u8]) -> Route {
             "commit is only the answer to a ready reply of a confirmed reload or rollback",
         )),
         // Dry runs too: the probe in them may take seconds.
-        Request::Reload(_) | Request::Rollback(_) => Route::Job(req),
+        Request::Reload(_) | Request::Rollback(_) | Request::Purge(_) => Route::Job(req),
     }
 }
 
@@ -116,6 +116,10 @@ fn run_locked(
             )
             .map(Response::Rollback)
             .unwrap_or_else(from_reload),
+        Request::Purge(r) => agent
+            .purge(r.generation)
+            .map(Response::Purge)
+            .unwrap_or_else(|e| error(e.code(), e.to_string())),
         Request::Status(_) | Request::Commit(_) | Request::History(_) => {
             error(ErrorCode::BadRequest, "not a job")
         }

@@ -132,6 +132,18 @@ impl Entries {
         self.sites.get(*self.index.get(&addr)?)
     }
 
+    /// Forgets every site in `[lo, hi)`: its module was unloaded (a purge), and a later load may
+    /// put other code at the same addresses.
+    pub fn forget_range(&mut self, lo: u64, hi: u64) {
+        self.sites.retain(|s| s.addr < lo || s.addr >= hi);
+        self.index = self
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.addr, i))
+            .collect();
+    }
+
     fn position(&self, addr: u64) -> Option<usize> {
         self.index.get(&addr).copied()
     }

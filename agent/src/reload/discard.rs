@@ -55,6 +55,13 @@ impl Agent {
         }
     }
 
+    /// The agent's records as they were at `undo`, nothing unloaded: for a reload that reused a
+    /// loaded copy (see `reuse.rs`), which stays loaded as it was.
+    pub(super) fn restore_records(&mut self, undo: UndoPoint) {
+        self.replaced = undo.replaced;
+        self.staged.truncate(undo.staged);
+    }
+
     /// Undoes a load refused with `e`: the agent's records as they were at `undo`, the library
     /// unloaded and its memfd closed when that is safe, else kept and named as a refused load.
     /// Returns `e`, with what stays behind said.

@@ -150,6 +150,9 @@ pub(super) struct StagedLib {
     pub(super) handle: dl::Handle,
     pub(super) generation: u32,
     pub(super) file_name: String,
+    /// The sha256 of its bytes and the module it replaced, once a reload switched to it: a
+    /// later reload of the same bytes for the same module reuses it (see `reuse.rs`).
+    pub(super) reusable: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]

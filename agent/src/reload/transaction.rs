@@ -78,11 +78,20 @@ impl Agent {
         ) {
             return Ok(report);
         }
+        // The same bytes already loaded for this module: switched to, nothing new loaded.
+        let reuse = self.reusable(&super::reuse::Candidate {
+            req,
+            sha: sha.as_deref(),
+            module: &checked.module.path,
+            patch: &checked.patch,
+            matches: &checked.matches,
+            sharing: &checked.sharing,
+        });
         // No loaded module may carry the copy's name: dlopen would return that module instead.
         let loaded: std::collections::HashSet<String> =
             phdr::snapshot().into_iter().map(|m| m.name).collect();
         fresh_name(&mut copy, |name| loaded.contains(name))?;
-        if !req.no_probe {
+        if !req.no_probe && reuse.is_none() {
             timed(&mut phases.probe_us, || {
                 self.probe(req, &checked, &copy.path())
             })?;
@@ -114,11 +123,18 @@ impl Agent {
             false => None,
         };
         let undo = self.undo_point();
-        let (handle, dep_handles) = self.load(path, &copy, &checked)?;
+        let (handle, dep_handles) = match &reuse {
+            Some(lib) => (lib.handle, Vec::new()),
+            None => self.load(path, &copy, &checked)?,
+        };
         phases.load_us = micros(t);
+        let module = checked.module.path.clone();
         let loaded = Loaded {
             req,
-            staged: copy.path(),
+            staged: reuse
+                .as_ref()
+                .map_or_else(|| copy.path(), |l| l.path.clone()),
+            reused: reuse.is_some(),
             handle,
             checked,
             phases,
@@ -128,13 +144,26 @@ impl Agent {
         // Every error from here on goes through `discard_load`: nothing is left behind.
         match self.switch_to(loaded, &copy) {
             Ok(mut report) => {
-                // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
-                copy.keep();
+                match &reuse {
+                    // Loaded under /proc/self/fd/N: the number must stay ours while it lives.
+                    None => {
+                        self.remember_bytes(&copy.path(), sha.clone(), &module);
+                        copy.keep();
+                    }
+                    // This reload's own copy was never loaded: closed here.
+                    Some(_) => drop(copy),
+                }
                 if let Some(current) = self.generations.last_mut() {
                     current.sha256 = sha;
                 }
                 self.keep_checkpoint(checkpoint, &mut report);
                 Ok(report)
+            }
+            Err(e) if reuse.is_some() => {
+                // The reused copy stays loaded, as it was: only the records go back.
+                self.abandon_guards();
+                self.restore_records(undo);
+                Err(e)
             }
             Err(e) => {
                 self.abandon_guards();
@@ -323,6 +352,7 @@ impl Agent {
         let Loaded {
             req,
             staged,
+            reused,
             handle,
             checked: c,
             mut phases,
@@ -330,12 +360,18 @@ impl Agent {
             t0,
         } = loaded;
         let path = req.path.as_str();
-        let new_base = self.admit(path, &staged, handle, &c.patch, copy)?;
+        let new_base = match reused {
+            // Admitted, and its private data pointed at the running copy's, when first loaded.
+            true => Agent::base_of(&staged),
+            false => self.admit(path, &staged, handle, &c.patch, copy)?,
+        };
         settled.extend(new_base);
         let number = self.generation() + 1;
-        timed(&mut phases.load_us, || {
-            self.share_private(path, &c, handle, new_base)
-        })?;
+        if !reused {
+            timed(&mut phases.load_us, || {
+                self.share_private(path, &c, handle, new_base)
+            })?;
+        }
 
         let t = Instant::now();
         let resolved = self.resolve(&c.module, &c.matches, handle, path)?;
@@ -478,6 +514,7 @@ impl Agent {
             handle,
             generation: self.generation() + 1,
             file_name: patch.file_name.clone(),
+            reusable: None,
         });
         // The new library is fully loaded once dlopen returns: ours to write into.
         Ok(phdr::snapshot()
@@ -945,6 +982,8 @@ struct Made {
 struct Loaded<'a> {
     req: &'a ReloadRequest,
     staged: String,
+    /// `staged` is a loaded generation's copy, reused (see `reuse.rs`).
+    reused: bool,
     handle: dl::Handle,
     checked: Checked,
     phases: Phases,

@@ -25,6 +25,7 @@ pub mod self_mem;
 pub mod setxid;
 pub mod shadow_ffi;
 pub mod socket;
+pub mod stacks;
 pub mod stop;
 pub mod task;
 pub mod thread;

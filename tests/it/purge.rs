@@ -1,0 +1,118 @@
+//! `hotctl purge GEN` unloads a retired generation once nothing the agent can see leads into it;
+//! it is refused, naming why, for the current generation, a live one, generation 0, an unknown
+//! one, and while a thread will return into its code. Calls work after it.
+
+use crate::common::{assert_foo, basic, V1, V2, V3};
+use crate::reuse::memfd_copies;
+use hotagent_tests::*;
+use std::time::{Duration, Instant};
+
+const CFG: Config = Config::DEFAULT;
+
+#[track_caller]
+fn refused(t: &Target, gen: &str, why: &str) {
+    let out = hotctl(t, &["purge", gen]);
+    assert!(!out.success() && out.stderr.contains(why), "{out}");
+}
+
+#[test]
+fn current_live_original_and_unknown_generations_are_refused() {
+    let mut t = basic(CFG);
+    reload(&t, &CFG.path("libfoo_v2.so"), &["--no-probe"]);
+    refused(&t, "1", "generation 1 is the current generation");
+    refused(&t, "0", "generation 0 is the program's own code");
+    refused(&t, "7", "no retired generation 7 is loaded");
+    reload(&t, &CFG.path("libfoo_v3.so"), &["--no-probe"]);
+    refused(
+        &t,
+        "1",
+        "generation 1 is live (below the current generation 2)",
+    );
+    assert_eq!(memfd_copies(t.pid()).len(), 2);
+    assert_foo(&mut t, &V3);
+    t.finish().assert_clean();
+}
+
+/// The thread sent into `hold_wait` blocks in `read`, a libc function: its program counter is
+/// not in the generation, only its return address is.
+#[test]
+fn refused_while_a_thread_will_return_into_it_then_unloaded() {
+    let mut t = Target::spawn(CFG.path("hold"));
+    let v2 = CFG.path("libhold_v2.so");
+    reload(&t, &v2, &["--no-probe"]);
+    t.expect("version", 2);
+    t.expect("enter", "ok");
+    wait_in_read(t.pid());
+    assert_eq!(rollback(&t).generation, 0);
+    t.expect("version", 1);
+    refused(&t, "1", "will return into it");
+    assert_eq!(
+        memfd_copies(t.pid()).len(),
+        1,
+        "a refused purge unloaded it"
+    );
+    // Its code is still there for the thread to return into.
+    t.expect("release", 201);
+
+    let out = hotctl(&t, &["purge", "1"]);
+    assert!(
+        out.success() && out.stdout.contains("libhold_v2.so#1"),
+        "{out}"
+    );
+    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    refused(&t, "1", "no retired generation 1 is loaded");
+    t.expect("version", 1);
+    t.expect("enter", "ok");
+    t.expect("release", 101);
+    // The same bytes again: a fresh load now, the purged copy is gone.
+    reload(&t, &v2, &["--no-probe"]);
+    t.expect("version", 2);
+    t.expect("enter", "ok");
+    t.expect("release", 201);
+    rollback(&t);
+    t.expect("version", 1);
+    t.finish().assert_clean();
+}
+
+/// After a purge, the other generations, reuse and rollback work as before.
+#[test]
+fn calls_and_reloads_work_after_a_purge() {
+    let mut t = basic(CFG);
+    let (v2, v3) = (CFG.path("libfoo_v2.so"), CFG.path("libfoo_v3.so"));
+    reload(&t, &v2, &["--no-probe"]);
+    reload(&t, &v3, &["--no-probe"]);
+    rollback(&t);
+    let json = hotctl_json(&t, &["--json", "purge", "2"]);
+    assert_eq!(json["generation"], 2, "{json}");
+    assert_foo(&mut t, &V2);
+    assert_eq!(memfd_copies(t.pid()).len(), 1);
+    reload(&t, &v3, &["--no-probe"]);
+    assert_foo(&mut t, &V3);
+    rollback(&t);
+    rollback(&t);
+    assert_foo(&mut t, &V1);
+    reload(&t, &v2, &["--no-probe"]);
+    assert_foo(&mut t, &V2);
+    assert_eq!(
+        memfd_copies(t.pid()).len(),
+        2,
+        "v2 reused, v3 loaded once more"
+    );
+    t.finish().assert_clean();
+}
+
+/// Until some thread of `pid` sleeps in `read` (system call 0).
+fn wait_in_read(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reading = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("syscall")).ok())
+            .any(|l| l.starts_with("0 "));
+        if reading {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no thread reached read()");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
