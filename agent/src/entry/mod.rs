@@ -11,6 +11,7 @@
 #[cfg_attr(not(target_arch = "x86_64"), path = "unsupported.rs")]
 pub mod arch;
 mod dispatch;
+mod switch;
 
 use crate::image::{Layout, Memory};
 use crate::sys::{prot, raw, stop};
@@ -451,6 +452,12 @@ impl Entries {
             }
             return (pause, None);
         }
+        if inside_first.is_none() {
+            match self.write_switched(fd, pending, retargets) {
+                Ok(done) => return done,
+                Err(why) => tracing::debug!("switching with the threads stopped instead: {why}"),
+            }
+        }
         let mut restored = vec![false; pending.len()];
         prot::sync_cores_prepare();
         let mut tasks = stop::Tasks::default();
@@ -563,10 +570,22 @@ impl Entries {
     }
 
     fn poke(&self, fd: i32, site: &Site, bytes: &[u8], through_proc_mem: bool) -> Result<(), i32> {
+        self.poke_at(fd, site, 0, bytes, through_proc_mem)
+    }
+
+    /// Writes `bytes` at `offset` into the site's window.
+    fn poke_at(
+        &self,
+        fd: i32,
+        site: &Site,
+        offset: u64,
+        bytes: &[u8],
+        through_proc_mem: bool,
+    ) -> Result<(), i32> {
         if through_proc_mem {
-            prot::poke_proc_mem(fd, site.window, bytes)
+            prot::poke_proc_mem(fd, site.window + offset, bytes)
         } else {
-            prot::poke_code_mprotect(site.window, bytes, site.prot)
+            prot::poke_code_mprotect(site.window + offset, bytes, site.prot)
         }
     }
 }

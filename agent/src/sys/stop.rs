@@ -66,6 +66,8 @@ pub enum StopError {
         signal: i32,
         waited_ms: u64,
     },
+    #[error("thread {tid} blocks signal {signal}, so it cannot be switched without a stop")]
+    Unobservable { tid: i32, signal: i32 },
     #[error("cannot list or signal this process's threads: {0}")]
     Os(String),
 }
@@ -137,7 +139,7 @@ fn release_round(round: u32) {
 
 /// Waits (bounded) until no thread is inside the parking part of the handler: there it blocks
 /// every signal, and must not be taken for a blocker (nor located asleep on our futex).
-fn wait_handler_left() {
+pub(super) fn wait_handler_left() {
     let deadline = raw::monotonic() + LEAVE_TIMEOUT;
     loop {
         let inside = INSIDE.load(Ordering::Acquire);
@@ -150,7 +152,7 @@ fn wait_handler_left() {
 }
 
 /// The stop signal, if one was installed and its handler is still ours.
-fn ours() -> Result<i32, StopError> {
+pub(super) fn ours() -> Result<i32, StopError> {
     let sig = signal().ok_or(StopError::NoSignal)?;
     if current_handler(sig) != Some(handler_address()) {
         return Err(StopError::HandlerReplaced(sig));
@@ -242,7 +244,7 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, 
     })
 }
 
-enum Missing {
+pub(super) enum Missing {
     Tid(i32),
     /// A thread that blocks the signal was found running (with its voluntary switches).
     Running(i32, Option<u64>),
@@ -254,7 +256,12 @@ enum Missing {
 /// no thread appears that was not stopped (only a running thread can create one). A new thread
 /// that blocks the signal joins the blockers (it inherited its creator's mask: jemalloc starts its
 /// background threads so). Allocates nothing.
-fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Result<usize, Missing> {
+pub(super) fn park_all(
+    tasks: &mut Tasks,
+    sig: i32,
+    round: u32,
+    deadline: Duration,
+) -> Result<usize, Missing> {
     let pid = raw::getpid();
     let mut count = 0usize;
     let mut first = true;

@@ -37,6 +37,11 @@ pub(super) static ARRIVED: AtomicU32 = AtomicU32::new(0);
 /// there, so the next stop waits for them to leave rather than take them for blockers.
 pub(super) static INSIDE: AtomicU32 = AtomicU32::new(0);
 
+/// The round that only observes: its threads record where they are and return at once.
+pub(super) static OBSERVING: AtomicU32 = AtomicU32::new(0);
+/// The longest time, in nanoseconds, a thread spent in the handler of an observing round.
+pub(super) static LONGEST_LOOK_NS: AtomicU64 = AtomicU64::new(0);
+
 pub(super) extern "C" fn on_signal(
     _sig: libc::c_int,
     _info: *mut libc::siginfo_t,
@@ -54,7 +59,18 @@ pub(super) extern "C" fn on_signal(
         .iter()
         .find(|s| s.tid.load(Ordering::Acquire) == tid)
     {
-        if slot.round.load(Ordering::Acquire) != round {
+        if slot.round.load(Ordering::Acquire) != round && OBSERVING.load(Ordering::Acquire) == round
+        {
+            let came = raw::monotonic();
+            // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
+            slot.pc
+                .store(unsafe { ucontext::pc(ctx) }, Ordering::Relaxed);
+            slot.round.store(round, Ordering::Release);
+            ARRIVED.fetch_add(1, Ordering::AcqRel);
+            raw::futex_wake(&ARRIVED, 1);
+            let stayed = raw::monotonic().saturating_sub(came).as_nanos();
+            LONGEST_LOOK_NS.fetch_max(stayed.min(u128::from(u64::MAX)) as u64, Ordering::AcqRel);
+        } else if slot.round.load(Ordering::Acquire) != round {
             INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
             slot.pc
