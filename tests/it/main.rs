@@ -45,6 +45,7 @@ mod shadow;
 mod socket;
 mod stage;
 mod summary;
+mod switching;
 mod system_wide;
 mod systemd;
 mod try_verb;

@@ -85,6 +85,8 @@ pub struct Pause {
     /// Rounds given up before the caller's step because a thread was inside an entry to
     /// rewrite.
     pub held_at_entry: u32,
+    /// Written per thread (`switch.rs`): no thread was held.
+    pub per_thread: bool,
 }
 
 #[derive(Debug, Default)]

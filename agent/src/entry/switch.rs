@@ -39,7 +39,10 @@ impl Entries {
     ) -> Result<(Pause, Option<String>), SwitchRefused> {
         trap::arm()?;
         let mut tasks = stop::Tasks::default();
-        let mut pause = Pause::default();
+        let mut pause = Pause {
+            per_thread: true,
+            ..Pause::default()
+        };
         stop_observe::take_longest_look();
         // One look first: a thread that cannot be looked at refuses before any byte changes.
         let first = stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT)?;
