@@ -122,9 +122,13 @@ impl Entries {
         loop {
             let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT) {
                 Ok(o) => o,
-                Err(e) => {
+                Err(e) if raw::monotonic() >= deadline => {
                     failure = Some(format!("other threads could not be looked at: {e}"));
                     break;
+                }
+                Err(_) => {
+                    raw::sleep(LOOK_AGAIN);
+                    continue;
                 }
             };
             pause.rounds += 1;

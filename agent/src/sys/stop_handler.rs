@@ -62,6 +62,9 @@ pub(super) extern "C" fn on_signal(
         if slot.round.load(Ordering::Acquire) != round && OBSERVING.load(Ordering::Acquire) == round
         {
             let came = raw::monotonic();
+            // Counted as inside: every signal is blocked here, and the next look must not take
+            // this thread for a blocker.
+            INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
             slot.pc
                 .store(unsafe { ucontext::pc(ctx) }, Ordering::Relaxed);
@@ -70,6 +73,9 @@ pub(super) extern "C" fn on_signal(
             raw::futex_wake(&ARRIVED, 1);
             let stayed = raw::monotonic().saturating_sub(came).as_nanos();
             LONGEST_LOOK_NS.fetch_max(stayed.min(u128::from(u64::MAX)) as u64, Ordering::AcqRel);
+            if INSIDE.fetch_sub(1, Ordering::AcqRel) == 1 {
+                raw::futex_wake(&INSIDE, i32::MAX);
+            }
         } else if slot.round.load(Ordering::Acquire) != round {
             INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.

@@ -10,6 +10,10 @@ use super::task;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// How long a thread may be seen blocking the look or SIGTRAP before the look is refused.
+const BLOCKER_SETTLE: Duration = Duration::from_millis(5);
+const BLOCKER_POLL: Duration = Duration::from_micros(100);
+
 /// Where every other thread was when it was looked at.
 pub struct Observed {
     count: usize,
@@ -39,19 +43,30 @@ pub fn take_longest_look() -> Duration {
 /// would be killed by the trap (the kernel forces a blocked SIGTRAP to its default action).
 pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, StopError> {
     let sig = ours()?;
-    wait_handler_left();
-    tasks
-        .list()
-        .map_err(|e| StopError::Os(std::io::Error::from_raw_os_error(e).to_string()))?;
-    tasks.classify(sig);
-    if let Some(&tid) = tasks.blockers.first() {
-        return Err(StopError::Unobservable { tid, signal: sig });
-    }
-    if let Some(&tid) = tasks.tids.iter().find(|&&t| task::blocks(t, libc::SIGTRAP)) {
-        return Err(StopError::Unobservable {
-            tid,
-            signal: libc::SIGTRAP,
-        });
+    // glibc blocks every signal for a moment while a thread starts or exits, and a thread leaving
+    // a handler has them blocked until its sigreturn: only a blocker that stays one refuses.
+    let settle = raw::monotonic() + BLOCKER_SETTLE;
+    loop {
+        wait_handler_left();
+        tasks
+            .list()
+            .map_err(|e| StopError::Os(std::io::Error::from_raw_os_error(e).to_string()))?;
+        tasks.classify(sig);
+        let blocker = match tasks.blockers.first() {
+            Some(&tid) => Some((tid, sig)),
+            None => tasks
+                .tids
+                .iter()
+                .find(|&&t| task::blocks(t, libc::SIGTRAP))
+                .map(|&tid| (tid, libc::SIGTRAP)),
+        };
+        match blocker {
+            None => break,
+            Some((tid, signal)) if raw::monotonic() >= settle => {
+                return Err(StopError::Unobservable { tid, signal })
+            }
+            Some(_) => raw::sleep(BLOCKER_POLL),
+        }
     }
     let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
     if round == 0 {
