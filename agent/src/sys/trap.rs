@@ -117,10 +117,10 @@ fn resume_at(pc: u64) -> Option<u64> {
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = if info.is_null() {
         0
     } else {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
         unsafe { (*info).si_code }
     };
     if code == SI_KERNEL && !ctx.is_null() {
