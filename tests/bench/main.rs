@@ -11,6 +11,7 @@ mod hooks;
 mod load;
 mod probation;
 mod soak;
+mod switch;
 mod trying;
 mod whole;
 
@@ -91,7 +92,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 12] = [
+    let sections: [(&str, Section); 13] = [
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -102,6 +103,10 @@ fn main() {
         ("Call cost", call_cost),
         ("Call cost on probation", probation::guarded_calls),
         ("Entry-jump pause", pause),
+        (
+            "Entry-jump hold: per thread against the full stop",
+            switch::per_thread_against_full_stop,
+        ),
         (
             "Patch-author hooks and object conversion",
             hooks::hooks_and_conversion,

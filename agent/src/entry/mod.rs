@@ -454,7 +454,7 @@ impl Entries {
             }
             return (pause, None);
         }
-        if inside_first.is_none() {
+        if inside_first.is_none() && !switch::full_stop_asked() {
             match self.write_switched(fd, pending, retargets) {
                 Ok(done) => return done,
                 Err(why) => tracing::debug!("switching with the threads stopped instead: {why}"),

@@ -27,6 +27,12 @@ pub(super) enum SwitchRefused {
     Look(#[from] stop::StopError),
 }
 
+/// `HOTAGENT_FULL_STOP=1`: switch with every thread parked, as before (the bench's floor row,
+/// and an operator's way back if a program's own trap handling disagrees with ours).
+pub(super) fn full_stop_asked() -> bool {
+    std::env::var_os("HOTAGENT_FULL_STOP").is_some_and(|v| v == "1")
+}
+
 impl Entries {
     /// Writes `pending` and `retargets` in the order `write_stopped` uses (restored entries, the
     /// stubs' slots, then the jumps), each batch behind traps. Refused before anything is
