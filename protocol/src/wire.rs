@@ -324,6 +324,10 @@ pub struct PauseReport {
     /// One of those that left its system call while entries were being written, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub woke: Option<i32>,
+    /// Entries were switched per thread (int3 first, each thread looked at once): no thread was
+    /// held, and `longest_us` is the longest any thread spent answering a look.
+    #[serde(default)]
+    pub per_thread: bool,
 }
 
 /// The answer to a reload (also to a dry run).

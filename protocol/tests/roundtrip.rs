@@ -174,16 +174,21 @@ fn phases() -> impl Strategy<Value = Phases> {
 fn pause() -> impl Strategy<Value = PauseReport> {
     (
         (any::<u32>(), any::<u64>(), any::<usize>(), any::<usize>()),
-        (any::<usize>(), proptest::option::of(any::<i32>())),
+        (
+            any::<usize>(),
+            proptest::option::of(any::<i32>()),
+            any::<bool>(),
+        ),
     )
         .prop_map(
-            |((rounds, longest_us, threads, entries), (asleep, woke))| PauseReport {
+            |((rounds, longest_us, threads, entries), (asleep, woke, per_thread))| PauseReport {
                 rounds,
                 longest_us,
                 threads,
                 entries,
                 asleep,
                 woke,
+                per_thread,
             },
         )
 }

@@ -13,6 +13,7 @@ mod load;
 mod probation;
 mod soak;
 mod startup;
+mod switch;
 mod trying;
 mod wall;
 mod whole;
@@ -94,7 +95,7 @@ fn main() {
     let _ = writeln!(report, "{}\n", machine());
     // BENCH_ONLY=WORD: only the sections whose title contains WORD (the report holds just those).
     let only = std::env::var("BENCH_ONLY").ok();
-    let sections: [(&str, Section); 13] = [
+    let sections: &[(&str, Section)] = &[
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
         ("Scaling with loaded libraries", scaling),
@@ -105,6 +106,10 @@ fn main() {
         ("Call cost", call_cost),
         ("Call cost on probation", probation::guarded_calls),
         ("Entry-jump pause", pause),
+        (
+            "Entry-jump hold: per thread against the full stop",
+            switch::per_thread_against_full_stop,
+        ),
         (
             "Patch-author hooks and object conversion",
             hooks::hooks_and_conversion,
@@ -118,7 +123,7 @@ fn main() {
         ("Agent start-up", startup::startup),
         ("Agent idle cost", startup::idle),
     ];
-    for (title, section) in sections {
+    for &(title, section) in sections {
         if only.as_deref().is_some_and(|w| !title.contains(w)) {
             continue;
         }

@@ -48,6 +48,7 @@ mod socket;
 mod stage;
 mod startup;
 mod summary;
+mod switching;
 mod system_wide;
 mod systemd;
 mod try_verb;

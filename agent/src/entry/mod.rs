@@ -11,6 +11,7 @@
 #[cfg_attr(not(target_arch = "x86_64"), path = "unsupported.rs")]
 pub mod arch;
 mod dispatch;
+mod switch;
 
 use crate::image::{Layout, Memory};
 use crate::sys::{membarrier, mprotect, raw, self_mem, stop};
@@ -84,6 +85,8 @@ pub struct Pause {
     /// Rounds given up before the caller's step because a thread was inside an entry to
     /// rewrite.
     pub held_at_entry: u32,
+    /// Written per thread (`switch.rs`): no thread was held.
+    pub per_thread: bool,
 }
 
 #[derive(Debug, Default)]
@@ -463,6 +466,12 @@ impl Entries {
             }
             return (pause, None);
         }
+        if inside_first.is_none() && !switch::full_stop_asked() {
+            match self.write_switched(fd, pending, retargets) {
+                Ok(done) => return done,
+                Err(why) => tracing::debug!("switching with the threads stopped instead: {why}"),
+            }
+        }
         let mut restored = vec![false; pending.len()];
         membarrier::prepare();
         let mut tasks = stop::Tasks::default();
@@ -575,10 +584,22 @@ impl Entries {
     }
 
     fn poke(&self, fd: i32, site: &Site, bytes: &[u8], through_proc_mem: bool) -> Result<(), i32> {
+        self.poke_at(fd, site, 0, bytes, through_proc_mem)
+    }
+
+    /// Writes `bytes` at `offset` into the site's window.
+    fn poke_at(
+        &self,
+        fd: i32,
+        site: &Site,
+        offset: u64,
+        bytes: &[u8],
+        through_proc_mem: bool,
+    ) -> Result<(), i32> {
         if through_proc_mem {
-            self_mem::poke_proc_mem(fd, site.window, bytes)
+            self_mem::poke_proc_mem(fd, site.window + offset, bytes)
         } else {
-            mprotect::poke_code_mprotect(site.window, bytes, site.prot)
+            mprotect::poke_code_mprotect(site.window + offset, bytes, site.prot)
         }
     }
 }

@@ -81,6 +81,7 @@ impl Agent {
             entries: pause.written,
             asleep: pause.asleep,
             woke: pause.woke,
+            per_thread: pause.per_thread,
         }
     }
 

@@ -20,57 +20,22 @@
 //! replaced it. Deadlines use the raw monotonic clock for the same reason.
 
 use super::raw;
-use super::task::{self, Asleep, Seen};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use super::stop_grace::Grace;
+use super::stop_handler::{ARRIVED, INSIDE, NEXT_ROUND, RELEASED, ROUND, SLOTS, SLOT_COUNT};
+use super::stop_signal::{current_handler, handler_address};
+use super::task::{self, Asleep};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+pub use super::stop_signal::{install, signal};
+pub use super::stop_tasks::{exempt, Tasks};
 
 /// Threads one stop can hold; a process with more is refused (and the reload falls back).
 pub const MAX_THREADS: usize = 8192;
-/// How long a thread that blocks the signal may keep running, without sleeping once, before it
-/// is taken to run on for good. Asleep in the kernel it costs no wait at all.
-const BLOCKED_GRACE: Duration = Duration::from_millis(50);
-/// Looks at it that must all find it running before it counts: a stopper the scheduler starves
-/// could otherwise see the whole grace pass in one or two looks.
-const BLOCKED_LOOKS: u32 = 10;
 /// Between two looks at a running blocker: it usually enters a system call within microseconds.
 const BLOCKED_POLL: Duration = Duration::from_micros(200);
-/// However often blockers are caught awake between sleeps (a loaded machine leaves a thread that
-/// wakes every few milliseconds runnable much of the time), a stop waits no longer than this.
-const BLOCKED_LIMIT: Duration = Duration::from_secs(1);
 /// How often a wait for threads to park checks whether the missing ones still exist.
 const EXIT_CHECK: Duration = Duration::from_millis(2);
-
-/// One thread's place in a stop.
-struct Slot {
-    tid: AtomicI32,
-    /// The round in which the thread last parked.
-    round: AtomicU32,
-    pc: AtomicU64,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Slot = Slot {
-    tid: AtomicI32::new(0),
-    round: AtomicU32::new(0),
-    pc: AtomicU64::new(0),
-};
-
-/// In `.bss`: costs no memory until used, and is never freed, so a handler running late can
-/// never read freed memory.
-static SLOTS: [Slot; MAX_THREADS] = [EMPTY; MAX_THREADS];
-static SLOT_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// The signal in use, 0 when none could be installed.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-/// The round in progress, 0 when none.
-static ROUND: AtomicU32 = AtomicU32::new(0);
-static NEXT_ROUND: AtomicU32 = AtomicU32::new(1);
-/// Futex word: the last round released.
-static RELEASED: AtomicU32 = AtomicU32::new(0);
-/// Futex word: bumped by every thread that parks.
-static ARRIVED: AtomicU32 = AtomicU32::new(0);
-/// Futex word: threads inside the parking part of the handler. They block every signal while
-/// there, so the next stop waits for them to leave rather than take them for blockers.
-static INSIDE: AtomicU32 = AtomicU32::new(0);
 /// How long a release waits for the parked threads to leave the handler.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -101,319 +66,10 @@ pub enum StopError {
         signal: i32,
         waited_ms: u64,
     },
+    #[error("thread {tid} blocks signal {signal}, so it cannot be switched without a stop")]
+    Unobservable { tid: i32, signal: i32 },
     #[error("cannot list or signal this process's threads: {0}")]
     Os(String),
-}
-
-/// Installs the handler on a free real-time signal (or `HOTAGENT_SIGNAL`). Returns the signal.
-/// In a forked child the inherited handler is ours already and is kept.
-pub fn install() -> Option<i32> {
-    let requested = match std::env::var("HOTAGENT_SIGNAL") {
-        Ok(text) if !text.trim().is_empty() => match requested_signal(&text) {
-            Some(sig) => Some(sig),
-            None => {
-                // Taking SIGTERM or SIGINT would make the program deaf to them.
-                tracing::warn!(
-                    "HOTAGENT_SIGNAL={text:?} is not a real-time signal ({}..={}): function entries will not be rewritten (GOT only)",
-                    libc::SIGRTMIN(),
-                    libc::SIGRTMAX()
-                );
-                return None;
-            }
-        },
-        _ => None,
-    };
-    let candidates: Vec<i32> = match requested {
-        Some(s) => vec![s],
-        // From the top: programs that use real-time signals usually count up from SIGRTMIN.
-        None => (libc::SIGRTMIN() + 4..=libc::SIGRTMAX()).rev().collect(),
-    };
-    for sig in candidates {
-        match current_handler(sig) {
-            Some(h) if h == handler_address() => {
-                SIGNAL.store(sig, Ordering::SeqCst);
-                return Some(sig);
-            }
-            Some(h) if h == libc::SIG_DFL && set_handler(sig) => {
-                SIGNAL.store(sig, Ordering::SeqCst);
-                return Some(sig);
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A real-time signal's number, or None.
-fn requested_signal(text: &str) -> Option<i32> {
-    let sig = text.trim().parse::<i32>().ok()?;
-    (libc::SIGRTMIN()..=libc::SIGRTMAX())
-        .contains(&sig)
-        .then_some(sig)
-}
-
-/// The signal in use, if any.
-pub fn signal() -> Option<i32> {
-    match SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-fn handler_address() -> libc::sighandler_t {
-    on_signal as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-        as libc::sighandler_t
-}
-
-/// The kernel's view of the handler: libc's `sigaction` may be the very function a patch broke.
-fn current_handler(sig: i32) -> Option<libc::sighandler_t> {
-    raw::signal_handler(sig).ok()
-}
-
-fn set_handler(sig: i32) -> bool {
-    // SAFETY: the action is fully initialised; the handler is async-signal-safe (atomics and
-    // raw futex/gettid system calls only) and lives as long as the process (this library is
-    // never unloaded: it is preloaded).
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = handler_address();
-        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        // No other handler may run on a parked thread: it could run code we are rewriting.
-        libc::sigfillset(&mut act.sa_mask);
-        libc::sigaction(sig, &act, std::ptr::null_mut()) == 0
-    }
-}
-
-/// The program counter of the interrupted context.
-///
-/// # Safety
-/// `ctx` must be the `ucontext_t` the kernel passed to an `SA_SIGINFO` handler.
-unsafe fn interrupted_pc(ctx: *mut libc::c_void) -> u64 {
-    let uc = ctx as *const libc::ucontext_t;
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the caller passes the handler's ucontext, valid for the handler's duration.
-    let pc = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64 };
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: as above.
-    let pc = unsafe { (*uc).uc_mcontext.pc };
-    pc
-}
-
-extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let round = ROUND.load(Ordering::Acquire);
-    if round == 0 {
-        // A late signal from a finished round, or someone else's: nothing to do.
-        return;
-    }
-    // Raw system calls leave errno alone: the interrupted code sees its own.
-    let tid = raw::gettid();
-    let n = SLOT_COUNT.load(Ordering::Acquire).min(MAX_THREADS);
-    if let Some(slot) = SLOTS[..n]
-        .iter()
-        .find(|s| s.tid.load(Ordering::Acquire) == tid)
-    {
-        if slot.round.load(Ordering::Acquire) != round {
-            INSIDE.fetch_add(1, Ordering::AcqRel);
-            // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
-            slot.pc
-                .store(unsafe { interrupted_pc(ctx) }, Ordering::Relaxed);
-            slot.round.store(round, Ordering::Release);
-            ARRIVED.fetch_add(1, Ordering::AcqRel);
-            futex_wake(&ARRIVED, 1);
-            loop {
-                let released = RELEASED.load(Ordering::Acquire);
-                if released.wrapping_sub(round) as i32 >= 0 {
-                    break;
-                }
-                futex_wait(&RELEASED, released, None);
-            }
-            if INSIDE.fetch_sub(1, Ordering::AcqRel) == 1 {
-                futex_wake(&INSIDE, i32::MAX);
-            }
-        }
-    }
-}
-
-fn futex_wake(word: &AtomicU32, n: i32) {
-    raw::futex_wake(word, n);
-}
-
-/// Sleeps while `*word == seen`, at most `timeout`.
-fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
-    raw::futex_wait(word, seen, timeout);
-}
-
-/// The one thread a stop leaves running besides the stopper: the agent's hook thread while it
-/// runs a migrate hook for the stopper, who waits for it (0: none).
-static EXEMPT: AtomicI32 = AtomicI32::new(0);
-
-/// Leaves thread `tid` out of every stop from now on (0: nobody). Only the thread that stops
-/// others may use this, for a thread it waits for while the others are parked.
-pub fn exempt(tid: i32) {
-    EXEMPT.store(tid, Ordering::Release);
-}
-
-/// Lists `/proc/self/task` into a buffer allocated beforehand, so it can run while threads are
-/// parked.
-pub struct Tasks {
-    buf: Vec<u8>,
-    tids: Vec<i32>,
-    /// Those of `tids` that block the stop signal.
-    blockers: Vec<i32>,
-    /// The blockers, each where it sleeps, seen while the others were parked.
-    asleep: Vec<(i32, Asleep)>,
-}
-
-impl Default for Tasks {
-    fn default() -> Self {
-        Tasks {
-            buf: vec![0; 64 * 1024],
-            tids: Vec::with_capacity(MAX_THREADS),
-            blockers: Vec::with_capacity(MAX_THREADS),
-            asleep: Vec::with_capacity(MAX_THREADS),
-        }
-    }
-}
-
-impl Tasks {
-    /// Fills `self.tids` with every thread but the caller. Allocates nothing.
-    fn list(&mut self) -> Result<(), i32> {
-        self.tids.clear();
-        let me = raw::gettid();
-        let fd = raw::open(c"/proc/self/task", libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let mut result = Ok(());
-        loop {
-            let n = match raw::getdents64(fd, &mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            let mut off = 0usize;
-            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name NUL-ended.
-            while off + 19 < n {
-                let reclen = u16::from_ne_bytes([self.buf[off + 16], self.buf[off + 17]]) as usize;
-                if reclen == 0 || off + reclen > n {
-                    break;
-                }
-                let name = &self.buf[off + 19..off + reclen];
-                if let Some(tid) = parse_tid(name) {
-                    if tid != me && tid != EXEMPT.load(Ordering::Acquire) {
-                        if self.tids.len() == self.tids.capacity() {
-                            result = Err(libc::E2BIG);
-                            break;
-                        }
-                        self.tids.push(tid);
-                    }
-                }
-                off += reclen;
-            }
-        }
-        raw::close(fd);
-        result
-    }
-}
-
-fn parse_tid(name: &[u8]) -> Option<i32> {
-    let mut v: i32 = 0;
-    let mut any = false;
-    for &b in name {
-        if b == 0 {
-            break;
-        }
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i32::from(b - b'0'))?;
-        any = true;
-    }
-    any.then_some(v)
-}
-
-impl Tasks {
-    /// Fills `self.blockers` with the listed threads that block `sig`. Allocates nothing.
-    fn classify(&mut self, sig: i32) {
-        self.blockers.clear();
-        for &tid in &self.tids {
-            if task::blocks(tid, sig) {
-                self.blockers.push(tid);
-            }
-        }
-    }
-
-    /// Where each blocker sleeps, into `self.asleep`; the first one found running, if any, with
-    /// its voluntary context switches. Allocates nothing.
-    fn locate_blockers(&mut self) -> Result<(), (i32, Option<u64>)> {
-        self.asleep.clear();
-        for &tid in &self.blockers {
-            match task::locate(tid) {
-                Seen::Asleep(a) => self.asleep.push((tid, a)),
-                Seen::Gone => {}
-                Seen::Running(voluntary) => return Err((tid, voluntary)),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How long blockers have been seen running. Only one that runs on without sleeping — seen
-/// running at `BLOCKED_LOOKS` looks in a row over `BLOCKED_GRACE`, its voluntary switches
-/// unchanged — counts as running for good; one that slept in between starts afresh.
-struct Grace {
-    start: Duration,
-    limit: Duration,
-    suspect: Option<Suspect>,
-}
-
-struct Suspect {
-    tid: i32,
-    voluntary: Option<u64>,
-    since: Duration,
-    looks: u32,
-}
-
-impl Grace {
-    fn new() -> Self {
-        let start = raw::monotonic();
-        Grace {
-            start,
-            limit: start + BLOCKED_LIMIT,
-            suspect: None,
-        }
-    }
-
-    /// Records a look that found `tid` running; true once it is taken to run on for good.
-    fn running(&mut self, tid: i32, voluntary: Option<u64>) -> bool {
-        let now = raw::monotonic();
-        match &mut self.suspect {
-            Some(s) if s.tid == tid && s.voluntary == voluntary && voluntary.is_some() => {
-                s.looks += 1;
-            }
-            _ => {
-                self.suspect = Some(Suspect {
-                    tid,
-                    voluntary,
-                    since: now,
-                    looks: 1,
-                })
-            }
-        }
-        let s = self
-            .suspect
-            .as_ref()
-            .map_or((now, 0), |s| (s.since, s.looks));
-        (s.1 >= BLOCKED_LOOKS && now.saturating_sub(s.0) >= BLOCKED_GRACE) || now >= self.limit
-    }
-
-    fn blocked(&self, tid: i32, sig: i32) -> StopError {
-        StopError::Blocked {
-            tid,
-            signal: sig,
-            waited_ms: raw::monotonic().saturating_sub(self.start).as_millis() as u64,
-        }
-    }
 }
 
 /// Every other thread, parked or located asleep. Dropping it releases them.
@@ -478,12 +134,12 @@ impl Drop for Stopped<'_> {
 fn release_round(round: u32) {
     ROUND.store(0, Ordering::SeqCst);
     RELEASED.store(round, Ordering::Release);
-    futex_wake(&RELEASED, i32::MAX);
+    raw::futex_wake(&RELEASED, i32::MAX);
 }
 
 /// Waits (bounded) until no thread is inside the parking part of the handler: there it blocks
 /// every signal, and must not be taken for a blocker (nor located asleep on our futex).
-fn wait_handler_left() {
+pub(super) fn wait_handler_left() {
     let deadline = raw::monotonic() + LEAVE_TIMEOUT;
     loop {
         let inside = INSIDE.load(Ordering::Acquire);
@@ -491,12 +147,12 @@ fn wait_handler_left() {
         if inside == 0 || now >= deadline {
             break;
         }
-        futex_wait(&INSIDE, inside, Some(deadline - now));
+        raw::futex_wait(&INSIDE, inside, Some(deadline - now));
     }
 }
 
 /// The stop signal, if one was installed and its handler is still ours.
-fn ours() -> Result<i32, StopError> {
+pub(super) fn ours() -> Result<i32, StopError> {
     let sig = signal().ok_or(StopError::NoSignal)?;
     if current_handler(sig) != Some(handler_address()) {
         return Err(StopError::HandlerReplaced(sig));
@@ -588,7 +244,7 @@ pub fn stop_others(tasks: &mut Tasks, timeout: Duration) -> Result<Stopped<'_>, 
     })
 }
 
-enum Missing {
+pub(super) enum Missing {
     Tid(i32),
     /// A thread that blocks the signal was found running (with its voluntary switches).
     Running(i32, Option<u64>),
@@ -600,7 +256,12 @@ enum Missing {
 /// no thread appears that was not stopped (only a running thread can create one). A new thread
 /// that blocks the signal joins the blockers (it inherited its creator's mask: jemalloc starts its
 /// background threads so). Allocates nothing.
-fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Result<usize, Missing> {
+pub(super) fn park_all(
+    tasks: &mut Tasks,
+    sig: i32,
+    round: u32,
+    deadline: Duration,
+) -> Result<usize, Missing> {
     let pid = raw::getpid();
     let mut count = 0usize;
     let mut first = true;
@@ -673,7 +334,7 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
             if now >= deadline {
                 return Err(Missing::Tid(tid));
             }
-            futex_wait(&ARRIVED, seen, Some((deadline - now).min(EXIT_CHECK)));
+            raw::futex_wait(&ARRIVED, seen, Some((deadline - now).min(EXIT_CHECK)));
         }
         tasks.list().map_err(|e| {
             if e == libc::E2BIG {
@@ -682,18 +343,5 @@ fn park_all(tasks: &mut Tasks, sig: i32, round: u32, deadline: Duration) -> Resu
                 Missing::Os(e)
             }
         })?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_task_names() {
-        assert_eq!(parse_tid(b"1234\0\0"), Some(1234));
-        assert_eq!(parse_tid(b".\0"), None);
-        assert_eq!(parse_tid(b"..\0"), None);
-        assert_eq!(parse_tid(b"\0"), None);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Spawns a thread with all signals but the stop signal blocked; the caller's own mask is left as it was.
+/// Spawns a thread with all signals but the stop signal and SIGTRAP blocked; the caller's own mask is left as it was.
 pub fn spawn_quiet<F>(name: &str, stack: usize, f: F) -> io::Result<std::thread::JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
@@ -23,6 +23,9 @@ where
         if let Some(sig) = super::stop::signal() {
             libc::sigdelset(&mut all, sig);
         }
+        // An agent thread may run a function while it is switched behind an `int3` (libc's),
+        // and a blocked SIGTRAP from it would kill the process (`sys::trap`).
+        libc::sigdelset(&mut all, libc::SIGTRAP);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     // glibc installs its set*id handler at the process's first thread creation; the new thread

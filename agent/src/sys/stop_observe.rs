@@ -1,0 +1,97 @@
+//! Looking at every other thread once without holding it: each is signalled, its handler records
+//! where it was interrupted and returns at once. The delivery of a signal also serialises the
+//! thread's instruction stream. Used by switching through a trap (`entry::switch`), which only
+//! needs to know that no thread is inside the bytes it is about to write.
+
+use super::raw;
+use super::stop::{ours, park_all, wait_handler_left, Missing, StopError, Tasks};
+use super::stop_handler::{LONGEST_LOOK_NS, NEXT_ROUND, OBSERVING, ROUND, SLOTS, SLOT_COUNT};
+use super::task;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long a thread may be seen blocking the look or SIGTRAP before the look is refused.
+const BLOCKER_SETTLE: Duration = Duration::from_millis(5);
+const BLOCKER_POLL: Duration = Duration::from_micros(100);
+
+/// Where every other thread was when it was looked at.
+pub struct Observed {
+    count: usize,
+}
+
+impl Observed {
+    /// The program counter of every thread looked at (those that exited meanwhile left out).
+    pub fn pcs(&self) -> impl Iterator<Item = u64> + '_ {
+        SLOTS[..self.count]
+            .iter()
+            .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
+            .map(|s| s.pc.load(Ordering::Acquire))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pcs().count()
+    }
+}
+
+/// The longest a thread spent in the handler of a look since the last call (then reset).
+pub fn take_longest_look() -> Duration {
+    Duration::from_nanos(LONGEST_LOOK_NS.swap(0, Ordering::AcqRel))
+}
+
+/// Looks at every other thread once, waiting at most `timeout` for each to answer. Refused when
+/// a thread blocks the stop signal or SIGTRAP: the first cannot be looked at, and the second
+/// would be killed by the trap (the kernel forces a blocked SIGTRAP to its default action).
+pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, StopError> {
+    let sig = ours()?;
+    // glibc blocks every signal for a moment while a thread starts or exits, and a thread leaving
+    // a handler has them blocked until its sigreturn: only a blocker that stays one refuses.
+    let settle = raw::monotonic() + BLOCKER_SETTLE;
+    loop {
+        wait_handler_left();
+        tasks
+            .list()
+            .map_err(|e| StopError::Os(std::io::Error::from_raw_os_error(e).to_string()))?;
+        tasks.classify(sig);
+        let blocker = match tasks.blockers.first() {
+            Some(&tid) => Some((tid, sig)),
+            None => tasks
+                .tids
+                .iter()
+                .find(|&&t| task::blocks(t, libc::SIGTRAP))
+                .map(|&tid| (tid, libc::SIGTRAP)),
+        };
+        match blocker {
+            None => break,
+            Some((tid, signal)) if raw::monotonic() >= settle => {
+                return Err(StopError::Unobservable { tid, signal })
+            }
+            Some(_) => raw::sleep(BLOCKER_POLL),
+        }
+    }
+    let mut round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
+    if round == 0 {
+        round = NEXT_ROUND.fetch_add(1, Ordering::SeqCst);
+    }
+    SLOT_COUNT.store(0, Ordering::SeqCst);
+    OBSERVING.store(round, Ordering::SeqCst);
+    ROUND.store(round, Ordering::SeqCst);
+    let result = park_all(tasks, sig, round, raw::monotonic() + timeout);
+    ROUND.store(0, Ordering::SeqCst);
+    OBSERVING.store(0, Ordering::SeqCst);
+    if let Some(&tid) = tasks.blockers.first() {
+        return Err(StopError::Unobservable { tid, signal: sig });
+    }
+    match result {
+        Ok(count) => Ok(Observed { count }),
+        Err(Missing::Tid(tid)) => Err(StopError::NoAnswer {
+            tid,
+            signal: sig,
+            waited_ms: timeout.as_millis() as u64,
+        }),
+        Err(Missing::Running(tid, _)) => Err(StopError::Unobservable { tid, signal: sig }),
+        Err(Missing::Os(e)) => Err(StopError::Os(
+            std::io::Error::from_raw_os_error(e).to_string(),
+        )),
+        Err(Missing::TooMany) => Err(StopError::TooManyThreads),
+    }
+}

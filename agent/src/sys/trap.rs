@@ -1,0 +1,159 @@
+//! The `int3` half of switching an entry without holding any thread (the kernel's
+//! `text_poke_bp`): while an entry is rewritten its first byte is `int3`, and a thread that
+//! reaches it is sent on by this SIGTRAP handler to the code that runs there now. A trap at an
+//! address that is not one of ours goes to the program's own handler (a debugger's breakpoints
+//! never reach a handler at all: ptrace takes them first).
+//!
+//! Once a rewrite is done its trap stays known, resuming at the entry itself: a thread that hit
+//! the `int3` just before it was replaced takes the signal after, and must run what is there now.
+//! The handler allocates nothing, takes no lock and enters the kernel only through `sys::raw`.
+
+use super::raw::{self, KernelSigaction};
+use super::saved_action::{SavedAction, SA_RESTORER};
+use super::ucontext;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Entries one process may have rewritten this way (each keeps its place for good).
+const MAX_TRAPS: usize = 4096;
+/// `si_code` of the SIGTRAP an `int3` raises.
+const SI_KERNEL: i32 = 0x80;
+/// The instruction written first.
+pub const INT3: u8 = 0xCC;
+
+struct Trap {
+    at: AtomicU64,
+    /// Where a thread that traps at `at` goes; 0: back to `at`, rewritten by now.
+    to: AtomicU64,
+}
+
+static TRAPS: [Trap; MAX_TRAPS] = [const {
+    Trap {
+        at: AtomicU64::new(0),
+        to: AtomicU64::new(0),
+    }
+}; MAX_TRAPS];
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static PREVIOUS: SavedAction = SavedAction::new();
+
+/// Why an entry cannot be rewritten behind a trap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrapError {
+    #[error("the SIGTRAP handler could not be installed (errno {0})")]
+    Install(i32),
+    #[error("more than {MAX_TRAPS} entries were rewritten behind a trap")]
+    Full,
+}
+
+fn our_handler() -> usize {
+    on_trap as extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) as usize
+}
+
+/// Puts the handler in front of whatever handles SIGTRAP now (the program may have installed
+/// its own since the last switch), keeping that one to chain to.
+pub fn arm() -> Result<(), TrapError> {
+    let current = raw::rt_sigaction(libc::SIGTRAP, None).map_err(TrapError::Install)?;
+    if current.handler == our_handler() {
+        return Ok(());
+    }
+    PREVIOUS.store(current);
+    let ours = KernelSigaction {
+        handler: our_handler(),
+        // NODEFER: a handler we chain to may itself call a function behind a trap, and a
+        // blocked SIGTRAP raised by `int3` would kill the process.
+        flags: (libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER | libc::SA_RESTART) as u64
+            | SA_RESTORER,
+        restorer: super::guard::restorer_address() as usize,
+        mask: 0,
+    };
+    let was = raw::rt_sigaction(libc::SIGTRAP, Some(&ours)).map_err(TrapError::Install)?;
+    if was != current && was.handler != ours.handler {
+        PREVIOUS.store(was);
+    }
+    Ok(())
+}
+
+/// From now on a thread that traps at `at` goes to `to`. Before the `int3` is written.
+pub fn set(at: u64, to: u64) -> Result<(), TrapError> {
+    let n = COUNT.load(Ordering::Acquire);
+    if let Some(t) = TRAPS[..n]
+        .iter()
+        .find(|t| t.at.load(Ordering::Acquire) == at)
+    {
+        t.to.store(to, Ordering::Release);
+        return Ok(());
+    }
+    // Only the switching thread adds traps (under the reload lock), so no two race for a place.
+    if n == MAX_TRAPS {
+        return Err(TrapError::Full);
+    }
+    TRAPS[n].to.store(to, Ordering::Release);
+    TRAPS[n].at.store(at, Ordering::Release);
+    COUNT.store(n + 1, Ordering::Release);
+    Ok(())
+}
+
+/// The entry at `at` holds its final bytes: a late trap there runs them.
+pub fn settle(at: u64) {
+    let n = COUNT.load(Ordering::Acquire);
+    if let Some(t) = TRAPS[..n]
+        .iter()
+        .find(|t| t.at.load(Ordering::Acquire) == at)
+    {
+        t.to.store(0, Ordering::Release);
+    }
+}
+
+/// Where a thread that trapped just after `pc - 1` goes, when that is one of ours.
+fn resume_at(pc: u64) -> Option<u64> {
+    let at = pc.checked_sub(1)?;
+    let n = COUNT.load(Ordering::Acquire).min(MAX_TRAPS);
+    let t = TRAPS[..n]
+        .iter()
+        .find(|t| t.at.load(Ordering::Acquire) == at)?;
+    Some(match t.to.load(Ordering::Acquire) {
+        0 => at,
+        to => to,
+    })
+}
+
+extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let code = if info.is_null() {
+        0
+    } else {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        unsafe { (*info).si_code }
+    };
+    if code == SI_KERNEL && !ctx.is_null() {
+        // SAFETY: ctx is this SA_SIGINFO invocation's ucontext.
+        let pc = unsafe { ucontext::pc(ctx) };
+        if let Some(to) = resume_at(pc) {
+            // SAFETY: `to` is where the entry's bytes lead (or the entry itself), reached with
+            // the registers a call to the entry has.
+            unsafe { ucontext::set_pc(ctx, to) };
+            return;
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+/// Goes on to the program's own action for a trap that is not ours.
+fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS.load();
+    if prev.handler == libc::SIG_IGN {
+        return;
+    }
+    if prev.handler == libc::SIG_DFL {
+        // The default action (a core dump), as without us: put it back and raise again.
+        let _ = raw::rt_sigaction(sig, Some(&prev));
+        let _ = raw::tgkill(raw::getpid(), raw::gettid(), sig);
+    } else if prev.flags & libc::SA_SIGINFO as u64 != 0 {
+        // SAFETY: an SA_SIGINFO handler the kernel reported for this signal, of this type.
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute::<usize, _>(prev.handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a plain handler the kernel reported for this signal, of this type.
+        let f: extern "C" fn(i32) = unsafe { std::mem::transmute::<usize, _>(prev.handler) };
+        f(sig);
+    }
+}
