@@ -14,6 +14,7 @@ mod probation;
 mod soak;
 mod startup;
 mod switch;
+mod targets;
 mod trying;
 mod wall;
 mod whole;
@@ -134,6 +135,17 @@ fn main() {
     }
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
+    // First after the machine's line: what the issue asked for, met or not, and why.
+    let mut goals = targets::table(&report);
+    if let Ok(soak) = std::fs::read_to_string(dir.join("soak.md")) {
+        goals.push_str(&format!(
+            "\nThe last `make soak`:\n\n{}",
+            targets::soak_verdicts(&soak)
+        ));
+    }
+    print!("## Targets (issue 13)\n\n{goals}\n");
+    let head = format!("# hotagent performance\n\n{}\n\n", machine());
+    report.insert_str(head.len(), &format!("## Targets (issue 13)\n\n{goals}\n"));
     if let Ok(scan) = std::fs::read_to_string(dir.join("scan.txt")) {
         // Criterion prints a name, then its time on the same line or the next one.
         let lines: Vec<&str> = scan
