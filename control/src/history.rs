@@ -29,6 +29,7 @@ fn outcome(o: Outcome) -> &'static str {
         Outcome::AppliedAtStartup => "applied at start-up",
         Outcome::PassedProbation => "passed probation",
         Outcome::DeferredToNextStart => "deferred to the next start",
+        Outcome::Purged => "purged",
     }
 }
 

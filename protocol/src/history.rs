@@ -23,6 +23,8 @@ pub enum Outcome {
     /// `reload --persist --on-next-start` of a patch only a fresh start can apply: nothing
     /// switched now; the journal applies it when the program next starts.
     DeferredToNextStart,
+    /// `hotctl purge`: a retired generation's copy was unloaded.
+    Purged,
 }
 
 /// One event. Fields that do not apply (the file of a refused rollback) are absent.

@@ -84,6 +84,13 @@ fn calls_and_reloads_work_after_a_purge() {
     rollback(&t);
     let json = hotctl_json(&t, &["--json", "purge", "2"]);
     assert_eq!(json["generation"], 2, "{json}");
+    // The history keeps it: the purge, about generation 2 and its file.
+    let h = hotctl_json(&t, &["history", "--json"]);
+    let last = h["events"].as_array().and_then(|e| e.last()).cloned();
+    let last = last.unwrap_or_else(|| panic!("no history: {h}"));
+    assert_eq!(last["outcome"], "purged", "{h}");
+    assert_eq!(last["generation"], 2, "{last}");
+    assert_eq!(last["path"], path_str(&v3), "{last}");
     assert_foo(&mut t, &V2);
     assert_eq!(memfd_copies(t.pid()).len(), 1);
     reload(&t, &v3, &["--no-probe"]);

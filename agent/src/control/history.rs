@@ -137,7 +137,12 @@ pub fn job(agent: &mut Agent, req: &Request, resp: &Response, uid: Option<u32>) 
         (Request::Rollback(_), Response::Rollback(rep)) => {
             about(event(Outcome::RolledBack, rep.generation), rep.from)
         }
-        (Request::Reload(_) | Request::Rollback(_), Response::Error(err)) => {
+        (Request::Purge(_), Response::Purge(rep)) => {
+            let mut e = about(event(Outcome::Purged, current), rep.generation);
+            e.reason = Some(format!("unloaded {}", rep.unloaded.join(", ")));
+            e
+        }
+        (Request::Reload(_) | Request::Rollback(_) | Request::Purge(_), Response::Error(err)) => {
             let mut e = with_facts(event(Outcome::Refused, current), facts);
             if let Request::Reload(r) = req {
                 e.path = Some(r.path.clone());
