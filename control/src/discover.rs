@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use hotagent_protocol::{socket_path, Request, Response, StatusReport, SOCKET_SUFFIX};
 
 use crate::client::{self, ExchangeError, Target, QUICK_TIMEOUT};
@@ -95,65 +95,6 @@ pub fn scan(dir: &Path) -> Result<Scan> {
     Ok(scan)
 }
 
-/// The agent to talk to: the one of `pid`, or else the only one in `dir`. One folder only: the
-/// verbs use [`find`], which searches every folder.
-#[allow(dead_code)]
-pub fn target(dir: &Path, pid: Option<u32>) -> Result<Target> {
-    match pid {
-        Some(pid) => target_of_pid(dir, pid),
-        None => only_agent(dir),
-    }
-}
-
-fn target_of_pid(dir: &Path, pid: u32) -> Result<Target> {
-    let socket = socket_path(dir, pid);
-    // Only a missing file is judged here; anything stranger is left for connect to describe.
-    if let Err(err) = fs::symlink_metadata(&socket) {
-        if err.kind() == io::ErrorKind::NotFound {
-            let why = if client::process_running(pid) {
-                "the process runs, but not with the agent (LD_PRELOAD=.../libhotagent.so) or not with \
-                 this socket folder"
-            } else {
-                "no such process"
-            };
-            bail!(
-                "no agent socket for pid {pid} at {}: {why}",
-                socket.display()
-            );
-        }
-    }
-    Ok(Target { pid, socket })
-}
-
-fn only_agent(dir: &Path) -> Result<Target> {
-    let mut scan = scan(dir)?;
-    match scan.agents.len() {
-        1 => Ok(scan.agents.remove(0).target),
-        0 => {
-            let mut msg = format!(
-                "no hotagent process found in {} (start the target with LD_PRELOAD=.../libhotagent.so)",
-                dir.display()
-            );
-            for (target, why) in &scan.unanswered {
-                msg.push_str(&format!("; {}: {why}", target.socket.display()));
-            }
-            bail!(msg)
-        }
-        _ => {
-            let found: Vec<String> = scan
-                .agents
-                .iter()
-                .map(|a| format!("{} ({})", a.target.pid, a.status.exe))
-                .collect();
-            bail!(
-                "several hotagent processes found in {}: {}; pass --pid to choose one",
-                dir.display(),
-                found.join(", ")
-            )
-        }
-    }
-}
-
 enum Probe {
     Agent(Agent),
     Unanswered(Target, String),
@@ -227,20 +168,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         litter(dir.path());
         let agent = status_agent(dir.path(), "/usr/bin/app");
-        assert_eq!(target(dir.path(), None).unwrap(), agent);
+        assert_eq!(crate::places::find(dir.path(), None).unwrap(), agent);
     }
 
     #[test]
     fn none_found() {
         let dir = tempfile::tempdir().unwrap();
         let expected = format!(
-            "no hotagent process found in {} (start the target with LD_PRELOAD=.../libhotagent.so)",
+            "no hotagent process found in {} (start the target with LD_PRELOAD=.../libhotagent.so;",
             dir.path().display()
         );
-        assert_eq!(err_text(target(dir.path(), None)), expected);
+        let text = err_text(crate::places::find(dir.path(), None));
+        assert!(
+            text.starts_with(&expected) && !text.contains(".sock"),
+            "{text}"
+        );
         // Stale sockets and strangers do not count, and are not worth a mention.
         litter(dir.path());
-        assert_eq!(err_text(target(dir.path(), None)), expected);
+        let text = err_text(crate::places::find(dir.path(), None));
+        assert!(
+            text.starts_with(&expected) && !text.contains(".sock"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -248,7 +197,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
         assert!(scan(&missing).unwrap().agents.is_empty());
-        assert!(err_text(target(&missing, None)).starts_with("no hotagent process found in "));
+        assert!(err_text(crate::places::find(&missing, None))
+            .starts_with("no hotagent process found in "));
     }
 
     #[test]
@@ -260,7 +210,7 @@ mod tests {
                 message: "agent busy".into(),
             }))
         });
-        let text = err_text(target(dir.path(), None));
+        let text = err_text(crate::places::find(dir.path(), None));
         assert!(text.starts_with("no hotagent process found in "), "{text}");
         let tail = format!("{}.sock: agent busy", agent.pid);
         assert!(text.ends_with(&tail), "{text}");
@@ -274,7 +224,7 @@ mod tests {
         let a = status_agent(dir.path(), "/usr/bin/a");
         let mut found = [(b.pid, "/usr/bin/b"), (a.pid, "/usr/bin/a")];
         found.sort();
-        let text = err_text(target(dir.path(), None));
+        let text = err_text(crate::places::find(dir.path(), None));
         assert_eq!(
             text,
             format!(
@@ -299,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         status_agent(dir.path(), "/usr/bin/a");
         let b = status_agent(dir.path(), "/usr/bin/b");
-        let chosen = target(dir.path(), Some(b.pid)).unwrap();
+        let chosen = crate::places::find(dir.path(), Some(b.pid)).unwrap();
         assert_eq!(
             chosen,
             Target {
@@ -312,23 +262,22 @@ mod tests {
     #[test]
     fn explicit_pid_without_socket() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = socket_path(dir.path(), NO_SUCH_PID);
         assert_eq!(
-            err_text(target(dir.path(), Some(NO_SUCH_PID))),
+            err_text(crate::places::find(dir.path(), Some(NO_SUCH_PID))),
             format!(
-                "no agent socket for pid {NO_SUCH_PID} at {}: no such process",
-                socket.display()
+                "no agent socket for pid {NO_SUCH_PID} in {}: no such process",
+                dir.path().display()
             )
         );
 
         let me = std::process::id();
-        let text = err_text(target(dir.path(), Some(me)));
+        let text = err_text(crate::places::find(dir.path(), Some(me)));
         assert!(
-            text.starts_with(&format!("no agent socket for pid {me} at ")),
+            text.starts_with(&format!("no agent socket for pid {me} in ")),
             "{text}"
         );
         assert!(
-            text.contains("the process runs, but not with the agent"),
+            text.contains("the process runs, but has no agent socket there"),
             "{text}"
         );
     }
