@@ -91,8 +91,9 @@ fn no_probe_skips_the_probe() {
     rollback(&t);
     t.expect("version", 1);
 
-    // With it (the default), the probe phase is timed.
-    let v = reload_json(&t, &v2, &[]);
+    // With it (the default), the probe phase is timed. `--force`: the same bytes again would
+    // reuse the copy still loaded, which needs no probe.
+    let v = reload_json(&t, &v2, &["--force"]);
     assert_eq!(v["generation"], 1, "{v}");
     let probe_us = v["phases"]["probe_us"]
         .as_u64()
