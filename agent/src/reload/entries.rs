@@ -82,12 +82,12 @@ impl Agent {
             asleep: pause.asleep,
             woke: pause.woke,
             per_thread: pause.per_thread,
-            held_us: micros(if pause.per_thread {
+            held_us: duration_us(if pause.per_thread {
                 pause.held_cpu
             } else {
                 pause.longest
             }),
-            trap_us: micros(pause.trap_cpu),
+            trap_us: duration_us(pause.trap_cpu),
         }
     }
 
@@ -428,6 +428,6 @@ pub(super) fn pause_warnings(pause: &PauseReport) -> Vec<String> {
         .collect()
 }
 
-fn micros(d: std::time::Duration) -> u64 {
+fn duration_us(d: std::time::Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX)) as u64
 }
