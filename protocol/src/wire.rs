@@ -328,6 +328,15 @@ pub struct PauseReport {
     /// held, and `longest_us` is the longest any thread spent answering a look.
     #[serde(default)]
     pub per_thread: bool,
+    /// The longest any thread was kept from its own code, in microseconds: per thread, the most
+    /// CPU time one spent in our look or trap handler (`longest_us` is the wall time, which also
+    /// counts being descheduled); with the full stop, `longest_us`.
+    #[serde(default)]
+    pub held_us: u64,
+    /// Per thread: the most CPU time, in microseconds, a thread spent in our `int3` handler
+    /// (0 when none reached an entry while it was being rewritten).
+    #[serde(default)]
+    pub trap_us: u64,
 }
 
 /// The answer to a reload (also to a dry run).

@@ -179,9 +179,14 @@ fn pause() -> impl Strategy<Value = PauseReport> {
             proptest::option::of(any::<i32>()),
             any::<bool>(),
         ),
+        (any::<u64>(), any::<u64>()),
     )
         .prop_map(
-            |((rounds, longest_us, threads, entries), (asleep, woke, per_thread))| PauseReport {
+            |(
+                (rounds, longest_us, threads, entries),
+                (asleep, woke, per_thread),
+                (held_us, trap_us),
+            )| PauseReport {
                 rounds,
                 longest_us,
                 threads,
@@ -189,6 +194,8 @@ fn pause() -> impl Strategy<Value = PauseReport> {
                 asleep,
                 woke,
                 per_thread,
+                held_us,
+                trap_us,
             },
         )
 }

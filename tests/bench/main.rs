@@ -493,7 +493,10 @@ fn pause(n: &Counts) -> String {
     let v2 = cfg.path("libfoo_v2.so");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = format!(
-        "Other threads held while entries are written, per reload and rollback ({cores} cores).\n\n\
+        "Other threads held while entries are written, per reload and rollback ({cores} cores): \
+         the longest any thread was kept from its own code (switched per thread: the CPU time it \
+         spent in our look or trap handler, wall time beside it in the next section; with the \
+         full stop: how long it was parked).\n\n\
          | threads | median | p95 | max |\n|---|---|---|---|\n"
     );
     for (busy, idle) in [
@@ -535,9 +538,9 @@ fn pauses(n: &Counts, t: &Target, v2: &Path) -> (Vec<u64>, Vec<u64>) {
     let mut entries = Vec::new();
     for _ in 0..n.pause_cycles {
         let r = reload(t, v2, &["--no-probe"]);
-        v.push(r.pause.longest_us);
+        v.push(r.pause.held_us);
         entries.push(r.phases.entries_us);
-        v.push(rollback(t).pause.longest_us);
+        v.push(rollback(t).pause.held_us);
     }
     v.sort_unstable();
     entries.sort_unstable();

@@ -207,6 +207,8 @@ const SHAPE_H: &[&str] = &["shape.h"];
 const CMDLOOP_H: &[&str] = &["cmdloop.h"];
 const HOLD_H: &[&str] = &["hold.h"];
 const HOLD_PROGRAM: &[&str] = &["cmdloop.h", "hold.h"];
+const SPIN_H: &[&str] = &["spin.h"];
+const SPIN_PROGRAM: &[&str] = &["cmdloop.h", "spin.h"];
 /// Programs on libfoo.so.
 const FOO_PROGRAM: &[&str] = &["foo.h", "cmdloop.h"];
 /// Programs on libfoo.so that answer each of its calls.
@@ -652,6 +654,19 @@ static SPECS: &[Spec] = &[
     with_inputs(
         exe("hold", Lang::C, "hold.c", &["libhold.so"]),
         HOLD_PROGRAM,
+    ),
+    // A thread spinning at the very first bytes of a function (a loop back to its entry).
+    with_inputs(
+        lib("libspin.so", "libspin.so", Lang::C, "libspin_v1.c"),
+        SPIN_H,
+    ),
+    with_inputs(
+        lib("libspin_v2.so", "libspin.so", Lang::C, "libspin_v2.c"),
+        SPIN_H,
+    ),
+    with_inputs(
+        exe("spin", Lang::C, "spin.c", &["libspin.so"]),
+        SPIN_PROGRAM,
     ),
     with_inputs(
         exe("forker", Lang::C, "forker.c", &["libfoo.so"]),

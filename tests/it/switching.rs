@@ -4,6 +4,8 @@
 //! reaches the new code; the report says the switch was per thread. A program's own SIGTRAP
 //! handler keeps getting its own traps once ours is in front of it.
 
+use crate::common::{entry_in, symbol};
+use hotagent_tests::protocol::EntryState;
 use hotagent_tests::*;
 
 /// `calls=N bad=M ...` from the threads fixture: (calls, bad).
@@ -88,4 +90,71 @@ fn program_sigtrap_handler_still_gets_its_traps() {
     t.expect("ptr", 1);
     let (_, bad) = stats(&mut t);
     assert_eq!(bad, 0);
+}
+
+/// `calls=C bad=B returns=R` from the spin fixture.
+fn spin_stats(t: &mut Target) -> (u64, u64, u64) {
+    let line = t.cmd("stats");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    (field("calls="), field("bad="), field("returns="))
+}
+
+/// Polls (with a deadline) until `pick` of the spin fixture's stats moves past `since`.
+fn spin_moves_past(t: &mut Target, pick: fn((u64, u64, u64)) -> u64, since: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = pick(spin_stats(t));
+        if now > since {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress past {since} within 10 s: {:?}",
+            spin_stats(t)
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A thread spins at the very first bytes of `spin_entry` (v1 is `pause; jmp spin_entry`, so it
+/// is inside the 5 bytes a jump replaces half the time and never blocks, sleeps or leaves) while
+/// 4 workers call `spin_version` flat out. Each reload still completes per thread, `spin_entry`
+/// gets its jump (the int3 sends the spinner on to v2, and the next look finds it outside), the
+/// spinner comes back out of it, and after a rollback it spins in v1 again, ready for the next.
+#[test]
+fn thread_spinning_inside_an_entry_is_switched() {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::builder(cfg.path("spin")).arg("4").spawn();
+    let mut calls = spin_moves_past(&mut t, |s| s.0, 0);
+    for round in 0..3 {
+        let (_, _, before) = spin_stats(&mut t);
+        let r = reload(&t, &cfg.path("libspin_v2.so"), &["--no-probe"]);
+        assert!(
+            r.pause.per_thread,
+            "round {round}: the reload stopped the threads: {:?}",
+            r.pause
+        );
+        let entry = entry_in(symbol(&r.symbols, "spin_entry"), "libspin.so");
+        assert_eq!(
+            entry.state,
+            EntryState::Jump,
+            "round {round}: the spun-in entry was not switched: {:#?}",
+            r.symbols
+        );
+        t.expect("version", 2);
+        spin_moves_past(&mut t, |s| s.2, before);
+        calls = spin_moves_past(&mut t, |s| s.0, calls);
+        let rb = rollback(&t);
+        assert!(rb.pause.per_thread, "round {round}: {:?}", rb.pause);
+        t.expect("version", 1);
+        calls = spin_moves_past(&mut t, |s| s.0, calls);
+    }
+    let (_, bad, _) = spin_stats(&mut t);
+    assert_eq!(bad, 0, "an answer came from neither version");
+    t.assert_alive();
 }

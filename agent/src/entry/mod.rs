@@ -87,6 +87,10 @@ pub struct Pause {
     pub held_at_entry: u32,
     /// Written per thread (`switch.rs`): no thread was held.
     pub per_thread: bool,
+    /// Per thread: the most CPU time any thread spent in our look or trap handler.
+    pub held_cpu: Duration,
+    /// Per thread: the most CPU time any thread spent in our trap handler.
+    pub trap_cpu: Duration,
 }
 
 #[derive(Debug, Default)]

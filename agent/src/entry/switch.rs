@@ -50,6 +50,8 @@ impl Entries {
             ..Pause::default()
         };
         stop_observe::take_longest_look();
+        stop_observe::take_longest_look_cpu();
+        trap::take_longest_cpu();
         // One look first: a thread that cannot be looked at refuses before any byte changes.
         let first = stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT)?;
         pause.threads = first.threads();
@@ -85,6 +87,8 @@ impl Entries {
         }
         pause.written = pending.iter().filter(|p| p.done == Some(Ok(()))).count();
         pause.longest = stop_observe::take_longest_look();
+        pause.trap_cpu = trap::take_longest_cpu();
+        pause.held_cpu = stop_observe::take_longest_look_cpu().max(pause.trap_cpu);
         Ok((pause, failure))
     }
 

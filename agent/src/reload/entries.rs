@@ -82,6 +82,12 @@ impl Agent {
             asleep: pause.asleep,
             woke: pause.woke,
             per_thread: pause.per_thread,
+            held_us: duration_us(if pause.per_thread {
+                pause.held_cpu
+            } else {
+                pause.longest
+            }),
+            trap_us: duration_us(pause.trap_cpu),
         }
     }
 
@@ -420,4 +426,8 @@ pub(super) fn pause_warnings(pause: &PauseReport) -> Vec<String> {
         })
         .into_iter()
         .collect()
+}
+
+fn duration_us(d: std::time::Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
 }

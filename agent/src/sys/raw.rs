@@ -561,6 +561,27 @@ pub fn geteuid() -> u32 {
     unsafe { syscall(libc::SYS_geteuid, &[]) }.map_or(u32::MAX, |u| u as u32)
 }
 
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) in nanoseconds: how long a signal
+/// handler kept it from its own code, not counting time it spent descheduled. Through the
+/// system call, as a patch may replace `clock_gettime` (the vDSO does not serve this clock).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a writable timespec.
+    let _ = unsafe {
+        syscall(
+            libc::SYS_clock_gettime,
+            &[
+                libc::CLOCK_THREAD_CPUTIME_ID as usize,
+                &mut ts as *mut libc::timespec as usize,
+            ],
+        )
+    };
+    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec.clamp(0, 999_999_999) as u64
+}
+
 /// `CLOCK_MONOTONIC` in milliseconds: the clock of every request's deadline.
 pub fn monotonic_ms() -> u64 {
     monotonic().as_millis() as u64

@@ -41,6 +41,10 @@ pub(super) static INSIDE: AtomicU32 = AtomicU32::new(0);
 pub(super) static OBSERVING: AtomicU32 = AtomicU32::new(0);
 /// The longest time, in nanoseconds, a thread spent in the handler of an observing round.
 pub(super) static LONGEST_LOOK_NS: AtomicU64 = AtomicU64::new(0);
+/// The most CPU time, in nanoseconds, a thread spent in the handler of an observing round: the
+/// time it could not run its own code because of us (the wall figure above also counts time the
+/// scheduler gave other threads, which on few cores dominates).
+pub(super) static LONGEST_LOOK_CPU_NS: AtomicU64 = AtomicU64::new(0);
 
 pub(super) extern "C" fn on_signal(
     _sig: libc::c_int,
@@ -62,6 +66,7 @@ pub(super) extern "C" fn on_signal(
         if slot.round.load(Ordering::Acquire) != round && OBSERVING.load(Ordering::Acquire) == round
         {
             let came = raw::monotonic();
+            let cpu = raw::thread_cpu_ns();
             // Counted as inside: every signal is blocked here, and the next look must not take
             // this thread for a blocker.
             INSIDE.fetch_add(1, Ordering::AcqRel);
@@ -71,8 +76,10 @@ pub(super) extern "C" fn on_signal(
             slot.round.store(round, Ordering::Release);
             ARRIVED.fetch_add(1, Ordering::AcqRel);
             raw::futex_wake(&ARRIVED, 1);
+            let used = raw::thread_cpu_ns().saturating_sub(cpu);
             let stayed = raw::monotonic().saturating_sub(came).as_nanos();
             LONGEST_LOOK_NS.fetch_max(stayed.min(u128::from(u64::MAX)) as u64, Ordering::AcqRel);
+            LONGEST_LOOK_CPU_NS.fetch_max(used, Ordering::AcqRel);
             if INSIDE.fetch_sub(1, Ordering::AcqRel) == 1 {
                 raw::futex_wake(&INSIDE, i32::MAX);
             }

@@ -5,7 +5,9 @@
 
 use super::raw;
 use super::stop::{ours, park_all, wait_handler_left, Missing, StopError, Tasks};
-use super::stop_handler::{LONGEST_LOOK_NS, NEXT_ROUND, OBSERVING, ROUND, SLOTS, SLOT_COUNT};
+use super::stop_handler::{
+    LONGEST_LOOK_CPU_NS, LONGEST_LOOK_NS, NEXT_ROUND, OBSERVING, ROUND, SLOTS, SLOT_COUNT,
+};
 use super::task;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,6 +38,11 @@ impl Observed {
 /// The longest a thread spent in the handler of a look since the last call (then reset).
 pub fn take_longest_look() -> Duration {
     Duration::from_nanos(LONGEST_LOOK_NS.swap(0, Ordering::AcqRel))
+}
+
+/// The most CPU time a thread spent in the handler of a look since the last call (then reset).
+pub fn take_longest_look_cpu() -> Duration {
+    Duration::from_nanos(LONGEST_LOOK_CPU_NS.swap(0, Ordering::AcqRel))
 }
 
 /// Looks at every other thread once, waiting at most `timeout` for each to answer. Refused when

@@ -34,6 +34,8 @@ static TRAPS: [Trap; MAX_TRAPS] = [const {
 }; MAX_TRAPS];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 static PREVIOUS: SavedAction = SavedAction::new();
+/// The most CPU time, in nanoseconds, a thread spent in this handler for one of our traps.
+static LONGEST_CPU_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Why an entry cannot be rewritten behind a trap.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +105,12 @@ pub fn settle(at: u64) {
     }
 }
 
+/// The most CPU time a thread spent in the handler for one of our traps since the last call
+/// (then reset); zero when no thread reached an entry while its first byte was `int3`.
+pub fn take_longest_cpu() -> std::time::Duration {
+    std::time::Duration::from_nanos(LONGEST_CPU_NS.swap(0, Ordering::AcqRel))
+}
+
 /// Where a thread that trapped just after `pc - 1` goes, when that is one of ours.
 fn resume_at(pc: u64) -> Option<u64> {
     let at = pc.checked_sub(1)?;
@@ -117,6 +125,7 @@ fn resume_at(pc: u64) -> Option<u64> {
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let came = raw::thread_cpu_ns();
     let code = if info.is_null() {
         0
     } else {
@@ -130,6 +139,8 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_vo
             // SAFETY: `to` is where the entry's bytes lead (or the entry itself), reached with
             // the registers a call to the entry has.
             unsafe { ucontext::set_pc(ctx, to) };
+            let used = raw::thread_cpu_ns().saturating_sub(came);
+            LONGEST_CPU_NS.fetch_max(used, Ordering::AcqRel);
             return;
         }
     }
