@@ -168,7 +168,10 @@ const TARGETS: &[Target] = &[
         at: At { section: SWITCH, row: &["64 busy", "per thread"], column: "held max" },
         floor: Some(At { section: SWITCH, row: &["64 busy", "full stop"], column: "held max" }),
         bound: Bound::Us(100.0),
-        why: "no thread waits for another any more (the median and p95 are far below the target);               the maximum is a rare sample of the int3 handler (a table lookup and two system               calls) charged hundreds of µs of CPU time, which is time the VM's vCPU spent               elsewhere while the thread was in it, not work the handler did",
+        why: "no thread waits for another any more (the median and p95 are far below the \
+              target); the maximum is a rare sample of the int3 handler (a table lookup and two \
+              system calls) charged hundreds of µs of CPU time: not explained yet, time the VM's \
+              vCPU was taken away inside the handler is the likely cause (unconfirmed)",
     },
 ];
 
