@@ -7,6 +7,7 @@ use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing
 use super::select::{Match, Role};
 use super::state::Agent;
 use crate::image::{Layout, SymKind};
+use crate::sys::code_window::CodeWindow;
 use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
@@ -157,14 +158,8 @@ pub(super) fn redirect_private(
         let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
         let mem = modules::live_memory(mods.lock(), &layouts);
-        let prot_of = |a: u64| {
-            layouts
-                .iter()
-                .find(|l| l.contains(a))
-                .and_then(|l| l.protection(a))
-                .map(|p| p.to_mprotect())
-        };
-        private::apply(&pokes, &mem, prot_of)
+        let window_of = |a: u64, len: u64| CodeWindow::within(&layouts, a, len);
+        private::apply(&pokes, &mem, window_of)
     })
     .map_err(|e| e.to_string())?;
     tracing::info!(
