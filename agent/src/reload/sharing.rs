@@ -1,7 +1,7 @@
 //! The transaction's side of private state: the evidence it gathers from the live image before
 //! anything is loaded, and the redirect it makes right after the load.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use super::modules;
 use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing};
 use super::select::{Match, Role};
@@ -32,15 +32,17 @@ impl Agent {
         changed_only: Option<&[(u64, u64)]>,
     ) -> Result<Sharing, ReloadError> {
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its private data: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
+        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+            path: req.path.clone(),
+            purpose: " to compare its private data",
+            cause: IoErrno(e),
         })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only)
-            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))
+        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only).map_err(
+            |cause| ReloadError::PrivateUnshareable {
+                path: req.path.clone(),
+                cause,
+            },
+        )
     }
 
     /// `--changed-only`: keeps the matches whose code (or read-only data) differs from what
@@ -64,15 +66,17 @@ impl Agent {
             })
             .collect();
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its code: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
+        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+            path: req.path.clone(),
+            purpose: " to compare its code",
+            cause: IoErrno(e),
         })?;
-        let changes = private::changes(module, &live, map.bytes(), &items)
-            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))?;
+        let changes = private::changes(module, &live, map.bytes(), &items).map_err(|cause| {
+            ReloadError::PrivateUnshareable {
+                path: req.path.clone(),
+                cause,
+            }
+        })?;
         let functions = matches.iter().filter(|m| m.role == Role::Code).count();
         let mut switched = Vec::new();
         let mut kept = Vec::new();
