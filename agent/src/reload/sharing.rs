@@ -138,14 +138,23 @@ impl Agent {
     }
 }
 
+/// Why the new copy's private data could not be pointed at the running module's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectFailed {
+    #[error("the loader does not list the new copy")]
+    NotListed,
+    #[error(transparent)]
+    Redirect(#[from] private::RedirectError),
+}
+
 /// Points the loaded new copy's references to its own private data at `module`'s.
 pub(super) fn redirect_private(
     plan: &SharePlan,
     module: &Layout,
     handle: dl::Handle,
     new_base: Option<u64>,
-) -> Result<(), String> {
-    let new_base = new_base.ok_or("the loader does not list the new copy")?;
+) -> Result<(), RedirectFailed> {
+    let new_base = new_base.ok_or(RedirectFailed::NotListed)?;
     let old_modid = dl::open_loaded(&module.path).and_then(|h| {
         let id = dl::tls_modid(h);
         dl::release(h);
@@ -157,15 +166,14 @@ pub(super) fn redirect_private(
         new_modid: dl::tls_modid(handle),
         old_modid,
     };
-    let pokes = private::pokes(plan, &at).map_err(|e| e.to_string())?;
+    let pokes = private::pokes(plan, &at)?;
     phdr::with_modules_locked(|mods| {
         let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
         let mem = modules::live_memory(mods.lock(), &layouts);
         let window_of = |a: u64, len: u64| CodeWindow::within(&layouts, a, len);
         private::apply(&pokes, &mem, window_of)
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     tracing::info!(
         module = module.path,
         writes = pokes.len(),

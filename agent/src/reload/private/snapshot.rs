@@ -126,6 +126,15 @@ pub fn checkpoint(
     })
 }
 
+/// Why a range of private data cannot be saved for a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SaveError {
+    #[error("not in one writable segment as the file says")]
+    NotWritableData,
+    #[error("it cannot be read")]
+    Unreadable,
+}
+
 /// Appends the bytes of `[start, start + mask.len())` in `module` that `mask` does not leave
 /// out, as runs; the range must be writable data.
 fn save(
@@ -134,7 +143,7 @@ fn save(
     start: u64,
     mask: &[Option<u8>],
     runs: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<(), String> {
+) -> Result<(), SaveError> {
     let len = mask.len() as u64;
     if len == 0 {
         return Ok(());
@@ -144,12 +153,12 @@ fn save(
         || !writable(start + len - 1)
         || !module.same_segment(start, start + len - 1)
     {
-        return Err("not in one writable segment as the file says".into());
+        return Err(SaveError::NotWritableData);
     }
     let live = mem
         .tail(start)
         .and_then(|t| t.get(..mask.len()))
-        .ok_or("it cannot be read")?;
+        .ok_or(SaveError::Unreadable)?;
     let mut run: Option<(u64, Vec<u8>)> = None;
     for (i, (&b, m)) in live.iter().zip(mask).enumerate() {
         if m.is_none() {
