@@ -181,3 +181,28 @@ pub(super) fn redirect_private(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// A missing new copy and a refused write are distinct, and the write keeps its cause.
+    #[test]
+    fn redirect_failures_keep_their_cause() {
+        let e = RedirectFailed::from(private::RedirectError::NoModid("old"));
+        assert!(matches!(
+            e,
+            RedirectFailed::Redirect(private::RedirectError::NoModid("old"))
+        ));
+        assert_eq!(
+            e.to_string(),
+            "the thread-local module id of the old module is unknown"
+        );
+        assert_eq!(
+            RedirectFailed::NotListed.to_string(),
+            "the loader does not list the new copy"
+        );
+        assert!(RedirectFailed::NotListed.source().is_none());
+    }
+}

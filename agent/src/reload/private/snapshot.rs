@@ -172,3 +172,38 @@ fn save(
     runs.extend(run);
     Ok(())
 }
+
+#[cfg(test)]
+mod save_tests {
+    use super::*;
+    use crate::image::SliceMemory;
+
+    /// Read-only data and unreadable bytes are told apart, and read as the strings did.
+    #[test]
+    fn save_refusals_name_their_cause() {
+        // PT_LOAD r-- at 0x1000..0x2000, rw- at 0x2000..0x3000.
+        let l = Layout::new(
+            "libx.so".into(),
+            0,
+            false,
+            [(1, 4, 0x1000, 0x1000), (1, 6, 0x2000, 0x1000)],
+            0x1000,
+        );
+        let bytes = [7u8; 8];
+        let mem = SliceMemory {
+            base: 0x2000,
+            bytes: &bytes,
+        };
+        let mut runs = Vec::new();
+        let e = save(&l, &mem, 0x1000, &[Some(0); 4], &mut runs).unwrap_err();
+        assert_eq!(e, SaveError::NotWritableData);
+        assert_eq!(
+            e.to_string(),
+            "not in one writable segment as the file says"
+        );
+        let e = save(&l, &mem, 0x2100, &[Some(0); 4], &mut runs).unwrap_err();
+        assert_eq!(e, SaveError::Unreadable);
+        assert!(save(&l, &mem, 0x2000, &[Some(0), None, Some(0)], &mut runs).is_ok());
+        assert_eq!(runs, vec![(0x2000, vec![7]), (0x2002, vec![7])]);
+    }
+}
