@@ -2,7 +2,7 @@
 //! (`changed.rs`), and the changed ones where their new code starts (for the reach).
 
 use crate::changed::{self, Change};
-use crate::file::FileView;
+use crate::file::{FileView, ParseError};
 use crate::refs::{Pair, Side};
 use goblin::elf::Elf;
 
@@ -28,6 +28,22 @@ pub struct Changes {
     pub roots: Vec<(u64, u64)>,
 }
 
+/// Why two builds could not be compared (every export then counts as changed).
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("cannot read the old build: {0}")]
+    OldUnreadable(#[source] ParseError),
+    #[error("cannot read the new build: {0}")]
+    NewUnreadable(#[source] ParseError),
+    /// Which builds lack one, e.g. "the running build and the new build".
+    #[error("it needs the symbol tables of both builds (.symtab, or debug info found by build-id under {DEBUG_ROOT}) to tell functions and objects apart, and {missing} has none")]
+    NoSymbols { missing: String },
+    #[error("cannot tell where the new build's {0} starts and ends (no single symbol with a size names it)")]
+    NoExtent(String),
+    #[error("{name} points at code no function symbol names ({at:#x})")]
+    UnnamedCode { name: String, at: u64 },
+}
+
 /// Compares `items` between two builds' files, `old` and `new` (`hotctl diff`): the same
 /// verdicts `--changed-only` reaches, without a running module.
 /// `euid`: whose separate debug files are trusted besides root's (see [`debug_file_for`]).
@@ -36,9 +52,9 @@ pub fn compare_files(
     new: &[u8],
     items: &[Compared],
     euid: u32,
-) -> Result<Changes, String> {
-    let old_view = FileView::parse(old).map_err(|e| format!("cannot read the old build: {e}"))?;
-    let new_view = FileView::parse(new).map_err(|e| format!("cannot read the new build: {e}"))?;
+) -> Result<Changes, CompareError> {
+    let old_view = FileView::parse(old).map_err(CompareError::OldUnreadable)?;
+    let new_view = FileView::parse(new).map_err(CompareError::NewUnreadable)?;
     compare_views(&old_view, &new_view, items, false, euid)
 }
 
@@ -50,7 +66,7 @@ pub fn compare_views<'a>(
     items: &[Compared],
     roots_wanted: bool,
     euid: u32,
-) -> Result<Changes, String> {
+) -> Result<Changes, CompareError> {
     let (old_debug, new_debug) = (
         debug_file_for(old_view, euid),
         debug_file_for(new_view, euid),
@@ -66,11 +82,9 @@ pub fn compare_views<'a>(
     .flatten()
     .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "it needs the symbol tables of both builds (.symtab, or debug info found by build-id under {}) to tell functions and objects apart, and {} has none",
-            DEBUG_ROOT,
-            missing.join(" and ")
-        ));
+        return Err(CompareError::NoSymbols {
+            missing: missing.join(" and "),
+        });
     }
     let old_syms = old_debug.as_ref().unwrap_or(&old_view.elf);
     let new_syms = new_debug.as_ref().unwrap_or(&new_view.elf);
@@ -94,14 +108,11 @@ pub fn compare_views<'a>(
 /// Where the new code of a switched export starts: a function's own body (an IFUNC's resolver:
 /// the implementations it returns are taken addresses, followed by the reach); for data, the
 /// functions its relocated words point at.
-fn roots_of(new: &Side<'_>, item: &Compared) -> Result<Vec<(u64, u64)>, String> {
+fn roots_of(new: &Side<'_>, item: &Compared) -> Result<Vec<(u64, u64)>, CompareError> {
     if !item.data {
         return match new.function(&item.name) {
             Some(f) if f.size > 0 => Ok(vec![(f.addr, f.addr + f.size)]),
-            _ => Err(format!(
-                "cannot tell where the new build's {} starts and ends (no single symbol with a size names it)",
-                item.name
-            )),
+            _ => Err(CompareError::NoExtent(item.name.clone())),
         };
     }
     let Some(d) = new.syms.iter().find(|s| !s.func && s.name == item.name) else {
@@ -120,10 +131,10 @@ fn roots_of(new: &Side<'_>, item: &Compared) -> Result<Vec<(u64, u64)>, String> 
         match new.containing(v).filter(|s| s.func && s.size > 0) {
             Some(f) => out.push((f.addr, f.addr + f.size)),
             None => {
-                return Err(format!(
-                    "{} points at code no function symbol names ({v:#x})",
-                    item.name
-                ))
+                return Err(CompareError::UnnamedCode {
+                    name: item.name.clone(),
+                    at: v,
+                })
             }
         }
     }
@@ -157,4 +168,31 @@ pub fn debug_file_for(f: &FileView<'_>, euid: u32) -> Option<Vec<u8>> {
     let bytes = std::fs::read(&path).ok()?;
     let dbg = FileView::parse(&bytes).ok()?;
     (dbg.build_id().as_deref() == Some(id.as_slice()) && dbg.has_symtab()).then_some(bytes)
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use std::error::Error;
+
+    /// Which build could not be read is a variant, with the parser's error as its source;
+    /// the message reads as the formatted string did.
+    #[test]
+    fn compare_errors_name_their_cause() {
+        let e = compare_files(b"not an elf", b"also not", &[], 0).unwrap_err();
+        assert!(
+            matches!(e, CompareError::OldUnreadable(ParseError::Elf(_))),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("cannot read the old build: cannot parse it: "));
+        assert!(e.source().unwrap().is::<ParseError>());
+        let none = CompareError::NoSymbols {
+            missing: "the new build".into(),
+        };
+        assert!(none
+            .to_string()
+            .ends_with("apart, and the new build has none"));
+    }
 }

@@ -104,11 +104,20 @@ pub struct FileView<'a> {
     masked: Vec<u64>,
 }
 
+/// Why a file cannot be viewed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("cannot parse it: {0}")]
+    Elf(#[source] goblin::error::Error),
+    #[error("it has no section headers")]
+    NoSections,
+}
+
 impl<'a> FileView<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<FileView<'a>, String> {
-        let elf = Elf::parse(bytes).map_err(|e| format!("cannot parse it: {e}"))?;
+    pub fn parse(bytes: &'a [u8]) -> Result<FileView<'a>, ParseError> {
+        let elf = Elf::parse(bytes).map_err(ParseError::Elf)?;
         if elf.section_headers.is_empty() {
-            return Err("it has no section headers".into());
+            return Err(ParseError::NoSections);
         }
         let relro: Vec<(u64, u64)> = elf
             .program_headers

@@ -14,7 +14,8 @@ mod dispatch;
 mod switch;
 
 use crate::image::{Layout, Memory};
-use crate::sys::{membarrier, mprotect, raw, self_mem, stop};
+use crate::sys::code_window::CodeWindow;
+use crate::sys::{membarrier, raw, self_mem, stop};
 use arch::JUMP_LEN;
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ pub struct Site {
     pub last_error: Option<String>,
     /// Its module, as reports name it.
     pub label: String,
-    prot: i32,
+    /// The jump's bytes at `window`, as code the agent may rewrite (None: no module maps them).
+    code: Option<CodeWindow>,
 }
 
 /// Threads held while entries were written.
@@ -168,10 +170,6 @@ impl Entries {
         if self.get(addr).is_some() {
             return;
         }
-        let prot = layouts
-            .iter()
-            .find_map(|l| l.protection(addr))
-            .map_or(libc::PROT_READ | libc::PROT_EXEC, |p| p.to_mprotect());
         let code = size.and_then(|n| {
             usize::try_from(n)
                 .ok()
@@ -187,7 +185,7 @@ impl Entries {
             refusal: None,
             last_error: None,
             label,
-            prot,
+            code: None,
         };
         match code {
             Err(why) => site.refusal = Some(why.to_string()),
@@ -197,6 +195,7 @@ impl Entries {
                     Err(r) => site.refusal = Some(r.to_string()),
                     Ok(()) => {
                         site.window = addr + off as u64;
+                        site.code = CodeWindow::within(layouts, site.window, JUMP_LEN as u64);
                         site.original.copy_from_slice(&code[off..off + JUMP_LEN]);
                         site.current = site.original;
                     }
@@ -217,7 +216,7 @@ impl Entries {
         let proc_mem = self_mem::open_proc_mem().ok();
         let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
         // Rewriting the bytes it holds changes nothing but proves the page can be written.
-        writable(fd, site.window, &site.current, site.prot).map(|_| ())
+        writable(fd, site.code.as_ref(), &site.current).map(|_| ())
     }
 
     /// Whether the other threads could be stopped now.
@@ -376,7 +375,7 @@ impl Entries {
                         .into(),
                 );
             }
-            through_proc_mem = writable(fd, site.window, &site.current, site.prot)?;
+            through_proc_mem = writable(fd, site.code.as_ref(), &site.current)?;
         }
         let (holds, retarget, after) = match (want, direct_to) {
             (Want::Original, _) => (Holds::Original, None, None),
@@ -603,7 +602,9 @@ impl Entries {
         if through_proc_mem {
             self_mem::poke_proc_mem(fd, site.window + offset, bytes)
         } else {
-            mprotect::poke_code_mprotect(site.window + offset, bytes, site.prot)
+            site.code
+                .as_ref()
+                .map_or(Err(libc::EFAULT), |w| w.poke(offset, bytes))
         }
     }
 }
@@ -627,9 +628,10 @@ pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, String> {
     Ok(inside)
 }
 
-/// Whether code at `at` can be written, by writing the bytes it already holds: through
+/// Whether the code of `code` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).
-fn writable(fd: i32, at: u64, holds: &[u8], prot: i32) -> Result<bool, String> {
-    self_mem::poke_code(fd, at, holds, prot)
+fn writable(fd: i32, code: Option<&CodeWindow>, holds: &[u8]) -> Result<bool, String> {
+    let code = code.ok_or("its code lies in no segment of a loaded module")?;
+    self_mem::poke_code(fd, code, holds)
         .map_err(|why| format!("its code cannot be made writable ({why})"))
 }

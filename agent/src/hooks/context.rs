@@ -59,7 +59,37 @@ pub struct ClassRequest {
 
 /// Checks a converter before it is accepted (the vtables' method counts, inheritance): the
 /// reload supplies it, so the context needs no knowledge of class layouts.
-pub type ClassCheck = dyn Fn(&ClassRequest) -> Result<(), String> + Send + Sync;
+pub type ClassCheck = dyn Fn(&ClassRequest) -> Result<(), RegisterError> + Send + Sync;
+
+/// Why `hotagent_convert_class` refused a converter (recorded as the hook's failure too).
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("hotagent_convert_class({old_name}) was called from {hook}: converters are registered from hotagent_prepare only")]
+    NotInPrepare {
+        old_name: String,
+        hook: &'static str,
+    },
+    #[error("hotagent_convert_class({old_name}, {new_name}): the upgrade function is NULL")]
+    NoUpgrade { old_name: String, new_name: String },
+    #[error(
+        "hotagent_convert_class: no vtable {name} in {module} (the generation being replaced)"
+    )]
+    NoOldVtable { name: String, module: String },
+    #[error("hotagent_convert_class: no vtable {name} in {module}")]
+    NoNewVtable { name: String, module: String },
+    /// The classes' layouts do not allow the conversion.
+    #[error("hotagent_convert_class: {0}")]
+    Class(#[from] crate::convert::ConvertError),
+    /// A check of the caller's own (tests) refused, in its words.
+    #[error("{0}")]
+    Refused(String),
+    #[error("hotagent_convert_class: the {0} list is unusable")]
+    Poisoned(&'static str),
+    #[error("hotagent_convert_class: {0} already has a converter in this reload")]
+    Duplicate(String),
+    #[error("hotagent_convert_class: more than {CLASSES_MAX} converters in one reload")]
+    TooMany,
+}
 
 struct Failure {
     len: usize,
@@ -170,10 +200,10 @@ impl Context {
         new_name: &str,
         upgrade: u64,
         downgrade: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegisterError> {
         let r = self.register(old_name, new_name, upgrade, downgrade);
         if let Err(e) = &r {
-            self.fail(e.as_bytes());
+            self.fail(e.to_string().as_bytes());
         }
         r
     }
@@ -184,30 +214,33 @@ impl Context {
         new_name: &str,
         upgrade: u64,
         downgrade: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegisterError> {
         if self.phase() != Phase::Prepare {
-            return Err(format!(
-                "hotagent_convert_class({old_name}) was called from {}: converters are registered from hotagent_prepare only",
-                self.phase().hook_name()
-            ));
+            return Err(RegisterError::NotInPrepare {
+                old_name: old_name.into(),
+                hook: self.phase().hook_name(),
+            });
         }
         if upgrade == 0 {
-            return Err(format!(
-                "hotagent_convert_class({old_name}, {new_name}): the upgrade function is NULL"
-            ));
+            return Err(RegisterError::NoUpgrade {
+                old_name: old_name.into(),
+                new_name: new_name.into(),
+            });
         }
-        let old = self.previous.get(old_name.as_bytes()).ok_or_else(|| {
-            format!(
-                "hotagent_convert_class: no vtable {old_name} in {} (the generation being replaced)",
-                self.previous_label
-            )
-        })?;
-        let new = self.this.get(new_name.as_bytes()).ok_or_else(|| {
-            format!(
-                "hotagent_convert_class: no vtable {new_name} in {}",
-                self.this_label
-            )
-        })?;
+        let old =
+            self.previous
+                .get(old_name.as_bytes())
+                .ok_or_else(|| RegisterError::NoOldVtable {
+                    name: old_name.into(),
+                    module: self.previous_label.clone(),
+                })?;
+        let new = self
+            .this
+            .get(new_name.as_bytes())
+            .ok_or_else(|| RegisterError::NoNewVtable {
+                name: new_name.into(),
+                module: self.this_label.clone(),
+            })?;
         let req = ClassRequest {
             old_name: old_name.to_string(),
             new_name: new_name.to_string(),
@@ -220,16 +253,12 @@ impl Context {
         let mut classes = self
             .classes
             .lock()
-            .map_err(|_| "hotagent_convert_class: the converter list is unusable".to_string())?;
+            .map_err(|_| RegisterError::Poisoned("converter"))?;
         if classes.iter().any(|c| c.old.addr == req.old.addr) {
-            return Err(format!(
-                "hotagent_convert_class: {old_name} already has a converter in this reload"
-            ));
+            return Err(RegisterError::Duplicate(old_name.into()));
         }
         if classes.len() == CLASSES_MAX {
-            return Err(format!(
-                "hotagent_convert_class: more than {CLASSES_MAX} converters in one reload"
-            ));
+            return Err(RegisterError::TooMany);
         }
         classes.push(req);
         Ok(())
@@ -300,7 +329,7 @@ mod tests {
                 if r.old.size == r.new.size {
                     Ok(())
                 } else {
-                    Err("method counts differ".to_string())
+                    Err(RegisterError::Refused("method counts differ".to_string()))
                 }
             }),
         )
@@ -324,16 +353,27 @@ mod tests {
     fn converters_are_checked_found_and_only_taken_in_prepare() {
         let c = ctx();
         let e = c.convert_class("_ZTV7Missing", "_ZTV3New", 1, None);
-        assert!(e.is_err_and(|e| e.contains("no vtable _ZTV7Missing in libold.so")));
+        assert!(
+            matches!(e, Err(RegisterError::NoOldVtable { ref name, .. }) if name == "_ZTV7Missing")
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("no vtable _ZTV7Missing in libold.so"));
         let c = ctx();
         let e = c.convert_class("_ZTV3Old", "_ZTV3New", 1, None);
-        assert_eq!(e, Err("method counts differ".to_string()));
+        assert!(matches!(e, Err(RegisterError::Refused(_))));
         assert_eq!(c.failure().as_deref(), Some("method counts differ"));
         let c = ctx();
         c.enter(Phase::Migrate);
-        assert!(c
-            .convert_class("_ZTV3Old", "_ZTV3New", 1, None)
-            .is_err_and(|e| e.contains("from hotagent_prepare only")));
+        let e = c.convert_class("_ZTV3Old", "_ZTV3New", 1, None);
+        assert!(
+            matches!(e, Err(RegisterError::NotInPrepare { hook, .. }) if hook == Phase::Migrate.hook_name())
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("from hotagent_prepare only"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod context;
 pub mod runner;
 pub mod symbols;
 
-pub use context::{ClassRequest, Context, Phase};
+pub use context::{ClassRequest, Context, Phase, RegisterError};
 pub use runner::HookError;
 pub use symbols::{Symbol, SymbolTable};
 

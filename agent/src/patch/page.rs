@@ -1,17 +1,19 @@
 //! Making one page at a time writable, and restoring it exactly. The stores themselves are
 //! `unsafe`: this module is where the "page is mapped and writable now" invariant is established.
+//! Opening a page (`mprotect`) is `sys::mprotect::OpenedPage`'s.
 #![allow(unsafe_code)]
 
 use super::{PatchError, Width, Write};
-use crate::image::{Layout, Prot};
-use crate::sys::{mem, mprotect, page, self_mem};
+use crate::image::Layout;
+use crate::sys::mprotect::OpenedPage;
+use crate::sys::{mem, page, self_mem};
 
 /// Writes into pages of loaded modules, keeping at most one page unprotected at a time.
 pub struct PageWriter<'l> {
     layouts: &'l [Layout],
     page_size: u64,
-    /// The page currently opened for writing and the protection to put back.
-    open: Option<(u64, Prot)>,
+    /// The page currently opened for writing (its protection comes back on drop).
+    open: Option<OpenedPage>,
     proc_mem: Option<self_mem::ProcMem>,
 }
 
@@ -30,36 +32,25 @@ impl<'l> PageWriter<'l> {
         }
     }
 
-    fn protection(&self, addr: u64) -> Option<Prot> {
-        self.layouts.iter().find_map(|l| l.protection(addr))
-    }
-
     /// Prepares the page of `addr`: directly writable, opened with `mprotect`, or (code pages,
     /// where adding write access may be forbidden) written through `/proc/self/mem`.
     fn prepare(&mut self, addr: u64) -> Result<Path, PatchError> {
         let page = addr & !(self.page_size - 1);
-        if let Some((p, _)) = self.open {
-            if p == page {
-                return Ok(Path::Direct);
-            }
+        if self.open.as_ref().is_some_and(|p| p.start() == page) {
+            return Ok(Path::Direct);
         }
         self.close();
-        let prot = self.protection(addr).ok_or(PatchError::Unmapped { addr })?;
+        let prot = self
+            .layouts
+            .iter()
+            .find_map(|l| l.protection(addr))
+            .ok_or(PatchError::Unmapped { addr })?;
         if prot.write {
             return Ok(Path::Direct);
         }
-        if !prot.exec {
-            let rw = Prot {
-                write: true,
-                read: true,
-                ..prot
-            };
-            // SAFETY: a page of a loaded module (`layouts`, read under the loader lock the
-            // caller holds), only gaining write access; `close` puts `prot` back.
-            if unsafe { mprotect::mprotect(page, self.page_size, rw.to_mprotect()) }.is_ok() {
-                self.open = Some((page, prot));
-                return Ok(Path::Direct);
-            }
+        if let Some(opened) = OpenedPage::open(self.layouts, addr, self.page_size) {
+            self.open = Some(opened);
+            return Ok(Path::Direct);
         }
         if self.proc_mem.is_none() {
             let f = self_mem::open_proc_mem();
@@ -124,12 +115,8 @@ impl<'l> PageWriter<'l> {
     }
 
     fn close(&mut self) {
-        if let Some((page, prot)) = self.open.take() {
-            // Restoring exactly what the loader set; failure would leave the page writable,
-            // which is safe for the target, so it is only ignored.
-            // SAFETY: the page `prepare` opened, given back the protection the loader set.
-            let _ = unsafe { mprotect::mprotect(page, self.page_size, prot.to_mprotect()) };
-        }
+        // Dropping it restores exactly what the loader set.
+        self.open = None;
     }
 
     pub fn finish(mut self) {

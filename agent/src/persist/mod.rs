@@ -115,10 +115,7 @@ pub fn reload(
 /// The refusals a fresh start may lift: a mutable variable that changed size without a migrate
 /// hook, private state laid out differently. Whether it does is then tried (`defer`).
 fn deferrable(e: &ReloadError) -> bool {
-    matches!(
-        e,
-        ReloadError::IncompatibleSymbol(_) | ReloadError::PrivateState(_)
-    )
+    matches!(e, ReloadError::IncompatibleSymbol(_)) || e.is_private_state()
 }
 
 /// Records a patch refused live for the next start, when a dry run under the start-up rules

@@ -9,9 +9,11 @@
 //! failed.
 
 use super::journal;
-use crate::reload::Agent;
+use crate::reload::{Agent, ReloadError};
 use crate::sys::{process, raw};
-use hotagent_protocol::journal::{check_trusted, file_sha256, process_start, Entry, EntryState};
+use hotagent_protocol::journal::{
+    check_trusted, file_sha256, process_start, Entry, EntryState, JournalError,
+};
 use hotagent_protocol::ReloadRequest;
 use std::path::Path;
 use std::sync::Mutex;
@@ -80,19 +82,43 @@ pub fn apply_at_startup(agent: &Mutex<Agent>) {
     }
 }
 
+/// Why a persisted patch was not applied at start-up (the one warning line it gets).
+#[derive(Debug, thiserror::Error)]
+pub enum SkipReason {
+    #[error("no state folder")]
+    NoStateFolder,
+    /// The entry or the patch file is not trusted, or the journal could not record the attempt.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("it crashed on probation and was rolled back; it is never applied again (hotctl forget removes it)")]
+    Crashed,
+    #[error("its start-up application failed earlier ({0}); it is never applied again")]
+    FailedEarlier(String),
+    #[error("applying it at start-up killed process {0}; marked failed, never applied again")]
+    KilledAnEarlierStart(u32),
+    #[error("{path} is another build now (build-id {now}, recorded {recorded})")]
+    OtherModuleBuild {
+        path: String,
+        now: String,
+        recorded: String,
+    },
+    #[error("the patch file changed since it was recorded")]
+    PatchChanged,
+    #[error("cannot read the patch file: {0}")]
+    PatchUnreadable(#[source] std::io::Error),
+    #[error("the reload was refused: {0}; marked failed, never applied again")]
+    Refused(#[source] ReloadError),
+}
+
 /// Applies one entry, or says why not (the caller's one warning line).
-fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
-    let j = journal().ok_or("no state folder")?;
+fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), SkipReason> {
+    let j = journal().ok_or(SkipReason::NoStateFolder)?;
     let euid = raw::geteuid();
-    check_trusted(&j.entry_path(id), euid).map_err(|e| e.to_string())?;
+    check_trusted(&j.entry_path(id), euid)?;
     match &entry.state {
         EntryState::Active => {}
-        EntryState::Crashed => {
-            return Err("it crashed on probation and was rolled back; it is never applied again (hotctl forget removes it)".into())
-        }
-        EntryState::Failed { reason } => {
-            return Err(format!("its start-up application failed earlier ({reason}); it is never applied again"))
-        }
+        EntryState::Crashed => return Err(SkipReason::Crashed),
+        EntryState::Failed { reason } => return Err(SkipReason::FailedEarlier(reason.clone())),
     }
     if let Some((pid, start)) = j.attempt(id) {
         let alive = pid != process::pid() && process_start(pid) == Some(start);
@@ -100,7 +126,7 @@ fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
             let why = format!("applying it at start-up killed process {pid}");
             let _ = j.mark_failed(id, &why);
             j.end_attempt(id);
-            return Err(format!("{why}; marked failed, never applied again"));
+            return Err(SkipReason::KilledAnEarlierStart(pid));
         }
     }
     let module = match agent.identify(&entry.module) {
@@ -115,23 +141,22 @@ fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
         }
     };
     if module.build_id != entry.module_build_id {
-        return Err(format!(
-            "{} is another build now (build-id {}, recorded {})",
-            module.path,
-            module.build_id.as_deref().unwrap_or("none"),
-            entry.module_build_id.as_deref().unwrap_or("none")
-        ));
+        return Err(SkipReason::OtherModuleBuild {
+            path: module.path,
+            now: module.build_id.unwrap_or_else(|| "none".into()),
+            recorded: entry.module_build_id.as_deref().unwrap_or("none").into(),
+        });
     }
     let patch = Path::new(&entry.patch);
-    check_trusted(patch, euid).map_err(|e| e.to_string())?;
+    check_trusted(patch, euid)?;
     match file_sha256(patch) {
         Ok(h) if h == entry.sha256 => {}
-        Ok(_) => return Err("the patch file changed since it was recorded".into()),
-        Err(e) => return Err(format!("cannot read the patch file: {e}")),
+        Ok(_) => return Err(SkipReason::PatchChanged),
+        Err(e) => return Err(SkipReason::PatchUnreadable(e)),
     }
     let me = process::pid();
     let start = process_start(me).unwrap_or(0);
-    j.begin_attempt(id, me, start).map_err(|e| e.to_string())?;
+    j.begin_attempt(id, me, start)?;
     let req = request(entry);
     agent.set_before_main(entry.deferred);
     let result = agent.reload(&req, None, &mut || Ok(()));
@@ -149,9 +174,8 @@ fn apply_one(agent: &mut Agent, id: &str, entry: &Entry) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            let why = format!("the reload was refused: {e}");
-            let _ = j.mark_failed(id, &why);
-            Err(format!("{why}; marked failed, never applied again"))
+            let _ = j.mark_failed(id, &format!("the reload was refused: {e}"));
+            Err(SkipReason::Refused(e))
         }
     }
 }
@@ -177,5 +201,32 @@ fn request(entry: &Entry) -> ReloadRequest {
         on_next_start: false,
         // The journal is replayed as recorded: each entry was a generation when it ran.
         force: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The warning line reads as before, and a refused reload stays a `ReloadError` (its code
+    /// tells a refusal that may lift at the next start from a broken file).
+    #[test]
+    fn skip_reasons_keep_their_cause() {
+        let refused = SkipReason::Refused(ReloadError::NothingToRollBack);
+        assert!(refused
+            .to_string()
+            .starts_with("the reload was refused: nothing to roll back"));
+        assert!(refused
+            .to_string()
+            .ends_with("; marked failed, never applied again"));
+        let src = refused.source().unwrap().downcast_ref::<ReloadError>();
+        assert_eq!(src, Some(&ReloadError::NothingToRollBack));
+        let killed = SkipReason::KilledAnEarlierStart(42);
+        assert_eq!(
+            killed.to_string(),
+            "applying it at start-up killed process 42; marked failed, never applied again"
+        );
+        assert!(killed.source().is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Checking a patch file on disk before anything is loaded: a file the loader would choke on (or
 //! crash on: a corrupted ELF can make `dlopen` itself fault) is refused here with a clear reason.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use super::guard::{self, inside};
 use crate::image::SymKind;
 use crate::sys::sealed::Sealed;
@@ -64,11 +64,10 @@ const SHN_ABS: usize = 0xfff1;
 /// Checks the sealed copy of `path` where it lies: mapped read-only for the checks, unmapped
 /// after. The bytes checked are the bytes `dlopen` will load, and none passes through the heap.
 pub fn check_staged(path: &str, copy: &Sealed) -> Result<PatchFile, ReloadError> {
-    let map = copy.map().map_err(|e| {
-        ReloadError::Internal(format!(
-            "cannot map the private copy of {path} to check it: {}",
-            std::io::Error::from_raw_os_error(e)
-        ))
+    let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+        path: path.to_string(),
+        purpose: " to check it",
+        cause: IoErrno(e),
     })?;
     check_bytes(path, map.bytes())
 }

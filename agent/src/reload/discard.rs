@@ -135,5 +135,8 @@ fn with_note(e: ReloadError, note: &str) -> ReloadError {
         // Refused before anything is loaded, so never here; the code stays BadElf regardless.
         e @ E::Corrupted { .. } => E::BadElf(e.to_string() + note),
         e @ E::DependencyUnloadable { .. } => E::LoadFailed(e.to_string() + note),
+        e @ E::Unreadable { .. } => E::FileUnreadable(e.to_string() + note),
+        e @ E::PrivateUnshareable { .. } => E::PrivateState(e.to_string() + note),
+        e @ E::CopyUnmappable { .. } => E::Internal(e.to_string() + note),
     }
 }

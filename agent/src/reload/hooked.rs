@@ -13,7 +13,7 @@ use super::error::ReloadError;
 use super::previous::file_symbols;
 use super::state::Agent;
 use crate::convert::{Class, Vtable};
-use crate::hooks::{ClassRequest, Context, HookFn, Hooks, Phase, Session, Stopped};
+use crate::hooks::{ClassRequest, Context, HookFn, Hooks, Phase, RegisterError, Session, Stopped};
 use crate::image::Layout;
 use crate::sys::{dl, phdr};
 use std::sync::{Arc, Mutex};
@@ -63,7 +63,7 @@ impl Agent {
         let registered: Registered = Arc::default();
         let code = code_ranges();
         let into = Arc::clone(&registered);
-        let check = move |r: &ClassRequest| -> Result<(), String> {
+        let check = move |r: &ClassRequest| -> Result<(), RegisterError> {
             let class = Class::new(
                 Vtable {
                     name: r.old_name.clone(),
@@ -78,10 +78,9 @@ impl Agent {
                 r.upgrade as usize,
                 r.downgrade.map(|d| d as usize),
                 &|a| code.iter().any(|&(lo, hi)| a >= lo && a < hi),
-            )
-            .map_err(|e| format!("hotagent_convert_class: {e}"))?;
+            )?;
             into.lock()
-                .map_err(|_| "hotagent_convert_class: the class list is unusable".to_string())?
+                .map_err(|_| RegisterError::Poisoned("class"))?
                 .push(class);
             Ok(())
         };

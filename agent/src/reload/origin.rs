@@ -7,7 +7,7 @@
 //! there, and not loaded yet, is loaded first by its absolute path (`RTLD_LOCAL`), and the loader
 //! then finds it by its soname when it loads the copy — as it would have next to the file.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use crate::sys::dl;
 use crate::sys::sealed::Sealed;
 use goblin::elf::Elf;
@@ -15,11 +15,10 @@ use goblin::elf::Elf;
 /// The dependencies of the patch (absolute paths, in `DT_NEEDED` order) that only `$ORIGIN` in
 /// its run path finds, and that are not loaded yet.
 pub fn origin_dependencies(path: &str, copy: &Sealed) -> Result<Vec<String>, ReloadError> {
-    let map = copy.map().map_err(|e| {
-        ReloadError::Internal(format!(
-            "cannot map the private copy of {path}: {}",
-            std::io::Error::from_raw_os_error(e)
-        ))
+    let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+        path: path.to_string(),
+        purpose: "",
+        cause: IoErrno(e),
     })?;
     // The checks parsed the same bytes already: a failure here is not news.
     let Ok(elf) = Elf::parse(map.bytes()) else {

@@ -1,12 +1,13 @@
 //! The transaction's side of private state: the evidence it gathers from the live image before
 //! anything is loaded, and the redirect it makes right after the load.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use super::modules;
 use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing};
 use super::select::{Match, Role};
 use super::state::Agent;
 use crate::image::{Layout, SymKind};
+use crate::sys::code_window::CodeWindow;
 use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
@@ -31,15 +32,17 @@ impl Agent {
         changed_only: Option<&[(u64, u64)]>,
     ) -> Result<Sharing, ReloadError> {
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its private data: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
+        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+            path: req.path.clone(),
+            purpose: " to compare its private data",
+            cause: IoErrno(e),
         })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only)
-            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))
+        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only).map_err(
+            |cause| ReloadError::PrivateUnshareable {
+                path: req.path.clone(),
+                cause,
+            },
+        )
     }
 
     /// `--changed-only`: keeps the matches whose code (or read-only data) differs from what
@@ -63,15 +66,17 @@ impl Agent {
             })
             .collect();
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its code: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
+        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+            path: req.path.clone(),
+            purpose: " to compare its code",
+            cause: IoErrno(e),
         })?;
-        let changes = private::changes(module, &live, map.bytes(), &items)
-            .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))?;
+        let changes = private::changes(module, &live, map.bytes(), &items).map_err(|cause| {
+            ReloadError::PrivateUnshareable {
+                path: req.path.clone(),
+                cause,
+            }
+        })?;
         let functions = matches.iter().filter(|m| m.role == Role::Code).count();
         let mut switched = Vec::new();
         let mut kept = Vec::new();
@@ -133,14 +138,23 @@ impl Agent {
     }
 }
 
+/// Why the new copy's private data could not be pointed at the running module's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectFailed {
+    #[error("the loader does not list the new copy")]
+    NotListed,
+    #[error(transparent)]
+    Redirect(#[from] private::RedirectError),
+}
+
 /// Points the loaded new copy's references to its own private data at `module`'s.
 pub(super) fn redirect_private(
     plan: &SharePlan,
     module: &Layout,
     handle: dl::Handle,
     new_base: Option<u64>,
-) -> Result<(), String> {
-    let new_base = new_base.ok_or("the loader does not list the new copy")?;
+) -> Result<(), RedirectFailed> {
+    let new_base = new_base.ok_or(RedirectFailed::NotListed)?;
     let old_modid = dl::open_loaded(&module.path).and_then(|h| {
         let id = dl::tls_modid(h);
         dl::release(h);
@@ -152,25 +166,43 @@ pub(super) fn redirect_private(
         new_modid: dl::tls_modid(handle),
         old_modid,
     };
-    let pokes = private::pokes(plan, &at).map_err(|e| e.to_string())?;
+    let pokes = private::pokes(plan, &at)?;
     phdr::with_modules_locked(|mods| {
         let page = crate::sys::page::page_size();
         let layouts = modules::layouts(&mods, "", page);
         let mem = modules::live_memory(mods.lock(), &layouts);
-        let prot_of = |a: u64| {
-            layouts
-                .iter()
-                .find(|l| l.contains(a))
-                .and_then(|l| l.protection(a))
-                .map(|p| p.to_mprotect())
-        };
-        private::apply(&pokes, &mem, prot_of)
-    })
-    .map_err(|e| e.to_string())?;
+        let window_of = |a: u64, len: u64| CodeWindow::within(&layouts, a, len);
+        private::apply(&pokes, &mem, window_of)
+    })?;
     tracing::info!(
         module = module.path,
         writes = pokes.len(),
         "private state redirected to the running module's"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// A missing new copy and a refused write are distinct, and the write keeps its cause.
+    #[test]
+    fn redirect_failures_keep_their_cause() {
+        let e = RedirectFailed::from(private::RedirectError::NoModid("old"));
+        assert!(matches!(
+            e,
+            RedirectFailed::Redirect(private::RedirectError::NoModid("old"))
+        ));
+        assert_eq!(
+            e.to_string(),
+            "the thread-local module id of the old module is unknown"
+        );
+        assert_eq!(
+            RedirectFailed::NotListed.to_string(),
+            "the loader does not list the new copy"
+        );
+        assert!(RedirectFailed::NotListed.source().is_none());
+    }
 }

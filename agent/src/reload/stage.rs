@@ -26,7 +26,7 @@
 //! `$ORIGIN` in the patch's run path would name `/proc/self/fd`: `origin.rs` resolves it as the
 //! patch's own folder and loads such dependencies first.
 
-use super::error::ReloadError;
+use super::error::{OsError, ReloadError};
 use crate::sys::sealed::{self, Sealed};
 
 /// Patch files larger than this are refused.
@@ -36,11 +36,7 @@ pub const MAX_FILE: u64 = 1 << 30;
 const RENUMBER_TRIES: usize = 64;
 
 fn errno_text(e: i32) -> String {
-    match e {
-        libc::ENOENT => "no such file".to_string(),
-        libc::EACCES | libc::EPERM => "permission denied".to_string(),
-        _ => std::io::Error::from_raw_os_error(e).to_string(),
-    }
+    OsError(e).to_string()
 }
 
 /// What a file that is not a regular file is, for the message that refuses it.
@@ -59,18 +55,22 @@ fn what_it_is(format: u32) -> &'static str {
 /// passed (a target that dropped its privileges may not open the file itself), or else from
 /// `path`, opened once here (a raw client that passes none).
 pub fn stage(path: &str, source: Option<i32>) -> Result<Sealed, ReloadError> {
-    let unreadable =
-        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
+    let unreadable = |e: i32| ReloadError::Unreadable {
+        path: path.to_string(),
+        cause: OsError(e),
+    };
     let src = match source {
-        Some(fd) => sealed::dup(fd).map_err(|e| unreadable(errno_text(e)))?,
+        Some(fd) => sealed::dup(fd).map_err(unreadable)?,
         None => open_path(path)?,
     };
     copy_sealed(path, &src)
 }
 
 fn open_path(path: &str) -> Result<sealed::Fd, ReloadError> {
-    let unreadable =
-        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
+    let unreadable = |e: i32| ReloadError::Unreadable {
+        path: path.to_string(),
+        cause: OsError(e),
+    };
     sealed::open_nofollow(path).map_err(|e| match e {
         libc::ELOOP => ReloadError::FileUnreadable(format!(
             "{path} is a symbolic link: the agent follows no link in the last part of the path it is sent (hotctl sends the resolved path); name the file itself"
@@ -78,14 +78,16 @@ fn open_path(path: &str) -> Result<sealed::Fd, ReloadError> {
         libc::ENXIO => ReloadError::FileUnreadable(format!(
             "{path} is a socket or a device with nothing behind it, not a shared library"
         )),
-        e => unreadable(errno_text(e)),
+        e => unreadable(e),
     })
 }
 
 fn copy_sealed(path: &str, src: &sealed::Fd) -> Result<Sealed, ReloadError> {
-    let unreadable =
-        |why: String| ReloadError::FileUnreadable(format!("cannot read {path}: {why}"));
-    let st = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
+    let unreadable = |e: i32| ReloadError::Unreadable {
+        path: path.to_string(),
+        cause: OsError(e),
+    };
+    let st = sealed::stat(src.raw()).map_err(unreadable)?;
     if !st.is_regular() {
         return Err(ReloadError::FileUnreadable(format!(
             "{path} is {}, not a shared library: only regular files are loaded",
@@ -113,9 +115,9 @@ fn copy_sealed(path: &str, src: &sealed::Fd) -> Result<Sealed, ReloadError> {
         name.pop();
     }
     let copy = sealed::memfd(&name).map_err(|e| internal("create a memfd", e))?;
-    let copied = sealed::copy(src, &copy, st.size).map_err(|e| unreadable(errno_text(e)))?;
-    let grew = sealed::has_byte_at(src, st.size).map_err(|e| unreadable(errno_text(e)))?;
-    let now = sealed::stat(src.raw()).map_err(|e| unreadable(errno_text(e)))?;
+    let copied = sealed::copy(src, &copy, st.size).map_err(unreadable)?;
+    let grew = sealed::has_byte_at(src, st.size).map_err(unreadable)?;
+    let now = sealed::stat(src.raw()).map_err(unreadable)?;
     if copied != st.size || grew || now.size != st.size {
         return Err(ReloadError::FileUnreadable(format!(
             "{path} changed size while it was copied (it had {} bytes when opened): is it still being written? Nothing was loaded",

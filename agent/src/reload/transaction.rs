@@ -218,7 +218,7 @@ impl Agent {
         }
         let sharing = match self.private_sharing(req, &module, copy, changed_roots.as_deref()) {
             // A migrate hook takes over state whose layout changed: the new copy keeps its own.
-            Err(ReloadError::PrivateState(why)) if patch.exports_function(MIGRATE) => {
+            Err(why) if why.is_private_state() && patch.exports_function(MIGRATE) => {
                 notes.push(format!(
                     "the new build keeps private state of its own, for hotagent_migrate to fill from hotagent_previous_symbol: {why}"
                 ));

@@ -2,6 +2,7 @@
 //! with a `SAFETY:` line. The rest of the crate is safe code over these wrappers.
 #![allow(unsafe_code)]
 
+pub mod code_window;
 pub mod dirfd;
 pub mod dl;
 pub mod fatal;

@@ -2,7 +2,7 @@
 //! as it is. Enters the kernel through `sys::raw`, never through libc (`open` and `pwrite` may be
 //! a patch's).
 
-use super::mprotect::poke_code_mprotect;
+use super::code_window::CodeWindow;
 use super::raw;
 use std::io;
 
@@ -62,19 +62,21 @@ fn proc_mem_text(errno: Option<i32>) -> String {
     )
 }
 
-/// Writes `bytes` into loaded code or read-only data at `addr`: through `/proc/self/mem` (`fd`,
-/// or -1 when it could not be opened), else by making the page writable for the instant and
-/// putting `prot` back. Ok(true) when `/proc/self/mem` took it; the error names why both failed.
-pub fn poke_code(fd: i32, addr: u64, bytes: &[u8], prot: i32) -> Result<bool, PokeError> {
+/// Writes `bytes` into loaded code or read-only data at the start of `window`: through
+/// `/proc/self/mem` (`fd`, or -1 when it could not be opened), else by making the page writable
+/// for the instant and putting the loader's protection back. Ok(true) when `/proc/self/mem` took
+/// it; the error names why both failed.
+pub fn poke_code(fd: i32, window: &CodeWindow, bytes: &[u8]) -> Result<bool, PokeError> {
     let proc_mem = if fd >= 0 {
-        match poke_proc_mem(fd, addr, bytes) {
+        match poke_proc_mem(fd, window.start(), bytes) {
             Ok(()) => return Ok(true),
             Err(e) => Some(e),
         }
     } else {
         None
     };
-    poke_code_mprotect(addr, bytes, prot)
+    window
+        .poke(0, bytes)
         .map(|()| false)
         .map_err(|mprotect| PokeError { proc_mem, mprotect })
 }
@@ -87,7 +89,15 @@ mod tests {
     /// message reads as before.
     #[test]
     fn a_refused_poke_keeps_both_causes() {
-        let e = poke_code(-1, 8, &[0], libc::PROT_READ).unwrap_err();
+        let code = [crate::image::Layout::new(
+            "nowhere".into(),
+            0,
+            false,
+            [(1, 4, 0, 0x1000)],
+            0x1000,
+        )];
+        let window = CodeWindow::within(&code, 8, 1).unwrap();
+        let e = poke_code(-1, &window, &[0]).unwrap_err();
         assert_eq!(e.proc_mem, None);
         assert_eq!(e.mprotect, libc::ENOMEM);
         assert_eq!(

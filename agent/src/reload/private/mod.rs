@@ -309,4 +309,4 @@ fn debug_file_for(f: &FileView<'_>) -> Option<Vec<u8>> {
     hotagent_elfdiff::compare::debug_file_for(f, crate::sys::process::euid())
 }
 
-pub use redirect::{apply, pokes, Placement};
+pub use redirect::{apply, pokes, Placement, RedirectError};

@@ -46,7 +46,7 @@ pub fn changes(
         true,
         crate::sys::process::euid(),
     )
-    .map_err(refuse)
+    .map_err(|e| refuse(e.to_string()))
 }
 
 /// The share plan when the layouts differ: only what the reachable code references must match.

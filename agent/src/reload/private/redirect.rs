@@ -5,6 +5,7 @@
 
 use super::SharePlan;
 use crate::image::Memory;
+use crate::sys::code_window::CodeWindow;
 
 /// Where the two modules are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +86,14 @@ pub fn pokes(plan: &SharePlan, at: &Placement) -> Result<Vec<Poke>, RedirectErro
 }
 
 /// Checks every poke against the loaded bytes (`mem` reads the new copy), then writes them all.
-/// `prot_of` gives the protection the module's program headers give an address: a process that
+/// `window_of` gives the window of loaded code or read-only data a write lands in: a process that
 /// may not open `/proc/self/mem` (one that dropped privileges is no longer dumpable) gets the
 /// bytes written by making the page writable for the instant — safe here, since no thread runs
 /// the new copy's code yet.
 pub fn apply(
     pokes: &[Poke],
     mem: &impl Memory,
-    prot_of: impl Fn(u64) -> Option<i32>,
+    window_of: impl Fn(u64, u64) -> Option<CodeWindow>,
 ) -> Result<(), RedirectError> {
     for p in pokes {
         let found = mem
@@ -111,11 +112,12 @@ pub fn apply(
     let file = crate::sys::self_mem::open_proc_mem().ok();
     let fd = file.as_ref().map_or(-1, |f| f.as_raw_fd());
     for p in pokes {
-        let prot = prot_of(p.addr).ok_or_else(|| RedirectError::Write {
-            addr: p.addr,
-            why: "no segment of the new copy holds it".to_string(),
-        })?;
-        crate::sys::self_mem::poke_code(fd, p.addr, &p.value, prot).map_err(|why| {
+        let window =
+            window_of(p.addr, p.value.len() as u64).ok_or_else(|| RedirectError::Write {
+                addr: p.addr,
+                why: "no segment of the new copy holds it".to_string(),
+            })?;
+        crate::sys::self_mem::poke_code(fd, &window, &p.value).map_err(|why| {
             RedirectError::Write {
                 addr: p.addr,
                 why: format!("it cannot be written ({why})"),

@@ -126,6 +126,15 @@ pub fn checkpoint(
     })
 }
 
+/// Why a range of private data cannot be saved for a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SaveError {
+    #[error("not in one writable segment as the file says")]
+    NotWritableData,
+    #[error("it cannot be read")]
+    Unreadable,
+}
+
 /// Appends the bytes of `[start, start + mask.len())` in `module` that `mask` does not leave
 /// out, as runs; the range must be writable data.
 fn save(
@@ -134,7 +143,7 @@ fn save(
     start: u64,
     mask: &[Option<u8>],
     runs: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<(), String> {
+) -> Result<(), SaveError> {
     let len = mask.len() as u64;
     if len == 0 {
         return Ok(());
@@ -144,12 +153,12 @@ fn save(
         || !writable(start + len - 1)
         || !module.same_segment(start, start + len - 1)
     {
-        return Err("not in one writable segment as the file says".into());
+        return Err(SaveError::NotWritableData);
     }
     let live = mem
         .tail(start)
         .and_then(|t| t.get(..mask.len()))
-        .ok_or("it cannot be read")?;
+        .ok_or(SaveError::Unreadable)?;
     let mut run: Option<(u64, Vec<u8>)> = None;
     for (i, (&b, m)) in live.iter().zip(mask).enumerate() {
         if m.is_none() {
@@ -162,4 +171,39 @@ fn save(
     }
     runs.extend(run);
     Ok(())
+}
+
+#[cfg(test)]
+mod save_tests {
+    use super::*;
+    use crate::image::SliceMemory;
+
+    /// Read-only data and unreadable bytes are told apart, and read as the strings did.
+    #[test]
+    fn save_refusals_name_their_cause() {
+        // PT_LOAD r-- at 0x1000..0x2000, rw- at 0x2000..0x3000.
+        let l = Layout::new(
+            "libx.so".into(),
+            0,
+            false,
+            [(1, 4, 0x1000, 0x1000), (1, 6, 0x2000, 0x1000)],
+            0x1000,
+        );
+        let bytes = [7u8; 8];
+        let mem = SliceMemory {
+            base: 0x2000,
+            bytes: &bytes,
+        };
+        let mut runs = Vec::new();
+        let e = save(&l, &mem, 0x1000, &[Some(0); 4], &mut runs).unwrap_err();
+        assert_eq!(e, SaveError::NotWritableData);
+        assert_eq!(
+            e.to_string(),
+            "not in one writable segment as the file says"
+        );
+        let e = save(&l, &mem, 0x2100, &[Some(0); 4], &mut runs).unwrap_err();
+        assert_eq!(e, SaveError::Unreadable);
+        assert!(save(&l, &mem, 0x2000, &[Some(0), None, Some(0)], &mut runs).is_ok());
+        assert_eq!(runs, vec![(0x2000, vec![7]), (0x2002, vec![7])]);
+    }
 }
