@@ -9,22 +9,11 @@
 
 use super::error::ReloadError;
 use crate::sys::dl;
-use crate::sys::sealed::Sealed;
 use goblin::elf::Elf;
 
 /// The dependencies of the patch (absolute paths, in `DT_NEEDED` order) that only `$ORIGIN` in
 /// its run path finds, and that are not loaded yet.
-pub fn origin_dependencies(path: &str, copy: &Sealed) -> Result<Vec<String>, ReloadError> {
-    let map = copy.map().map_err(|e| {
-        ReloadError::Internal(format!(
-            "cannot map the private copy of {path}: {}",
-            std::io::Error::from_raw_os_error(e)
-        ))
-    })?;
-    // The checks parsed the same bytes already: a failure here is not news.
-    let Ok(elf) = Elf::parse(map.bytes()) else {
-        return Ok(Vec::new());
-    };
+pub fn origin_dependencies(path: &str, elf: &Elf<'_>) -> Result<Vec<String>, ReloadError> {
     let folder = path.rsplit_once('/').map_or("/", |(d, _)| d);
     let folder = if folder.is_empty() { "/" } else { folder };
     // DT_RPATH is not read when DT_RUNPATH is there.

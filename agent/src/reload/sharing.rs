@@ -3,11 +3,11 @@
 
 use super::error::ReloadError;
 use super::modules;
+use super::parsed::Parsed;
 use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing};
 use super::select::{Match, Role};
 use super::state::Agent;
 use crate::image::{Layout, SymKind};
-use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
 
@@ -27,18 +27,11 @@ impl Agent {
         &self,
         req: &ReloadRequest,
         module: &Layout,
-        copy: &Sealed,
+        patch: &Parsed<'_>,
         changed_only: Option<&[(u64, u64)]>,
     ) -> Result<Sharing, ReloadError> {
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its private data: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
-        })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only)
+        private::analyse(module, &live, patch, req.fresh_state, changed_only)
             .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))
     }
 
@@ -48,7 +41,7 @@ impl Agent {
         &self,
         req: &ReloadRequest,
         module: &Layout,
-        copy: &Sealed,
+        new: &[u8],
         matches: Vec<Match>,
     ) -> Result<ChangedOnly, ReloadError> {
         // State variables are not compared: the new code is bound to the old storage anyway.
@@ -63,14 +56,7 @@ impl Agent {
             })
             .collect();
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot map the private copy of {} to compare its code: {}",
-                req.path,
-                std::io::Error::from_raw_os_error(e)
-            ))
-        })?;
-        let changes = private::changes(module, &live, map.bytes(), &items)
+        let changes = private::changes(module, &live, new, &items)
             .map_err(|e| ReloadError::PrivateState(format!("{}: {e}", req.path)))?;
         let functions = matches.iter().filter(|m| m.role == Role::Code).count();
         let mut switched = Vec::new();
