@@ -142,12 +142,21 @@ mod tests {
             &[("foo", R_GLOB_DAT, 0x1000), ("bar", R_JUMP_SLOT, 0x2000)],
         );
         assert_eq!(first.layout.path, second.layout.path);
+        let lifeline = || vec![("malloc", BASE + 0x10)];
+        assert_eq!(names.lifeline(&first.layout, lifeline), lifeline());
+        assert_eq!(names.lifeline(&first.layout, Vec::new), lifeline());
+        assert_eq!(names.reads(), 2);
         names.of(&mem(&second), &second.layout);
         assert_eq!(
             names.reads(),
-            2,
+            3,
             "the replaced module was named from the cache"
         );
+        assert!(
+            names.lifeline(&second.layout, Vec::new).is_empty(),
+            "the replaced module's lifeline came from the first one"
+        );
+        assert_eq!(names.reads(), 4);
         names.retain(&[]);
         names.of(&mem(&second), &second.layout);
         assert_eq!(names.reads(), 5, "a module no longer loaded was kept");
