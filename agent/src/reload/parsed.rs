@@ -16,7 +16,7 @@ pub struct Parsed<'a> {
 
 enum Form<'a> {
     /// Section headers and all: what the private-state analysis reads.
-    View(Box<FileView<'a>>),
+    View(FileView<'a>),
     /// No section headers: enough for the checks, not for the analysis, which says why.
     Bare(Elf<'a>),
 }
@@ -27,7 +27,7 @@ impl<'a> Parsed<'a> {
         let form = if elf.section_headers.is_empty() {
             Form::Bare(elf)
         } else {
-            Form::View(Box::new(FileView::from_elf(bytes, elf)))
+            Form::View(FileView::from_elf(bytes, elf))
         };
         Ok(Parsed { bytes, form })
     }
