@@ -119,6 +119,13 @@ impl<'a> FileView<'a> {
         if elf.section_headers.is_empty() {
             return Err(ParseError::NoSections);
         }
+        Ok(FileView::from_elf(bytes, elf))
+    }
+
+    /// The view of `elf`, parsed from `bytes` already (a caller that parsed the file for its
+    /// own checks hands it over instead of parsing it twice). Its section headers must not be
+    /// empty: [`FileView::parse`] refuses such a file.
+    pub fn from_elf(bytes: &'a [u8], elf: Elf<'a>) -> FileView<'a> {
         let relro: Vec<(u64, u64)> = elf
             .program_headers
             .iter()
@@ -171,7 +178,7 @@ impl<'a> FileView<'a> {
         rels.extend(relr(&elf, bytes));
         let mut masked: Vec<u64> = rels.iter().map(|r| r.offset).collect();
         masked.sort_unstable();
-        Ok(FileView {
+        FileView {
             bytes,
             elf,
             private,
@@ -179,7 +186,7 @@ impl<'a> FileView<'a> {
             tls_sections,
             rels,
             masked,
-        })
+        }
     }
 
     /// The private section holding `addr`.

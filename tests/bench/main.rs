@@ -6,6 +6,7 @@
 //! cannot rot); figures from a quick run mean nothing. `BENCH_ONLY=WORD` runs only the sections
 //! whose title contains WORD (e.g. `BENCH_ONLY=hooks target/release/hotagent-bench`).
 
+mod check;
 mod flat;
 mod fleet;
 mod hooks;
@@ -99,6 +100,10 @@ fn main() {
     let sections: &[(&str, Section)] = &[
         ("Reload against restart, under load", against_restart),
         ("Reload latency", latency),
+        (
+            "Reload check and rollback against the load",
+            check::check_and_rollback,
+        ),
         ("Scaling with loaded libraries", scaling),
         (
             "Whole real libraries, private state shared",

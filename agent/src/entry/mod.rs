@@ -209,14 +209,18 @@ impl Entries {
     /// Whether a jump could be written at `addr` now, as far as the site goes (without writing
     /// one): the code allows it and the text can be written. See also `stoppable`.
     pub fn feasible(&self, addr: u64) -> Result<(), String> {
-        let site = self.get(addr).ok_or("not a known function entry")?;
-        if let Some(r) = &site.refusal {
-            return Err(r.clone());
+        self.feasibility().feasible(addr)
+    }
+
+    /// [`Entries::feasible`] for many sites through one `/proc/self/mem` descriptor: opening
+    /// it per site was most of a rollback's check. Held for one batch only, never kept (a
+    /// descriptor kept across `fork`, or one the program closed and reused, would write
+    /// elsewhere).
+    pub fn feasibility(&self) -> Feasibility<'_> {
+        Feasibility {
+            entries: self,
+            proc_mem: std::cell::OnceCell::new(),
         }
-        let proc_mem = self_mem::open_proc_mem().ok();
-        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
-        // Rewriting the bytes it holds changes nothing but proves the page can be written.
-        writable(fd, site.code.as_ref(), &site.current).map(|_| ())
     }
 
     /// Whether the other threads could be stopped now.
@@ -634,4 +638,24 @@ fn writable(fd: i32, code: Option<&CodeWindow>, holds: &[u8]) -> Result<bool, St
     let code = code.ok_or("its code lies in no segment of a loaded module")?;
     self_mem::poke_code(fd, code, holds)
         .map_err(|why| format!("its code cannot be made writable ({why})"))
+}
+
+/// Answers [`Entries::feasible`] for a batch of sites (see [`Entries::feasibility`]).
+pub struct Feasibility<'e> {
+    entries: &'e Entries,
+    /// Opened by the first site that gets as far as writing.
+    proc_mem: std::cell::OnceCell<Option<self_mem::ProcMem>>,
+}
+
+impl Feasibility<'_> {
+    pub fn feasible(&self, addr: u64) -> Result<(), String> {
+        let site = self.entries.get(addr).ok_or("not a known function entry")?;
+        if let Some(r) = &site.refusal {
+            return Err(r.clone());
+        }
+        let proc_mem = self.proc_mem.get_or_init(|| self_mem::open_proc_mem().ok());
+        let fd = proc_mem.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // Rewriting the bytes it holds changes nothing but proves the page can be written.
+        writable(fd, site.code.as_ref(), &site.current).map(|_| ())
+    }
 }

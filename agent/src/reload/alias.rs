@@ -81,21 +81,13 @@ impl Agent {
         if code.is_empty() {
             return Ok(());
         }
-        let Some(h) = dl::open_loaded(&module.path) else {
-            return Ok(());
-        };
+        // What the module defines of them does not change while it is loaded: one `dlsym` per
+        // name per module, not per reload.
+        let own = self.names().lifeline(module, || lifeline_defined(module));
         let mut refusal = None;
-        'outer: for name in NEVER_REPLACED {
-            let Some(at) = dl::symbol(h, name, None) else {
-                continue;
-            };
-            // Only the module's own definition counts (a handle's scope includes its
-            // dependencies).
-            if !module.contains(at) {
-                continue;
-            }
+        'outer: for (name, at) in own {
             for (m, gen0) in &code {
-                if *gen0 == at && m.old.name != *name {
+                if *gen0 == at && m.old.name != name {
                     refusal = Some(format!(
                         "refusing to replace {} of {}: it is an alias of {name} (the same code), \
                          which the agent itself depends on",
@@ -106,7 +98,6 @@ impl Agent {
                 }
             }
         }
-        dl::release(h);
         refusal.map_or(Ok(()), |r| Err(ReloadError::IncompatibleSymbol(r)))
     }
 }
@@ -117,4 +108,19 @@ pub(super) fn keep_note(name: &str, alias: &str) -> String {
         "the patch calls {alias}, an alias of {name}: its entry keeps its bytes so that call \
          reaches the previous code"
     )
+}
+
+/// The functions the agent depends on that `module` itself defines, with their addresses.
+fn lifeline_defined(module: &Layout) -> Vec<(&'static str, u64)> {
+    let Some(h) = dl::open_loaded(&module.path) else {
+        return Vec::new();
+    };
+    let own = NEVER_REPLACED
+        .iter()
+        .filter_map(|&name| Some((name, dl::symbol(h, name, None)?)))
+        // Only the module's own definition counts (a handle's scope includes its dependencies).
+        .filter(|&(_, at)| module.contains(at))
+        .collect();
+    dl::release(h);
+    own
 }

@@ -3,8 +3,9 @@
 
 use super::error::{IoErrno, ReloadError};
 use super::guard::{self, inside};
+use super::parsed::Parsed;
 use crate::image::SymKind;
-use crate::sys::sealed::Sealed;
+use crate::sys::sealed::{Mapping, Sealed};
 use goblin::elf::{dynamic, header, program_header as ph, Elf};
 
 /// An exported definition of the patch file.
@@ -61,19 +62,27 @@ const OUR_MACHINE: u16 = header::EM_AARCH64;
 /// Section index of absolute symbols.
 const SHN_ABS: usize = 0xfff1;
 
-/// Checks the sealed copy of `path` where it lies: mapped read-only for the checks, unmapped
-/// after. The bytes checked are the bytes `dlopen` will load, and none passes through the heap.
-pub fn check_staged(path: &str, copy: &Sealed) -> Result<PatchFile, ReloadError> {
-    let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
+/// Maps the sealed copy of `path` read-only for the checks (unmapped when dropped): the bytes
+/// checked are the bytes `dlopen` will load, and none passes through the heap.
+pub fn map_staged<'s>(path: &str, copy: &'s Sealed) -> Result<Mapping<'s>, ReloadError> {
+    copy.map().map_err(|e| ReloadError::CopyUnmappable {
         path: path.to_string(),
         purpose: " to check it",
         cause: IoErrno(e),
-    })?;
-    check_bytes(path, map.bytes())
+    })
 }
 
 /// Checks the bytes of a patch file named `path` (the name only appears in messages).
 pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
+    check_parsed(path, bytes).map(|(patch, _)| patch)
+}
+
+/// Checks the bytes of a patch file and hands back their parse with what the checks learnt,
+/// for the reload's other checks to read without parsing them again.
+pub fn check_parsed<'a>(
+    path: &str,
+    bytes: &'a [u8],
+) -> Result<(PatchFile, Parsed<'a>), ReloadError> {
     let bad = |why: String| ReloadError::BadElf(format!("{path}: {why}"));
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         let head: String = bytes
@@ -123,7 +132,9 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
         }
         t => return Err(bad(format!("not a shared library (ELF type {t})"))),
     }
-    let elf = Elf::parse(bytes).map_err(|e| bad(format!("truncated or corrupted ELF: {e}")))?;
+    let parsed =
+        Parsed::parse(bytes).map_err(|e| bad(format!("truncated or corrupted ELF: {e}")))?;
+    let elf = parsed.elf();
     let dynamic = elf
         .dynamic
         .as_ref()
@@ -133,24 +144,25 @@ pub fn check_bytes(path: &str, bytes: &[u8]) -> Result<PatchFile, ReloadError> {
             "a position-independent executable, not a shared library".to_string(),
         ));
     }
-    guard::check_structure(&elf, bytes).map_err(|cause| ReloadError::Corrupted {
+    guard::check_structure(elf, bytes).map_err(|cause| ReloadError::Corrupted {
         path: path.to_string(),
         cause,
     })?;
-    let symbols = exported_symbols(&elf);
+    let symbols = exported_symbols(elf);
     let file_name = crate::image::file_name(path).to_string();
-    Ok(PatchFile {
+    let patch = PatchFile {
         soname: elf.soname.map(str::to_string),
         file_name,
         symbols,
-        imports: imported_symbols(&elf),
+        imports: imported_symbols(elf),
         origin_in_run_path: elf
             .runpaths
             .iter()
             .chain(&elf.rpaths)
             .any(|p| p.contains("$ORIGIN") || p.contains("${ORIGIN}")),
         versioned: elf.versym.is_some(),
-    })
+    };
+    Ok((patch, parsed))
 }
 
 fn exported_symbols(elf: &Elf<'_>) -> Vec<PatchSymbol> {

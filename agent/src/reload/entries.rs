@@ -324,6 +324,7 @@ impl Agent {
         } else {
             Entries::stoppable()
         };
+        let feasibility = self.entries.feasibility();
         code.iter()
             .zip(kept)
             .zip(names)
@@ -337,7 +338,7 @@ impl Agent {
                         } else if let Some(k) = keep.iter().find(|k| k.site == c.addr) {
                             Err(keep_note(name, &k.alias))
                         } else {
-                            self.entries
+                            feasibility
                                 .feasible(c.addr)
                                 .and_then(|()| stoppable.clone())
                         };

@@ -5,7 +5,6 @@ use super::error::ReloadError;
 use super::modules;
 use super::private;
 use super::state::Agent;
-use crate::image::Image;
 use crate::sys::phdr;
 
 /// A loaded module as the journal keys it.
@@ -25,13 +24,12 @@ impl Agent {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(mods.lock(), &layouts);
             let excluded: Vec<String> = self.staged.iter().map(|l| l.path.clone()).collect();
+            let mut names = self.names();
             let module = match layouts.iter().find(|l| l.path == want) {
                 Some(l) => l,
-                None => modules::find(&layouts, &mem, want, &excluded)?,
+                None => modules::find(&layouts, &mem, &mut names, want, &excluded)?,
             };
-            let soname = Image::new(&mem, module)
-                .ok()
-                .and_then(|i| i.soname().map(|s| String::from_utf8_lossy(s).into_owned()));
+            let soname = names.of(&mem, module).soname;
             let build_id = mods.iter().find(|m| m.base == module.base).and_then(|m| {
                 private::live_build_id(
                     &mem,
@@ -64,5 +62,10 @@ impl Agent {
 
     pub fn exe(&self) -> &str {
         &self.exe
+    }
+
+    /// The module names cache; taken under the loader's list lock, never the other way round.
+    pub(super) fn names(&self) -> std::sync::MutexGuard<'_, super::names::ModuleNames> {
+        self.module_names.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

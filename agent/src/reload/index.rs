@@ -75,7 +75,7 @@ impl ModuleIndex {
 }
 
 /// The raw `_DYNAMIC` array of `layout`, up to its `DT_NULL`.
-fn fingerprint<M: Memory>(mem: &M, layout: &Layout) -> Option<Vec<u8>> {
+pub(super) fn fingerprint<M: Memory>(mem: &M, layout: &Layout) -> Option<Vec<u8>> {
     let at = layout.dynamic?;
     let mut out = Vec::with_capacity(32 * 16);
     for i in 0..MAX_DYNAMIC as u64 {

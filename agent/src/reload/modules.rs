@@ -1,7 +1,8 @@
 //! The loaded modules as layouts, and finding the one a reload replaces.
 
 use super::error::ReloadError;
-use crate::image::{Image, Layout, Memory};
+use super::names::{ModuleNames, Names};
+use crate::image::{Layout, Memory};
 use crate::sys::mem::LiveMemory;
 use crate::sys::phdr::{LoaderLock, ModuleInfo};
 
@@ -35,19 +36,19 @@ pub fn live_memory<'l>(lock: &'l LoaderLock, layouts: &[Layout]) -> LiveMemory<'
 pub fn find<'l>(
     layouts: &'l [Layout],
     mem: &impl Memory,
+    names: &mut ModuleNames,
     want: &str,
     excluded: &[String],
 ) -> Result<&'l Layout, ReloadError> {
+    names.retain(layouts);
     let mut hits = Vec::new();
     for l in layouts
         .iter()
         .filter(|l| !excluded.contains(&l.path) && !l.path.is_empty())
     {
-        let soname = Image::new(mem, l)
-            .ok()
-            .and_then(|i| i.soname().map(|s| String::from_utf8_lossy(s).into_owned()));
+        let Names { soname, real_exe } = names.of(mem, l);
         // The executable is named by the path it was started with; its real name works too.
-        let real = l.is_main.then(crate::sys::process::real_exe);
+        let real = real_exe;
         let matches = soname.as_deref() == Some(want)
             || l.file_name() == want
             || l.path == want
@@ -87,7 +88,7 @@ pub fn find<'l>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{exports, SlotKind, SymKind};
+    use crate::image::{exports, Image, SlotKind, SymKind};
     use crate::sys::{dl, page, phdr};
 
     /// The reader over this very test process: libc's `abs` is found where the loader says it
@@ -97,7 +98,14 @@ mod tests {
         phdr::with_modules_locked(|mods| {
             let layouts = layouts(&mods, "/proc/self/exe", page::page_size());
             let mem = live_memory(mods.lock(), &layouts);
-            let libc = find(&layouts, &mem, "libc.so.6", &[]).expect("libc is loaded");
+            let libc = find(
+                &layouts,
+                &mem,
+                &mut ModuleNames::default(),
+                "libc.so.6",
+                &[],
+            )
+            .expect("libc is loaded");
             let image = Image::new(&mem, libc).unwrap();
             let abs = exports(&image, |n| n == b"abs");
             assert_eq!(abs.len(), 1, "{abs:?}");
@@ -111,7 +119,14 @@ mod tests {
                 .filter(|r| SlotKind::from_type(r.r_type).is_some() && r.sym != 0)
                 .count();
             assert!(bound > 0, "the test binary imports through GOT slots");
-            let err = find(&layouts, &mem, "libnope.so", &[]).unwrap_err();
+            let err = find(
+                &layouts,
+                &mem,
+                &mut ModuleNames::default(),
+                "libnope.so",
+                &[],
+            )
+            .unwrap_err();
             assert!(
                 err.to_string()
                     .contains("no loaded module matches libnope.so"),

@@ -7,23 +7,13 @@
 //! there, and not loaded yet, is loaded first by its absolute path (`RTLD_LOCAL`), and the loader
 //! then finds it by its soname when it loads the copy — as it would have next to the file.
 
-use super::error::{IoErrno, ReloadError};
+use super::error::ReloadError;
 use crate::sys::dl;
-use crate::sys::sealed::Sealed;
 use goblin::elf::Elf;
 
 /// The dependencies of the patch (absolute paths, in `DT_NEEDED` order) that only `$ORIGIN` in
 /// its run path finds, and that are not loaded yet.
-pub fn origin_dependencies(path: &str, copy: &Sealed) -> Result<Vec<String>, ReloadError> {
-    let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
-        path: path.to_string(),
-        purpose: "",
-        cause: IoErrno(e),
-    })?;
-    // The checks parsed the same bytes already: a failure here is not news.
-    let Ok(elf) = Elf::parse(map.bytes()) else {
-        return Ok(Vec::new());
-    };
+pub fn origin_dependencies(path: &str, elf: &Elf<'_>) -> Result<Vec<String>, ReloadError> {
     let folder = path.rsplit_once('/').map_or("/", |(d, _)| d);
     let folder = if folder.is_empty() { "/" } else { folder };
     // DT_RPATH is not read when DT_RUNPATH is there.

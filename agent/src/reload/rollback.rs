@@ -278,6 +278,7 @@ impl Agent {
             // and backing), and each probe opens /proc/self/mem: one probe per page. The
             // entries jump now, so the reload found each site itself writable.
             let mut pages: Vec<u64> = Vec::new();
+            let feasibility = self.entries.feasibility();
             stray
                 .iter()
                 .filter(|w| {
@@ -286,7 +287,7 @@ impl Agent {
                     pages.push(page);
                     first
                 })
-                .find_map(|w| self.entries.feasible(w.addr).err())
+                .find_map(|w| feasibility.feasible(w.addr).err())
                 .map(|e| format!("its first bytes cannot be written: {e}"))
         });
         match why {

@@ -1,14 +1,14 @@
 //! The transaction's side of private state: the evidence it gathers from the live image before
 //! anything is loaded, and the redirect it makes right after the load.
 
-use super::error::{IoErrno, ReloadError};
+use super::error::ReloadError;
 use super::modules;
+use super::parsed::Parsed;
 use super::private::{self, Compared, LiveIdentity, Placement, SharePlan, Sharing};
 use super::select::{Match, Role};
 use super::state::Agent;
 use crate::image::{Layout, SymKind};
 use crate::sys::code_window::CodeWindow;
-use crate::sys::sealed::Sealed;
 use crate::sys::{dl, phdr};
 use hotagent_protocol::ReloadRequest;
 
@@ -28,21 +28,16 @@ impl Agent {
         &self,
         req: &ReloadRequest,
         module: &Layout,
-        copy: &Sealed,
+        patch: &Parsed<'_>,
         changed_only: Option<&[(u64, u64)]>,
     ) -> Result<Sharing, ReloadError> {
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
-            path: req.path.clone(),
-            purpose: " to compare its private data",
-            cause: IoErrno(e),
-        })?;
-        private::analyse(module, &live, map.bytes(), req.fresh_state, changed_only).map_err(
-            |cause| ReloadError::PrivateUnshareable {
+        private::analyse(module, &live, patch, req.fresh_state, changed_only).map_err(|cause| {
+            ReloadError::PrivateUnshareable {
                 path: req.path.clone(),
                 cause,
-            },
-        )
+            }
+        })
     }
 
     /// `--changed-only`: keeps the matches whose code (or read-only data) differs from what
@@ -51,7 +46,7 @@ impl Agent {
         &self,
         req: &ReloadRequest,
         module: &Layout,
-        copy: &Sealed,
+        new: &[u8],
         matches: Vec<Match>,
     ) -> Result<ChangedOnly, ReloadError> {
         // State variables are not compared: the new code is bound to the old storage anyway.
@@ -66,12 +61,7 @@ impl Agent {
             })
             .collect();
         let live = self.live_identity(module);
-        let map = copy.map().map_err(|e| ReloadError::CopyUnmappable {
-            path: req.path.clone(),
-            purpose: " to compare its code",
-            cause: IoErrno(e),
-        })?;
-        let changes = private::changes(module, &live, map.bytes(), &items).map_err(|cause| {
+        let changes = private::changes(module, &live, new, &items).map_err(|cause| {
             ReloadError::PrivateUnshareable {
                 path: req.path.clone(),
                 cause,

@@ -213,6 +213,8 @@ pub struct Agent {
     pub(super) staged_facts: Option<super::StagedFacts>,
     /// Every settled module's switchable slots, read once per module (see `index.rs`).
     pub(super) slot_index: std::sync::Mutex<super::index::SlotIndex>,
+    /// Every module's soname and real path, read once per module (see `names.rs`).
+    pub(super) module_names: std::sync::Mutex<super::names::ModuleNames>,
 }
 
 impl Agent {
@@ -232,6 +234,7 @@ impl Agent {
             reverted: Vec::new(),
             staged_facts: None,
             slot_index: Default::default(),
+            module_names: Default::default(),
         }
     }
 

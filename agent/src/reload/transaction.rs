@@ -2,7 +2,7 @@
 //! state → resolve → prepare → bind → switch (migrate inside it when the patch has one) →
 //! committed → report. Each step is one method below, in that order.
 
-use super::check::{check_staged, PatchFile};
+use super::check::{check_parsed, map_staged, PatchFile};
 use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
 use super::hooked::{find_hooks, hook_error, hook_timeout, let_conversions_go};
@@ -178,7 +178,8 @@ impl Agent {
     /// module, the symbols, the private state, the dependencies. The dry run decides the same.
     fn check(&self, req: &ReloadRequest, copy: &Sealed) -> Result<Checked, ReloadError> {
         let path = req.path.as_str();
-        let patch = check_staged(path, copy)?;
+        let map = map_staged(path, copy)?;
+        let (patch, parsed) = check_parsed(path, map.bytes())?;
         let want = req
             .replace
             .clone()
@@ -188,7 +189,7 @@ impl Agent {
         // Filtered before anything else looks at the matches: dry run and reload alike.
         let mut changed_roots = None;
         if req.changed_only {
-            let only = self.changed_only(req, &module, copy, matches)?;
+            let only = self.changed_only(req, &module, parsed.bytes, matches)?;
             matches = only.matches;
             notes.push(only.line);
             changed_roots = Some(only.roots);
@@ -216,7 +217,7 @@ impl Agent {
                 ));
             }
         }
-        let sharing = match self.private_sharing(req, &module, copy, changed_roots.as_deref()) {
+        let sharing = match self.private_sharing(req, &module, &parsed, changed_roots.as_deref()) {
             // A migrate hook takes over state whose layout changed: the new copy keeps its own.
             Err(why) if why.is_private_state() && patch.exports_function(MIGRATE) => {
                 notes.push(format!(
@@ -228,7 +229,7 @@ impl Agent {
         };
         notes.extend(sharing.note(&module.path));
         // Found through $ORIGIN as the patch's own folder, loaded first (probe and target).
-        let deps = origin_dependencies(path, copy)?;
+        let deps = origin_dependencies(path, parsed.elf())?;
         Ok(Checked {
             patch,
             module,
@@ -886,7 +887,7 @@ impl Agent {
                 .map(|l| l.path.clone())
                 .chain(self.refused.iter().map(|r| r.staged.clone()))
                 .collect();
-            let module = modules::find(&layouts, &mem, want, &excluded)?;
+            let module = modules::find(&layouts, &mem, &mut self.names(), want, &excluded)?;
             let image = Image::new(&mem, module).map_err(|e| {
                 ReloadError::ModuleNotFound(format!("cannot read {}: {e}", module.path))
             })?;

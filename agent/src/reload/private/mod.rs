@@ -27,6 +27,7 @@ pub use only::{changes, Compared};
 pub use sites::Sites;
 pub use snapshot::{checkpoint, Snapshot, Variable};
 
+use super::parsed::Parsed;
 use crate::image::Layout;
 use evidence::Verdict;
 
@@ -149,7 +150,7 @@ fn named(items: &[String]) -> String {
 pub fn analyse(
     module: &Layout,
     live: &LiveIdentity,
-    new: &[u8],
+    new: &Parsed<'_>,
     fresh: bool,
     changed_only: Option<&[(u64, u64)]>,
 ) -> Result<Sharing, PrivateError> {
@@ -158,7 +159,7 @@ pub fn analyse(
     }
     let path = module.path.as_str();
     let refuse = |why: String| PrivateError::Refused(format!("{why}; {}", ways_forward(path)));
-    let new_view = FileView::parse(new).map_err(|e| {
+    let new_view = new.view().map_err(|e| {
         refuse(format!(
             "cannot read the new build's private data layout: {e}"
         ))
@@ -166,7 +167,7 @@ pub fn analyse(
     if new_view.private.is_empty() && new_view.tls.is_none() {
         return Ok(Sharing::Nothing);
     }
-    let mut sites = sites::find(&new_view).map_err(|e| {
+    let mut sites = sites::find(new_view).map_err(|e| {
         refuse(format!(
             "cannot find the new build's references to its private data: {e}"
         ))
@@ -188,7 +189,7 @@ pub fn analyse(
     identity::prove(path, live, old_view.build_id().as_deref())
         .map_err(|e| refuse(format!("cannot share its private state: {e}")))?;
     let old_debug = debug_file_for(&old_view);
-    let new_debug = debug_file_for(&new_view);
+    let new_debug = debug_file_for(new_view);
     let old_debug_elf = old_debug
         .as_deref()
         .and_then(|b| goblin::elf::Elf::parse(b).ok());
@@ -208,7 +209,7 @@ pub fn analyse(
     let both = old_syms.is_some() && new_syms.is_some();
     let verdict = evidence::compare(
         &old_view,
-        &new_view,
+        new_view,
         old_syms.filter(|_| both),
         new_syms.filter(|_| both),
         both && (old_dbg || new_dbg),
@@ -218,7 +219,7 @@ pub fn analyse(
         Verdict::Differs(_, Some(partial)) if changed_only.is_some() && new_syms.is_some() => {
             let roots = changed_only.unwrap_or_default();
             let new_syms = new_syms.unwrap_or(&new_view.elf);
-            return only::reached_only(path, &new_view, new_syms, roots, partial);
+            return only::reached_only(path, new_view, new_syms, roots, partial);
         }
         Verdict::Differs(d, _) if changed_only.is_some() => {
             return Err(PrivateError::Refused(format!(
@@ -241,10 +242,10 @@ pub fn analyse(
     let mut unnamed = Vec::new();
     sites
         .code
-        .retain(|c| keep(&shared, &new_view, c.target, &mut unnamed));
+        .retain(|c| keep(&shared, new_view, c.target, &mut unnamed));
     sites
         .data
-        .retain(|d| keep(&shared, &new_view, d.target, &mut unnamed));
+        .retain(|d| keep(&shared, new_view, d.target, &mut unnamed));
     if !unnamed.is_empty() {
         unnamed.sort();
         unnamed.dedup();
