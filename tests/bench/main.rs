@@ -12,6 +12,7 @@ mod hooks;
 mod load;
 mod probation;
 mod soak;
+mod start2;
 mod startup;
 mod switch;
 mod trying;
@@ -122,6 +123,7 @@ fn main() {
         ("hotctl wall time, first reload and probe", wall::wall),
         ("Agent start-up", startup::startup),
         ("Agent idle cost", startup::idle),
+        ("Agent and hotctl start-up: page faults", start2::faults),
     ];
     for &(title, section) in sections {
         if only.as_deref().is_some_and(|w| !title.contains(w)) {
