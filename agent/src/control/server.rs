@@ -264,13 +264,20 @@ impl IoLoop {
                 };
                 polled.push(pollfd(c.fd, events));
             }
-            let now = raw::monotonic_ms();
-            let timeout = self.next_timeout(now);
             if !self.trimmed && STARTED.load(Ordering::SeqCst) {
                 self.trimmed = true;
                 let released = crate::sys::trim::release_own_pages();
                 tracing::trace!(released, "agent pages given back after start-up");
+                // When this thread first got here after the constructor ended, the wake-up that
+                // announced it is still pending: polling would return at once and run the loop
+                // again, faulting back in the code just given back. Anything else a wake-up
+                // asks for is in flags and timers, which the timeout below is computed from —
+                // but a crash reverting a probation, which is taken here.
+                raw::drain(self.wake);
+                self.end_probation_if_due();
             }
+            let now = raw::monotonic_ms();
+            let timeout = self.next_timeout(now);
             match raw::poll(&mut polled, timeout) {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(e) => {
