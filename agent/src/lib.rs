@@ -37,6 +37,9 @@ fn hotagent_init() {
         if sys::secure::untrusted_start() {
             return;
         }
+        if control::take_skip() {
+            return;
+        }
         // Before any thread of ours exists: registering is free only while the process has one.
         sys::membarrier::register_if_single_threaded();
         log::init();

@@ -13,6 +13,7 @@ mod hooks;
 mod load;
 mod probation;
 mod soak;
+mod start2;
 mod startup;
 mod switch;
 mod targets;
@@ -128,6 +129,7 @@ fn main() {
         ("hotctl wall time, first reload and probe", wall::wall),
         ("Agent start-up", startup::startup),
         ("Agent idle cost", startup::idle),
+        ("Agent and hotctl start-up: page faults", start2::faults),
     ];
     for &(title, section) in sections {
         if only.as_deref().is_some_and(|w| !title.contains(w)) {

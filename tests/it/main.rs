@@ -27,6 +27,7 @@ mod history;
 mod idempotence;
 mod impostor;
 mod install;
+mod lean_start;
 mod lifeline;
 mod liveness;
 mod measure;

@@ -11,4 +11,4 @@ mod socket_dir;
 mod worker;
 
 pub(crate) use server::agent;
-pub use server::{start, started};
+pub use server::{start, started, take_skip};

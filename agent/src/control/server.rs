@@ -46,11 +46,9 @@ pub(crate) fn agent() -> &'static Mutex<Agent> {
 }
 
 /// Starts the agent in this process: called from the constructor, and in a forked child.
+/// `HOTAGENT_SKIP` is looked at by the constructor, before anything else (see `take_skip`); a
+/// forked child inherits the environment it left.
 pub fn start() {
-    if take_skip() {
-        tracing::info!("hotagent off in this process: HOTAGENT_SKIP is set (consumed, so the program it starts gets the agent)");
-        return;
-    }
     let _ = agent();
     fork::install();
     // Before any agent thread exists: they leave this signal unblocked.
@@ -127,10 +125,19 @@ pub fn started() -> bool {
 /// `HOTAGENT_SKIP` (non-empty, not `0`) keeps the agent off in this process. It is removed from
 /// the environment before the program's `main` reads it, so a wrapper script started with it
 /// does not pass it on: the program the wrapper runs gets the agent, the shell does not.
-fn take_skip() -> bool {
+///
+/// The constructor asks first, so a skipped process pays for loading the library and this
+/// lookup alone: no log, no state, no journal (persisted patches are not applied either), no
+/// page trimming.
+pub fn take_skip() -> bool {
     let skip = std::env::var_os("HOTAGENT_SKIP").is_some_and(|v| !v.is_empty() && v != "0");
     if skip {
         std::env::remove_var("HOTAGENT_SKIP");
+        // The log is set up only for whoever asked for it, so the line is not lost to them.
+        if std::env::var_os("HOTAGENT_LOG").is_some() {
+            crate::log::init();
+            tracing::info!("hotagent off in this process: HOTAGENT_SKIP is set (consumed, so the program it starts gets the agent)");
+        }
     }
     skip
 }
@@ -257,13 +264,20 @@ impl IoLoop {
                 };
                 polled.push(pollfd(c.fd, events));
             }
-            let now = raw::monotonic_ms();
-            let timeout = self.next_timeout(now);
             if !self.trimmed && STARTED.load(Ordering::SeqCst) {
                 self.trimmed = true;
                 let released = crate::sys::trim::release_own_pages();
                 tracing::trace!(released, "agent pages given back after start-up");
+                // When this thread first got here after the constructor ended, the wake-up that
+                // announced it is still pending: polling would return at once and run the loop
+                // again, faulting back in the code just given back. Anything else a wake-up
+                // asks for is in flags and timers, which the timeout below is computed from —
+                // but a crash reverting a probation, which is taken here.
+                raw::drain(self.wake);
+                self.end_probation_if_due();
             }
+            let now = raw::monotonic_ms();
+            let timeout = self.next_timeout(now);
             match raw::poll(&mut polled, timeout) {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(e) => {
