@@ -4,7 +4,9 @@
 
 use hotagent_tests::*;
 
-/// KiB of RSS in libhotagent.so's mappings that are not writable (code, read-only data).
+/// KiB of clean RSS in libhotagent.so's mappings that are not writable (code, read-only data):
+/// what the agent can give back. Its relocated read-only data (RELRO) is dirty, stays, and is
+/// not counted.
 fn agent_read_only_rss(pid: u32) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
     let mut counted = false;
@@ -17,7 +19,7 @@ fn agent_read_only_rss(pid: u32) -> u64 {
         if !first.ends_with(':') {
             // A mapping's header: "start-end perms offset dev inode path".
             counted = line.contains("libhotagent") && !second.contains('w');
-        } else if first == "Rss:" && counted {
+        } else if counted && (first == "Shared_Clean:" || first == "Private_Clean:") {
             kib += second.parse::<u64>().unwrap_or(0);
         }
     }
@@ -30,17 +32,18 @@ fn idle_agent_gives_back_its_read_only_pages() {
     let mut t = Target::spawn(cfg.path("basic"));
     // `main` runs: the constructor, and so the release, is over.
     t.expect("version", 1);
-    // Before sys::trim about 1.9 MiB of the agent's code and tables stayed mapped. The I/O
-    // thread gives them back when the constructor is over, then faults a few back in (each
-    // fault maps its 64 KiB neighbourhood) on its way to sleep: about 0.5 MiB remains.
+    // Before sys::trim about 1.8 MiB of the agent's clean code and tables stayed mapped. The
+    // I/O thread gives them back when the constructor is over, then faults some back in (each
+    // fault maps its 64 KiB neighbourhood) on its way to sleep: 0.5-0.8 MiB remains, depending
+    // on the code's layout. The bound is the idle budget of issue 13 (1 MiB).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut kib = agent_read_only_rss(t.pid());
-    while kib > 768 && std::time::Instant::now() < deadline {
+    while kib > 1024 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
         kib = agent_read_only_rss(t.pid());
     }
     assert!(
-        kib <= 768,
+        kib <= 1024,
         "{kib} KiB of libhotagent.so's read-only pages in RSS while idle"
     );
     // The pages come back on use: the agent still answers and switches.
