@@ -229,7 +229,9 @@ fn us(v: u64) -> String {
 /// default 100 ms watch for a target that dies right after the switch (a fixed wait, not work).
 fn timed_reload(t: &Target, lib: &Path, extra: &[&str]) -> (u64, protocol::ReloadReport) {
     let mut args = extra.to_vec();
-    args.extend_from_slice(&["--settle", "0"]);
+    // A fresh copy every time (a real dlopen in `load`): identical bytes would otherwise reuse
+    // the copy a past cycle loaded, skipping stage, probe and load.
+    args.extend_from_slice(&["--settle", "0", "--force"]);
     let start = Instant::now();
     let r = reload(t, lib, &args);
     (start.elapsed().as_micros() as u64, r)
@@ -353,7 +355,7 @@ fn scaling(n: &Counts) -> String {
             let mut cols: [Vec<u64>; 6] = Default::default();
             let mut slots = 0;
             for _ in 0..n.scaling_cycles {
-                let r = reload(&t, &v2, &["--no-probe"]);
+                let r = reload(&t, &v2, &["--no-probe", "--force"]);
                 slots = r.slots;
                 let p = &r.phases;
                 for (i, v) in [

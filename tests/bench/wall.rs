@@ -63,7 +63,16 @@ pub fn wall(n: &Counts) -> String {
         .collect();
     let (mut walls, mut agent) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let args = ["--pid", &pid, "reload", v2s, "--settle", "0", "--no-probe"];
+        let args = [
+            "--pid",
+            &pid,
+            "reload",
+            v2s,
+            "--settle",
+            "0",
+            "--no-probe",
+            "--force",
+        ];
         let (w, o) = run(d, &[&args[..], &["--json"]].concat());
         walls.push(w);
         agent.push(report(&o).elapsed_us);
@@ -73,7 +82,7 @@ pub fn wall(n: &Counts) -> String {
         ("`hotctl --version` (floor)", &mut version, None),
         ("`hotctl --pid P status`", &mut status, None),
         (
-            "`hotctl --pid P reload --settle 0 --no-probe`",
+            "`hotctl --pid P reload --settle 0 --no-probe --force`",
             &mut walls,
             Some(&mut agent),
         ),
@@ -90,7 +99,16 @@ pub fn wall(n: &Counts) -> String {
         let t = Target::builder(cfg.path("basic")).socket_dir(d).spawn();
         let pid = t.pid().to_string();
         for i in 0..4 {
-            let args = ["--pid", &pid, "reload", v2s, "--settle", "0", "--no-probe"];
+            let args = [
+                "--pid",
+                &pid,
+                "reload",
+                v2s,
+                "--settle",
+                "0",
+                "--no-probe",
+                "--force",
+            ];
             let (_, o) = run(d, &[&args[..], &["--json"]].concat());
             let r = report(&o).elapsed_us;
             if i == 0 { &mut first } else { &mut later }.push(r);
@@ -139,7 +157,9 @@ fn probe_rows(n: &Counts, d: &std::path::Path, v2s: &str) -> String {
         let pid = t.pid().to_string();
         let mut v = Vec::new();
         for _ in 0..n.cycles.min(10) {
-            let args = ["--pid", &pid, "reload", v2s, "--settle", "0", "--json"];
+            let args = [
+                "--pid", &pid, "reload", v2s, "--settle", "0", "--force", "--json",
+            ];
             v.push(report(&run(d, &args).1).phases.probe_us);
             run(d, &["--pid", &pid, "rollback"]);
         }
