@@ -141,7 +141,7 @@ const TARGETS: &[Target] = &[
         figure: "start-up added to an exec of `/bin/true`",
         target: "≤ 100 µs",
         at: At { section: STARTUP, row: &["libhotagent.so (agent started"], column: "added" },
-        floor: Some(At { section: STARTUP, row: &["an empty"], column: "added" }),
+        floor: Some(At { section: STARTUP, row: &["preloading an empty"], column: "added" }),
         bound: Bound::Us(100.0),
         why: "loading and relocating libhotagent.so itself (a Rust library of about 2.7 MB: its \
               relocations and page faults, expensive in this VM — the HOTAGENT_SKIP row, which \
