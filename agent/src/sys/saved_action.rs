@@ -1,6 +1,7 @@
 //! The fatal signals the agent's handlers watch, and the action each had before ours, stored so
-//! that a signal handler can read it: field by field, in atomics, no lock. Shared by the crash
-//! watch of a request (`fatal.rs`) and the probation handler (`probation.rs`).
+//! that a signal handler can read it: field by field, in atomics, no lock; and the call that
+//! hands a signal on to it. Shared by the crash watch of a request (`fatal.rs`), the probation
+//! handler (`probation.rs`) and the entry trap (`trap.rs`).
 
 use super::raw::KernelSigaction;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -50,5 +51,29 @@ impl SavedAction {
             restorer: self.restorer.load(Ordering::SeqCst),
             mask: self.mask.load(Ordering::SeqCst),
         }
+    }
+}
+
+/// Hands `sig` to `prev`'s handler as the kernel would have: with the siginfo and context when
+/// the action asked for them (`SA_SIGINFO`), with the signal number alone otherwise.
+///
+/// # Safety
+/// `prev` is the action the kernel reported for `sig`, and its handler is a function (neither
+/// `SIG_DFL` nor `SIG_IGN`); `info` and `ctx` are what the kernel passed for this delivery.
+pub unsafe fn call_handler(
+    prev: &KernelSigaction,
+    sig: i32,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    if prev.flags & libc::SA_SIGINFO as u64 != 0 {
+        // SAFETY: the caller's promise: an SA_SIGINFO handler the kernel reported, of this type.
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute::<usize, _>(prev.handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the caller's promise: a plain handler the kernel reported, of this type.
+        let f: extern "C" fn(i32) = unsafe { std::mem::transmute::<usize, _>(prev.handler) };
+        f(sig);
     }
 }

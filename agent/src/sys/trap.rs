@@ -157,14 +157,9 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // The default action (a core dump), as without us: put it back and raise again.
         let _ = raw::rt_sigaction(sig, Some(&prev));
         let _ = raw::tgkill(raw::getpid(), raw::gettid(), sig);
-    } else if prev.flags & libc::SA_SIGINFO as u64 != 0 {
-        // SAFETY: an SA_SIGINFO handler the kernel reported for this signal, of this type.
-        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute::<usize, _>(prev.handler) };
-        f(sig, info, ctx);
     } else {
-        // SAFETY: a plain handler the kernel reported for this signal, of this type.
-        let f: extern "C" fn(i32) = unsafe { std::mem::transmute::<usize, _>(prev.handler) };
-        f(sig);
+        // SAFETY: `prev` is the action the kernel reported for `sig` before ours, a function
+        // here, and `info`/`ctx` are this delivery's.
+        unsafe { super::saved_action::call_handler(&prev, sig, info, ctx) };
     }
 }
