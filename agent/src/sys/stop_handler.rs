@@ -46,6 +46,21 @@ pub(super) static LONGEST_LOOK_NS: AtomicU64 = AtomicU64::new(0);
 /// scheduler gave other threads, which on few cores dominates).
 pub(super) static LONGEST_LOOK_CPU_NS: AtomicU64 = AtomicU64::new(0);
 
+/// A thread reaching round `round` (a look or a stop): counted inside, its PC recorded, its
+/// arrival counted and the waiting caller woken. Allocates nothing, takes no lock.
+///
+/// # Safety
+/// `ctx` is the ucontext of the SA_SIGINFO handler invocation that calls this.
+unsafe fn arrive(slot: &Slot, round: u32, ctx: *mut libc::c_void) {
+    INSIDE.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: the caller's promise: ctx is this delivery's ucontext.
+    slot.pc
+        .store(unsafe { ucontext::pc(ctx) }, Ordering::Relaxed);
+    slot.round.store(round, Ordering::Release);
+    ARRIVED.fetch_add(1, Ordering::AcqRel);
+    raw::futex_wake(&ARRIVED, 1);
+}
+
 pub(super) extern "C" fn on_signal(
     _sig: libc::c_int,
     _info: *mut libc::siginfo_t,
@@ -69,13 +84,8 @@ pub(super) extern "C" fn on_signal(
             let cpu = raw::thread_cpu_ns();
             // Counted as inside: every signal is blocked here, and the next look must not take
             // this thread for a blocker.
-            INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
-            slot.pc
-                .store(unsafe { ucontext::pc(ctx) }, Ordering::Relaxed);
-            slot.round.store(round, Ordering::Release);
-            ARRIVED.fetch_add(1, Ordering::AcqRel);
-            raw::futex_wake(&ARRIVED, 1);
+            unsafe { arrive(slot, round, ctx) };
             let used = raw::thread_cpu_ns().saturating_sub(cpu);
             let stayed = raw::monotonic().saturating_sub(came).as_nanos();
             LONGEST_LOOK_NS.fetch_max(stayed.min(u128::from(u64::MAX)) as u64, Ordering::AcqRel);
@@ -84,13 +94,8 @@ pub(super) extern "C" fn on_signal(
                 raw::futex_wake(&INSIDE, i32::MAX);
             }
         } else if slot.round.load(Ordering::Acquire) != round {
-            INSIDE.fetch_add(1, Ordering::AcqRel);
             // SAFETY: ctx is the ucontext of this SA_SIGINFO handler invocation.
-            slot.pc
-                .store(unsafe { ucontext::pc(ctx) }, Ordering::Relaxed);
-            slot.round.store(round, Ordering::Release);
-            ARRIVED.fetch_add(1, Ordering::AcqRel);
-            raw::futex_wake(&ARRIVED, 1);
+            unsafe { arrive(slot, round, ctx) };
             loop {
                 let released = RELEASED.load(Ordering::Acquire);
                 if released.wrapping_sub(round) as i32 >= 0 {
