@@ -12,8 +12,13 @@ use super::task;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// How long a thread may be seen blocking the look or SIGTRAP before the look is refused.
+/// How long a thread asleep with the look or SIGTRAP blocked is waited for before the look is
+/// refused.
 const BLOCKER_SETTLE: Duration = Duration::from_millis(5);
+/// The same for a thread that blocks them while it runs or waits for a CPU: on a loaded machine
+/// a thread still returning from a handler, or starting in glibc with every signal blocked, can
+/// wait that long for the scheduler before it unblocks them.
+const RUNNABLE_BLOCKER_SETTLE: Duration = Duration::from_millis(100);
 const BLOCKER_POLL: Duration = Duration::from_micros(100);
 
 /// Where every other thread was when it was looked at.
@@ -51,8 +56,10 @@ pub fn take_longest_look_cpu() -> Duration {
 pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, StopError> {
     let sig = ours()?;
     // glibc blocks every signal for a moment while a thread starts or exits, and a thread leaving
-    // a handler has them blocked until its sigreturn: only a blocker that stays one refuses.
-    let settle = raw::monotonic() + BLOCKER_SETTLE;
+    // a handler has them blocked until its sigreturn: only a blocker that stays one refuses, and
+    // one that is running or runnable is given longer (it only waits for a CPU).
+    let start = raw::monotonic();
+    let (settle, runnable_settle) = (start + BLOCKER_SETTLE, start + RUNNABLE_BLOCKER_SETTLE);
     loop {
         wait_handler_left();
         tasks
@@ -69,7 +76,11 @@ pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, 
         };
         match blocker {
             None => break,
-            Some((tid, signal)) if raw::monotonic() >= settle => {
+            Some((tid, signal))
+                if raw::monotonic() >= settle
+                    && (raw::monotonic() >= runnable_settle
+                        || !matches!(task::locate(tid), task::Seen::Running(_))) =>
+            {
                 return Err(StopError::Unobservable { tid, signal })
             }
             Some(_) => raw::sleep(BLOCKER_POLL),
