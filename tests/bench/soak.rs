@@ -113,12 +113,14 @@ fn serve(cycles: usize, out: &mut String) -> bool {
             rollback(&agent);
             flat.cycle(i, r.elapsed_us, || rss_kib(server.id()));
             if Flat::sample_at(i, cycles) {
-                let _ = writeln!(
-                    out,
+                let row = format!(
                     "| {i} | {} KiB | {} µs |",
                     rss_kib(server.id()),
                     flat.median()
                 );
+                // Progress, as for the hammer: the table itself is printed at the end.
+                eprintln!("serve {row}");
+                let _ = writeln!(out, "{row}");
             }
         }
         std::thread::sleep(Duration::from_millis(100));
