@@ -5,10 +5,12 @@
 //!   `target/fixtures/<config>/`, in a matrix of binding/PIE configurations.
 //! - [`target`]: a fixture program run under the agent in its own socket folder, driven line by
 //!   line on stdin/stdout.
+//! - [`code`]: a target's code in memory against its file (no `int3` left behind).
 //! - [`ctl`]: the real `hotctl`, and raw requests on an agent's socket.
 //! - [`files`]: atomic file replacement and broken-ELF crafting.
 //! - [`users`]: another user (`hotagent-test`), made with `useradd` when needed.
 
+pub mod code;
 pub mod ctl;
 pub mod files;
 pub mod fixtures;
@@ -16,6 +18,7 @@ pub mod paths;
 pub mod target;
 pub mod users;
 
+pub use code::entries_holding_int3;
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
     hotctl_state, path_str, raw_exchange, raw_line, raw_request, read_reply, reload, reload_json,

@@ -5,7 +5,7 @@
 //! every digest would go to an empty provider store.
 
 use super::{python, PYTHON};
-use hotagent_tests::{reload, rollback, status};
+use hotagent_tests::{entries_holding_int3, reload, rollback, status, HasAgent};
 use std::path::Path;
 
 const SYSTEM: &str = "/lib/x86_64-linux-gnu/libcrypto.so.3";
@@ -56,11 +56,27 @@ fn openssl_debian_copy_shares_its_state() {
         "the dry run and the reload differ"
     );
     assert_eq!(r.generation, 1);
+    // Its 5,363 entries were switched behind `int3`s: none may stay (each call would trap; a
+    // switch that gave up half way once left thousands, and `hello` then took over 10 s).
+    let trapped = entries_holding_int3(t.pid(), &mapped);
+    assert!(
+        trapped.is_empty(),
+        "int3 left at {} entries: {:?}",
+        trapped.len(),
+        &trapped[..trapped.len().min(5)]
+    );
     // The live objects, fresh digests, a TLS client and the DRBG all work on the new code.
     assert_eq!(answers(&mut t), before);
 
     rollback(&t);
     assert_eq!(status(&t).generation, 0);
+    let trapped = entries_holding_int3(t.pid(), &mapped);
+    assert!(
+        trapped.is_empty(),
+        "int3 left at {} entries after the rollback: {:?}",
+        trapped.len(),
+        &trapped[..trapped.len().min(5)]
+    );
     assert_eq!(answers(&mut t), before);
     t.finish().assert_clean();
 }

@@ -43,6 +43,12 @@ impl Entries {
         pending: &mut [Pending],
         retargets: &mut [Retarget],
     ) -> Result<(Pause, Option<String>), SwitchRefused> {
+        let windows: Vec<u64> = pending
+            .iter()
+            .filter(|p| p.holds != Holds::Original || self.sites[p.site].holds != Holds::Original)
+            .map(|p| self.sites[p.site].window)
+            .collect();
+        trap::room_for(&windows)?;
         trap::arm()?;
         let mut tasks = stop::Tasks::default();
         let mut pause = Pause {
@@ -104,6 +110,9 @@ impl Entries {
         deadline: Duration,
     ) -> Option<String> {
         let mut armed: Vec<usize> = Vec::with_capacity(batch.len());
+        // A trap that cannot be set stops the arming, never the batch: the entries already
+        // behind an `int3` are finished (or given their byte back) below like any other.
+        let mut arming_failed = None;
         for &i in batch {
             let p = &mut pending[i];
             let site = &self.sites[p.site];
@@ -114,7 +123,8 @@ impl Entries {
                 (Holds::Original, Holds::Original) => continue,
             };
             if let Err(e) = trap::set(site.window, to) {
-                return Some(e.to_string());
+                arming_failed = Some(e.to_string());
+                break;
             }
             match self.poke(fd, site, &[trap::INT3], p.through_proc_mem) {
                 Ok(()) => armed.push(i),
@@ -125,7 +135,7 @@ impl Entries {
             }
         }
         if armed.is_empty() {
-            return None;
+            return arming_failed;
         }
         membarrier::sync_cores();
         let mut failure = None;
@@ -191,6 +201,6 @@ impl Entries {
         if !armed.is_empty() {
             membarrier::sync_cores();
         }
-        failure
+        failure.or(arming_failed)
     }
 }

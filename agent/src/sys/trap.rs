@@ -13,8 +13,10 @@ use super::saved_action::{SavedAction, SA_RESTORER};
 use super::ucontext;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Entries one process may have rewritten this way (each keeps its place for good).
-const MAX_TRAPS: usize = 4096;
+/// Entries one process may have rewritten this way (each keeps its place for good). A whole
+/// libcrypto has 5,363; each later generation of it adds as many (its own entries get jumps).
+/// Past this the switch falls back to the full stop: it never starts what it cannot finish.
+const MAX_TRAPS: usize = 16_384;
 /// `si_code` of the SIGTRAP an `int3` raises.
 const SI_KERNEL: i32 = 0x80;
 /// The instruction written first.
@@ -70,6 +72,29 @@ pub fn arm() -> Result<(), TrapError> {
     let was = raw::rt_sigaction(libc::SIGTRAP, Some(&ours)).map_err(TrapError::Install)?;
     if was != current && was.handler != ours.handler {
         PREVIOUS.store(was);
+    }
+    Ok(())
+}
+
+/// Whether the table can take every one of `windows` (those already in it take no new place).
+/// Asked before the first `int3` of a switch is written, so a switch is never left half done
+/// with `int3`s behind for want of room.
+pub fn room_for(windows: &[u64]) -> Result<(), TrapError> {
+    let n = COUNT.load(Ordering::Acquire).min(MAX_TRAPS);
+    let mut known: Vec<u64> = TRAPS[..n]
+        .iter()
+        .map(|t| t.at.load(Ordering::Acquire))
+        .collect();
+    known.sort_unstable();
+    let mut new: Vec<u64> = windows
+        .iter()
+        .copied()
+        .filter(|w| known.binary_search(w).is_err())
+        .collect();
+    new.sort_unstable();
+    new.dedup();
+    if n + new.len() > MAX_TRAPS {
+        return Err(TrapError::Full);
     }
     Ok(())
 }
