@@ -756,6 +756,22 @@ static SPECS: &[Spec] = &[
         exe("priv", Lang::C, "priv.c", &["libpriv.so"]),
         PRIV_PROGRAM,
     ),
+    // 6,000 functions, four builds: switched in turn they outgrow the table of entries
+    // rewritten behind an int3.
+    lib("libmany.so", "libmany.so", Lang::C, "libmany.c"),
+    Spec {
+        flags: &["-DMANY_V=2"],
+        ..lib("libmany_v2.so", "libmany.so", Lang::C, "libmany.c")
+    },
+    Spec {
+        flags: &["-DMANY_V=3"],
+        ..lib("libmany_v3.so", "libmany.so", Lang::C, "libmany.c")
+    },
+    Spec {
+        flags: &["-DMANY_V=4"],
+        ..lib("libmany_v4.so", "libmany.so", Lang::C, "libmany.c")
+    },
+    with_inputs(exe("many", Lang::C, "many.c", &["libmany.so"]), CMDLOOP_H),
     // `try --reset`: v2 pollutes every kind of global state v1 keeps.
     with_inputs(
         lib("libreset.so", "libreset.so", Lang::C, "libreset.c"),

@@ -158,3 +158,55 @@ fn thread_spinning_inside_an_entry_is_switched() {
     assert_eq!(bad, 0, "an answer came from neither version");
     t.assert_alive();
 }
+
+/// `call N` answers `many N V*100000+N` for build V of libmany.
+fn expect_build(t: &mut Target, v: u32) {
+    for n in [1000, 3456, 6999] {
+        assert_eq!(
+            t.cmd(&format!("call {n}")),
+            format!("many {n} {}", v * 100_000 + n),
+            "build {v}"
+        );
+    }
+}
+
+/// 6,000 entries a build, switched build after build: each generation's own entries get jumps
+/// too, so the third reload needs more traps than the table holds. It must see that before its
+/// first `int3` and park the threads instead, and no switch may leave an `int3` at an entry (one
+/// that gave up half way once left thousands: every call to them trapped).
+#[test]
+fn a_switch_too_big_for_the_trap_table_stops_instead_and_leaves_no_int3() {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::builder(cfg.path("many")).spawn();
+    let original = cfg.path("libmany.so");
+    expect_build(&mut t, 1);
+    let mut per_thread = Vec::new();
+    for v in 2..=4u32 {
+        let r = reload(&t, &cfg.path(&format!("libmany_v{v}.so")), &["--no-probe"]);
+        assert_eq!(r.generation, v - 1);
+        per_thread.push(r.pause.per_thread);
+        let left = entries_holding_int3(t.pid(), &original);
+        assert!(
+            left.is_empty(),
+            "build {v}: int3 left at {} entries",
+            left.len()
+        );
+        expect_build(&mut t, v);
+    }
+    assert_eq!(
+        per_thread,
+        [true, true, false],
+        "the first two reloads fit the table, the third does not"
+    );
+    for v in (1..=3u32).rev() {
+        rollback(&t);
+        let left = entries_holding_int3(t.pid(), &original);
+        assert!(
+            left.is_empty(),
+            "back to build {v}: int3 left at {} entries",
+            left.len()
+        );
+        expect_build(&mut t, v);
+    }
+    t.finish().assert_clean();
+}
