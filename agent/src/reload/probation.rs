@@ -248,7 +248,10 @@ impl Agent {
     /// real and records why, for `status`.
     /// `Err` carries a failure worth a warning line of its own; the handler already wrote the
     /// crash's.
-    pub fn revert_crashed(&mut self, set: &'static GuardSet) -> Option<Result<String, String>> {
+    pub fn revert_crashed(
+        &mut self,
+        set: &'static GuardSet,
+    ) -> Option<Result<RolledBack, RevertFailed>> {
         let at = self.generations.iter().position(|g| {
             g.probation
                 .as_ref()
@@ -287,18 +290,48 @@ impl Agent {
             back_to: self.generation(),
         });
         Some(match outcome {
-            Ok(()) => Ok(format!(
-                "generation {} crashed on probation ({} in {}) and was rolled back",
-                gen.number,
-                signal_name(signal),
-                function.as_deref().unwrap_or("its code")
-            )),
-            Err(e) => Err(format!(
-                "generation {} crashed on probation; its guards run the previous code, but the rollback failed: {e}",
-                gen.number
-            )),
+            Ok(()) => Ok(RolledBack {
+                generation: gen.number,
+                signal: signal_name(signal),
+                function,
+            }),
+            Err(cause) => Err(RevertFailed {
+                generation: gen.number,
+                cause,
+            }),
         })
     }
+}
+
+/// A generation that crashed on probation was rolled back (`function` is the crashed one, when
+/// the handler knew it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledBack {
+    pub generation: u32,
+    pub signal: &'static str,
+    pub function: Option<String>,
+}
+
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {} crashed on probation ({} in {}) and was rolled back",
+            self.generation,
+            self.signal,
+            self.function.as_deref().unwrap_or("its code")
+        )
+    }
+}
+
+/// The crashed generation's guards already run the previous code, but the real rollback after
+/// it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("generation {generation} crashed on probation; its guards run the previous code, but the rollback failed: {cause}")]
+pub struct RevertFailed {
+    pub generation: u32,
+    #[source]
+    pub cause: ReloadError,
 }
 
 /// The file the handler creates when `path`'s generation crashes on probation, when the patch
