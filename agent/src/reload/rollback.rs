@@ -273,23 +273,26 @@ impl Agent {
         if stray.is_empty() {
             return Ok(());
         }
-        let why = Entries::stoppable().err().or_else(|| {
-            // Whether text can be written is a property of its page (its mapping's protection
-            // and backing), and each probe opens /proc/self/mem: one probe per page. The
-            // entries jump now, so the reload found each site itself writable.
-            let mut pages: Vec<u64> = Vec::new();
-            let feasibility = self.entries.feasibility();
-            stray
-                .iter()
-                .filter(|w| {
-                    let page = w.addr & !(self.page - 1);
-                    let first = !pages.contains(&page);
-                    pages.push(page);
-                    first
-                })
-                .find_map(|w| feasibility.feasible(w.addr).err())
-                .map(|e| format!("its first bytes cannot be written: {e}"))
-        });
+        let why = Entries::stoppable()
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| {
+                // Whether text can be written is a property of its page (its mapping's protection
+                // and backing), and each probe opens /proc/self/mem: one probe per page. The
+                // entries jump now, so the reload found each site itself writable.
+                let mut pages: Vec<u64> = Vec::new();
+                let feasibility = self.entries.feasibility();
+                stray
+                    .iter()
+                    .filter(|w| {
+                        let page = w.addr & !(self.page - 1);
+                        let first = !pages.contains(&page);
+                        pages.push(page);
+                        first
+                    })
+                    .find_map(|w| feasibility.feasible(w.addr).err())
+                    .map(|e| format!("its first bytes cannot be written: {e}"))
+            });
         match why {
             None => Ok(()),
             Some(why) => Err(ReloadError::EntriesUnwritable(format!(
@@ -312,8 +315,8 @@ impl Agent {
         let what = self.describe(stray);
         let why = stray
             .iter()
-            .find_map(|w| self.entries.get(w.addr)?.last_error.clone())
-            .unwrap_or_else(|| "it could not be written".to_string());
+            .find_map(|w| self.entries.get(w.addr)?.last_error.as_ref())
+            .map_or_else(|| "it could not be written".to_string(), |e| e.to_string());
         let n = gen.number;
         let symbols = gen.symbols.clone();
         self.push_generation(gen, layers);

@@ -67,7 +67,7 @@ impl Agent {
         settled: &[u64],
         parked: Parked<'_>,
     ) -> Result<(Outcome, PauseReport), ParkedError> {
-        Entries::stoppable().map_err(ParkedError::NoStop)?;
+        Entries::stoppable().map_err(|e| ParkedError::NoStop(NoParkedStop::Entry(e)))?;
         phdr::with_modules_locked(|mods| {
             let layouts = self.settled_layouts(&mods, settled);
             let mem = modules::live_memory(mods.lock(), &layouts);
@@ -118,17 +118,11 @@ impl Agent {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e),
                 None if pause.rounds > 1 => {
-                    return Err(ParkedError::NoStop(format!(
-                        "in each of {} stops some thread was inside the code being switched (an entry's first bytes, or a method of a class being converted)",
-                        pause.rounds
-                    )))
+                    return Err(ParkedError::NoStop(NoParkedStop::HeldInside {
+                        rounds: pause.rounds,
+                    }))
                 }
-                None => {
-                    return Err(ParkedError::NoStop(
-                        "the other threads could not be stopped (`hotctl status` shows why for each entry)"
-                            .to_string(),
-                    ))
-                }
+                None => return Err(ParkedError::NoStop(NoParkedStop::NotStopped)),
             }
             let t = Instant::now();
             let verify_fixes = self.verify(&mem, &layouts, bindings);
@@ -241,7 +235,18 @@ pub(super) enum ParkedError {
     /// The hook refused, failed or timed out (word it with `Session::describe`).
     Hook(Stopped),
     Write(ReloadError),
-    NoStop(String),
+    NoStop(NoParkedStop),
+}
+
+/// Why a switch that needs every other thread parked at once found no such moment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoParkedStop {
+    #[error(transparent)]
+    Entry(#[from] crate::entry::error::EntryError),
+    #[error("in each of {rounds} stops some thread was inside the code being switched (an entry's first bytes, or a method of a class being converted)")]
+    HeldInside { rounds: u32 },
+    #[error("the other threads could not be stopped (`hotctl status` shows why for each entry)")]
+    NotStopped,
 }
 
 impl Outcome {
