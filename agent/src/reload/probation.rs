@@ -10,7 +10,7 @@
 //! slots, and the record `status` shows. When the probation ends without a crash, the slots and
 //! entries are switched from the stubs to the new code itself: steady-state calls pay nothing.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use super::select::{Match, Role};
 use super::state::{Agent, Generation};
 use super::write::settled_modules;
@@ -94,13 +94,10 @@ impl Agent {
     /// and the guards' way back would no longer be the previous generation.
     pub(super) fn refuse_on_probation(&self) -> Result<(), ReloadError> {
         match self.generations.last().and_then(|g| g.probation.as_ref()) {
-            Some(p) if p.set.state() == GuardState::Active => {
-                Err(ReloadError::OnProbation(format!(
-                    "generation {} is on probation for {} ms more: roll it back (hotctl rollback) or wait until it passes; nothing was loaded",
-                    self.generation(),
-                    p.until_ms.saturating_sub(raw::monotonic_ms())
-                )))
-            }
+            Some(p) if p.set.state() == GuardState::Active => Err(ReloadError::OnProbation {
+                generation: self.generation(),
+                remaining_ms: p.until_ms.saturating_sub(raw::monotonic_ms()),
+            }),
             _ => Ok(()),
         }
     }
@@ -148,15 +145,13 @@ impl Agent {
             &format!("generation {number} ({patch_file})"),
             &format!("generation {}", number - 1),
         )
-        .map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot make the probation's guards: {e}; nothing was switched"
-            ))
+        .map_err(|e| ReloadError::GuardsUnmade {
+            cause: IoErrno::of(&e),
         })?;
         handler::arm(set, WAKE.load(Ordering::SeqCst), marker).map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot watch for crashes during the probation: {e}; nothing was switched"
-            ))
+            ReloadError::CrashWatchUnarmed {
+                cause: IoErrno::of(&e),
+            }
         })?;
         let mut code = vec![None; resolved.len()];
         for (i, &k) in which.iter().enumerate() {
@@ -263,9 +258,7 @@ impl Agent {
             true => self
                 .rollback(super::hook_timeout(None), false, &mut || Ok(()))
                 .map(|_| ()),
-            false => Err(ReloadError::Internal(
-                "a later generation is stacked on it".into(),
-            )),
+            false => Err(ReloadError::StackedOn),
         };
         UNTIL.store(0, Ordering::SeqCst);
         handler::disarm();

@@ -41,9 +41,7 @@ impl Agent {
             let mem = modules::live_memory(mods.lock(), &layouts);
             let (plan, writes, symtab) = self.plan_writes(&mem, &layouts, bindings, touched)?;
             let t = Instant::now();
-            patch::apply(&writes, &layouts).map_err(|e| {
-                ReloadError::WriteFailed(format!("{e}; every slot written was put back"))
-            })?;
+            patch::apply(&writes, &layouts).map_err(|cause| ReloadError::SlotsPutBack { cause })?;
             let write_us = micros(t);
             let t = Instant::now();
             let verify_fixes = self.verify(&mem, &layouts, bindings);
@@ -105,9 +103,9 @@ impl Agent {
                         true
                     }
                     Err(e) => {
-                        outcome = Some(Err(ParkedError::Write(ReloadError::WriteFailed(format!(
-                            "{e}; every slot written was put back"
-                        )))));
+                        outcome = Some(Err(ParkedError::Write(ReloadError::SlotsPutBack {
+                            cause: e,
+                        })));
                         false
                     }
                 }
@@ -166,10 +164,9 @@ impl Agent {
                 .iter()
                 .any(|l| l.base == r.module_base && l.path == r.module_path)
             {
-                return Err(ReloadError::WriteFailed(format!(
-                    "{} was unloaded; nothing was changed",
-                    r.module_path
-                )));
+                return Err(ReloadError::ModuleUnloaded {
+                    module: r.module_path.clone(),
+                });
             }
             let now_value = mem.u64(r.entry + 8).unwrap_or(r.orig_value);
             let now_info = mem.u8(r.entry + 4).unwrap_or(r.orig_info);
