@@ -439,4 +439,92 @@ mod tests {
         assert!(private.source().unwrap().is::<PrivateError>());
         assert!(!unmappable.is_private_state());
     }
+
+    /// Variants split out of one formatted String keep their wire code, so callers and the
+    /// JSON codes tell them apart exactly as before, and the words users grep for.
+    #[test]
+    fn split_variants_keep_their_codes_and_words() {
+        let p = || "/x/libp.so".to_string();
+        let cases = [
+            (
+                ReloadError::SymbolicLink { path: p() },
+                ErrorCode::FileUnreadable,
+            ),
+            (
+                ReloadError::ChangedSize { path: p(), size: 3 },
+                ErrorCode::FileUnreadable,
+            ),
+            (ReloadError::Empty { path: p() }, ErrorCode::BadElf),
+            (
+                ReloadError::ProbeTimedOut { path: p(), secs: 5 },
+                ErrorCode::LoadFailed,
+            ),
+            (
+                ReloadError::NothingChanged {
+                    module: "liba.so".into(),
+                    patch: "libp.so".into(),
+                },
+                ErrorCode::NoCommonSymbols,
+            ),
+            (
+                ReloadError::SizeChanged {
+                    symbol: "v".into(),
+                    module: "liba.so".into(),
+                    old: 4,
+                    new: 8,
+                },
+                ErrorCode::IncompatibleSymbol,
+            ),
+            (
+                ReloadError::ModuleUnloaded { module: p() },
+                ErrorCode::WriteFailed,
+            ),
+            (ReloadError::StackedOn, ErrorCode::Internal),
+            (
+                ReloadError::OnProbation {
+                    generation: 2,
+                    remaining_ms: 10,
+                },
+                ErrorCode::OnProbation,
+            ),
+        ];
+        for (e, code) in &cases {
+            assert_eq!(e.code(), *code, "{e}");
+        }
+        assert_eq!(cases[1].0.to_string(), "/x/libp.so changed size while it was copied (it had 3 bytes when opened): is it still being written? Nothing was loaded");
+        assert_eq!(cases[8].0.to_string(), "generation 2 is on probation for 10 ms more: roll it back (hotctl rollback) or wait until it passes; nothing was loaded");
+
+        // A refused load kept mapped keeps its refusal's code and reaches it as the source.
+        let kept = ReloadError::KeptMapped {
+            refusal: Box::new(cases[5].0.clone()),
+            kept_because: "the loader would not unload it".into(),
+        };
+        assert_eq!(kept.code(), ErrorCode::IncompatibleSymbol);
+        assert_eq!(kept.source().unwrap().to_string(), cases[5].0.to_string());
+
+        // The loader's words get the $ORIGIN hint only when the run path has it.
+        let refused = ReloadError::LoaderRefused {
+            path: p(),
+            loader: "libdep.so: cannot open shared object file".into(),
+            origin: false,
+        };
+        assert!(!refused.to_string().contains("$ORIGIN"));
+        assert!(refused
+            .with_origin_hint(true)
+            .to_string()
+            .ends_with(" ($ORIGIN in its run path was taken as the patch file's folder)"));
+
+        // A rollback blocked by an entry carries the EntryError, errno and all.
+        let blocked = ReloadError::RollbackBlocked {
+            generation: 3,
+            entries: "f's entry".into(),
+            threads: false,
+            cause: EntryError::WriteFailed(crate::entry::error::Errno(libc::EPERM)),
+        };
+        assert_eq!(blocked.code(), ErrorCode::WriteFailed);
+        assert!(blocked
+            .to_string()
+            .contains("but its first bytes cannot be written: writing its first bytes failed"));
+        assert!(blocked.source().unwrap().is::<EntryError>());
+    }
 }
