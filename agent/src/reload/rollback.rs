@@ -322,7 +322,7 @@ impl Agent {
             .collect();
         let undone = self.write_locked(&bindings, &symbols, settled);
         self.converge_entries();
-        let undone = matches!(undone, Ok(_) if self.stray_jumps().is_empty());
+        let undone = undone.is_ok() && self.stray_jumps().is_empty();
         let e = ReloadError::RollbackUndone {
             generation: n,
             entries: what,
