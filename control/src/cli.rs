@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::value_error::ValueError;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -115,12 +116,12 @@ impl MaxFail {
     }
 }
 
-fn parse_max_fail(text: &str) -> Result<MaxFail, String> {
-    let bad = || format!("{text:?} is not a count or a percentage (e.g. 0, 3, 10%)");
+fn parse_max_fail(text: &str) -> Result<MaxFail, ValueError> {
+    let bad = || ValueError::NotCount { text: text.into() };
     match text.strip_suffix('%') {
         Some(p) => match p.trim().parse::<u32>() {
             Ok(p) if p <= 100 => Ok(MaxFail::Percent(p)),
-            Ok(_) => Err(format!("{text} is out of range: give 0% up to 100%")),
+            Ok(_) => Err(ValueError::PercentOutOfRange { text: text.into() }),
             Err(_) => Err(bad()),
         },
         None => text.trim().parse().map(MaxFail::Count).map_err(|_| bad()),
@@ -128,7 +129,7 @@ fn parse_max_fail(text: &str) -> Result<MaxFail, String> {
 }
 
 /// A bake: 0 up to a day.
-fn parse_bake(text: &str) -> Result<std::time::Duration, String> {
+fn parse_bake(text: &str) -> Result<std::time::Duration, ValueError> {
     parse_duration(text, 0.0, 86_400.0, "give 0 up to 86400s")
 }
 
@@ -140,25 +141,23 @@ impl Global {
 }
 
 /// Seconds, fractions allowed, more than zero and at most a day.
-fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+fn parse_seconds(text: &str) -> Result<std::time::Duration, ValueError> {
     let secs: f64 = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        .map_err(|_| ValueError::NotSeconds { text: text.into() })?;
     if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!(
-            "{text} s is out of range: give more than 0 and at most 86400"
-        ));
+        return Err(ValueError::SecondsOutOfRange { text: text.into() });
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// A settle time: `N`, `Ns` or `Nms` (fractions allowed), at most a minute.
-fn parse_settle(text: &str) -> Result<std::time::Duration, String> {
+fn parse_settle(text: &str) -> Result<std::time::Duration, ValueError> {
     parse_duration(text, 0.0, 60.0, "give 0 (no watch) up to 60s")
 }
 
 /// A hook's time limit: more than 0, at most ten minutes.
-fn parse_hook_timeout(text: &str) -> Result<std::time::Duration, String> {
+fn parse_hook_timeout(text: &str) -> Result<std::time::Duration, ValueError> {
     let d = parse_duration(text, 0.001, 600.0, "give 1ms up to 600s")?;
     Ok(d)
 }
@@ -168,8 +167,8 @@ fn parse_duration(
     text: &str,
     lo: f64,
     hi: f64,
-    range: &str,
-) -> Result<std::time::Duration, String> {
+    range: &'static str,
+) -> Result<std::time::Duration, ValueError> {
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
@@ -182,10 +181,13 @@ fn parse_duration(
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 100ms, 2s, 1m, 0)"))?;
+        .map_err(|_| ValueError::NotDuration { text: text.into() })?;
     let secs = value * scale;
     if !(lo..=hi).contains(&secs) {
-        return Err(format!("{text} is out of range: {range}"));
+        return Err(ValueError::OutOfRange {
+            text: text.into(),
+            range,
+        });
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -258,7 +260,7 @@ pub struct WatchArgs {
 }
 
 /// A quiet period: 0 up to a minute.
-fn parse_debounce(text: &str) -> Result<std::time::Duration, String> {
+fn parse_debounce(text: &str) -> Result<std::time::Duration, ValueError> {
     parse_duration(text, 0.0, 60.0, "give 0 up to 60s")
 }
 
@@ -330,7 +332,7 @@ const TRY_EXIT_STATUS: &str = "EXIT STATUS:
   2  usage or connection problem";
 
 /// A check's time limit: 1ms up to a day.
-fn parse_check_timeout(text: &str) -> Result<std::time::Duration, String> {
+fn parse_check_timeout(text: &str) -> Result<std::time::Duration, ValueError> {
     parse_duration(text, 0.001, 86_400.0, "give 1ms up to 86400s")
 }
 
@@ -388,7 +390,7 @@ pub struct ReloadArgs {
 }
 
 /// A probation: 0 (none) up to a day.
-fn parse_probation(text: &str) -> Result<std::time::Duration, String> {
+fn parse_probation(text: &str) -> Result<std::time::Duration, ValueError> {
     parse_duration(text, 0.0, 86_400.0, "give 0 (none) up to 86400s")
 }
 

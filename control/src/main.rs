@@ -38,6 +38,7 @@ mod testing;
 mod trust;
 mod try_verb;
 mod users;
+mod value_error;
 mod watch;
 mod who;
 

@@ -8,6 +8,7 @@
 //! stays read-write. Neither is ever unmapped (a thread may be passing through at any time).
 
 use super::arch;
+use super::error::{EntryError, Errno};
 use crate::sys::mem::OwnPage;
 use crate::sys::{page, self_mem};
 
@@ -37,7 +38,12 @@ pub struct Dispatches {
 impl Dispatches {
     /// Symbol `symbol`'s dispatch within jump reach of `window`, made on first use with its slot
     /// pointing at `target`.
-    pub fn near(&mut self, symbol: usize, window: u64, target: u64) -> Result<Dispatch, String> {
+    pub fn near(
+        &mut self,
+        symbol: usize,
+        window: u64,
+        target: u64,
+    ) -> Result<Dispatch, EntryError> {
         if let Some(&(_, d)) = self
             .given
             .iter()
@@ -95,7 +101,7 @@ fn reachable(window: u64, stub: u64) -> bool {
 /// stub per data slot: mapped executable and written through `/proc/self/mem` where that works
 /// (a process under `MemoryDenyWriteExecute` may not make writable memory executable), else
 /// filled while writable and then sealed.
-fn map_pair(window: u64) -> Result<StubPage, String> {
+fn map_pair(window: u64) -> Result<StubPage, EntryError> {
     let page = page::page_size();
     let mut gaps = free_ranges();
     let code_at = map_near(&mut gaps, window, page, true)?;
@@ -104,8 +110,7 @@ fn map_pair(window: u64) -> Result<StubPage, String> {
     let mut stubs = vec![0u8; capacity * arch::STUB_LEN];
     for (i, chunk) in stubs.chunks_mut(arch::STUB_LEN).enumerate() {
         let at = code_at.addr() + (i * arch::STUB_LEN) as u64;
-        let bytes = arch::stub(at, data.addr() + i as u64 * 8)
-            .ok_or("the stub's data page landed out of reach")?;
+        let bytes = arch::stub(at, data.addr() + i as u64 * 8).ok_or(EntryError::StubOutOfReach)?;
         chunk.copy_from_slice(&bytes);
     }
     let through_proc_mem = self_mem::open_proc_mem()
@@ -118,10 +123,10 @@ fn map_pair(window: u64) -> Result<StubPage, String> {
         code_at.discard();
         let mut code = OwnPage::map_at(at, page, false)
             .or_else(|_| map_near(&mut gaps, window, page, false))
-            .map_err(|e| format!("cannot map a dispatch stub: {e}"))?;
+            .map_err(|e| EntryError::StubUnmappable(Box::new(e)))?;
         code.fill(0, &stubs);
         code.seal()
-            .map_err(|e| format!("cannot make a dispatch stub executable: {e}"))?
+            .map_err(|e| EntryError::StubUnsealable(Errno::of(&e)))?
     };
     Ok(StubPage {
         code,
@@ -167,7 +172,7 @@ fn map_near(
     near: u64,
     page: u64,
     exec: bool,
-) -> Result<OwnPage, String> {
+) -> Result<OwnPage, EntryError> {
     let mut candidates: Vec<u64> = gaps
         .iter()
         .filter(|&&(a, b)| b - a >= page)
@@ -194,7 +199,5 @@ fn map_near(
             return Ok(p);
         }
     }
-    Err(format!(
-        "no free page within ±2 GiB of {near:#x} for a dispatch stub"
-    ))
+    Err(EntryError::NoFreePage { near })
 }

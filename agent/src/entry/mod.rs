@@ -11,12 +11,14 @@
 #[cfg_attr(not(target_arch = "x86_64"), path = "unsupported.rs")]
 pub mod arch;
 mod dispatch;
+pub mod error;
 mod switch;
 
 use crate::image::{Layout, Memory};
 use crate::sys::code_window::CodeWindow;
 use crate::sys::{membarrier, raw, self_mem, stop};
 use arch::JUMP_LEN;
+use error::{EntryError, Errno};
 use std::time::Duration;
 
 /// How long threads get to park for one stop.
@@ -63,9 +65,9 @@ pub struct Site {
     current: [u8; JUMP_LEN],
     pub holds: Holds,
     /// Why this function can never take a jump, found once from its code.
-    pub refusal: Option<String>,
+    pub refusal: Option<EntryError>,
     /// Why the last attempt to change it failed, until one succeeds.
-    pub last_error: Option<String>,
+    pub last_error: Option<EntryError>,
     /// Its module, as reports name it.
     pub label: String,
     /// The jump's bytes at `window`, as code the agent may rewrite (None: no module maps them).
@@ -164,17 +166,17 @@ impl Entries {
         mem: &M,
         layouts: &[Layout],
         addr: u64,
-        size: Result<u64, &str>,
+        size: Result<u64, &'static str>,
         label: String,
     ) {
         if self.get(addr).is_some() {
             return;
         }
-        let code = size.and_then(|n| {
+        let code = size.map_err(EntryError::NoSize).and_then(|n| {
             usize::try_from(n)
                 .ok()
                 .and_then(|n| mem.bytes(addr, n))
-                .ok_or("its code is not readable")
+                .ok_or(EntryError::CodeUnreadable)
         });
         let mut site = Site {
             addr,
@@ -188,11 +190,11 @@ impl Entries {
             code: None,
         };
         match code {
-            Err(why) => site.refusal = Some(why.to_string()),
+            Err(why) => site.refusal = Some(why),
             Ok(code) => {
                 let off = arch::window_offset(code);
                 match arch::check(code, addr, off) {
-                    Err(r) => site.refusal = Some(r.to_string()),
+                    Err(r) => site.refusal = Some(EntryError::Refused(r)),
                     Ok(()) => {
                         site.window = addr + off as u64;
                         site.code = CodeWindow::within(layouts, site.window, JUMP_LEN as u64);
@@ -208,7 +210,7 @@ impl Entries {
 
     /// Whether a jump could be written at `addr` now, as far as the site goes (without writing
     /// one): the code allows it and the text can be written. See also `stoppable`.
-    pub fn feasible(&self, addr: u64) -> Result<(), String> {
+    pub fn feasible(&self, addr: u64) -> Result<(), EntryError> {
         self.feasibility().feasible(addr)
     }
 
@@ -224,8 +226,8 @@ impl Entries {
     }
 
     /// Whether the other threads could be stopped now.
-    pub fn stoppable() -> Result<(), String> {
-        stop::preflight().map_err(|e| format!("other threads could not be stopped: {e}"))
+    pub fn stoppable() -> Result<(), EntryError> {
+        stop::preflight().map_err(EntryError::NoStop)
     }
 
     /// Where the entry at `addr` leads now: the target of its stub when it jumps, else `None`.
@@ -242,7 +244,7 @@ impl Entries {
         &mut self,
         mem: &M,
         wants: &[(u64, Want)],
-    ) -> (Vec<Result<(), String>>, Pause) {
+    ) -> (Vec<Result<(), EntryError>>, Pause) {
         self.converge_with(mem, wants, None)
     }
 
@@ -255,8 +257,8 @@ impl Entries {
         mem: &M,
         wants: &[(u64, Want)],
         inside: Option<&mut dyn FnMut() -> bool>,
-    ) -> (Vec<Result<(), String>>, Pause) {
-        let mut results: Vec<Result<(), String>> = vec![Ok(()); wants.len()];
+    ) -> (Vec<Result<(), EntryError>>, Pause) {
+        let mut results: Vec<Result<(), EntryError>> = vec![Ok(()); wants.len()];
         let mut pending: Vec<Pending> = Vec::new();
         let mut retargets: Vec<Retarget> = Vec::new();
         // Which retarget each want depends on.
@@ -288,8 +290,11 @@ impl Entries {
             p.after_pending = a;
         }
         let (pause, stop_failure) = self.write_stopped(fd, &mut pending, &mut retargets, inside);
-        if matches!(stop_failure.as_deref(), Some(ABANDONED | HELD_INSIDE)) {
-            let results = wants.iter().map(|_| Err(ABANDONED.to_string())).collect();
+        if stop_failure
+            .as_ref()
+            .is_some_and(EntryError::nothing_written)
+        {
+            let results = wants.iter().map(|_| Err(EntryError::Abandoned)).collect();
             return (results, pause);
         }
         for p in pending.iter().filter(|p| p.done == Some(Ok(()))) {
@@ -297,35 +302,27 @@ impl Entries {
             site.current = p.bytes;
             site.holds = p.holds;
         }
-        const NOT_RESTORED: &str =
-            "the current code's own entry could not be restored, so old entries cannot be sent to it";
         for p in &pending {
-            let why = match p.done {
-                Some(Ok(())) => continue,
-                Some(Err(e)) => format!(
-                    "writing its first bytes failed: {}",
-                    std::io::Error::from_raw_os_error(e)
-                ),
-                None if stop_failure.is_some() => stop_failure.clone().unwrap_or_default(),
-                None if p
-                    .after
-                    .is_some_and(|si| self.sites[si].holds != Holds::Original) =>
+            let why = match (p.done, &stop_failure) {
+                (Some(Ok(())), _) => continue,
+                (Some(Err(e)), _) => EntryError::WriteFailed(Errno(e)),
+                (None, Some(failure)) => failure.clone(),
+                (None, None)
+                    if p.after
+                        .is_some_and(|si| self.sites[si].holds != Holds::Original) =>
                 {
-                    NOT_RESTORED.to_string()
+                    EntryError::NotRestored
                 }
-                None => format!(
-                    "a thread stayed inside its first {JUMP_LEN} bytes for {} ms",
-                    CONFLICT_BUDGET.as_millis()
-                ),
+                (None, None) => EntryError::ThreadInside {
+                    ms: CONFLICT_BUDGET.as_millis(),
+                },
             };
             results[p.want] = Err(why);
         }
         for (k, r) in want_retarget.iter().enumerate() {
             if let (Some(ri), Ok(())) = (r, &results[k]) {
                 if !retargets[*ri].done {
-                    results[k] = Err(stop_failure
-                        .clone()
-                        .unwrap_or_else(|| NOT_RESTORED.to_string()));
+                    results[k] = Err(stop_failure.clone().unwrap_or(EntryError::NotRestored));
                 }
             }
         }
@@ -347,8 +344,8 @@ impl Entries {
         addr: u64,
         want: Want,
         retargets: &mut Vec<Retarget>,
-    ) -> Result<Planned, String> {
-        let si = self.position(addr).ok_or("not a known function entry")?;
+    ) -> Result<Planned, EntryError> {
+        let si = self.position(addr).ok_or(EntryError::Unknown)?;
         let site = &self.sites[si];
         if let (Want::Jump { .. }, Some(r)) = (want, &site.refusal) {
             return Err(r.clone());
@@ -373,11 +370,7 @@ impl Entries {
         let mut through_proc_mem = true;
         if rewrites {
             if mem.bytes(site.window, JUMP_LEN) != Some(&site.current[..]) {
-                return Err(
-                    "its first bytes were changed by something other than this agent; \
-                            left alone"
-                        .into(),
-                );
+                return Err(EntryError::ChangedElsewhere);
             }
             through_proc_mem = writable(fd, site.code.as_ref(), &site.current)?;
         }
@@ -414,9 +407,7 @@ impl Entries {
         }
         let bytes = match holds {
             Holds::Original => site.original,
-            Holds::Jump(to) => {
-                arch::jump(site.window, to).ok_or("its jump target landed out of reach")?
-            }
+            Holds::Jump(to) => arch::jump(site.window, to).ok_or(EntryError::TargetOutOfReach)?,
         };
         Ok(Planned {
             write: Some(Pending {
@@ -461,7 +452,7 @@ impl Entries {
         pending: &mut [Pending],
         retargets: &mut [Retarget],
         mut inside_first: Option<&mut dyn FnMut() -> bool>,
-    ) -> (Pause, Option<String>) {
+    ) -> (Pause, Option<EntryError>) {
         let mut pause = Pause::default();
         if pending.is_empty() && inside_first.is_none() {
             // Nothing to write in code: the slots alone change, one atomic store each.
@@ -494,12 +485,7 @@ impl Entries {
         loop {
             let stopped = match stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT) {
                 Ok(s) => s,
-                Err(e) => {
-                    return (
-                        pause,
-                        Some(format!("other threads could not be stopped: {e}")),
-                    )
-                }
+                Err(e) => return (pause, Some(EntryError::NoStop(e))),
             };
             // Parked: no allocation, no lock, until `release`.
             let inside = |window: u64| {
@@ -519,7 +505,7 @@ impl Entries {
                     pause.longest = pause.longest.max(stopped.release());
                     pause.rounds += 1;
                     if raw::monotonic() >= deadline {
-                        return (pause, Some(HELD_INSIDE.to_string()));
+                        return (pause, Some(EntryError::HeldInside));
                     }
                     raw::sleep(RETRY_PAUSE);
                     continue;
@@ -529,7 +515,7 @@ impl Entries {
                     pause.asleep = stopped.asleep();
                     pause.longest = pause.longest.max(stopped.release());
                     pause.rounds += 1;
-                    return (pause, Some(ABANDONED.to_string()));
+                    return (pause, Some(EntryError::Abandoned));
                 }
                 inside_first = None;
             }
@@ -613,18 +599,11 @@ impl Entries {
     }
 }
 
-/// Why nothing was written: the work a caller asked to do with the threads parked refused.
-const ABANDONED: &str = "the switch was abandoned before any entry was written";
-/// Why nothing was written: no round found every thread outside every entry to rewrite.
-const HELD_INSIDE: &str =
-    "in every stop of the budget some thread was inside the first bytes of an entry to rewrite";
-
 /// Whether some other thread is stopped inside one of `ranges` (`[start, end)`) now: one stop,
 /// released at once.
-pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, String> {
+pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, EntryError> {
     let mut tasks = stop::Tasks::default();
-    let stopped = stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT)
-        .map_err(|e| format!("other threads could not be stopped: {e}"))?;
+    let stopped = stop::stop_others(&mut tasks, ARRIVAL_TIMEOUT).map_err(EntryError::NoStop)?;
     let inside = stopped
         .pcs()
         .any(|pc| ranges.iter().any(|&(lo, hi)| pc >= lo && pc < hi));
@@ -634,10 +613,9 @@ pub fn any_thread_in(ranges: &[(u64, u64)]) -> Result<bool, String> {
 
 /// Whether the code of `code` can be written, by writing the bytes it already holds: through
 /// `/proc/self/mem` (true), else by making its page writable (false).
-fn writable(fd: i32, code: Option<&CodeWindow>, holds: &[u8]) -> Result<bool, String> {
-    let code = code.ok_or("its code lies in no segment of a loaded module")?;
-    self_mem::poke_code(fd, code, holds)
-        .map_err(|why| format!("its code cannot be made writable ({why})"))
+fn writable(fd: i32, code: Option<&CodeWindow>, holds: &[u8]) -> Result<bool, EntryError> {
+    let code = code.ok_or(EntryError::NoSegment)?;
+    self_mem::poke_code(fd, code, holds).map_err(EntryError::NotWritable)
 }
 
 /// Answers [`Entries::feasible`] for a batch of sites (see [`Entries::feasibility`]).
@@ -648,8 +626,8 @@ pub struct Feasibility<'e> {
 }
 
 impl Feasibility<'_> {
-    pub fn feasible(&self, addr: u64) -> Result<(), String> {
-        let site = self.entries.get(addr).ok_or("not a known function entry")?;
+    pub fn feasible(&self, addr: u64) -> Result<(), EntryError> {
+        let site = self.entries.get(addr).ok_or(EntryError::Unknown)?;
         if let Some(r) = &site.refusal {
             return Err(r.clone());
         }

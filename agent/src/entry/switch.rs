@@ -9,6 +9,7 @@
 //! thread parked at once, and keeps the full stop. Nor when a thread blocks the look or SIGTRAP:
 //! then the caller falls back to the stop too.
 
+use super::error::EntryError;
 use super::{arch::JUMP_LEN, Entries, Holds, Pause, Pending, Retarget, CONFLICT_BUDGET};
 use crate::sys::{membarrier, raw, stop, stop_observe, trap};
 use std::time::Duration;
@@ -42,7 +43,7 @@ impl Entries {
         fd: i32,
         pending: &mut [Pending],
         retargets: &mut [Retarget],
-    ) -> Result<(Pause, Option<String>), SwitchRefused> {
+    ) -> Result<(Pause, Option<EntryError>), SwitchRefused> {
         let windows: Vec<u64> = pending
             .iter()
             .filter(|p| p.holds != Holds::Original || self.sites[p.site].holds != Holds::Original)
@@ -108,7 +109,7 @@ impl Entries {
         tasks: &mut stop::Tasks,
         pause: &mut Pause,
         deadline: Duration,
-    ) -> Option<String> {
+    ) -> Option<EntryError> {
         let mut armed: Vec<usize> = Vec::with_capacity(batch.len());
         // A trap that cannot be set stops the arming, never the batch: the entries already
         // behind an `int3` are finished (or given their byte back) below like any other.
@@ -123,7 +124,7 @@ impl Entries {
                 (Holds::Original, Holds::Original) => continue,
             };
             if let Err(e) = trap::set(site.window, to) {
-                arming_failed = Some(e.to_string());
+                arming_failed = Some(EntryError::Trap(e));
                 break;
             }
             match self.poke(fd, site, &[trap::INT3], p.through_proc_mem) {
@@ -143,7 +144,7 @@ impl Entries {
             let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT) {
                 Ok(o) => o,
                 Err(e) if raw::monotonic() >= deadline => {
-                    failure = Some(format!("other threads could not be looked at: {e}"));
+                    failure = Some(EntryError::NoLook(e));
                     break;
                 }
                 Err(_) => {

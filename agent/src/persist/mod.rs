@@ -115,7 +115,7 @@ pub fn reload(
 /// The refusals a fresh start may lift: a mutable variable that changed size without a migrate
 /// hook, private state laid out differently. Whether it does is then tried (`defer`).
 fn deferrable(e: &ReloadError) -> bool {
-    matches!(e, ReloadError::IncompatibleSymbol(_)) || e.is_private_state()
+    e.code() == hotagent_protocol::ErrorCode::IncompatibleSymbol
 }
 
 /// Records a patch refused live for the next start, when a dry run under the start-up rules
@@ -141,10 +141,9 @@ fn defer(
             return Err(refusal);
         }
     };
-    let path = record(agent, req, &plan.module, true).map_err(|e| {
-        ReloadError::Internal(format!(
-            "{refusal}; it could apply at the next start, but recording it failed: {e}"
-        ))
+    let path = record(agent, req, &plan.module, true).map_err(|e| ReloadError::NotRecorded {
+        refusal: Box::new(refusal.clone()),
+        failure: e.to_string(),
     })?;
     Ok(ReloadReport {
         generation: agent.generation(),

@@ -88,17 +88,16 @@ impl Agent {
         'outer: for (name, at) in own {
             for (m, gen0) in &code {
                 if *gen0 == at && m.old.name != name {
-                    refusal = Some(format!(
-                        "refusing to replace {} of {}: it is an alias of {name} (the same code), \
-                         which the agent itself depends on",
-                        m.old.name,
-                        module.file_name()
-                    ));
+                    refusal = Some(ReloadError::AgentDependsOnAlias {
+                        symbol: m.old.name.clone(),
+                        module: module.file_name().into(),
+                        alias: name.to_string(),
+                    });
                     break 'outer;
                 }
             }
         }
-        refusal.map_or(Ok(()), |r| Err(ReloadError::IncompatibleSymbol(r)))
+        refusal.map_or(Ok(()), Err)
     }
 }
 

@@ -83,7 +83,10 @@ pub fn check_parsed<'a>(
     path: &str,
     bytes: &'a [u8],
 ) -> Result<(PatchFile, Parsed<'a>), ReloadError> {
-    let bad = |why: String| ReloadError::BadElf(format!("{path}: {why}"));
+    let bad = |problem: String| ReloadError::Malformed {
+        path: path.into(),
+        problem,
+    };
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         let head: String = bytes
             .iter()

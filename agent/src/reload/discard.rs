@@ -97,12 +97,10 @@ impl Agent {
         };
         // Loaded under /proc/self/fd/N: the number must stay ours while the module lives.
         copy.keep();
-        let e = with_note(
-            e,
-            &format!(
-                "; {why_kept}: it stays mapped as a refused load (not a generation; nothing was switched to it)"
-            ),
-        );
+        let e = ReloadError::KeptMapped {
+            refusal: Box::new(e),
+            kept_because: why_kept,
+        };
         self.refused.push(RefusedLoad {
             staged,
             path: path.to_string(),
@@ -111,32 +109,5 @@ impl Agent {
         });
         tracing::info!(path, "refused load stays mapped: {e}");
         e
-    }
-}
-
-/// `e` with `note` appended to its message, its kind unchanged.
-fn with_note(e: ReloadError, note: &str) -> ReloadError {
-    use ReloadError as E;
-    match e {
-        E::FileUnreadable(m) => E::FileUnreadable(m + note),
-        E::BadElf(m) => E::BadElf(m + note),
-        E::LoadFailed(m) => E::LoadFailed(m + note),
-        E::ModuleNotFound(m) => E::ModuleNotFound(m + note),
-        E::NoCommonSymbols(m) => E::NoCommonSymbols(m + note),
-        E::IncompatibleSymbol(m) => E::IncompatibleSymbol(m + note),
-        E::PrivateState(m) => E::PrivateState(m + note),
-        E::WriteFailed(m) => E::WriteFailed(m + note),
-        E::EntriesUnwritable(m) => E::EntriesUnwritable(m + note),
-        E::Internal(m) => E::Internal(m + note),
-        E::Abandoned(m) => E::Abandoned(m + note),
-        E::Hook(m) => E::Hook(m + note),
-        E::OnProbation(m) => E::OnProbation(m + note),
-        E::NothingToRollBack => E::NothingToRollBack,
-        // Refused before anything is loaded, so never here; the code stays BadElf regardless.
-        e @ E::Corrupted { .. } => E::BadElf(e.to_string() + note),
-        e @ E::DependencyUnloadable { .. } => E::LoadFailed(e.to_string() + note),
-        e @ E::Unreadable { .. } => E::FileUnreadable(e.to_string() + note),
-        e @ E::PrivateUnshareable { .. } => E::PrivateState(e.to_string() + note),
-        e @ E::CopyUnmappable { .. } => E::Internal(e.to_string() + note),
     }
 }

@@ -207,7 +207,7 @@ impl Agent {
             .map(|c| {
                 let site = self.entries.get(c.addr);
                 let module = site.map_or_else(|| "?".to_string(), |s| s.label.clone());
-                let why_not = || site.and_then(|s| s.last_error.clone());
+                let why_not = || site.and_then(|s| s.last_error.as_ref());
                 let (state, reason) = match self.entries.lands_at(c.addr) {
                     Some(to) if to == current => (EntryState::Jump, waiting()),
                     Some(to) => (
@@ -230,7 +230,11 @@ impl Agent {
                         let note = notes.get(&c.addr).cloned();
                         let reason = note.or_else(|| match site {
                             None => Some("its module is no longer loaded".to_string()),
-                            Some(s) => s.last_error.clone().or_else(|| s.refusal.clone()),
+                            Some(s) => s
+                                .last_error
+                                .as_ref()
+                                .or(s.refusal.as_ref())
+                                .map(|e| e.to_string()),
                         });
                         (
                             EntryState::Original,
@@ -341,6 +345,7 @@ impl Agent {
                             feasibility
                                 .feasible(c.addr)
                                 .and_then(|()| stoppable.clone())
+                                .map_err(|e| e.to_string())
                         };
                         let (state, reason) = match verdict {
                             Ok(()) => (EntryState::Jump, None),

@@ -73,16 +73,19 @@ pub fn not_found(path: &str, name: &str, version: Option<&str>) -> ReloadError {
         Some(v) => format!("{name}@{v}"),
         None => name.to_string(),
     };
-    ReloadError::LoadFailed(format!(
-        "{path}: dlsym cannot find its {asked} once loaded (its symbol version table does not give that definition to a lookup)"
-    ))
+    ReloadError::NotFoundOnceLoaded {
+        path: path.into(),
+        asked,
+    }
 }
 
 /// The refusal when `name` in the new library resolves to the replaced module's code.
 pub fn resolves_back(path: &str, name: &str, module: &str) -> ReloadError {
-    ReloadError::LoadFailed(format!(
-        "{path}: {name} resolves back into {module} (an IFUNC resolver that picks the old code?): switching to it would change nothing"
-    ))
+    ReloadError::ResolvesBack {
+        path: path.into(),
+        symbol: name.into(),
+        module: module.into(),
+    }
 }
 
 #[cfg(test)]

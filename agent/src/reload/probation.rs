@@ -10,7 +10,7 @@
 //! slots, and the record `status` shows. When the probation ends without a crash, the slots and
 //! entries are switched from the stubs to the new code itself: steady-state calls pay nothing.
 
-use super::error::ReloadError;
+use super::error::{IoErrno, ReloadError};
 use super::select::{Match, Role};
 use super::state::{Agent, Generation};
 use super::write::settled_modules;
@@ -94,13 +94,10 @@ impl Agent {
     /// and the guards' way back would no longer be the previous generation.
     pub(super) fn refuse_on_probation(&self) -> Result<(), ReloadError> {
         match self.generations.last().and_then(|g| g.probation.as_ref()) {
-            Some(p) if p.set.state() == GuardState::Active => {
-                Err(ReloadError::OnProbation(format!(
-                    "generation {} is on probation for {} ms more: roll it back (hotctl rollback) or wait until it passes; nothing was loaded",
-                    self.generation(),
-                    p.until_ms.saturating_sub(raw::monotonic_ms())
-                )))
-            }
+            Some(p) if p.set.state() == GuardState::Active => Err(ReloadError::OnProbation {
+                generation: self.generation(),
+                remaining_ms: p.until_ms.saturating_sub(raw::monotonic_ms()),
+            }),
             _ => Ok(()),
         }
     }
@@ -148,15 +145,13 @@ impl Agent {
             &format!("generation {number} ({patch_file})"),
             &format!("generation {}", number - 1),
         )
-        .map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot make the probation's guards: {e}; nothing was switched"
-            ))
+        .map_err(|e| ReloadError::GuardsUnmade {
+            cause: IoErrno::of(&e),
         })?;
         handler::arm(set, WAKE.load(Ordering::SeqCst), marker).map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot watch for crashes during the probation: {e}; nothing was switched"
-            ))
+            ReloadError::CrashWatchUnarmed {
+                cause: IoErrno::of(&e),
+            }
         })?;
         let mut code = vec![None; resolved.len()];
         for (i, &k) in which.iter().enumerate() {
@@ -248,7 +243,10 @@ impl Agent {
     /// real and records why, for `status`.
     /// `Err` carries a failure worth a warning line of its own; the handler already wrote the
     /// crash's.
-    pub fn revert_crashed(&mut self, set: &'static GuardSet) -> Option<Result<String, String>> {
+    pub fn revert_crashed(
+        &mut self,
+        set: &'static GuardSet,
+    ) -> Option<Result<RolledBack, RevertFailed>> {
         let at = self.generations.iter().position(|g| {
             g.probation
                 .as_ref()
@@ -260,9 +258,7 @@ impl Agent {
             true => self
                 .rollback(super::hook_timeout(None), false, &mut || Ok(()))
                 .map(|_| ()),
-            false => Err(ReloadError::Internal(
-                "a later generation is stacked on it".into(),
-            )),
+            false => Err(ReloadError::StackedOn),
         };
         UNTIL.store(0, Ordering::SeqCst);
         handler::disarm();
@@ -287,18 +283,48 @@ impl Agent {
             back_to: self.generation(),
         });
         Some(match outcome {
-            Ok(()) => Ok(format!(
-                "generation {} crashed on probation ({} in {}) and was rolled back",
-                gen.number,
-                signal_name(signal),
-                function.as_deref().unwrap_or("its code")
-            )),
-            Err(e) => Err(format!(
-                "generation {} crashed on probation; its guards run the previous code, but the rollback failed: {e}",
-                gen.number
-            )),
+            Ok(()) => Ok(RolledBack {
+                generation: gen.number,
+                signal: signal_name(signal),
+                function,
+            }),
+            Err(cause) => Err(RevertFailed {
+                generation: gen.number,
+                cause,
+            }),
         })
     }
+}
+
+/// A generation that crashed on probation was rolled back (`function` is the crashed one, when
+/// the handler knew it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledBack {
+    pub generation: u32,
+    pub signal: &'static str,
+    pub function: Option<String>,
+}
+
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {} crashed on probation ({} in {}) and was rolled back",
+            self.generation,
+            self.signal,
+            self.function.as_deref().unwrap_or("its code")
+        )
+    }
+}
+
+/// The crashed generation's guards already run the previous code, but the real rollback after
+/// it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("generation {generation} crashed on probation; its guards run the previous code, but the rollback failed: {cause}")]
+pub struct RevertFailed {
+    pub generation: u32,
+    #[source]
+    pub cause: ReloadError,
 }
 
 /// The file the handler creates when `path`'s generation crashes on probation, when the patch

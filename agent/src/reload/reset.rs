@@ -36,7 +36,7 @@ impl Agent {
             let mem = modules::live_memory(mods.lock(), &layouts);
             private::checkpoint(module, &live, &mem, &layouts, &variables)
         })
-        .map_err(|e| ReloadError::PrivateState(e.to_string()))
+        .map_err(ReloadError::PrivateState)
     }
 
     /// What a rollback of `gen` restores: its checkpoint when `reset` asks for it, plus the

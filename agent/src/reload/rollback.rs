@@ -229,19 +229,19 @@ impl Agent {
                 "cannot roll back generation {n}: {}; nothing was changed: generation {n} still runs",
                 s.describe(why)
             )),
-            (ParkedError::Hook(_), None) => {
-                ReloadError::Internal("a hook ran without a session".into())
-            }
+            (ParkedError::Hook(_), None) => ReloadError::HookWithoutSession,
             (ParkedError::Write(e), _) => e,
-            (ParkedError::NoStop(why), _) => {
+            (ParkedError::NoStop(cause), _) => {
                 let what = match (session.is_some(), gen.classes.is_empty()) {
                     (true, _) => "its hotagent_unmigrate needs",
                     (false, false) => "converting its classes back needs",
                     (false, true) => "the reset of its checkpoint needs",
                 };
-                ReloadError::WriteFailed(format!(
-                    "cannot roll back generation {n}: {what} every other thread parked, but {why}; nothing was changed"
-                ))
+                ReloadError::RollbackNotParked {
+                    generation: n,
+                    what,
+                    cause,
+                }
             }
         }
     }
@@ -273,7 +273,7 @@ impl Agent {
         if stray.is_empty() {
             return Ok(());
         }
-        let why = Entries::stoppable().err().or_else(|| {
+        let why = Entries::stoppable().err().map(|e| (true, e)).or_else(|| {
             // Whether text can be written is a property of its page (its mapping's protection
             // and backing), and each probe opens /proc/self/mem: one probe per page. The
             // entries jump now, so the reload found each site itself writable.
@@ -288,16 +288,16 @@ impl Agent {
                     first
                 })
                 .find_map(|w| feasibility.feasible(w.addr).err())
-                .map(|e| format!("its first bytes cannot be written: {e}"))
+                .map(|e| (false, e))
         });
         match why {
             None => Ok(()),
-            Some(why) => Err(ReloadError::EntriesUnwritable(format!(
-                "cannot roll back generation {n}: {what} must be restored, but {why}; nothing \
-                 was changed: generation {n} still runs",
-                n = gen.number,
-                what = self.describe(&stray),
-            ))),
+            Some((threads, cause)) => Err(ReloadError::RollbackBlocked {
+                generation: gen.number,
+                entries: self.describe(&stray),
+                threads,
+                cause,
+            }),
         }
     }
 
@@ -310,10 +310,9 @@ impl Agent {
         settled: &[u64],
     ) -> ReloadError {
         let what = self.describe(stray);
-        let why = stray
+        let cause = stray
             .iter()
-            .find_map(|w| self.entries.get(w.addr)?.last_error.clone())
-            .unwrap_or_else(|| "it could not be written".to_string());
+            .find_map(|w| self.entries.get(w.addr)?.last_error.clone());
         let n = gen.number;
         let symbols = gen.symbols.clone();
         self.push_generation(gen, layers);
@@ -323,19 +322,15 @@ impl Agent {
             .collect();
         let undone = self.write_locked(&bindings, &symbols, settled);
         self.converge_entries();
-        let outcome = match undone {
-            Ok(_) if self.stray_jumps().is_empty() => {
-                format!("the rollback was undone: generation {n} still runs")
-            }
-            _ => format!(
-                "undoing it failed too: generation {n} is current but some calls may run other \
-                 code; `hotctl status` shows what each entry holds"
-            ),
+        let undone = undone.is_ok() && self.stray_jumps().is_empty();
+        let e = ReloadError::RollbackUndone {
+            generation: n,
+            entries: what,
+            undone,
+            cause,
         };
-        tracing::warn!(generation = n, "rollback failed: {what}: {why}");
-        ReloadError::EntriesUnwritable(format!(
-            "rolling back generation {n} failed: {what} could not be restored ({why}); {outcome}"
-        ))
+        tracing::warn!(generation = n, "rollback failed: {e}");
+        e
     }
 
     /// `the entries of foo, bar (in libfoo.so, jumping to libfoo.so#1's code)`.

@@ -95,10 +95,10 @@ pub fn select(
         .iter()
         .find(|s| s.name.starts_with(AGENT_PREFIX) && !HOOK_NAMES.contains(&s.name.as_str()))
     {
-        return Err(ReloadError::IncompatibleSymbol(format!(
-            "refusing {}: it exports {}, so it is a build of hotagent itself; loading it would start a second agent inside the process",
-            patch.file_name, ours.name
-        )));
+        return Err(ReloadError::IsHotagent {
+            file: patch.file_name.clone(),
+            export: ours.name.clone(),
+        });
     }
     let mut out = Vec::new();
     let mut warnings = Vec::new();
@@ -124,10 +124,10 @@ pub fn select(
         });
         let Some(old) = old else { continue };
         if NEVER_REPLACED.contains(&new.name.as_str()) {
-            return Err(ReloadError::IncompatibleSymbol(format!(
-                "refusing to replace {} of {module}: the agent itself (or the allocations the target already made) depends on it",
-                new.name
-            )));
+            return Err(ReloadError::AgentDepends {
+                symbol: new.name.clone(),
+                module: module.into(),
+            });
         }
         if old.kind == SymKind::ThreadLocal || new.kind == SymKind::ThreadLocal {
             warnings.push(thread_local(old, new, module)?);
@@ -141,19 +141,23 @@ pub fn select(
                 } else {
                     ("data", "a function")
                 };
-                return Err(ReloadError::IncompatibleSymbol(format!(
-                    "{} is {was} in {module} but {is} in the new library",
-                    new.name
-                )));
+                return Err(ReloadError::KindChanged {
+                    symbol: new.name.clone(),
+                    module: module.into(),
+                    was,
+                    is,
+                });
             }
             (false, false) if new.mutable => match (new.size == old.size, migrates) {
                 (true, _) => Role::State,
                 (false, true) => Role::Moved,
                 (false, false) => {
-                    return Err(ReloadError::IncompatibleSymbol(format!(
-                            "variable {} changed size ({} bytes in {module}, {} in the new library): its state cannot be carried over without a migrate hook (export hotagent_migrate to copy what it needs from hotagent_previous_symbol)",
-                            new.name, old.size, new.size
-                        )));
+                    return Err(ReloadError::SizeChanged {
+                        symbol: new.name.clone(),
+                        module: module.into(),
+                        old: old.size,
+                        new: new.size,
+                    });
                 }
             },
             (false, false) => Role::Rodata,
@@ -171,9 +175,10 @@ pub fn select(
         } else {
             format!(" (only variables in common: {})", shared.join(", "))
         };
-        return Err(ReloadError::NoCommonSymbols(format!(
-            "the new library exports no function or read-only data that {module} exports{detail}: nothing to replace"
-        )));
+        return Err(ReloadError::NothingShared {
+            module: module.into(),
+            detail,
+        });
     }
     Ok((out, warnings))
 }
@@ -189,15 +194,20 @@ fn thread_local(old: &Export, new: &PatchSymbol, module: &str) -> Result<String,
         } else {
             ("not thread-local", "a thread-local variable")
         };
-        return Err(ReloadError::IncompatibleSymbol(format!(
-            "{name} is {was} in {module} but {is} in the new library"
-        )));
+        return Err(ReloadError::KindChanged {
+            symbol: name.clone(),
+            module: module.into(),
+            was,
+            is,
+        });
     }
     if old.size != new.size {
-        return Err(ReloadError::IncompatibleSymbol(format!(
-            "thread-local variable {name} changed size ({} bytes in {module}, {} in the new library): every thread's block holds the old size, so the new code would write past it",
-            old.size, new.size
-        )));
+        return Err(ReloadError::ThreadLocalSizeChanged {
+            symbol: name.clone(),
+            module: module.into(),
+            old: old.size,
+            new: new.size,
+        });
     }
     Ok(format!(
         "thread-local variable {name}: the new library reaches {module}'s per-thread copy through the dynamic symbol (state kept), but has one of its own that starts fresh in every thread: code that reaches {name} directly (a hidden alias, -Bsymbolic, the initial- or local-exec model) uses that one"

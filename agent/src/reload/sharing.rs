@@ -81,10 +81,10 @@ impl Agent {
         }
         let module_file = crate::image::file_name(&module.path);
         if switched.is_empty() {
-            return Err(ReloadError::NoCommonSymbols(format!(
-                "nothing changed: every function of {module_file} is identical in {} (references compared by what they point at); nothing was loaded",
-                crate::image::file_name(&req.path)
-            )));
+            return Err(ReloadError::NothingChanged {
+                module: module_file.to_string(),
+                patch: crate::image::file_name(&req.path).to_string(),
+            });
         }
         let changed = kept.iter().filter(|m| m.role == Role::Code).count();
         let data = kept.iter().filter(|m| m.role == Role::Rodata).count();

@@ -35,10 +35,6 @@ pub const MAX_FILE: u64 = 1 << 30;
 /// How many descriptor numbers to try for a copy whose name a loaded module already has.
 const RENUMBER_TRIES: usize = 64;
 
-fn errno_text(e: i32) -> String {
-    OsError(e).to_string()
-}
-
 /// What a file that is not a regular file is, for the message that refuses it.
 fn what_it_is(format: u32) -> &'static str {
     match format {
@@ -72,12 +68,8 @@ fn open_path(path: &str) -> Result<sealed::Fd, ReloadError> {
         cause: OsError(e),
     };
     sealed::open_nofollow(path).map_err(|e| match e {
-        libc::ELOOP => ReloadError::FileUnreadable(format!(
-            "{path} is a symbolic link: the agent follows no link in the last part of the path it is sent (hotctl sends the resolved path); name the file itself"
-        )),
-        libc::ENXIO => ReloadError::FileUnreadable(format!(
-            "{path} is a socket or a device with nothing behind it, not a shared library"
-        )),
+        libc::ELOOP => ReloadError::SymbolicLink { path: path.into() },
+        libc::ENXIO => ReloadError::NothingBehind { path: path.into() },
         e => unreadable(e),
     })
 }
@@ -89,25 +81,25 @@ fn copy_sealed(path: &str, src: &sealed::Fd) -> Result<Sealed, ReloadError> {
     };
     let st = sealed::stat(src.raw()).map_err(unreadable)?;
     if !st.is_regular() {
-        return Err(ReloadError::FileUnreadable(format!(
-            "{path} is {}, not a shared library: only regular files are loaded",
-            what_it_is(st.format())
-        )));
+        return Err(ReloadError::NotRegular {
+            path: path.into(),
+            what: what_it_is(st.format()),
+        });
     }
     if st.size == 0 {
-        return Err(ReloadError::BadElf(format!("{path} is empty")));
+        return Err(ReloadError::Empty { path: path.into() });
     }
     if st.size > MAX_FILE {
-        return Err(ReloadError::BadElf(format!(
-            "{path} is {} bytes: larger than any shared library we load (at most {MAX_FILE})",
-            st.size
-        )));
+        return Err(ReloadError::TooLarge {
+            path: path.into(),
+            size: st.size,
+            max: MAX_FILE,
+        });
     }
-    let internal = |what: &str, e: i32| {
-        ReloadError::Internal(format!(
-            "cannot {what} for a private copy of {path}: {}",
-            errno_text(e)
-        ))
+    let internal = |step: &'static str, e: i32| ReloadError::CopyFailed {
+        step,
+        path: path.into(),
+        cause: OsError(e),
     };
     // The kernel takes at most 249 bytes of name.
     let mut name = format!("hotagent:{}", crate::image::file_name(path));
@@ -119,10 +111,10 @@ fn copy_sealed(path: &str, src: &sealed::Fd) -> Result<Sealed, ReloadError> {
     let grew = sealed::has_byte_at(src, st.size).map_err(unreadable)?;
     let now = sealed::stat(src.raw()).map_err(unreadable)?;
     if copied != st.size || grew || now.size != st.size {
-        return Err(ReloadError::FileUnreadable(format!(
-            "{path} changed size while it was copied (it had {} bytes when opened): is it still being written? Nothing was loaded",
-            st.size
-        )));
+        return Err(ReloadError::ChangedSize {
+            path: path.into(),
+            size: st.size,
+        });
     }
     sealed::seal(copy, st.size).map_err(|(_, e)| internal("seal a memfd", e))
 }
@@ -134,16 +126,12 @@ pub fn fresh_name(copy: &mut Sealed, taken: impl Fn(&str) -> bool) -> Result<(),
         if !taken(&copy.path()) {
             return Ok(());
         }
-        copy.renumber().map_err(|e| {
-            ReloadError::Internal(format!(
-                "cannot move the private copy to a fresh descriptor: {}",
-                errno_text(e)
-            ))
-        })?;
+        copy.renumber()
+            .map_err(|e| ReloadError::CopyUnmovable { cause: OsError(e) })?;
     }
-    Err(ReloadError::Internal(format!(
-        "no fresh descriptor number for the private copy after {RENUMBER_TRIES} tries: loaded modules carry them all"
-    )))
+    Err(ReloadError::NoFreshNumber {
+        tries: RENUMBER_TRIES,
+    })
 }
 
 #[cfg(test)]

@@ -415,11 +415,9 @@ fn ifunc_choice(module: &Layout, m: &Match) -> Result<u64, ReloadError> {
     })?;
     let addr = dl::symbol(h, &m.old.name, m.old.version.as_deref());
     dl::release(h);
-    addr.ok_or_else(|| {
-        ReloadError::LoadFailed(format!(
-            "dlsym cannot resolve {} in {}",
-            m.old.name, module.path
-        ))
+    addr.ok_or_else(|| ReloadError::Unresolvable {
+        symbol: m.old.name.clone(),
+        module: module.path.clone(),
     })
 }
 

@@ -53,9 +53,7 @@ impl Agent {
         let mut phases = Phases::default();
         let path = req.path.as_str();
         if !path.starts_with('/') {
-            return Err(ReloadError::FileUnreadable(format!(
-                "{path}: the path must be absolute (hotctl resolves it)"
-            )));
+            return Err(ReloadError::RelativePath { path: path.into() });
         }
         if !req.dry_run {
             self.refuse_on_probation()?;
@@ -262,7 +260,7 @@ impl Agent {
             &c.module,
             with_hooks.then_some(&hooks),
         )
-        .map_err(|e| with_origin_hint(e, &c.patch))
+        .map_err(|e| e.with_origin_hint(c.patch.origin_in_run_path))
     }
 
     /// The dry run's report: the plan against the live image, nothing written.
@@ -319,23 +317,21 @@ impl Agent {
     ) -> Result<(dl::Handle, Vec<dl::Handle>), ReloadError> {
         let staged = copy.path();
         if !copy.still_ours() {
-            return Err(ReloadError::Internal(format!(
-                "the program closed the agent's private copy of {path} (descriptor {}); nothing was loaded",
-                staged.trim_start_matches("/proc/self/fd/")
-            )));
+            return Err(ReloadError::CopyClosed {
+                path: path.into(),
+                fd: staged.trim_start_matches("/proc/self/fd/").into(),
+            });
         }
         let dep_handles = load_dependencies(path, &c.deps)?;
         match dl::open_now_local(&staged) {
             Ok(h) => Ok((h, dep_handles)),
             Err(e) => {
                 unload(dep_handles);
-                Err(with_origin_hint(
-                    ReloadError::LoadFailed(format!(
-                        "cannot load {path}: {}",
-                        e.to_string().replace(&staged, path)
-                    )),
-                    &c.patch,
-                ))
+                Err(ReloadError::LoaderRefused {
+                    path: path.into(),
+                    loader: e.to_string().replace(&staged, path),
+                    origin: c.patch.origin_in_run_path,
+                })
             }
         }
     }
@@ -500,15 +496,16 @@ impl Agent {
     ) -> Result<Option<u64>, ReloadError> {
         // Belt and braces for the name check above: never hand back an older generation.
         if !copy.still_ours() {
-            return Err(ReloadError::LoadFailed(format!(
-                "{path} closed the agent's private copy of it while it loaded (descriptor {}, a constructor that closes descriptors it did not open?): its code is loaded but nothing was switched",
-                staged.trim_start_matches("/proc/self/fd/")
-            )));
+            return Err(ReloadError::CopyClosedWhileLoading {
+                path: path.into(),
+                fd: staged.trim_start_matches("/proc/self/fd/").into(),
+            });
         }
         if self.staged.iter().any(|l| l.handle == handle) {
-            return Err(ReloadError::LoadFailed(format!(
-                "cannot load {path}: the loader returned an earlier generation's module for {staged}; nothing was switched"
-            )));
+            return Err(ReloadError::EarlierModule {
+                path: path.into(),
+                staged: staged.into(),
+            });
         }
         self.staged.push(StagedLib {
             path: staged.to_string(),
@@ -534,11 +531,12 @@ impl Agent {
         new_base: Option<u64>,
     ) -> Result<(), ReloadError> {
         if let private::Sharing::Shared(plan) = &c.sharing {
-            redirect_private(plan, &c.module, handle, new_base).map_err(|e| {
-                ReloadError::LoadFailed(format!(
-                    "{path} was loaded but its private data could not be pointed at {}'s: {e}; nothing was switched",
-                    c.module.path
-                ))
+            redirect_private(plan, &c.module, handle, new_base).map_err(|cause| {
+                ReloadError::PrivateUnredirectable {
+                    path: path.into(),
+                    module: c.module.path.clone(),
+                    cause,
+                }
             })?;
         }
         Ok(())
@@ -668,12 +666,10 @@ impl Agent {
         let e = match switched {
             Ok(done) => return Ok(done),
             Err(ParkedError::Write(e)) => e,
-            Err(ParkedError::NoStop(why)) => ReloadError::WriteFailed(format!(
-                "the switch needs every other thread parked at once (a migrate hook or a class conversion), but {why}; nothing was switched"
-            )),
+            Err(ParkedError::NoStop(cause)) => ReloadError::NotParked { cause },
             Err(ParkedError::Hook(why)) => match session {
                 Some(s) => self.refused_by_hook(s, why),
-                None => ReloadError::Internal("a hook ran without a session".into()),
+                None => ReloadError::HookWithoutSession,
             },
         };
         self.pop_layers(touched);
@@ -863,10 +859,12 @@ impl Agent {
                 .zip(exe)
                 .is_some_and(|(at, (lo, hi))| at >= lo && at < hi);
             if copied {
-                return Err(ReloadError::IncompatibleSymbol(format!(
-                    "variable {} changed size ({} bytes, {} in {path}), but the executable holds a copy of it (a copy relocation: the program was built against its old size and reads it there), so its size cannot change, migrate hook or not; nothing was loaded",
-                    m.new.name, m.old.size, m.new.size
-                )));
+                return Err(ReloadError::CopyRelocated {
+                    symbol: m.new.name.clone(),
+                    path: path.into(),
+                    old: m.old.size,
+                    new: m.new.size,
+                });
             }
         }
         Ok(())
@@ -992,16 +990,6 @@ struct Loaded<'a> {
     t0: Instant,
 }
 
-/// A load that failed for want of a dependency may be `$ORIGIN`'s doing: say so.
-fn with_origin_hint(e: ReloadError, patch: &PatchFile) -> ReloadError {
-    match e {
-        ReloadError::LoadFailed(msg) if patch.origin_in_run_path => ReloadError::LoadFailed(
-            format!("{msg} ($ORIGIN in its run path was taken as the patch file's folder)"),
-        ),
-        e => e,
-    }
-}
-
 /// Loads the staged copy in a throwaway child first: a refusal there is the error the real load
 /// would give, and a crash there is a crash the target was spared.
 fn probe(
@@ -1023,18 +1011,23 @@ fn probe(
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::NotFound(i)) => Err(lookup::not_found(path, asked(i).0, asked(i).1)),
         Ok(Probe::ResolvesBack(i)) => Err(lookup::resolves_back(path, asked(i).0, &module.path)),
-        Ok(Probe::Refused(e)) => Err(ReloadError::LoadFailed(format!("cannot load {path}: {}", e.replace(staged, path)))),
-        Ok(Probe::Crashed(how)) => Err(ReloadError::BadElf(format!(
-            "{path}: loading it crashed a throwaway copy of this process ({how}); the file is corrupt or its constructors fault, nothing was loaded here"
-        ))),
-        Ok(Probe::TimedOut) => Err(ReloadError::LoadFailed(format!(
-            "{path}: the probe load did not finish within {} s (a constructor that blocks?); nothing was loaded; --no-probe skips the probe",
-            PROBE_TIMEOUT.as_secs()
-        ))),
-        Ok(Probe::LoaderBusy) => Err(ReloadError::LoadFailed(format!(
-            "{path}: for {} s, every throwaway copy of this process was born with the loader locked by another thread (a dlopen, dlclose or dl_iterate_phdr in progress at each fork); nothing was loaded; try again, or --no-probe skips the probe",
-            PROBE_TIMEOUT.as_secs()
-        ))),
+        Ok(Probe::Refused(e)) => Err(ReloadError::LoaderRefused {
+            path: path.into(),
+            loader: e.replace(staged, path),
+            origin: false,
+        }),
+        Ok(Probe::Crashed(how)) => Err(ReloadError::ProbeCrashed {
+            path: path.into(),
+            how,
+        }),
+        Ok(Probe::TimedOut) => Err(ReloadError::ProbeTimedOut {
+            path: path.into(),
+            secs: PROBE_TIMEOUT.as_secs(),
+        }),
+        Ok(Probe::LoaderBusy) => Err(ReloadError::LoaderBusy {
+            path: path.into(),
+            secs: PROBE_TIMEOUT.as_secs(),
+        }),
         Ok(Probe::HookRefused(why)) => Err(ReloadError::Hook(format!(
             "{why} (in the probe's throwaway copy of this process); nothing was loaded here"
         ))),
@@ -1044,6 +1037,9 @@ fn probe(
         Ok(Probe::HookHung(hook)) => Err(ReloadError::Hook(format!(
             "{path}: its {hook} did not return within {each} ms in a throwaway copy of this process (--hook-timeout sets the limit); nothing was loaded here"
         ))),
-        Err(e) => Err(ReloadError::Internal(format!("cannot start the probe load of {path}: {e}; --no-probe skips it"))),
+        Err(e) => Err(ReloadError::ProbeUnstartable {
+            path: path.into(),
+            cause: super::error::IoErrno::of(&e),
+        }),
     }
 }

@@ -41,9 +41,7 @@ impl Agent {
             let mem = modules::live_memory(mods.lock(), &layouts);
             let (plan, writes, symtab) = self.plan_writes(&mem, &layouts, bindings, touched)?;
             let t = Instant::now();
-            patch::apply(&writes, &layouts).map_err(|e| {
-                ReloadError::WriteFailed(format!("{e}; every slot written was put back"))
-            })?;
+            patch::apply(&writes, &layouts).map_err(|cause| ReloadError::SlotsPutBack { cause })?;
             let write_us = micros(t);
             let t = Instant::now();
             let verify_fixes = self.verify(&mem, &layouts, bindings);
@@ -67,7 +65,7 @@ impl Agent {
         settled: &[u64],
         parked: Parked<'_>,
     ) -> Result<(Outcome, PauseReport), ParkedError> {
-        Entries::stoppable().map_err(ParkedError::NoStop)?;
+        Entries::stoppable().map_err(|e| ParkedError::NoStop(NoParkedStop::Entry(e)))?;
         phdr::with_modules_locked(|mods| {
             let layouts = self.settled_layouts(&mods, settled);
             let mem = modules::live_memory(mods.lock(), &layouts);
@@ -105,9 +103,9 @@ impl Agent {
                         true
                     }
                     Err(e) => {
-                        outcome = Some(Err(ParkedError::Write(ReloadError::WriteFailed(format!(
-                            "{e}; every slot written was put back"
-                        )))));
+                        outcome = Some(Err(ParkedError::Write(ReloadError::SlotsPutBack {
+                            cause: e,
+                        })));
                         false
                     }
                 }
@@ -118,17 +116,11 @@ impl Agent {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e),
                 None if pause.rounds > 1 => {
-                    return Err(ParkedError::NoStop(format!(
-                        "in each of {} stops some thread was inside the code being switched (an entry's first bytes, or a method of a class being converted)",
-                        pause.rounds
-                    )))
+                    return Err(ParkedError::NoStop(NoParkedStop::HeldInside {
+                        rounds: pause.rounds,
+                    }))
                 }
-                None => {
-                    return Err(ParkedError::NoStop(
-                        "the other threads could not be stopped (`hotctl status` shows why for each entry)"
-                            .to_string(),
-                    ))
-                }
+                None => return Err(ParkedError::NoStop(NoParkedStop::NotStopped)),
             }
             let t = Instant::now();
             let verify_fixes = self.verify(&mem, &layouts, bindings);
@@ -172,10 +164,9 @@ impl Agent {
                 .iter()
                 .any(|l| l.base == r.module_base && l.path == r.module_path)
             {
-                return Err(ReloadError::WriteFailed(format!(
-                    "{} was unloaded; nothing was changed",
-                    r.module_path
-                )));
+                return Err(ReloadError::ModuleUnloaded {
+                    module: r.module_path.clone(),
+                });
             }
             let now_value = mem.u64(r.entry + 8).unwrap_or(r.orig_value);
             let now_info = mem.u8(r.entry + 4).unwrap_or(r.orig_info);
@@ -241,7 +232,18 @@ pub(super) enum ParkedError {
     /// The hook refused, failed or timed out (word it with `Session::describe`).
     Hook(Stopped),
     Write(ReloadError),
-    NoStop(String),
+    NoStop(NoParkedStop),
+}
+
+/// Why a switch that needs every other thread parked at once found no such moment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoParkedStop {
+    #[error(transparent)]
+    Entry(#[from] crate::entry::error::EntryError),
+    #[error("in each of {rounds} stops some thread was inside the code being switched (an entry's first bytes, or a method of a class being converted)")]
+    HeldInside { rounds: u32 },
+    #[error("the other threads could not be stopped (`hotctl status` shows why for each entry)")]
+    NotStopped,
 }
 
 impl Outcome {
