@@ -13,6 +13,10 @@ struct Way {
     label: &'static str,
     preload: Option<PathBuf>,
     skip: bool,
+    /// `HOTAGENT_SOCKET_DIR` names a folder of the run's own (the agent then also listens in
+    /// the registry folder: two sockets); else the default folder, as a process preloaded by
+    /// /etc/ld.so.preload or a systemd unit gets it (one socket).
+    own_dir: bool,
 }
 
 /// (wall µs, CPU µs of the child) of one run of `/bin/true`.
@@ -22,9 +26,14 @@ fn run_once(way: &Way, dir: &Path) -> (u64, u64) {
     let mut c = Command::new("/bin/true");
     c.env_remove("LD_PRELOAD")
         .env_remove("HOTAGENT_SKIP")
-        .env("HOTAGENT_SOCKET_DIR", dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if way.own_dir {
+        c.env("HOTAGENT_SOCKET_DIR", dir);
+    } else {
+        c.env_remove("HOTAGENT_SOCKET_DIR")
+            .env_remove("XDG_RUNTIME_DIR");
+    }
     if let Some(so) = &way.preload {
         c.env("LD_PRELOAD", so);
     }
@@ -83,21 +92,31 @@ pub(super) fn startup(n: &Counts) -> String {
             label: "`/bin/true` (floor)",
             preload: None,
             skip: false,
+            own_dir: false,
         },
         Way {
             label: "preloading an empty library (floor of any preload)",
             preload: Some(empty.clone()),
             skip: false,
+            own_dir: false,
         },
         Way {
             label: "libhotagent.so, `HOTAGENT_SKIP=1` (loading it; the constructor stops early)",
             preload: Some(agent_so()),
             skip: true,
+            own_dir: false,
         },
         Way {
-            label: "libhotagent.so (agent started: sockets, thread)",
+            label: "libhotagent.so (agent started: its socket in the default folder, its thread)",
             preload: Some(agent_so()),
             skip: false,
+            own_dir: false,
+        },
+        Way {
+            label: "libhotagent.so, `HOTAGENT_SOCKET_DIR` set (a second socket, in the registry folder)",
+            preload: Some(agent_so()),
+            skip: false,
+            own_dir: true,
         },
     ];
     // Interleaved run by run, so drift in the machine's load hits every way alike.
@@ -175,6 +194,9 @@ pub(super) fn idle(n: &Counts) -> String {
     let mut with = Target::spawn(cfg.path("basic"));
     bare.expect("version", 1);
     with.expect("version", 1);
+    // Idle starts after start-up: the agent's thread wakes once, a second after the start, to
+    // give back its pages (control::server's TRIM_AFTER_MS), and never again on its own.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let (t0, _, _, s0) = super::proc_sample(with.pid());
     std::thread::sleep(n.idle);
     let (t1, threads, rss, s1) = super::proc_sample(with.pid());
@@ -182,7 +204,7 @@ pub(super) fn idle(n: &Counts) -> String {
     let (private, agent_pages) = smaps(with.pid());
     let (bare_private, _) = smaps(bare.pid());
     format!(
-        "`basic` left idle for {:?}, with and without the agent. Private dirty memory is what \
+        "`basic` left idle for {:?} (from 1.5 s after its start: the agent's thread wakes once, 1 s after the start, to give back its pages), with and without the agent. Private dirty memory is what \
          each process costs the machine on its own; the rest of RSS is shared page cache.\n\n\
          | CPU time used while idle | agent thread wake-ups | threads added | RSS without | RSS with | RSS added | private dirty added | libhotagent.so pages in RSS |\n\
          |---|---|---|---|---|---|---|---|\n| {} ms | {} | {} | {} KiB | {} KiB | {} KiB | {} KiB | {} KiB |\n",

@@ -34,9 +34,14 @@ static SOCKET: Mutex<Option<(u32, Vec<PathBuf>)>> = Mutex::new(None);
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 static SWEEP_WANTED: AtomicBool = AtomicBool::new(false);
 /// Set when the constructor is over: the I/O thread then gives back the agent's read-only pages,
-/// once, just before it sleeps in `ppoll` (see `sys::trim`). Done there, not in the constructor,
-/// so the thread's own first steps do not fault them back in.
+/// once, `TRIM_AFTER_MS` later, just before it sleeps in `ppoll` again (see `sys::trim`). Done
+/// there, not in the constructor, so the thread's own first steps do not fault them back in;
+/// and late, so a short-lived process (a shell's `true`, under /etc/ld.so.preload) never pays
+/// for it.
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// How long after its start the I/O thread gives back the agent's pages: its one wake-up of
+/// its own, ever.
+const TRIM_AFTER_MS: u64 = 1_000;
 /// The effective uid the agent started with: who may talk to it (with root), and whose sockets a
 /// sweep removes. A program that drops privileges later does not hand its agent to the new uid.
 static OWNER: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -107,6 +112,7 @@ pub fn start() {
         conns: Vec::new(),
         next_sweep: 0,
         trimmed: false,
+        trim_at: raw::monotonic_ms() + TRIM_AFTER_MS,
     };
     if let Err(e) = thread::spawn_quiet("hotagent", IO_STACK, move || io.run()) {
         return give_up(&ours, &paths, &e);
@@ -115,11 +121,11 @@ pub fn start() {
 }
 
 /// The constructor is over. False when no I/O thread runs to give back the agent's pages (the
-/// caller does it then).
+/// caller does it then). The thread is not woken for it: its first timeout covers it.
 pub fn started() -> bool {
     STARTED.store(true, Ordering::SeqCst);
     let fd = WAKE.load(Ordering::SeqCst);
-    fd >= 0 && fds::is_ours(fd) && raw::send(fd, &[1]).is_ok()
+    fd >= 0 && fds::is_ours(fd)
 }
 
 /// `HOTAGENT_SKIP` (non-empty, not `0`) keeps the agent off in this process. It is removed from
@@ -224,6 +230,8 @@ struct IoLoop {
     next_sweep: u64,
     /// The agent's read-only pages were given back (see `STARTED`).
     trimmed: bool,
+    /// When to give them back (monotonic ms).
+    trim_at: u64,
 }
 
 impl IoLoop {
@@ -264,19 +272,17 @@ impl IoLoop {
                 };
                 polled.push(pollfd(c.fd, events));
             }
-            if !self.trimmed && STARTED.load(Ordering::SeqCst) {
-                self.trimmed = true;
-                let released = crate::sys::trim::release_own_pages();
-                tracing::trace!(released, "agent pages given back after start-up");
-                // When this thread first got here after the constructor ended, the wake-up that
-                // announced it is still pending: polling would return at once and run the loop
-                // again, faulting back in the code just given back. Anything else a wake-up
-                // asks for is in flags and timers, which the timeout below is computed from —
-                // but a crash reverting a probation, which is taken here.
-                raw::drain(self.wake);
-                self.end_probation_if_due();
-            }
             let now = raw::monotonic_ms();
+            if !self.trimmed && now >= self.trim_at {
+                if STARTED.load(Ordering::SeqCst) {
+                    self.trimmed = true;
+                    let released = crate::sys::trim::release_own_pages();
+                    tracing::trace!(released, "agent pages given back after start-up");
+                } else {
+                    // The constructor still runs (persisted patches being applied): later.
+                    self.trim_at = now + TRIM_AFTER_MS;
+                }
+            }
             let timeout = self.next_timeout(now);
             match raw::poll(&mut polled, timeout) {
                 Ok(_) | Err(libc::EINTR) => {}
@@ -314,6 +320,9 @@ impl IoLoop {
         }
         if let Some(due) = crate::reload::probation::due_at() {
             until = Some(until.map_or(due, |u| u.min(due)));
+        }
+        if !self.trimmed {
+            until = Some(until.map_or(self.trim_at, |u| u.min(self.trim_at)));
         }
         until.map(|u| u.saturating_sub(now))
     }

@@ -31,29 +31,33 @@ pub fn real_exe() -> String {
 
 fn started_path() -> String {
     use std::os::unix::fs::MetadataExt;
-    let real = real_exe();
     let Ok(running) = std::fs::metadata("/proc/self/exe") else {
-        return real;
+        return real_exe();
     };
-    let cwd = std::env::current_dir().ok();
-    [exec_fn(), argv0()]
-        .into_iter()
-        .flatten()
+    // Each candidate is looked at only when the one before it fails: this runs in every
+    // process's constructor, and the usual case (an absolute AT_EXECFN naming the running
+    // file) costs two `stat`s — no `readlink`, no working folder, no /proc/self/cmdline.
+    let mut cwd = None;
+    let mut named_running = |p: String| -> Option<String> {
         // A bare name was looked up on PATH: no folder to resolve it against.
-        .filter(|p| p.contains('/'))
-        .filter_map(|p| {
-            let path = std::path::Path::new(&p);
-            let abs: std::path::PathBuf = if path.is_absolute() {
-                path.components().collect()
-            } else {
-                cwd.as_ref()?.join(path).components().collect()
-            };
-            let m = std::fs::metadata(&abs).ok()?;
-            (m.dev() == running.dev() && m.ino() == running.ino())
-                .then(|| abs.to_string_lossy().into_owned())
-        })
-        .next()
-        .unwrap_or(real)
+        if !p.contains('/') {
+            return None;
+        }
+        let path = std::path::Path::new(&p);
+        let abs: std::path::PathBuf = if path.is_absolute() {
+            path.components().collect()
+        } else {
+            let dir = cwd.get_or_insert_with(|| std::env::current_dir().ok());
+            dir.as_ref()?.join(path).components().collect()
+        };
+        let m = std::fs::metadata(&abs).ok()?;
+        (m.dev() == running.dev() && m.ino() == running.ino())
+            .then(|| abs.to_string_lossy().into_owned())
+    };
+    exec_fn()
+        .and_then(&mut named_running)
+        .or_else(|| argv0().and_then(&mut named_running))
+        .unwrap_or_else(real_exe)
 }
 
 fn exec_fn() -> Option<String> {

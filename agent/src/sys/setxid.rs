@@ -27,7 +27,7 @@
 //! its threads. Threads of the program reach glibc's handler unchanged.
 
 use super::raw::{self, KernelSigaction};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// glibc's internal signal for set*id (`__SIGRTMIN + 1`).
 const SIGSETXID: i32 = 33;
@@ -42,46 +42,95 @@ const SI_TKILL: i32 = -6;
 
 /// glibc's handler, 0 until chained.
 static GLIBC_HANDLER: AtomicUsize = AtomicUsize::new(0);
-/// `pid << 32 | tid` of each running agent thread, 0 for a free slot. The pid makes entries
-/// inherited by a forked child (where those threads do not exist) count for nothing.
+/// The thread pointer (`pthread_self`) of each running agent thread, 0 for a free slot; beside
+/// it the pid it was registered in, so entries a forked child inherits (those threads do not
+/// exist there, and a new thread may get the same pointer) count for nothing.
 static AGENT_THREADS: [AtomicU64; MAX_AGENT_THREADS] =
     [const { AtomicU64::new(0) }; MAX_AGENT_THREADS];
+static AGENT_PIDS: [AtomicU32; MAX_AGENT_THREADS] =
+    [const { AtomicU32::new(0) }; MAX_AGENT_THREADS];
 
 /// Marks the current thread as the agent's while alive.
 pub struct AgentThread {
     slot: Option<usize>,
+    me: u64,
 }
 
 impl AgentThread {
-    /// Registers the calling thread. With every slot taken the thread simply stays a plain
-    /// participant (glibc's behaviour).
+    /// Registers the calling thread (its spawner may have done it already). With every slot
+    /// taken the thread simply stays a plain participant (glibc's behaviour).
     pub fn enter() -> AgentThread {
-        let me = key(raw::getpid(), raw::gettid());
-        let slot = AGENT_THREADS.iter().position(|s| {
-            s.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
-        AgentThread { slot }
+        let me = thread_pointer();
+        AgentThread {
+            slot: register(me),
+            me,
+        }
     }
 }
 
 impl Drop for AgentThread {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            AGENT_THREADS[i].store(0, Ordering::Release);
+            if AGENT_THREADS[i].load(Ordering::Acquire) == self.me {
+                AGENT_PIDS[i].store(0, Ordering::Release);
+                AGENT_THREADS[i].store(0, Ordering::Release);
+            }
         }
     }
 }
 
-fn key(pid: i32, tid: i32) -> u64 {
-    ((pid as u32 as u64) << 32) | tid as u32 as u64
+/// Registers the thread whose `pthread_t` is `thread` as the agent's. The spawner calls it as
+/// soon as `pthread_create` returns, so the program (often its main thread, in our
+/// constructor) never waits for the new thread to be scheduled; the thread repeats it first
+/// thing (both find the same slot). Lock-free.
+pub fn register(thread: u64) -> Option<usize> {
+    let pid = raw::getpid() as u32;
+    if let Some(i) = (0..MAX_AGENT_THREADS).find(|&i| {
+        AGENT_THREADS[i].load(Ordering::Acquire) == thread
+            && AGENT_PIDS[i].load(Ordering::Acquire) == pid
+    }) {
+        return Some(i);
+    }
+    (0..MAX_AGENT_THREADS).find(|&i| {
+        let was = AGENT_THREADS[i].load(Ordering::Acquire);
+        let free = was == 0 || AGENT_PIDS[i].load(Ordering::Acquire) != pid;
+        free && AGENT_THREADS[i]
+            .compare_exchange(was, thread, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && {
+                AGENT_PIDS[i].store(pid, Ordering::Release);
+                true
+            }
+    })
+}
+
+/// `pthread_self()` read straight from the thread pointer (glibc's `tcbhead_t.self` at
+/// `%fs:0x10`): signal-safe, and no libc function a patch could have replaced.
+#[cfg(target_arch = "x86_64")]
+fn thread_pointer() -> u64 {
+    let me: u64;
+    // SAFETY: on x86_64 glibc keeps the thread control block at %fs:0, whose `self` field (at
+    // 0x10) holds the thread's own `pthread_t`; reading it has no side effect.
+    unsafe {
+        std::arch::asm!("mov {}, fs:[0x10]", out(reg) me, options(nostack, readonly, preserves_flags))
+    };
+    me
+}
+
+/// Elsewhere glibc's `pthread_self` (signal-safe: it reads the thread pointer too).
+#[cfg(not(target_arch = "x86_64"))]
+fn thread_pointer() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
 }
 
 fn is_agent_thread() -> bool {
-    let me = key(raw::getpid(), raw::gettid());
-    AGENT_THREADS
-        .iter()
-        .any(|s| s.load(Ordering::Acquire) == me)
+    let me = thread_pointer();
+    let pid = raw::getpid() as u32;
+    (0..MAX_AGENT_THREADS).any(|i| {
+        AGENT_THREADS[i].load(Ordering::Acquire) == me
+            && AGENT_PIDS[i].load(Ordering::Acquire) == pid
+    })
 }
 
 fn our_handler() -> usize {

@@ -6,9 +6,6 @@
 //! They also take part in glibc's set*id broadcast as the main thread's twins (`sys::setxid`).
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Spawns a thread with all signals but the stop signal and SIGTRAP blocked; the caller's own mask is left as it was.
 pub fn spawn_quiet<F>(name: &str, stack: usize, f: F) -> io::Result<std::thread::JoinHandle<()>>
@@ -29,40 +26,26 @@ where
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     // glibc installs its set*id handler at the process's first thread creation; the new thread
-    // must be known as ours before any set*id call can reach it, so we wait (bounded) until it
-    // has registered: meanwhile this thread, often the program's main thread in its
-    // constructor, cannot make one. A program thread's set*id racing a later spawn is the rest.
-    let registered = Arc::new(AtomicU32::new(0));
-    let flag = Arc::clone(&registered);
-    // The new thread inherits the fully blocked mask.
+    // must be known as ours before any set*id call can reach it. We register it here as soon
+    // as it exists (the caller, often the program's main thread in our constructor, cannot
+    // make a set*id call meanwhile), instead of waiting for it to be scheduled and register
+    // itself: that wait was most of the agent's start-up time on a busy machine. A program
+    // thread's set*id racing a later spawn is the rest.
     let res = std::thread::Builder::new()
         .name(name.to_string())
         .stack_size(stack)
         .spawn(move || {
             let _twin = super::setxid::AgentThread::enter();
-            flag.store(1, Ordering::Release);
-            super::raw::futex_wake(&flag, 1);
-            drop(flag);
             f()
         });
+    if let Ok(handle) = &res {
+        super::setxid::register(std::os::unix::thread::JoinHandleExt::as_pthread_t(handle));
+    }
     // SAFETY: restores the mask saved above for the calling thread.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     super::setxid::chain();
-    if res.is_ok() {
-        let deadline = super::raw::monotonic() + REGISTER_WAIT;
-        while registered.load(Ordering::Acquire) == 0 {
-            let now = super::raw::monotonic();
-            if now >= deadline {
-                break;
-            }
-            super::raw::futex_wait(&registered, 0, Some(deadline - now));
-        }
-    }
     res
 }
-
-/// How long a spawn waits for its thread to say it is ours.
-const REGISTER_WAIT: Duration = Duration::from_secs(1);
 
 fn unsafe_zeroed_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; all-zero is a valid (empty) value on Linux.
