@@ -368,9 +368,10 @@ matrix!(
 );
 
 /// A thread that sits inside the bytes a jump would replace (blocked in a system call made from
-/// there) is seen there by the look of a per-thread switch: the entry is not finished while it is
-/// inside. The look itself wakes it (pause returns EINTR); it leaves the window, and on its way
-/// back the `int3` sends it to v2's code, so the entry is then written. (With the full stop, kept
+/// there) is seen there by the look of a per-thread switch (through /proc: it is asleep): the
+/// entry is not finished while it is inside. The next look signals it, which wakes it (pause
+/// returns EINTR); it leaves the window, and on its way back the `int3` sends it to v2's code,
+/// so the entry is then written. (With the full stop, kept
 /// for a thread that blocks every signal, the agent gives up on that function alone:
 /// `blockers::`.)
 #[test]

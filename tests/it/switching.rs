@@ -210,3 +210,41 @@ fn a_switch_too_big_for_the_trap_table_stops_instead_and_leaves_no_int3() {
     }
     t.finish().assert_clean();
 }
+
+/// `eintr=N` from the threads fixture: waits of its sleeping threads a signal interrupted.
+fn interrupted_waits(t: &mut Target) -> u64 {
+    let line = t.cmd("stats");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("eintr="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no eintr in {line:?}"))
+}
+
+/// Threads asleep in the kernel (epoll_wait, nanosleep, pause, and four more in epoll_wait, as a
+/// server's idle pool) are looked at through /proc, where they sleep: a per-thread switch sends
+/// them no signal, so none of their waits is cut short (each look used to interrupt all six).
+#[test]
+fn sleeping_threads_are_not_woken_by_a_switch() {
+    let cfg = Config::DEFAULT;
+    let mut t = Target::builder(cfg.path("threads"))
+        .arg("1")
+        .arg("sleepers")
+        .arg("idle=4")
+        .spawn();
+    let before = interrupted_waits(&mut t);
+    for _ in 0..3 {
+        let r = reload(&t, &cfg.path("libfoo_v2.so"), &["--no-probe"]);
+        assert!(r.pause.per_thread, "{:?}", r.pause);
+        t.expect("version", 2);
+        rollback(&t);
+        t.expect("version", 1);
+    }
+    assert_eq!(
+        interrupted_waits(&mut t),
+        before,
+        "a sleeping thread's wait was interrupted by a switch"
+    );
+    let (_, bad) = stats(&mut t);
+    assert_eq!(bad, 0);
+    t.finish().assert_clean();
+}

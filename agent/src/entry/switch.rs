@@ -11,6 +11,7 @@
 
 use super::error::EntryError;
 use super::{arch::JUMP_LEN, Entries, Holds, Pause, Pending, Retarget, CONFLICT_BUDGET};
+use crate::sys::stop_observe::Sleepers;
 use crate::sys::{membarrier, raw, stop, stop_observe, trap};
 use std::time::Duration;
 
@@ -60,7 +61,8 @@ impl Entries {
         stop_observe::take_longest_look_cpu();
         trap::take_longest_cpu();
         // One look first: a thread that cannot be looked at refuses before any byte changes.
-        let first = stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT)?;
+        let first =
+            stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT, Sleepers::SeenWhereTheySleep)?;
         pause.threads = first.threads();
         pause.rounds = 1;
         membarrier::prepare();
@@ -140,8 +142,11 @@ impl Entries {
         }
         membarrier::sync_cores();
         let mut failure = None;
+        // The first look leaves sleepers asleep; once a thread was seen inside bytes to change,
+        // later looks signal everyone, which wakes one asleep there and moves it out.
+        let mut sleepers = Sleepers::SeenWhereTheySleep;
         loop {
-            let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT) {
+            let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT, sleepers) {
                 Ok(o) => o,
                 Err(e) if raw::monotonic() >= deadline => {
                     failure = Some(EntryError::NoLook(e));
@@ -187,6 +192,7 @@ impl Entries {
             if armed.is_empty() {
                 break;
             }
+            sleepers = Sleepers::Woken;
             if raw::monotonic() >= deadline {
                 break;
             }

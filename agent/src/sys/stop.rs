@@ -21,7 +21,9 @@
 
 use super::raw;
 use super::stop_grace::Grace;
-use super::stop_handler::{ARRIVED, INSIDE, NEXT_ROUND, RELEASED, ROUND, SLOTS, SLOT_COUNT};
+use super::stop_handler::{
+    ARRIVED, INSIDE, NEXT_ROUND, OBSERVING, RELEASED, ROUND, SLOTS, SLOT_COUNT,
+};
 use super::stop_signal::{current_handler, handler_address};
 use super::task::{self, Asleep};
 use std::sync::atomic::Ordering;
@@ -265,6 +267,9 @@ pub(super) fn park_all(
     let pid = raw::getpid();
     let mut count = 0usize;
     let mut first = true;
+    let observing = tasks.see_asleep
+        && OBSERVING.load(Ordering::Acquire) == round
+        && super::membarrier::registered();
     loop {
         let before = count;
         let mut new_blockers = false;
@@ -290,8 +295,26 @@ pub(super) fn park_all(
                 return Err(Missing::TooMany);
             }
             let slot = &SLOTS[count];
+            // A look (not a stop) needs one sighting of each thread outside the bytes about to
+            // change. A thread asleep in the kernel is seen where it will resume, from
+            // /proc/self/task/TID/syscall, without a signal to wake it (and its program's
+            // call interrupted). Only with the cores synchronised by membarrier after each
+            // write: the signal's return was the other way a woken thread got serialised.
+            if observing && tasks.sleeping.contains(&tid) {
+                if let Some((pc, in_syscall)) = task::asleep_at(tid) {
+                    slot.pc.store(pc, Ordering::Relaxed);
+                    let alt = if in_syscall { pc.wrapping_sub(2) } else { 0 };
+                    slot.alt_pc.store(alt, Ordering::Relaxed);
+                    slot.round.store(round, Ordering::Release);
+                    slot.tid.store(tid, Ordering::Release);
+                    count += 1;
+                    SLOT_COUNT.store(count, Ordering::Release);
+                    continue;
+                }
+            }
             slot.round.store(0, Ordering::Relaxed);
             slot.pc.store(0, Ordering::Relaxed);
+            slot.alt_pc.store(0, Ordering::Relaxed);
             slot.tid.store(tid, Ordering::Release);
             count += 1;
             SLOT_COUNT.store(count, Ordering::Release);

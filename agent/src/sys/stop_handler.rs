@@ -13,6 +13,10 @@ pub(super) struct Slot {
     /// The round in which the thread last parked.
     pub(super) round: AtomicU32,
     pub(super) pc: AtomicU64,
+    /// A second place the thread may resume at, 0 for none: a thread seen asleep in a system
+    /// call without a signal (`stop::park_all`) resumes at the `syscall` instruction instead if a
+    /// signal makes the kernel restart the call.
+    pub(super) alt_pc: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -20,6 +24,7 @@ const EMPTY: Slot = Slot {
     tid: AtomicI32::new(0),
     round: AtomicU32::new(0),
     pc: AtomicU64::new(0),
+    alt_pc: AtomicU64::new(0),
 };
 
 /// In `.bss`: costs no memory until used, and is never freed, so a handler running late can

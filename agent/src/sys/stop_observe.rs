@@ -27,16 +27,27 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// The program counter of every thread looked at (those that exited meanwhile left out).
+    /// Every place a thread looked at may resume at (those that exited meanwhile left out): one
+    /// per thread, two for one seen asleep in a system call (see `Slot::alt_pc`).
     pub fn pcs(&self) -> impl Iterator<Item = u64> + '_ {
         SLOTS[..self.count]
             .iter()
             .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
-            .map(|s| s.pc.load(Ordering::Acquire))
+            .flat_map(|s| {
+                let alt = s.alt_pc.load(Ordering::Acquire);
+                [
+                    Some(s.pc.load(Ordering::Acquire)),
+                    (alt != 0).then_some(alt),
+                ]
+            })
+            .flatten()
     }
 
     pub fn threads(&self) -> usize {
-        self.pcs().count()
+        SLOTS[..self.count]
+            .iter()
+            .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
+            .count()
     }
 }
 
@@ -50,10 +61,24 @@ pub fn take_longest_look_cpu() -> Duration {
     Duration::from_nanos(LONGEST_LOOK_CPU_NS.swap(0, Ordering::AcqRel))
 }
 
+/// How a look treats a thread asleep in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleepers {
+    /// Seen where it sleeps, through /proc: no signal wakes it or cuts its wait short.
+    SeenWhereTheySleep,
+    /// Signalled like the others: a thread asleep inside bytes about to change (a system call
+    /// made from an entry's first bytes) is woken by it, and returns out of the way.
+    Woken,
+}
+
 /// Looks at every other thread once, waiting at most `timeout` for each to answer. Refused when
 /// a thread blocks the stop signal or SIGTRAP: the first cannot be looked at, and the second
 /// would be killed by the trap (the kernel forces a blocked SIGTRAP to its default action).
-pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, StopError> {
+pub fn observe_others(
+    tasks: &mut Tasks,
+    timeout: Duration,
+    sleepers: Sleepers,
+) -> Result<Observed, StopError> {
     let sig = ours()?;
     // glibc blocks every signal for a moment while a thread starts or exits, and a thread leaving
     // a handler has them blocked until its sigreturn: only a blocker that stays one refuses, and
@@ -93,7 +118,9 @@ pub fn observe_others(tasks: &mut Tasks, timeout: Duration) -> Result<Observed, 
     SLOT_COUNT.store(0, Ordering::SeqCst);
     OBSERVING.store(round, Ordering::SeqCst);
     ROUND.store(round, Ordering::SeqCst);
+    tasks.see_asleep = sleepers == Sleepers::SeenWhereTheySleep;
     let result = park_all(tasks, sig, round, raw::monotonic() + timeout);
+    tasks.see_asleep = false;
     ROUND.store(0, Ordering::SeqCst);
     OBSERVING.store(0, Ordering::SeqCst);
     if let Some(&tid) = tasks.blockers.first() {

@@ -23,6 +23,11 @@ pub struct Tasks {
     pub(super) tids: Vec<i32>,
     /// Those of `tids` that block the stop signal.
     pub(super) blockers: Vec<i32>,
+    /// Those of `tids` that were not running when classified (asleep, stopped).
+    pub(super) sleeping: Vec<i32>,
+    /// The look in progress may see a sleeping thread through /proc instead of signalling it
+    /// (set by `stop_observe::observe_others` for its own round only).
+    pub(super) see_asleep: bool,
     /// The blockers, each where it sleeps, seen while the others were parked.
     pub(super) asleep: Vec<(i32, Asleep)>,
 }
@@ -33,6 +38,8 @@ impl Default for Tasks {
             buf: vec![0; 64 * 1024],
             tids: Vec::with_capacity(MAX_THREADS),
             blockers: Vec::with_capacity(MAX_THREADS),
+            sleeping: Vec::with_capacity(MAX_THREADS),
+            see_asleep: false,
             asleep: Vec::with_capacity(MAX_THREADS),
         }
     }
@@ -97,11 +104,17 @@ fn parse_tid(name: &[u8]) -> Option<i32> {
 
 impl Tasks {
     /// Fills `self.blockers` with the listed threads that block `sig`. Allocates nothing.
+    /// Also notes in `self.sleeping` those not running (from the same read of their status).
     pub(super) fn classify(&mut self, sig: i32) {
         self.blockers.clear();
+        self.sleeping.clear();
         for &tid in &self.tids {
-            if task::blocks(tid, sig) {
+            let (blocks, running) = task::blocks_and_runs(tid, sig);
+            if blocks {
                 self.blockers.push(tid);
+            }
+            if !running {
+                self.sleeping.push(tid);
             }
         }
     }

@@ -50,6 +50,31 @@ pub enum Seen {
     Gone,
 }
 
+/// Whether thread `tid` blocks `sig`, and whether it is running (or runnable); (false, true)
+/// when its status cannot be read.
+pub fn blocks_and_runs(tid: i32, sig: i32) -> (bool, bool) {
+    let mut buf = [0u8; 4096];
+    let Some(s) = status(tid, &mut buf) else {
+        return (false, true);
+    };
+    let blocks = field(s, b"SigBlk:", 16).is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0);
+    let running = s
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"State:"))
+        .and_then(|v| v.iter().find(|b| !b.is_ascii_whitespace()))
+        .is_none_or(|&c| c == b'R');
+    (blocks, running)
+}
+
+/// Where thread `tid` resumes in user space, and whether it is in a system call, if it is
+/// asleep in the kernel now (`None`: running, gone, or unreadable).
+pub fn asleep_at(tid: i32) -> Option<(u64, bool)> {
+    let mut buf = [0u8; 4096];
+    syscall_line(tid, &mut buf)
+        .and_then(parse_syscall)
+        .flatten()
+}
+
 /// Whether thread `tid` blocks `sig` (false when its status cannot be read).
 pub fn blocks(tid: i32, sig: i32) -> bool {
     let mut buf = [0u8; 4096];
