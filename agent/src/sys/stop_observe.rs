@@ -93,11 +93,7 @@ pub fn observe_others(
         tasks.classify(sig);
         let blocker = match tasks.blockers.first() {
             Some(&tid) => Some((tid, sig)),
-            None => tasks
-                .tids
-                .iter()
-                .find(|&&t| task::blocks(t, libc::SIGTRAP))
-                .map(|&tid| (tid, libc::SIGTRAP)),
+            None => tasks.trap_blockers.first().map(|&tid| (tid, libc::SIGTRAP)),
         };
         match blocker {
             None => break,

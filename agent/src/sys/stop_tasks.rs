@@ -25,6 +25,8 @@ pub struct Tasks {
     pub(super) blockers: Vec<i32>,
     /// Those of `tids` that were not running when classified (asleep, stopped).
     pub(super) sleeping: Vec<i32>,
+    /// Those of `tids` that block SIGTRAP (an `int3` would kill them).
+    pub(super) trap_blockers: Vec<i32>,
     /// The look in progress may see a sleeping thread through /proc instead of signalling it
     /// (set by `stop_observe::observe_others` for its own round only).
     pub(super) see_asleep: bool,
@@ -39,6 +41,7 @@ impl Default for Tasks {
             tids: Vec::with_capacity(MAX_THREADS),
             blockers: Vec::with_capacity(MAX_THREADS),
             sleeping: Vec::with_capacity(MAX_THREADS),
+            trap_blockers: Vec::with_capacity(MAX_THREADS),
             see_asleep: false,
             asleep: Vec::with_capacity(MAX_THREADS),
         }
@@ -104,14 +107,20 @@ fn parse_tid(name: &[u8]) -> Option<i32> {
 
 impl Tasks {
     /// Fills `self.blockers` with the listed threads that block `sig`. Allocates nothing.
-    /// Also notes in `self.sleeping` those not running (from the same read of their status).
+    /// Also notes in `self.sleeping` those not running, and in `self.trap_blockers` those that
+    /// block SIGTRAP (from the same read of their status).
     pub(super) fn classify(&mut self, sig: i32) {
         self.blockers.clear();
         self.sleeping.clear();
+        self.trap_blockers.clear();
+        let bit = |s: i32| 1u64 << (s - 1);
         for &tid in &self.tids {
-            let (blocks, running) = task::blocks_and_runs(tid, sig);
-            if blocks {
+            let (blocked, running) = task::blocked_and_runs(tid);
+            if blocked & bit(sig) != 0 {
                 self.blockers.push(tid);
+            }
+            if blocked & bit(libc::SIGTRAP) != 0 {
+                self.trap_blockers.push(tid);
             }
             if !running {
                 self.sleeping.push(tid);

@@ -50,20 +50,20 @@ pub enum Seen {
     Gone,
 }
 
-/// Whether thread `tid` blocks `sig`, and whether it is running (or runnable); (false, true)
-/// when its status cannot be read.
-pub fn blocks_and_runs(tid: i32, sig: i32) -> (bool, bool) {
+/// The signals thread `tid` blocks (as a mask: bit `sig - 1`), and whether it is running (or
+/// runnable); (0, true) when its status cannot be read.
+pub fn blocked_and_runs(tid: i32) -> (u64, bool) {
     let mut buf = [0u8; 4096];
     let Some(s) = status(tid, &mut buf) else {
-        return (false, true);
+        return (0, true);
     };
-    let blocks = field(s, b"SigBlk:", 16).is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0);
+    let blocked = field(s, b"SigBlk:", 16).unwrap_or(0);
     let running = s
         .split(|&b| b == b'\n')
         .find_map(|l| l.strip_prefix(b"State:"))
         .and_then(|v| v.iter().find(|b| !b.is_ascii_whitespace()))
         .is_none_or(|&c| c == b'R');
-    (blocks, running)
+    (blocked, running)
 }
 
 /// Where thread `tid` resumes in user space, and whether it is in a system call, if it is
