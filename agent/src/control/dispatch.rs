@@ -2,7 +2,7 @@
 //! Panics stop here: the target never sees them.
 
 use super::{history, line};
-use crate::reload::{Agent, Gate, ReloadError};
+use crate::reload::{Abandonment, Agent, Gate, ReloadError};
 use crate::sys::raw;
 use hotagent_protocol::{
     decode_request, encode_line, Control, ErrorCode, ErrorReply, Request, Response, StatusReport,
@@ -196,21 +196,14 @@ pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
     let now = raw::monotonic_ms();
     if let Some(d) = ctl.deadline_ms {
         if now >= d {
-            return Err(ReloadError::Abandoned(format!(
-                "the request's deadline passed {} ms before the change could start; nothing was changed",
-                now - d
-            )));
+            return Err(Abandonment::DeadlinePassed { late_ms: now - d }.into());
         }
     }
     if !super::fds::is_ours(fd) {
-        return Err(ReloadError::Abandoned(
-            "the program closed the client's connection before the change started; nothing was changed".into(),
-        ));
+        return Err(Abandonment::ConnectionClosed.into());
     }
     if line::hung_up(fd) {
-        return Err(ReloadError::Abandoned(
-            "the client left before the change started; nothing was changed".into(),
-        ));
+        return Err(Abandonment::ClientLeft.into());
     }
     if !ctl.confirm {
         return Ok(());
@@ -221,26 +214,19 @@ pub fn gate(fd: i32, ctl: Control, wait_ms: u64) -> Result<(), ReloadError> {
         .deadline_ms
         .map_or(now + wait_ms, |d| d.min(now + wait_ms));
     if !line::send_all(fd, &encode_line(&Response::Ready), until) {
-        return Err(ReloadError::Abandoned(
-            "the client did not take the ready answer in time; nothing was changed".into(),
-        ));
+        return Err(Abandonment::ReadyNotTaken.into());
     }
     match line::read_line(fd, until).map(|l| decode_request(&l)) {
         // A commit sent in time but read late (the target was stopped or starved meanwhile)
         // must not start a change past the deadline.
         Some(Ok(Request::Commit(_))) => match ctl.deadline_ms.map(|d| (d, raw::monotonic_ms())) {
-            Some((d, now)) if now >= d => Err(ReloadError::Abandoned(format!(
-                "the commit was read {} ms after the request's deadline; nothing was changed",
-                now - d
-            ))),
+            Some((d, now)) if now >= d => Err(Abandonment::CommitLate { late_ms: now - d }.into()),
             _ => Ok(()),
         },
-        Some(_) => Err(ReloadError::Abandoned(
-            "the client answered ready with something other than commit; nothing was changed"
-                .into(),
-        )),
-        None => Err(ReloadError::Abandoned(
-            format!("the client did not commit before the deadline or within {} s of the ready answer; nothing was changed", wait_ms / 1000),
-        )),
+        Some(_) => Err(Abandonment::NotCommit.into()),
+        None => Err(Abandonment::NoCommit {
+            wait_s: wait_ms / 1000,
+        }
+        .into()),
     }
 }

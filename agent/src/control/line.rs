@@ -5,7 +5,7 @@
 //! trickles one byte every few seconds still runs out of time.
 
 use super::fds::Received;
-use crate::sys::raw;
+use crate::sys::{fd, raw};
 use hotagent_protocol::MAX_LINE_BYTES;
 
 /// What reading has produced so far.
@@ -37,12 +37,11 @@ impl LineBuf {
     pub fn feed(&mut self, fd: i32) -> Progress {
         let mut chunk = [0u8; 4096];
         loop {
-            let got = raw::recv_with_fd(fd, &mut chunk).map(|(n, passed)| {
+            let got = fd::recv_with_fd(fd, &mut chunk).map(|(n, passed)| {
+                // One per request: a later one is closed (dropped) here.
                 if let Some(p) = passed {
                     if self.passed.is_none() {
                         self.passed = Received::register(p);
-                    } else {
-                        raw::close(p);
                     }
                 }
                 n

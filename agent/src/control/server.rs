@@ -10,8 +10,10 @@
 use super::line::{LineBuf, Progress};
 use super::{dispatch, fds, fork, socket_dir, worker};
 use crate::reload::Agent;
+use crate::sys::fd::{self, Fd};
 use crate::sys::{process, raw, socket, thread};
 use hotagent_protocol::{encode_line, ErrorCode, ErrorReply, Response, MAX_LINE_BYTES};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -68,7 +70,7 @@ pub fn start() {
     let owner = raw::geteuid();
     OWNER.store(owner, Ordering::SeqCst);
     let listener = match socket_dir::listen(&dir, pid, owner) {
-        Ok(l) => std::os::fd::IntoRawFd::into_raw_fd(l),
+        Ok(l) => Fd::from(OwnedFd::from(l)),
         Err(e) => {
             tracing::warn!("hotagent disabled: {e}");
             return;
@@ -82,28 +84,34 @@ pub fn start() {
         paths.push(hotagent_protocol::socket_path(&registry, pid));
         dirs.push(registry);
     }
-    let (wake, waker) = match raw::socketpair() {
+    let (wake, waker) = match fd::socketpair() {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!("hotagent disabled: no socket pair to wake its thread (errno {e})");
-            for (&fd, path) in listeners.iter().zip(&paths) {
-                raw::close(fd);
+            drop(listeners);
+            for path in &paths {
                 let _ = std::fs::remove_file(path);
             }
             return;
         }
     };
-    for &fd in &listeners {
-        fds::register(fd);
+    let n = listeners.len();
+    let mut ours = Vec::with_capacity(n + 2);
+    for fd in listeners.into_iter().chain([wake, waker]) {
+        match fds::register(fd) {
+            Ok(r) => ours.push(r),
+            Err(_) => return give_up(&ours, &paths, &"its descriptors cannot be registered"),
+        }
     }
-    fds::register(wake);
-    fds::register(waker);
+    let (listeners, wake, waker) = (
+        ours[..n].iter().map(|r| r.raw()).collect(),
+        ours[n].raw(),
+        ours[n + 1].raw(),
+    );
     WAKE.store(waker, Ordering::SeqCst);
     crate::reload::probation::set_wake(waker);
     *SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, paths.clone()));
     process::at_exit(remove_socket);
-    let mut ours = listeners.clone();
-    ours.extend([wake, waker]);
     let io = IoLoop {
         listeners,
         wake,
@@ -115,7 +123,7 @@ pub fn start() {
         trim_at: raw::monotonic_ms() + TRIM_AFTER_MS,
     };
     if let Err(e) = thread::spawn_quiet("hotagent", IO_STACK, move || io.run()) {
-        return give_up(&ours, &paths, &e);
+        return give_up(&ours, &paths, &format!("cannot start its threads: {e}"));
     }
     tracing::info!(socket = %path.display(), "hotagent listening");
 }
@@ -151,13 +159,13 @@ pub fn take_skip() -> bool {
 /// Also listens in the per-uid registry folder when the environment chose another folder, so a
 /// hotctl without the same variables finds this process. Best effort: a registry folder that
 /// fails the checks (another user made it first) costs the registration only, logged.
-fn register(dir: &std::path::Path, pid: u32, owner: u32) -> Option<(i32, PathBuf)> {
+fn register(dir: &std::path::Path, pid: u32, owner: u32) -> Option<(Fd, PathBuf)> {
     let registry = hotagent_protocol::registry_dir(owner);
     if dir.components().eq(registry.components()) {
         return None;
     }
     match socket_dir::listen(&registry, pid, owner) {
-        Ok(l) => Some((std::os::fd::IntoRawFd::into_raw_fd(l), registry)),
+        Ok(l) => Some((Fd::from(OwnedFd::from(l)), registry)),
         Err(e) => {
             tracing::info!("not registered in {}: {e}", registry.display());
             None
@@ -165,8 +173,8 @@ fn register(dir: &std::path::Path, pid: u32, owner: u32) -> Option<(i32, PathBuf
     }
 }
 
-fn give_up(ours: &[i32], paths: &[PathBuf], e: &std::io::Error) {
-    tracing::warn!("hotagent disabled: cannot start its threads: {e}");
+fn give_up(ours: &[fds::Registered], paths: &[PathBuf], why: &dyn std::fmt::Display) {
+    tracing::warn!("hotagent disabled: {why}");
     WAKE.store(-1, Ordering::SeqCst);
     for &fd in ours {
         fds::close(fd);
@@ -212,7 +220,7 @@ pub(super) fn forget_parent() {
 
 /// One connection the I/O thread reads a request from or writes an answer to.
 struct Conn {
-    fd: i32,
+    fd: fds::Registered,
     input: LineBuf,
     /// The answer, once there is one, and how much of it is sent.
     output: Option<(Vec<u8>, usize)>,
@@ -270,7 +278,7 @@ impl IoLoop {
                 } else {
                     libc::POLLIN
                 };
-                polled.push(pollfd(c.fd, events));
+                polled.push(pollfd(c.fd.raw(), events));
             }
             let now = raw::monotonic_ms();
             if !self.trimmed && now >= self.trim_at {
@@ -358,7 +366,7 @@ impl IoLoop {
     /// Accepts every waiting client; false when the listener is gone for good.
     fn accept_all(&mut self, listener: i32) -> bool {
         loop {
-            let fd = match raw::accept(listener) {
+            let fd = match fd::accept(listener) {
                 Ok(fd) => fd,
                 Err(libc::EAGAIN) => return true,
                 Err(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
@@ -369,15 +377,21 @@ impl IoLoop {
                     return false;
                 }
             };
-            if !peer_allowed(fd) {
-                raw::close(fd);
+            // A refused connection is closed as `fd` drops.
+            if !peer_allowed(fd.raw()) {
                 continue;
             }
-            if self.conns.len() >= MAX_CONNECTIONS || !fds::register(fd) {
-                reply_busy(fd);
-                raw::close(fd);
+            if self.conns.len() >= MAX_CONNECTIONS {
+                reply_busy(fd.raw());
                 continue;
             }
+            let fd = match fds::register(fd) {
+                Ok(fd) => fd,
+                Err(fd) => {
+                    reply_busy(fd.raw());
+                    continue;
+                }
+            };
             self.conns.push(Conn {
                 fd,
                 input: LineBuf::default(),
@@ -397,7 +411,7 @@ impl IoLoop {
                 continue;
             }
             match c.output.take() {
-                Some((bytes, sent)) => match raw::send(c.fd, &bytes[sent..]) {
+                Some((bytes, sent)) => match raw::send(c.fd.raw(), &bytes[sent..]) {
                     Ok(n) if sent + n == bytes.len() => fds::close(c.fd),
                     Ok(n) => {
                         c.output = Some((bytes, sent + n));
@@ -409,7 +423,7 @@ impl IoLoop {
                     }
                     Err(_) => fds::close(c.fd),
                 },
-                None => match c.input.feed(c.fd) {
+                None => match c.input.feed(c.fd.raw()) {
                     Progress::Pending => keep.push(c),
                     Progress::Closed => fds::close(c.fd),
                     Progress::TooLong(n) => {
@@ -442,7 +456,7 @@ impl IoLoop {
         self.conns.retain(|c| {
             let alive = c.deadline > now;
             if !alive {
-                tracing::debug!(fd = c.fd, "hung up on a client that ran out of time");
+                tracing::debug!(fd = c.fd.raw(), "hung up on a client that ran out of time");
                 fds::close(c.fd);
             }
             alive

@@ -25,7 +25,7 @@ static QUEUED: AtomicUsize = AtomicUsize::new(0);
 enum Job {
     /// A client's reload or rollback, with its connection.
     Client {
-        fd: i32,
+        fd: fds::Registered,
         request: Request,
         /// The patch file the client opened and passed along, closed with the job.
         passed: Option<fds::Received>,
@@ -52,7 +52,7 @@ impl Queue {
     /// cannot take more.
     pub fn submit(
         &mut self,
-        fd: i32,
+        fd: fds::Registered,
         request: Request,
         passed: Option<fds::Received>,
     ) -> Result<(), Box<Response>> {
@@ -112,7 +112,7 @@ fn spawn() -> std::io::Result<mpsc::Sender<Job>> {
                     passed,
                 } => {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        serve(fd, &request, passed.as_ref())
+                        serve(fd.raw(), &request, passed.as_ref())
                     }));
                     fds::close(fd);
                     drop(passed);

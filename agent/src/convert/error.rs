@@ -1,7 +1,7 @@
 //! Why a class cannot be converted, each message naming the vtable symbol(s) concerned.
 
 /// A refusal of `hotagent_convert_class` (or of its rollback half).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     #[error("{symbol}: cannot read its {size} bytes at {addr:#x}")]
     Unreadable {
@@ -60,6 +60,6 @@ pub enum ConvertError {
     Thunks {
         old: String,
         new: String,
-        source: std::io::Error,
+        source: crate::entry::error::Errno,
     },
 }

@@ -24,6 +24,7 @@ mod tests_gxx;
 pub use error::ConvertError;
 pub use vtable::{check, Checked, Vtable};
 
+use crate::entry::error::Errno;
 use crate::sys::{object, thunk};
 use once::{code, Core, DOWNGRADE, ENTRY, ENTRY_DOWN, UPGRADE, WAIT};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -119,7 +120,11 @@ impl Class {
         })
         .map_err(|source| {
             let (old, new) = pair_of(core);
-            ConvertError::Thunks { old, new, source }
+            ConvertError::Thunks {
+                old,
+                new,
+                source: Errno::of(&source),
+            }
         })?;
         core.busy_up.store(base + 16, Ordering::Release);
         core.busy_down.store(
@@ -216,7 +221,11 @@ impl Class {
         let t =
             thunk::install(THUNK_SIZE, |_| thunk::encode(&spec).to_vec()).map_err(|source| {
                 let (old, new) = pair_of(self.core);
-                ConvertError::Thunks { old, new, source }
+                ConvertError::Thunks {
+                    old,
+                    new,
+                    source: Errno::of(&source),
+                }
             })?;
         made.push((kind, method, t));
         Ok(t)

@@ -171,33 +171,45 @@ impl Session {
         self.times.get(phase as usize).copied().unwrap_or(0)
     }
 
-    /// `stopped` in words, with the hook's own message.
-    pub fn describe(&self, stopped: Stopped) -> String {
-        let said = self
-            .ctx
-            .failure()
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default();
-        match stopped {
-            Stopped::Refused { phase, code } => {
-                format!("{} refused (returned {code}){said}", phase.hook_name())
-            }
-            Stopped::Failed { phase } => format!("{} failed{said}", phase.hook_name()),
-            Stopped::TimedOut { phase, after } => format!(
-                "{} did not return within {} ms (stopped waiting; its thread is left where it hangs){said}",
-                phase.hook_name(),
-                after.as_millis()
-            ),
-            Stopped::NoThread { phase } => format!(
-                "{} could not run: the agent's hook thread could not be started",
-                phase.hook_name()
-            ),
+    /// `stopped`, with the hook's own message.
+    pub fn describe(&self, stopped: Stopped) -> HookStop {
+        HookStop {
+            stopped,
+            reason: self.ctx.failure(),
         }
     }
 
     /// Whether a hook timed out: its library may still run on the abandoned thread.
     pub fn abandoned(stopped: Stopped) -> bool {
         matches!(stopped, Stopped::TimedOut { .. })
+    }
+}
+
+/// Why a hook stopped its phase, worded for the operator: `reason` is what the patch's own code
+/// recorded with `hotagent_fail`, if anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", stop_words(*.stopped, .reason.as_deref()))]
+pub struct HookStop {
+    pub stopped: Stopped,
+    pub reason: Option<String>,
+}
+
+fn stop_words(stopped: Stopped, reason: Option<&str>) -> String {
+    let said = reason.map(|m| format!(": {m}")).unwrap_or_default();
+    match stopped {
+        Stopped::Refused { phase, code } => {
+            format!("{} refused (returned {code}){said}", phase.hook_name())
+        }
+        Stopped::Failed { phase } => format!("{} failed{said}", phase.hook_name()),
+        Stopped::TimedOut { phase, after } => format!(
+            "{} did not return within {} ms (stopped waiting; its thread is left where it hangs){said}",
+            phase.hook_name(),
+            after.as_millis()
+        ),
+        Stopped::NoThread { phase } => format!(
+            "{} could not run: the agent's hook thread could not be started",
+            phase.hook_name()
+        ),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Why a reload or rollback was refused, with the stable code it carries on the wire.
 
+use super::abandoned::Abandonment;
 use super::guard::StructureError;
+use super::hook_failure::HookFailure;
 use super::private::PrivateError;
 use super::sharing::RedirectFailed;
 use super::write::NoParkedStop;
@@ -268,11 +270,11 @@ pub enum ReloadError {
         failure: String,
     },
     /// The request's deadline passed or its client left before the change started.
-    #[error("{0}")]
-    Abandoned(String),
+    #[error(transparent)]
+    Abandoned(#[from] Abandonment),
     /// A hook of the patch refused, failed or hung: nothing was switched.
-    #[error("{0}")]
-    Hook(String),
+    #[error(transparent)]
+    Hook(#[from] HookFailure),
     /// A load refused after it ran stays mapped (`kept_because` says why it cannot be
     /// unloaded); the refusal keeps its code.
     #[error("{refusal}; {kept_because}: it stays mapped as a refused load (not a generation; nothing was switched to it)")]
@@ -526,5 +528,83 @@ mod tests {
             .to_string()
             .contains("but its first bytes cannot be written: writing its first bytes failed"));
         assert!(blocked.source().unwrap().is::<EntryError>());
+    }
+
+    /// Abandonments and hook failures, once formatted Strings, keep their wire codes and the
+    /// exact words tests and users grep for; their typed causes are reachable as sources.
+    #[test]
+    fn abandonments_and_hook_failures_keep_their_codes_and_words() {
+        use crate::convert::ConvertError;
+        use crate::hooks::{HookError, HookStop, Phase, Stopped};
+        let abandoned = [
+            (Abandonment::DeadlinePassed { late_ms: 7 }, "the request's deadline passed 7 ms before the change could start; nothing was changed"),
+            (Abandonment::ConnectionClosed, "the program closed the client's connection before the change started; nothing was changed"),
+            (Abandonment::ClientLeft, "the client left before the change started; nothing was changed"),
+            (Abandonment::ReadyNotTaken, "the client did not take the ready answer in time; nothing was changed"),
+            (Abandonment::CommitLate { late_ms: 3 }, "the commit was read 3 ms after the request's deadline; nothing was changed"),
+            (Abandonment::NotCommit, "the client answered ready with something other than commit; nothing was changed"),
+            (Abandonment::NoCommit { wait_s: 30 }, "the client did not commit before the deadline or within 30 s of the ready answer; nothing was changed"),
+        ];
+        for (a, words) in abandoned {
+            let e = ReloadError::from(a);
+            assert_eq!(e.code(), ErrorCode::Abandoned, "{e}");
+            assert_eq!(e.to_string(), words);
+        }
+
+        let no_thread = || HookError::NoThread("clone failed".into());
+        let no_downgrade = || ConvertError::NoDowngrade {
+            old: "_ZTV1A".into(),
+            new: "_ZTV1B".into(),
+        };
+        let refused = HookStop {
+            stopped: Stopped::Refused {
+                phase: Phase::Migrate,
+                code: 2,
+            },
+            reason: Some("table too big".into()),
+        };
+        let hooks = [
+            (HookFailure::CannotRun { cause: no_thread(), loaded: false }, format!("the patch's hooks cannot run: {}; nothing was loaded", no_thread())),
+            (HookFailure::CannotRun { cause: no_thread(), loaded: true }, format!("the patch's hooks cannot run: {}; nothing was switched", no_thread())),
+            (HookFailure::MigrateOnProbation { path: "/x/libp.so".into() }, "/x/libp.so has a hotagent_migrate hook, which --probation cannot guard: a revert from the signal handler cannot run hotagent_unmigrate first; reload it without --probation".into()),
+            (HookFailure::ConversionOnProbation { path: "/x/libp.so".into(), classes: 2 }, "/x/libp.so converts objects of 2 classes, which --probation cannot guard (a revert from the signal handler cannot convert them back); nothing was switched".into()),
+            (HookFailure::NoEntryThunk { cause: no_downgrade() }, format!("hotagent_convert_class: {}; nothing was switched", no_downgrade())),
+            (HookFailure::Stopped { stop: refused.clone(), undone: "nothing was switched" }, "hotagent_migrate refused (returned 2): table too big; nothing was switched".into()),
+            (HookFailure::ProbeRefused { reason: "hotagent_prepare failed".into() }, "hotagent_prepare failed (in the probe's throwaway copy of this process); nothing was loaded here".into()),
+            (HookFailure::ProbeCrashed { path: "/x/libp.so".into(), hook: "hotagent_migrate".into(), how: "signal 11".into() }, "/x/libp.so: its hotagent_migrate crashed a throwaway copy of this process (signal 11); nothing was loaded here".into()),
+            (HookFailure::ProbeHung { path: "/x/libp.so".into(), hook: "hotagent_prepare".into(), ms: 500 }, "/x/libp.so: its hotagent_prepare did not return within 500 ms in a throwaway copy of this process (--hook-timeout sets the limit); nothing was loaded here".into()),
+            (HookFailure::ClassesStuck { generation: 4, cause: no_downgrade() }, format!("cannot roll back generation 4: {}; objects on the new layout may exist, and the old code cannot run on them; nothing was changed: generation 4 still runs", no_downgrade())),
+            (HookFailure::NoRollbackThunk { generation: 4, cause: no_downgrade() }, format!("cannot roll back generation 4: {}; nothing was changed", no_downgrade())),
+            (HookFailure::UnmigrateCannotRun { generation: 4, cause: no_thread() }, format!("cannot roll back generation 4: its hotagent_unmigrate cannot run: {}; nothing was changed", no_thread())),
+            (HookFailure::UnmigrateStopped { generation: 4, stop: refused.clone() }, "cannot roll back generation 4: hotagent_migrate refused (returned 2): table too big; nothing was changed: generation 4 still runs".into()),
+        ];
+        for (h, words) in hooks {
+            let e = ReloadError::from(h);
+            assert_eq!(e.code(), ErrorCode::HookRefused, "{e}");
+            assert_eq!(e.to_string(), words);
+        }
+
+        // A hook's stop words, as `Session::describe` gave them when they were a String.
+        let timed_out = HookStop {
+            stopped: Stopped::TimedOut {
+                phase: Phase::Prepare,
+                after: std::time::Duration::from_millis(250),
+            },
+            reason: None,
+        };
+        assert_eq!(timed_out.to_string(), "hotagent_prepare did not return within 250 ms (stopped waiting; its thread is left where it hangs)");
+        let failed = HookStop {
+            stopped: Stopped::Failed {
+                phase: Phase::Prepare,
+            },
+            reason: Some("no room".into()),
+        };
+        assert_eq!(failed.to_string(), "hotagent_prepare failed: no room");
+        let stuck = ReloadError::from(HookFailure::ClassesStuck {
+            generation: 1,
+            cause: no_downgrade(),
+        });
+        let cause = stuck.source().unwrap();
+        assert_eq!(cause.downcast_ref::<ConvertError>(), Some(&no_downgrade()));
     }
 }

@@ -10,6 +10,7 @@
 
 use super::check::PatchFile;
 use super::error::ReloadError;
+use super::hook_failure::HookFailure;
 use super::previous::file_symbols;
 use super::state::Agent;
 use crate::convert::{Class, Vtable};
@@ -35,8 +36,12 @@ pub(super) fn find_hooks(patch: &PatchFile, handle: dl::Handle) -> Hooks {
 }
 
 /// A refusal by a hook, worded for the operator.
-pub(super) fn hook_error(session: &Session, why: Stopped, undone: &str) -> ReloadError {
-    ReloadError::Hook(format!("{}; {undone}", session.describe(why)))
+pub(super) fn hook_error(session: &Session, why: Stopped, undone: &'static str) -> ReloadError {
+    HookFailure::Stopped {
+        stop: session.describe(why),
+        undone,
+    }
+    .into()
 }
 
 impl Agent {
@@ -110,7 +115,7 @@ impl Agent {
                 }
                 mark(phase.hook_name());
                 if let Err(why) = session.run(phase) {
-                    return Some(session.describe(why));
+                    return Some(session.describe(why).to_string());
                 }
             }
             None

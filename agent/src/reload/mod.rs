@@ -12,6 +12,7 @@
 //! `sys::probe`, `plan` (which slots), `write` (the locked pass), `rollback`, and `state` (what
 //! the agent remembers between requests).
 
+mod abandoned;
 mod alias;
 mod check;
 mod discard;
@@ -19,6 +20,7 @@ mod entries;
 mod error;
 mod facts;
 mod guard;
+mod hook_failure;
 mod hooked;
 mod identify;
 mod index;
@@ -44,9 +46,11 @@ mod transaction;
 mod unchanged;
 mod write;
 
+pub use abandoned::Abandonment;
 pub use check::{check_bytes, PatchFile};
 pub use error::ReloadError;
 pub use facts::StagedFacts;
+pub use hook_failure::HookFailure;
 pub use hooked::hook_timeout;
 pub use identify::ModuleId;
 pub use plan::{plan_slots, Binding, Plan, Tally};

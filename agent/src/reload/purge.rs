@@ -17,7 +17,7 @@ use super::plan::{plan_slots, Binding};
 use super::state::{micros, Agent, StagedLib};
 use super::write::self_base;
 use crate::sys::stacks::{find_inside, Inside};
-use crate::sys::{dl, phdr, raw};
+use crate::sys::{dl, phdr, raw, sealed};
 use hotagent_protocol::{ErrorCode, PurgeReport};
 use std::time::Instant;
 
@@ -215,13 +215,8 @@ impl Agent {
         if still {
             // RTLD_NODELETE or unique symbols: the loader keeps it, so its descriptor stays ours.
             tracing::warn!(label = d.label, "the loader keeps the purged copy mapped");
-        } else if let Some(fd) = d
-            .lib
-            .path
-            .strip_prefix("/proc/self/fd/")
-            .and_then(|n| n.parse::<i32>().ok())
-        {
-            raw::close(fd);
+        } else {
+            sealed::close_kept(&d.lib.path);
         }
         let within = |a: u64| d.ranges.iter().any(|&(lo, hi)| a >= lo && a < hi);
         for r in &mut self.replaced {

@@ -9,6 +9,7 @@
 
 use super::entries::{entry_warnings, pause_warnings, SiteWant};
 use super::error::ReloadError;
+use super::hook_failure::HookFailure;
 use super::hooked::let_conversions_go;
 use super::plan::Binding;
 use super::report::report;
@@ -146,10 +147,10 @@ impl Agent {
         let mut out = Vec::new();
         for class in &gen.classes {
             let writes = class.rollback_writes().map_err(|e| {
-                ReloadError::Hook(format!(
-                    "cannot roll back generation {n}: {e}; objects on the new layout may exist, and the old code cannot run on them; nothing was changed: generation {n} still runs",
-                    n = gen.number
-                ))
+                ReloadError::from(HookFailure::ClassesStuck {
+                    generation: gen.number,
+                    cause: e,
+                })
             })?;
             out.extend(
                 writes
@@ -175,10 +176,10 @@ impl Agent {
                         continue;
                     }
                     let thunk = class.rollback_entry_thunk(old).map_err(|e| {
-                        ReloadError::Hook(format!(
-                            "cannot roll back generation {}: {e}; nothing was changed",
-                            gen.number
-                        ))
+                        ReloadError::from(HookFailure::NoRollbackThunk {
+                            generation: gen.number,
+                            cause: e,
+                        })
                     })?;
                     if !self.replaced[i].known.contains(&thunk) {
                         self.replaced[i].known.push(thunk);
@@ -209,10 +210,10 @@ impl Agent {
         Session::open(ctx, gen.hooks, hook_timeout)
             .map(Some)
             .map_err(|e| {
-                ReloadError::Hook(format!(
-                    "cannot roll back generation {}: its hotagent_unmigrate cannot run: {e}; nothing was changed",
-                    gen.number
-                ))
+                ReloadError::from(HookFailure::UnmigrateCannotRun {
+                    generation: gen.number,
+                    cause: e,
+                })
             })
     }
 
@@ -225,10 +226,11 @@ impl Agent {
     ) -> ReloadError {
         let n = gen.number;
         match (e, session) {
-            (ParkedError::Hook(why), Some(s)) => ReloadError::Hook(format!(
-                "cannot roll back generation {n}: {}; nothing was changed: generation {n} still runs",
-                s.describe(why)
-            )),
+            (ParkedError::Hook(why), Some(s)) => HookFailure::UnmigrateStopped {
+                generation: n,
+                stop: s.describe(why),
+            }
+            .into(),
             (ParkedError::Hook(_), None) => ReloadError::HookWithoutSession,
             (ParkedError::Write(e), _) => e,
             (ParkedError::NoStop(cause), _) => {

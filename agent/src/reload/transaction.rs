@@ -5,6 +5,7 @@
 use super::check::{check_parsed, map_staged, PatchFile};
 use super::entries::{entry_warnings, pause_warnings};
 use super::error::ReloadError;
+use super::hook_failure::HookFailure;
 use super::hooked::{find_hooks, hook_error, hook_timeout, let_conversions_go};
 use super::lookup;
 use super::modules;
@@ -109,10 +110,9 @@ impl Agent {
         // The hook thread is the agent's, not one the library started: made before the undo
         // point counts the threads.
         if HOOK_NAMES.iter().any(|h| checked.patch.exports_function(h)) {
-            crate::hooks::runner::ready().map_err(|e| {
-                ReloadError::Hook(format!(
-                    "the patch's hooks cannot run: {e}; nothing was loaded"
-                ))
+            crate::hooks::runner::ready().map_err(|e| HookFailure::CannotRun {
+                cause: e,
+                loaded: false,
             })?;
         }
         // Before our dlopen: the new copy's constructors may already touch shared state.
@@ -194,9 +194,7 @@ impl Agent {
         }
         self.refuse_copied(&matches, path)?;
         if req.probation_ms.unwrap_or(0) > 0 && patch.exports_function(MIGRATE) {
-            return Err(ReloadError::Hook(format!(
-                "{path} has a hotagent_migrate hook, which --probation cannot guard: a revert from the signal handler cannot run hotagent_unmigrate first; reload it without --probation"
-            )));
+            return Err(HookFailure::MigrateOnProbation { path: path.into() }.into());
         }
         let keeps = self.entry_aliases(&patch, &module, &matches)?;
         // The lookups `resolve` makes after the load, answered from the file: a dry run, with
@@ -385,10 +383,11 @@ impl Agent {
         let t = Instant::now();
         let (resolved, methods) = self.through_entry_thunks(&c, resolved, &classes)?;
         if !classes.is_empty() && req.probation_ms.unwrap_or(0) > 0 {
-            return Err(ReloadError::Hook(format!(
-                "{path} converts objects of {} classes, which --probation cannot guard (a revert from the signal handler cannot convert them back); nothing was switched",
-                classes.len()
-            )));
+            return Err(HookFailure::ConversionOnProbation {
+                path: path.into(),
+                classes: classes.len(),
+            }
+            .into());
         }
         let marker = match req.probation_ms.unwrap_or(0) {
             0 => None,
@@ -595,9 +594,10 @@ impl Agent {
             self.hook_context(&c.module, number, self.generation(), staged, &req.path);
         let mut session =
             Session::open(ctx, hooks, hook_timeout(req.hook_timeout_ms)).map_err(|e| {
-                ReloadError::Hook(format!(
-                    "the patch's hooks cannot run: {e}; nothing was switched"
-                ))
+                HookFailure::CannotRun {
+                    cause: e,
+                    loaded: true,
+                }
             })?;
         if let Err(why) = session.run(Phase::Prepare) {
             return Err(self.refused_by_hook(&session, why));
@@ -631,11 +631,9 @@ impl Agent {
                         old: (m.old.addr, m.old.addr + m.old.size.max(1)),
                         new: (*addr, *addr + m.new.size.max(1)),
                     });
-                    *addr = class.entry_thunk(*addr).map_err(|e| {
-                        ReloadError::Hook(format!(
-                            "hotagent_convert_class: {e}; nothing was switched"
-                        ))
-                    })?;
+                    *addr = class
+                        .entry_thunk(*addr)
+                        .map_err(|e| HookFailure::NoEntryThunk { cause: e })?;
                 }
             }
         }
@@ -1007,7 +1005,14 @@ fn probe(
             .get(i)
             .map_or(("?", None), |(n, v)| (n.as_str(), v.as_deref()))
     };
-    match probe_load(staged, lookups, &|a| module.contains(a), deps, PROBE_TIMEOUT, hooks) {
+    match probe_load(
+        staged,
+        lookups,
+        &|a| module.contains(a),
+        deps,
+        PROBE_TIMEOUT,
+        hooks,
+    ) {
         Ok(Probe::Loaded) => Ok(()),
         Ok(Probe::NotFound(i)) => Err(lookup::not_found(path, asked(i).0, asked(i).1)),
         Ok(Probe::ResolvesBack(i)) => Err(lookup::resolves_back(path, asked(i).0, &module.path)),
@@ -1028,15 +1033,19 @@ fn probe(
             path: path.into(),
             secs: PROBE_TIMEOUT.as_secs(),
         }),
-        Ok(Probe::HookRefused(why)) => Err(ReloadError::Hook(format!(
-            "{why} (in the probe's throwaway copy of this process); nothing was loaded here"
-        ))),
-        Ok(Probe::HookCrashed(hook, how)) => Err(ReloadError::Hook(format!(
-            "{path}: its {hook} crashed a throwaway copy of this process ({how}); nothing was loaded here"
-        ))),
-        Ok(Probe::HookHung(hook)) => Err(ReloadError::Hook(format!(
-            "{path}: its {hook} did not return within {each} ms in a throwaway copy of this process (--hook-timeout sets the limit); nothing was loaded here"
-        ))),
+        Ok(Probe::HookRefused(reason)) => Err(HookFailure::ProbeRefused { reason }.into()),
+        Ok(Probe::HookCrashed(hook, how)) => Err(HookFailure::ProbeCrashed {
+            path: path.into(),
+            hook,
+            how,
+        }
+        .into()),
+        Ok(Probe::HookHung(hook)) => Err(HookFailure::ProbeHung {
+            path: path.into(),
+            hook,
+            ms: each,
+        }
+        .into()),
         Err(e) => Err(ReloadError::ProbeUnstartable {
             path: path.into(),
             cause: super::error::IoErrno::of(&e),

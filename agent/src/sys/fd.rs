@@ -4,7 +4,7 @@
 
 use super::raw::{self, Errno};
 use std::ffi::CStr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 /// A descriptor of ours, closed on drop.
 #[derive(Debug)]
@@ -38,12 +38,34 @@ impl Fd {
     }
 }
 
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd.into_raw_fd())
+    }
+}
+
 impl Drop for Fd {
     fn drop(&mut self) {
         if self.0 >= 0 {
-            raw::close(self.0);
+            // SAFETY: ours alone (`from_raw`'s promise) and not disowned; dropped once.
+            unsafe { raw::close(self.0) };
         }
     }
+}
+
+/// `accept4(2)` on `listener`, the connection owned (see `raw::accept`).
+pub fn accept(listener: i32) -> Result<Fd, Errno> {
+    raw::accept(listener).map(Fd)
+}
+
+/// A connected pair of Unix stream sockets, owned (see `raw::socketpair`).
+pub fn socketpair() -> Result<(Fd, Fd), Errno> {
+    raw::socketpair().map(|(a, b)| (Fd(a), Fd(b)))
+}
+
+/// `raw::recv_with_fd`, the descriptor passed along owned.
+pub fn recv_with_fd(fd: i32, buf: &mut [u8]) -> Result<(usize, Option<Fd>), Errno> {
+    raw::recv_with_fd(fd, buf).map(|(n, passed)| (n, passed.map(Fd)))
 }
 
 /// `openat(dir, path, flags | O_CLOEXEC)`; `dir` is `AT_FDCWD` for a path from here.

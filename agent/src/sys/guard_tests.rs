@@ -389,8 +389,11 @@ fn crash_reruns_on_old(a0: u64, signal: i32) {
     // Reverted: the next call goes straight to old.
     let (r, i, d, s) = call_many(set.stub(0), a0);
     assert_eq!(r, mix(i, d, s) ^ OLD_TAG);
-    raw::close(rx);
-    raw::close(tx);
+    // SAFETY: the test's own pair, used no more.
+    unsafe {
+        raw::close(rx);
+        raw::close(tx);
+    }
 }
 
 #[test]
@@ -677,8 +680,11 @@ fn probation_and_the_fatal_watch_coexist_in_either_order() {
     crate::sys::fatal::disarm();
     assert_eq!(raw::rt_sigaction(libc::SIGSEGV, None).unwrap(), original);
     let _ = probation::take_reverted();
-    raw::close(rx);
-    raw::close(tx);
+    // SAFETY: the test's own pair, used no more.
+    unsafe {
+        raw::close(rx);
+        raw::close(tx);
+    }
 }
 
 #[test]

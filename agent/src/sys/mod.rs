@@ -7,6 +7,7 @@ pub mod dirfd;
 pub mod dl;
 pub mod fatal;
 pub mod fd;
+pub mod fd_registry;
 pub mod guard;
 pub mod hooks_ffi;
 pub mod mem;

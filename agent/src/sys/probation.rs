@@ -381,5 +381,6 @@ fn mark(set: &GuardSet, sig: i32, c: &Crash) {
         line.push(set.function(f).name.as_bytes());
     }
     let _ = raw::write_all(fd, line.newline());
-    raw::close(fd);
+    // SAFETY: created above by this function, used no more.
+    unsafe { raw::close(fd) };
 }

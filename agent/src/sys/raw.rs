@@ -165,6 +165,7 @@ pub fn recv_with_fd(fd: i32, buf: &mut [u8]) -> Result<(usize, Option<i32>), Err
                     if got.is_none() {
                         got = Some(passed);
                     } else {
+                        // SAFETY: just passed to us by the kernel: ours alone, unused.
                         close(passed);
                     }
                 }
@@ -193,8 +194,12 @@ pub fn accept(fd: i32) -> Result<i32, Errno> {
 }
 
 /// `close(2)`.
-pub fn close(fd: i32) {
-    // SAFETY: the caller owns fd; close has no memory arguments.
+///
+/// # Safety
+/// The caller owns `fd` (it is the agent's, not a number the program opened or reused) and
+/// nobody uses or closes it after: closing another's number closes their file under them.
+pub unsafe fn close(fd: i32) {
+    // SAFETY: close has no memory arguments; ownership is the caller's promise.
     let _ = unsafe { syscall(libc::SYS_close, &[fd as usize]) };
 }
 
@@ -451,7 +456,8 @@ pub fn read_file_into(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, E
             Err(e) => break Err(e),
         }
     };
-    close(fd);
+    // SAFETY: opened at the top of this function, used no more.
+    unsafe { close(fd) };
     result
 }
 
@@ -467,7 +473,8 @@ pub fn read_file(path: &core::ffi::CStr) -> Result<Vec<u8>, Errno> {
             Err(e) => break Err(e),
         }
     };
-    close(fd);
+    // SAFETY: opened at the top of this function, used no more.
+    unsafe { close(fd) };
     result.map(|()| out)
 }
 
@@ -726,7 +733,8 @@ mod tests {
         assert_eq!(read(b, &mut buf), Ok(1));
         assert_eq!(recv_with_fd(rx, &mut buf), Err(libc::EAGAIN));
         for fd in [rx, tx, a, b, got] {
-            close(fd);
+            // SAFETY: the test's own descriptors, used no more.
+            unsafe { close(fd) };
         }
     }
 
@@ -744,8 +752,11 @@ mod tests {
         assert_eq!(poll(&mut p, Some(1000)), Ok(1));
         drain(rx);
         assert_eq!(poll(&mut p, Some(0)), Ok(0));
-        close(rx);
-        close(tx);
+        // SAFETY: the test's own pair, used no more.
+        unsafe {
+            close(rx);
+            close(tx);
+        }
     }
 
     #[test]

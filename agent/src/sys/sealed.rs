@@ -5,7 +5,7 @@
 //! `read` or `mmap`, and later reloads must not depend on it.
 
 use super::fd;
-use super::raw::{syscall, Errno};
+use super::raw::{self, syscall, Errno};
 
 /// The seals that make a memfd immutable: no shrinking (a mapping cannot SIGBUS), no growing, no
 /// writing, and no removing or adding seals.
@@ -298,6 +298,24 @@ impl Drop for Sealed {
             self.fd.disown();
         }
     }
+}
+
+/// Closes the copy a [`Sealed::keep`] kept, named by its module's path `/proc/self/fd/N`, once
+/// the loader has unloaded that module; other paths are left alone.
+///
+/// The number is ours: `keep` left it open for the module and nothing else closes it. The
+/// program could still have closed it and reused the number (as for any kept copy, this is not
+/// checked: its identity is not kept with the module; see `purge.rs`).
+pub fn close_kept(path: &str) {
+    let Some(fd) = path
+        .strip_prefix("/proc/self/fd/")
+        .and_then(|n| n.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the copy `keep` disowned for the module loaded from it, which is unloaded now: no
+    // loader mapping and no agent code uses the number after this (the caller's contract).
+    unsafe { raw::close(fd) };
 }
 
 /// The read-only bytes of a [`Sealed`] memfd.

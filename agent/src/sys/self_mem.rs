@@ -20,7 +20,8 @@ impl ProcMem {
 
 impl Drop for ProcMem {
     fn drop(&mut self) {
-        raw::close(self.0);
+        // SAFETY: the descriptor `open_proc_mem` opened for this value alone; dropped once.
+        unsafe { raw::close(self.0) };
     }
 }
 

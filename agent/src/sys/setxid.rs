@@ -368,7 +368,8 @@ fn main_uids() -> Option<[u32; 3]> {
     .ok()? as i32;
     // The Uid line is among the first dozen: one read is enough.
     let n = raw::read(fd, &mut buf);
-    raw::close(fd);
+    // SAFETY: opened above by this function, used no more.
+    unsafe { raw::close(fd) };
     parse_uids(&buf[..n.ok()?])
 }
 

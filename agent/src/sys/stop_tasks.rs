@@ -84,7 +84,8 @@ impl Tasks {
                 off += reclen;
             }
         }
-        raw::close(fd);
+        // SAFETY: opened at the top of this function, used no more.
+        unsafe { raw::close(fd) };
         result
     }
 }

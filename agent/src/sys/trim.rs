@@ -49,7 +49,8 @@ pub fn release_own_pages() -> u64 {
             released += hi - lo;
         }
     }
-    raw::close(pagemap);
+    // SAFETY: opened by this function, used no more.
+    unsafe { raw::close(pagemap) };
     released
 }
 
