@@ -145,8 +145,10 @@ const TARGETS: &[Target] = &[
         bound: Bound::Us(100.0),
         why: "loading and relocating libhotagent.so itself (a Rust library of about 2.7 MB: its \
               relocations and page faults, expensive in this VM — the HOTAGENT_SKIP row, which \
-              starts nothing) and then the socket, its registry entry and the I/O thread; an \
-              empty preload costs the floor",
+              starts nothing), then its socket (an inode on this ext4 /tmp) and its I/O thread; \
+              a C stub that only binds a socket and starts a thread adds 90–120 µs here, so the \
+              target needs a small preloaded stub that loads the agent at first contact \
+              (docs/design.md, \"Start-up cost\"); an empty preload costs the floor",
     },
     Target {
         figure: "idle: agent thread wake-ups",
