@@ -11,7 +11,6 @@
 
 use super::error::EntryError;
 use super::{arch::JUMP_LEN, Entries, Holds, Pause, Pending, Retarget, CONFLICT_BUDGET};
-use crate::sys::stop_observe::Sleepers;
 use crate::sys::{membarrier, raw, stop, stop_observe, trap};
 use std::time::Duration;
 
@@ -61,8 +60,7 @@ impl Entries {
         stop_observe::take_longest_look_cpu();
         trap::take_longest_cpu();
         // One look first: a thread that cannot be looked at refuses before any byte changes.
-        let first =
-            stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT, Sleepers::SeenWhereTheySleep)?;
+        let first = stop_observe::observe_others(&mut tasks, LOOK_TIMEOUT, &[])?;
         pause.threads = first.threads();
         pause.rounds = 1;
         membarrier::prepare();
@@ -142,11 +140,11 @@ impl Entries {
         }
         membarrier::sync_cores();
         let mut failure = None;
-        // The first look leaves sleepers asleep; once a thread was seen inside bytes to change,
-        // later looks signal everyone, which wakes one asleep there and moves it out.
-        let mut sleepers = Sleepers::SeenWhereTheySleep;
+        // Sleepers are seen where they sleep; a thread seen inside bytes still to change is
+        // signalled by the next look, which wakes one asleep there and moves it out.
+        let mut wake: Vec<i32> = Vec::new();
         loop {
-            let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT, sleepers) {
+            let looked = match stop_observe::observe_others(tasks, LOOK_TIMEOUT, &wake) {
                 Ok(o) => o,
                 Err(e) if raw::monotonic() >= deadline => {
                     failure = Some(EntryError::NoLook(e));
@@ -192,7 +190,12 @@ impl Entries {
             if armed.is_empty() {
                 break;
             }
-            sleepers = Sleepers::Woken;
+            let windows: Vec<u64> = armed
+                .iter()
+                .map(|&i| self.sites[pending[i].site].window)
+                .collect();
+            wake =
+                looked.tids_where(|pc| windows.iter().any(|&w| pc > w && pc < w + JUMP_LEN as u64));
             if raw::monotonic() >= deadline {
                 break;
             }

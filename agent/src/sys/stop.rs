@@ -300,7 +300,7 @@ pub(super) fn park_all(
             // /proc/self/task/TID/syscall, without a signal to wake it (and its program's
             // call interrupted). Only with the cores synchronised by membarrier after each
             // write: the signal's return was the other way a woken thread got serialised.
-            if observing && tasks.sleeping.contains(&tid) {
+            if observing && tasks.sleeping.contains(&tid) && !tasks.wake.contains(&tid) {
                 if let Some((pc, in_syscall)) = task::asleep_at(tid) {
                     slot.pc.store(pc, Ordering::Relaxed);
                     let alt = if in_syscall { pc.wrapping_sub(2) } else { 0 };

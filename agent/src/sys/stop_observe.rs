@@ -43,6 +43,19 @@ impl Observed {
             .flatten()
     }
 
+    /// The threads (by tid) that were at a place `at` accepts.
+    pub fn tids_where(&self, mut at: impl FnMut(u64) -> bool) -> Vec<i32> {
+        SLOTS[..self.count]
+            .iter()
+            .filter(|s| s.tid.load(Ordering::Relaxed) > 0)
+            .filter(|s| {
+                let alt = s.alt_pc.load(Ordering::Acquire);
+                at(s.pc.load(Ordering::Acquire)) || (alt != 0 && at(alt))
+            })
+            .map(|s| s.tid.load(Ordering::Relaxed))
+            .collect()
+    }
+
     pub fn threads(&self) -> usize {
         SLOTS[..self.count]
             .iter()
@@ -61,23 +74,17 @@ pub fn take_longest_look_cpu() -> Duration {
     Duration::from_nanos(LONGEST_LOOK_CPU_NS.swap(0, Ordering::AcqRel))
 }
 
-/// How a look treats a thread asleep in the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sleepers {
-    /// Seen where it sleeps, through /proc: no signal wakes it or cuts its wait short.
-    SeenWhereTheySleep,
-    /// Signalled like the others: a thread asleep inside bytes about to change (a system call
-    /// made from an entry's first bytes) is woken by it, and returns out of the way.
-    Woken,
-}
-
-/// Looks at every other thread once, waiting at most `timeout` for each to answer. Refused when
-/// a thread blocks the stop signal or SIGTRAP: the first cannot be looked at, and the second
-/// would be killed by the trap (the kernel forces a blocked SIGTRAP to its default action).
+/// Looks at every other thread once, waiting at most `timeout` for each to answer. A thread
+/// asleep in the kernel is seen where it sleeps, through /proc, and not woken — except those in
+/// `wake`, which are signalled like running ones (one asleep inside bytes about to change, a
+/// system call made from an entry's first bytes, is woken and returns out of the way). Refused
+/// when a thread blocks the stop signal or SIGTRAP: the first cannot be looked at, and the
+/// second would be killed by the trap (the kernel forces a blocked SIGTRAP to its default
+/// action).
 pub fn observe_others(
     tasks: &mut Tasks,
     timeout: Duration,
-    sleepers: Sleepers,
+    wake: &[i32],
 ) -> Result<Observed, StopError> {
     let sig = ours()?;
     // glibc blocks every signal for a moment while a thread starts or exits, and a thread leaving
@@ -114,7 +121,9 @@ pub fn observe_others(
     SLOT_COUNT.store(0, Ordering::SeqCst);
     OBSERVING.store(round, Ordering::SeqCst);
     ROUND.store(round, Ordering::SeqCst);
-    tasks.see_asleep = sleepers == Sleepers::SeenWhereTheySleep;
+    tasks.see_asleep = true;
+    tasks.wake.clear();
+    tasks.wake.extend_from_slice(wake);
     let result = park_all(tasks, sig, round, raw::monotonic() + timeout);
     tasks.see_asleep = false;
     ROUND.store(0, Ordering::SeqCst);

@@ -30,6 +30,8 @@ pub struct Tasks {
     /// The look in progress may see a sleeping thread through /proc instead of signalling it
     /// (set by `stop_observe::observe_others` for its own round only).
     pub(super) see_asleep: bool,
+    /// Threads the look in progress signals even if asleep.
+    pub(super) wake: Vec<i32>,
     /// The blockers, each where it sleeps, seen while the others were parked.
     pub(super) asleep: Vec<(i32, Asleep)>,
 }
@@ -43,6 +45,7 @@ impl Default for Tasks {
             sleeping: Vec::with_capacity(MAX_THREADS),
             trap_blockers: Vec::with_capacity(MAX_THREADS),
             see_asleep: false,
+            wake: Vec::with_capacity(MAX_THREADS),
             asleep: Vec::with_capacity(MAX_THREADS),
         }
     }
