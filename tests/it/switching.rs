@@ -8,16 +8,18 @@ use crate::common::{entry_in, symbol};
 use hotagent_tests::protocol::EntryState;
 use hotagent_tests::*;
 
+/// Field `name` (e.g. `calls=`) of a `stats` line of the threads fixture.
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
 /// `calls=N bad=M ...` from the threads fixture: (calls, bad).
 fn stats(t: &mut Target) -> (u64, u64) {
     let line = t.cmd("stats");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-    };
-    (field("calls="), field("bad="))
+    (field(&line, "calls="), field(&line, "bad="))
 }
 
 /// Polls (with a deadline) until the workers have made more calls than `since`.
@@ -213,11 +215,7 @@ fn a_switch_too_big_for_the_trap_table_stops_instead_and_leaves_no_int3() {
 
 /// `eintr=N` from the threads fixture: waits of its sleeping threads a signal interrupted.
 fn interrupted_waits(t: &mut Target) -> u64 {
-    let line = t.cmd("stats");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("eintr="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no eintr in {line:?}"))
+    field(&t.cmd("stats"), "eintr=")
 }
 
 /// Threads asleep in the kernel (epoll_wait, nanosleep, pause, and four more in epoll_wait, as a

@@ -25,17 +25,8 @@ fn errno_words(e: i32) -> String {
     }
 }
 
-/// An errno shown exactly as `std::io::Error` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{}", std::io::Error::from_raw_os_error(*.0))]
-pub struct IoErrno(pub i32);
-
-impl IoErrno {
-    /// The errno of an error from a system call (EIO when it carries none).
-    pub fn of(e: &std::io::Error) -> IoErrno {
-        IoErrno(e.raw_os_error().unwrap_or(libc::EIO))
-    }
-}
+/// An errno shown exactly as `std::io::Error` shows it (one type with the entries' errors).
+pub use crate::entry::error::Errno as IoErrno;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReloadError {
