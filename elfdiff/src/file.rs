@@ -130,7 +130,7 @@ impl<'a> FileView<'a> {
             .program_headers
             .iter()
             .filter(|p| p.p_type == ph::PT_GNU_RELRO)
-            .map(|p| (p.p_vaddr, p.p_vaddr + p.p_memsz))
+            .map(|p| (p.p_vaddr, p.p_vaddr.saturating_add(p.p_memsz)))
             .collect();
         let mut private = Vec::new();
         let mut tls_sections = Vec::new();
@@ -153,7 +153,10 @@ impl<'a> FileView<'a> {
             }
             let in_relro = relro
                 .iter()
-                .any(|&(a, b)| a <= s.sh_addr && s.sh_addr + s.sh_size <= b);
+                // Checked: a crafted section's address and size may add past 2^64.
+                .any(|&(a, b)| {
+                    a <= s.sh_addr && s.sh_addr.checked_add(s.sh_size).is_some_and(|end| end <= b)
+                });
             let loader_owned = NOT_STATE.contains(&name.as_str())
                 || matches!(
                     s.sh_type,
