@@ -54,10 +54,10 @@ impl Flat {
     /// and whether the targets were met.
     pub fn verdict(&self, cycles: usize, rss_end: u64) -> (String, bool) {
         let (Some(rss_100), Some(time_10)) = (self.rss_100, self.time_10) else {
-            return (format!("{cycles} cycles: too few to judge flatness"), true);
+            return (format!("{cycles} cycles: too few to judge flatness."), true);
         };
         if cycles < MIN_CYCLES {
-            return (format!("{cycles} cycles: too few to judge flatness"), true);
+            return (format!("{cycles} cycles: too few to judge flatness."), true);
         }
         let time_end = self.median();
         let grew = rss_end.saturating_sub(rss_100);
