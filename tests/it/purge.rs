@@ -1,6 +1,7 @@
 //! `hotctl purge GEN` unloads a retired generation once nothing the agent can see leads into it;
 //! it is refused, naming why, for the current generation, a live one, generation 0, an unknown
-//! one, and while a thread will return into its code. Calls work after it.
+//! one, while a thread will return into its code, and while a GOT slot leads into it. Calls work
+//! after it.
 
 use crate::common::{assert_foo, basic, V1, V2, V3};
 use crate::reuse::memfd_copies;
@@ -71,6 +72,45 @@ fn refused_while_a_thread_will_return_into_it_then_unloaded() {
     t.expect("release", 201);
     rollback(&t);
     t.expect("version", 1);
+    t.finish().assert_clean();
+}
+
+/// Another PLT hooker in the process (plthook, bhook) saved the executable's GOT slot for
+/// `foo_version` while generation 1 was current, and writes the saved value back after the
+/// rollback, as such a library does when it unhooks: the slot leads into the retired copy again.
+/// Calls through it still run the current code (the copy's entry jumps there), but once the copy
+/// were unloaded they would land on unmapped memory: the purge is refused, naming the slot, until
+/// the slot holds something else.
+#[test]
+fn refused_while_a_got_slot_leads_into_it() {
+    let mut t = basic(CFG);
+    t.expect("version", 1); // binds the lazy slot
+    let original = t.cmd("got foo_version");
+    assert!(!original.starts_with("error"), "{original}");
+    reload(&t, &CFG.path("libfoo_v2.so"), &["--no-probe"]);
+    let saved = t.cmd("got foo_version");
+    assert_ne!(saved, original, "the reload did not write the slot");
+    assert_eq!(rollback(&t).generation, 0);
+    assert_eq!(t.cmd("got foo_version"), original, "rollback left the slot");
+    t.expect(&format!("gotset foo_version {saved}"), "ok");
+    t.expect("version", 1); // through the retired copy's entry, which jumps to the current code
+    refused(
+        &t,
+        "1",
+        "slot(s) for foo_version still hold its address (basic)",
+    );
+    assert_eq!(
+        memfd_copies(t.pid()).len(),
+        1,
+        "a refused purge unloaded it"
+    );
+    t.expect("version", 1);
+
+    t.expect(&format!("gotset foo_version {original}"), "ok");
+    let out = hotctl(&t, &["purge", "1"]);
+    assert!(out.success(), "{out}");
+    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    assert_foo(&mut t, &V1);
     t.finish().assert_clean();
 }
 
