@@ -131,7 +131,7 @@ impl Watch {
 
 /// The state letter and `exit_code` (field 52) of `/proc/PID/stat`.
 fn proc_state(pid: u32) -> Option<(u8, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = crate::procfs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
 

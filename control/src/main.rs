@@ -26,6 +26,7 @@ mod output;
 mod passfd;
 mod persisted;
 mod places;
+mod procfs;
 mod purge;
 mod quick_connect;
 mod reload;

@@ -159,7 +159,7 @@ fn find_pid(dir: &Path, pid: u32) -> Result<Target> {
 
 /// The socket folder process `pid` chose by its own environment, if it can be read.
 fn own_folder(pid: u32) -> Option<PathBuf> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let environ = crate::procfs::read(format!("/proc/{pid}/environ")).ok()?;
     let var = |name: &str| {
         environ.split(|&b| b == 0).find_map(|kv| {
             let value = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
@@ -231,7 +231,7 @@ fn is_launcher(exe: &str) -> bool {
 
 /// The parent pid, from `/proc/PID/stat` (after the last `)`: the name may hold anything).
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::procfs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }

@@ -9,18 +9,22 @@ pub fn json(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
     writeln!(out)
 }
 
-/// An agent's report: the one JSON document `--json` promises, or `human`'s text.
+/// An agent's report: the one JSON document `--json` promises, or `human`'s text. Built whole,
+/// then written at once: stdout flushes every line (or every KiB of JSON) otherwise, a write per
+/// line of the report, and a reader could see half of one.
 pub fn report<T: serde::Serialize>(
     out: &mut dyn Write,
     json: bool,
     report: &T,
     human: impl Fn(&mut dyn Write, &T) -> io::Result<()>,
 ) -> anyhow::Result<()> {
+    let mut whole = Vec::with_capacity(4096);
     if json {
-        self::json(out, &serde_json::to_value(report)?)?;
+        self::json(&mut whole, &serde_json::to_value(report)?)?;
     } else {
-        human(out, report)?;
+        human(&mut whole, report)?;
     }
+    out.write_all(&whole)?;
     Ok(())
 }
 

@@ -133,7 +133,7 @@ impl Uids {
 
     /// The uids of process `pid` now; None when it does not exist.
     pub fn of(pid: u32) -> Option<Uids> {
-        Uids::parse(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+        Uids::parse(&crate::procfs::read_to_string(format!("/proc/{pid}/status")).ok()?)
     }
 }
 
