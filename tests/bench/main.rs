@@ -244,15 +244,19 @@ fn latency(n: &Counts) -> String {
         "`basic` (libfoo.so, 7 functions), reload/rollback cycles, fresh target every \
          few cycles. Wall: `hotctl reload --settle 0` as a process, start to exit (the default \
          `--settle 100ms` adds that watch for a target dying right after the switch). Agent: \
-         inside the agent.\n\n\
-         | probe | wall median | wall p99 | agent median | agent p99 | check | stage | probe | load | plan | write | verify | entries | rollback median |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         inside the agent. Bare writes: the rollback's floor, measured in the target after each \
+         rollback (`basic`'s `barewrite`): for each of libfoo's functions it calls, its GOT slot and \
+         its entry's first five bytes written through `/proc/self/mem`, then one `membarrier`, and \
+         nothing else.\n\n\
+         | probe | wall median | wall p99 | agent median | agent p99 | check | stage | probe | load | plan | write | verify | entries | rollback median | bare writes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (label, extra) in [("off", &["--no-probe"][..]), ("on", &[][..])] {
         let (mut wall, mut agent, mut rb) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bare: Vec<u64> = Vec::new();
         let mut phases: [Vec<u64>; 8] = Default::default();
         for _ in 0..n.targets {
-            let t = Target::spawn(cfg.path("basic"));
+            let mut t = Target::spawn(cfg.path("basic"));
             for _ in 0..n.cycles {
                 let (w, r) = timed_reload(&t, &v2, extra);
                 wall.push(w);
@@ -274,6 +278,7 @@ fn latency(n: &Counts) -> String {
                     phases[i].push(v);
                 }
                 rb.push(rollback(&t).elapsed_us);
+                bare.push(t.cmd_i("barewrite") as u64);
             }
         }
         let (wm, wp) = stats(&mut wall);
@@ -281,13 +286,14 @@ fn latency(n: &Counts) -> String {
         let ph: Vec<String> = phases.iter_mut().map(|v| us(stats(v).0)).collect();
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
             us(wm),
             us(wp),
             us(am),
             us(ap),
             ph.join(" | "),
-            us(stats(&mut rb).0)
+            us(stats(&mut rb).0),
+            us(stats(&mut bare).0)
         );
     }
     out

@@ -65,6 +65,65 @@ fn empty_so(dir: &Path) -> PathBuf {
     so
 }
 
+/// The least any agent that listens from the start costs, as a C library compiled here: with
+/// `socket`, a Unix socket bound in the socket folder (removed at exit) and a thread (256 KiB of
+/// stack, every signal blocked) asleep in `poll` on it; without, the thread alone.
+fn listener_so(dir: &Path, socket: bool) -> PathBuf {
+    let name = if socket { "listener" } else { "thread" };
+    let src = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("lib{name}.so"));
+    std::fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static struct sockaddr_un addr = {.sun_family = AF_UNIX};
+static int fd = -1;
+static void *wait_for_clients(void *unused) {
+    struct pollfd p = {fd, POLLIN, 0};
+    for (;;) poll(&p, 1, -1);
+    return unused;
+}
+static void remove_socket(void) { unlink(addr.sun_path); }
+__attribute__((constructor)) static void start(void) {
+    const char *dir = getenv("HOTAGENT_SOCKET_DIR");
+    if (SOCKET && dir) {
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, (int)getpid());
+        if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) || listen(fd, 128)) return;
+        atexit(remove_socket);
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    pthread_create(&t, &attr, wait_for_clients, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+"#,
+    )
+    .expect("write the listener's source");
+    let ok = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-pthread"])
+        .arg(format!("-DSOCKET={}", u8::from(socket)))
+        .arg(&src)
+        .arg("-o")
+        .arg(&so)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "cc could not build {}", so.display());
+    so
+}
+
 /// The loader's own count (`LD_DEBUG=statistics`) of cycles spent before `main`.
 fn loader_cycles(preload: Option<&Path>) -> String {
     let mut c = Command::new("/bin/true");
@@ -99,6 +158,18 @@ pub(super) fn startup(n: &Counts) -> String {
             preload: Some(empty.clone()),
             skip: false,
             own_dir: false,
+        },
+        Way {
+            label: "a C library that starts a thread and nothing else (floor of an agent thread)",
+            preload: Some(listener_so(dir.path(), false)),
+            skip: false,
+            own_dir: true,
+        },
+        Way {
+            label: "a C library that binds a socket and starts a thread on it (floor of a listener from the start)",
+            preload: Some(listener_so(dir.path(), true)),
+            skip: false,
+            own_dir: true,
         },
         Way {
             label: "libhotagent.so, `HOTAGENT_SKIP=1` (loading it; the constructor stops early)",

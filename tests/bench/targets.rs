@@ -85,20 +85,24 @@ const TARGETS: &[Target] = &[
         figure: "rollback, small target",
         target: "≤ 150 µs",
         at: At { section: LATENCY, row: &["off"], column: "rollback median" },
-        floor: None,
+        floor: Some(At { section: LATENCY, row: &["off"], column: "bare writes" }),
         bound: Bound::Us(150.0),
-        why: "a rollback writes back the slots and symbol-table entries and switches the entries \
-              with the same per-thread protocol as a reload, then verifies them",
+        why: "the floor writes the bytes once; a rollback writes the slots and symbol-table entries \
+              back with an mprotect pair per read-only page, then switches the entries with the \
+              per-thread protocol (an int3 on each, a membarrier, the rest of the bytes, another \
+              membarrier, the first byte, a third), listing the threads and reading where each is \
+              from /proc before each step, and verifies every slot afterwards",
     },
     Target {
         figure: "probe, 10 MiB target",
         target: "≤ 0.5 ms",
         at: At { section: WALL, row: &["10 MiB"], column: "probe median" },
-        floor: None,
+        floor: Some(At { section: WALL, row: &["10 MiB"], column: "bare fork median" }),
         bound: Bound::Us(500.0),
-        why: "the probe forks the target, and fork copies the page tables of every private page \
-              the target touched; vfork or CLONE_VM would load the library into the target \
-              itself",
+        why: "beyond the bare fork (the floor), the copy loads the library (a dlopen, its \
+              constructors), reports, and exits, and the agent waits for it; fork copies the page \
+              tables of every private page the target touched; vfork or CLONE_VM would load the \
+              library into the target itself",
     },
     Target {
         figure: "probe, 4 GiB target",
@@ -107,8 +111,8 @@ const TARGETS: &[Target] = &[
         floor: Some(At { section: WALL, row: &["10 MiB"], column: "probe median" }),
         bound: Bound::TimesFloor(1.5),
         why: "fork copies a page-table entry per touched 4 KiB page: a 4 GiB heap is a million of \
-              them (a bare C fork of the same process costs about as much); huge pages would cut \
-              it 512-fold, but the target's memory is the program's to choose",
+              them (the bare fork of the same process, in the probe table, costs about as much); \
+              huge pages would cut it 512-fold, but the target's memory is the program's to choose",
     },
     Target {
         figure: "first reload of a process (agent side)",
@@ -146,9 +150,11 @@ const TARGETS: &[Target] = &[
         why: "loading and relocating libhotagent.so itself (a Rust library of about 2.7 MB: its \
               relocations and page faults, expensive in this VM — the HOTAGENT_SKIP row, which \
               starts nothing), then its socket (an inode on this ext4 /tmp) and its I/O thread; \
-              a C stub that only binds a socket and starts a thread adds 90–120 µs here, so the \
-              target needs a small preloaded stub that loads the agent at first contact \
-              (docs/design.md, \"Start-up cost\"); an empty preload costs the floor",
+              the two C-library rows of \"Agent start-up\" measure a thread alone and a socket \
+              with a thread in the same run, about the whole target between them here, so ≤ 100 µs \
+              needs an agent with no thread until first contact, which nothing but a signal could \
+              start, and a signal handler may not create a thread (docs/design.md, \"One thread \
+              from the start\")",
     },
     Target {
         figure: "idle: agent thread wake-ups",

@@ -136,14 +136,16 @@ fn probe_rows(n: &Counts, d: &std::path::Path, v2s: &str) -> String {
     let cfg = Config::DEFAULT;
     let mut out = String::from(
         "\nThe probe (a throwaway copy of the process loads the library first): its phase of \
-         `hotctl reload` on `basic` after it touched a heap of each size.\n\n\
-         | heap touched | probe median | probe max | reloads |\n|---|---|---|---|\n",
+         `hotctl reload` on `basic` after it touched a heap of each size. Bare fork: the floor, \
+         measured in the same process (`basic`'s `forktime`): a fork system call whose child only \
+         exits, and the wait for it.\n\n\
+         | heap touched | probe median | probe max | reloads | bare fork median |\n|---|---|---|---|---|\n",
     );
     for mib in [10u64, 4096] {
         if mib * 1024 * 3 / 2 > available_kib() {
             let _ = writeln!(
                 out,
-                "| {mib} MiB | skipped: {} MiB available | | |",
+                "| {mib} MiB | skipped: {} MiB available | | | |",
                 available_kib() / 1024
             );
             continue;
@@ -155,21 +157,23 @@ fn probe_rows(n: &Counts, d: &std::path::Path, v2s: &str) -> String {
             assert_eq!(t.cmd(&format!("touch {piece}")), "ok", "touch {piece} MiB");
         }
         let pid = t.pid().to_string();
-        let mut v = Vec::new();
+        let (mut v, mut fork) = (Vec::new(), Vec::new());
         for _ in 0..n.cycles.min(10) {
             let args = [
                 "--pid", &pid, "reload", v2s, "--settle", "0", "--force", "--json",
             ];
             v.push(report(&run(d, &args).1).phases.probe_us);
             run(d, &["--pid", &pid, "rollback"]);
+            fork.push(t.cmd_i("forktime") as u64);
         }
         let max = *v.iter().max().unwrap_or(&0);
         let _ = writeln!(
             out,
-            "| {mib} MiB | {} | {} | {} |",
+            "| {mib} MiB | {} | {} | {} | {} |",
             us(stats(&mut v).0),
             us(max),
-            v.len()
+            v.len(),
+            us(stats(&mut fork).0)
         );
     }
     out
