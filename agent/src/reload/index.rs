@@ -95,8 +95,10 @@ pub struct SlotIndex {
 }
 
 impl SlotIndex {
-    /// Brings the index up to date with `layouts` (settled modules only: a module still being
-    /// relocated may not have final tables), dropping modules no longer loaded.
+    /// Brings the index up to date with `layouts`, dropping modules no longer loaded. A module
+    /// still being relocated can be indexed too: what the index holds comes from its relocation
+    /// and symbol tables, which glibc has in their final place (`_DYNAMIC` adjusted) before the
+    /// module is listed at all; only slot values change, and those are read live.
     pub fn refresh<M: Memory>(&mut self, mem: &M, layouts: &[Layout]) {
         self.modules
             .retain(|base, (path, _)| layouts.iter().any(|l| l.base == *base && l.path == *path));

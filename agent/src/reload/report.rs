@@ -1,10 +1,9 @@
 //! Turning planner tallies into the per-symbol reports on the wire.
 
 use super::modules;
-use super::plan::{plan_slots, Binding, Plan};
+use super::plan::{Binding, Plan};
 use super::select::{Match, Role};
 use super::state::Agent;
-use super::write::self_base;
 use crate::sys::phdr;
 use hotagent_protocol::SymbolReport;
 
@@ -51,10 +50,12 @@ impl Agent {
         let bindings: Vec<Binding> = (0..self.replaced.len())
             .map(|i| self.binding(i, self.replaced[i].current()))
             .collect();
+        // From the slot index the reloads keep (brought up to date here): reading every module's
+        // relocation tables and symbol names afresh was most of what a status cost the agent.
         let plan = phdr::with_modules_locked(|mods| {
             let layouts = modules::layouts(&mods, &self.exe, self.page);
             let mem = modules::live_memory(mods.lock(), &layouts);
-            plan_slots(&mem, &layouts, &bindings, &[self_base(&layouts)])
+            self.plan_cached(&mem, &layouts, &bindings, true)
         });
         let all: Vec<usize> = (0..self.replaced.len()).collect();
         let mut out: Vec<SymbolReport> = self

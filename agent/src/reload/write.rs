@@ -177,9 +177,9 @@ impl Agent {
         Ok((plan, writes, symtab))
     }
 
-    /// The plan over `layouts` (settled modules) but the agent's own, from the slot index;
-    /// `refresh` first brings the index up to date with `layouts` (once per locked pass).
-    fn plan_cached(
+    /// The plan over `layouts` but the agent's own, from the slot index; `refresh` first brings
+    /// the index up to date with `layouts` (once per locked pass).
+    pub(super) fn plan_cached(
         &self,
         mem: &LiveMemory,
         layouts: &[Layout],
