@@ -1,7 +1,7 @@
 //! `hotctl purge GEN` unloads a retired generation once nothing the agent can see leads into it;
 //! it is refused, naming why, for the current generation, a live one, generation 0, an unknown
-//! one, while a thread will return into its code, and while a GOT slot leads into it. Calls work
-//! after it.
+//! one, while a thread runs its code or will return into it, and while a GOT slot leads into it.
+//! Calls work after it.
 
 use crate::common::{assert_foo, basic, V1, V2, V3};
 use crate::reuse::memfd_copies;
@@ -72,6 +72,31 @@ fn refused_while_a_thread_will_return_into_it_then_unloaded() {
     t.expect("release", 201);
     rollback(&t);
     t.expect("version", 1);
+    t.finish().assert_clean();
+}
+
+/// A thread that entered v2's `hold_spin` while generation 1 was current spins in its loop, past
+/// the entry, through the rollback: its program counter stays in the retired copy. The purge is
+/// refused until the thread has left.
+#[test]
+fn refused_while_a_thread_runs_inside_it_then_unloaded() {
+    let mut t = Target::spawn(CFG.path("hold"));
+    reload(&t, &CFG.path("libhold_v2.so"), &["--no-probe"]);
+    t.expect("spin", "ok");
+    assert_eq!(rollback(&t).generation, 0);
+    t.expect("version", 1);
+    refused(&t, "1", "a thread is running its code");
+    assert_eq!(
+        memfd_copies(t.pid()).len(),
+        1,
+        "a refused purge unloaded it"
+    );
+    t.expect("stop", 200); // the spinner finished in v2's code, still there
+    let out = hotctl(&t, &["purge", "1"]);
+    assert!(out.success(), "{out}");
+    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    t.expect("spin", "ok");
+    t.expect("stop", 100);
     t.finish().assert_clean();
 }
 
