@@ -137,9 +137,12 @@ const TARGETS: &[Target] = &[
         at: At { section: WALL, row: &["`hotctl --pid P status`"], column: "wall median" },
         floor: Some(At { section: WALL, row: &["`hotctl --version`"], column: "wall median" }),
         bound: Bound::TimesFloor(1.2),
-        why: "beyond the process start, status finds the socket, checks who listens on it \
-              (its owner and the peer's credentials), connects and waits for the agent's answer; \
-              measured between 1.04x and 1.3x across runs on this shared machine",
+        why: "hotctl's own start is the floor; beyond it, status spends about 200 µs more CPU here \
+              (the socket folder's checks, three reads of the target's `/proc` status around the \
+              connection, a pidfd, the peer's credentials, the JSON answer) and waits about 130 µs \
+              for the answer (a C client's round trip: the agent's own work, about 70 µs since it \
+              plans from its slot index, and the wake-up of its sleeping thread); measured between \
+              1.04x and 1.34x across runs on this shared machine",
     },
     Target {
         figure: "start-up added to an exec of `/bin/true`",
@@ -151,10 +154,11 @@ const TARGETS: &[Target] = &[
               relocations and page faults, expensive in this VM — the HOTAGENT_SKIP row, which \
               starts nothing), then its socket (an inode on this ext4 /tmp) and its I/O thread; \
               the two C-library rows of \"Agent start-up\" measure a thread alone and a socket \
-              with a thread in the same run, about the whole target between them here, so ≤ 100 µs \
-              needs an agent with no thread until first contact, which nothing but a signal could \
-              start, and a signal handler may not create a thread (docs/design.md, \"One thread \
-              from the start\")",
+              with a thread in the same run: the second, the least a listener from the start does, \
+              costs about as much as the whole target or more here, so ≤ 100 µs needs an agent \
+              with no thread until first contact, which nothing but a signal could start, and a \
+              signal handler may not create a thread (docs/design.md, \"One thread from the \
+              start\")",
     },
     Target {
         figure: "idle: agent thread wake-ups",
