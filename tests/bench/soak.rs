@@ -40,13 +40,8 @@ pub fn run() -> i32 {
 /// request, the target alive), so the wait only made a cycle 200 ms longer and a 10,000-cycle
 /// serve run hours long.
 const CYCLE: &[&str] = &["--no-probe", "--settle", "0"];
-
-/// `hotctl rollback` without the settle watch (see [`CYCLE`]).
-fn rollback_now(agent: &impl HasAgent) -> protocol::RollbackReport {
-    let v = hotctl_json(agent, &["rollback", "--settle", "0", "--json"]);
-    serde_json::from_value(v.clone())
-        .unwrap_or_else(|e| panic!("rollback output is not a RollbackReport ({e}): {v}"))
-}
+/// A cycle's rollback, without the settle watch either.
+const BACK: &[&str] = &["--settle", "0"];
 
 /// The process's resident memory, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -81,7 +76,7 @@ fn hammer(cycles: usize, threads: usize, out: &mut String) -> bool {
     let mut flat = Flat::default();
     for i in 1..=cycles {
         let r = reload(&t, &v2, CYCLE);
-        rollback_now(&t);
+        rollback_with(&t, BACK);
         flat.cycle(i, r.elapsed_us, || rss_kib(t.pid()));
         if Flat::sample_at(i, cycles) {
             let (calls, bad, errors) = counters(&t.cmd("stats"));
@@ -123,7 +118,7 @@ fn serve(cycles: usize, out: &mut String) -> bool {
         let gen = s.spawn(|| load(port, 4, &stop));
         for i in 1..=cycles {
             let r = reload(&agent, &demo.join("v2/libgreet.so"), CYCLE);
-            rollback_now(&agent);
+            rollback_with(&agent, BACK);
             flat.cycle(i, r.elapsed_us, || rss_kib(server.id()));
             if Flat::sample_at(i, cycles) {
                 let row = format!(

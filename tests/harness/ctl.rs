@@ -137,7 +137,14 @@ pub fn reload(agent: &impl HasAgent, path: &Path, extra: &[&str]) -> ReloadRepor
 /// `hotctl rollback --json`, asserted to succeed.
 #[track_caller]
 pub fn rollback(agent: &impl HasAgent) -> RollbackReport {
-    let v = hotctl_json(agent, &["rollback", "--json"]);
+    rollback_with(agent, &[])
+}
+
+/// `hotctl rollback EXTRA.. --json`, asserted to succeed.
+#[track_caller]
+pub fn rollback_with(agent: &impl HasAgent, extra: &[&str]) -> RollbackReport {
+    let args = [&["rollback"][..], extra, &["--json"]].concat();
+    let v = hotctl_json(agent, &args);
     serde_json::from_value(v.clone())
         .unwrap_or_else(|e| panic!("rollback output is not a RollbackReport ({e}): {v}"))
 }

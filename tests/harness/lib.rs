@@ -22,7 +22,7 @@ pub use code::entries_holding_int3;
 pub use ctl::{
     check_failure, decode_reply, expect_error, expect_fail, hotctl, hotctl_in, hotctl_json,
     hotctl_state, path_str, raw_exchange, raw_line, raw_request, read_reply, reload, reload_json,
-    reload_request, rollback, run_example, status, CtlOutput,
+    reload_request, rollback, rollback_with, run_example, status, CtlOutput,
 };
 pub use files::{copy_atomic, patched_copy, scratch, truncated_copy, write_atomic};
 pub use fixtures::{all_artifacts, matrix_artifacts, Bind, Config};

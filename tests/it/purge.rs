@@ -16,6 +16,15 @@ fn refused(t: &Target, gen: &str, why: &str) {
     assert!(!out.success() && out.stderr.contains(why), "{out}");
 }
 
+/// `hotctl purge GEN` succeeds and unmaps the target's only staged copy; its output.
+#[track_caller]
+fn purged(t: &Target, gen: &str) -> CtlOutput {
+    let out = hotctl(t, &["purge", gen]);
+    assert!(out.success(), "{out}");
+    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    out
+}
+
 #[test]
 fn current_live_original_and_unknown_generations_are_refused() {
     let mut t = basic(CFG);
@@ -55,12 +64,8 @@ fn refused_while_a_thread_will_return_into_it_then_unloaded() {
     // Its code is still there for the thread to return into.
     t.expect("release", 201);
 
-    let out = hotctl(&t, &["purge", "1"]);
-    assert!(
-        out.success() && out.stdout.contains("libhold_v2.so#1"),
-        "{out}"
-    );
-    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    let out = purged(&t, "1");
+    assert!(out.stdout.contains("libhold_v2.so#1"), "{out}");
     refused(&t, "1", "no retired generation 1 is loaded");
     t.expect("version", 1);
     t.expect("enter", "ok");
@@ -92,9 +97,7 @@ fn refused_while_a_thread_runs_inside_it_then_unloaded() {
         "a refused purge unloaded it"
     );
     t.expect("stop", 200); // the spinner finished in v2's code, still there
-    let out = hotctl(&t, &["purge", "1"]);
-    assert!(out.success(), "{out}");
-    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    purged(&t, "1");
     t.expect("spin", "ok");
     t.expect("stop", 100);
     t.finish().assert_clean();
@@ -132,9 +135,7 @@ fn refused_while_a_got_slot_leads_into_it() {
     t.expect("version", 1);
 
     t.expect(&format!("gotset foo_version {original}"), "ok");
-    let out = hotctl(&t, &["purge", "1"]);
-    assert!(out.success(), "{out}");
-    assert!(memfd_copies(t.pid()).is_empty(), "still mapped after purge");
+    purged(&t, "1");
     assert_foo(&mut t, &V1);
     t.finish().assert_clean();
 }
