@@ -299,6 +299,39 @@ impl Target {
         }
     }
 
+    /// Until at least `count` threads of the target are asleep in one of `syscalls` (numbers, as
+    /// `/proc/PID/task/TID/syscall` names them), 10 s at most: a thread just created may not have
+    /// reached its wait yet.
+    #[track_caller]
+    pub fn wait_asleep_in(&self, syscalls: &[u32], count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let asleep = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+                .map(|tasks| {
+                    tasks
+                        .filter_map(|e| {
+                            std::fs::read_to_string(e.ok()?.path().join("syscall")).ok()
+                        })
+                        .filter(|l| {
+                            let nr = l.split(' ').next().and_then(|n| n.parse::<u32>().ok());
+                            nr.is_some_and(|nr| syscalls.contains(&nr))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if asleep >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} threads of {} asleep in system calls {syscalls:?} after 10 s",
+                asleep,
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Sends one command line without waiting for an answer.
     pub fn send(&mut self, line: &str) {
         let r = match self.stdin.as_mut() {

@@ -6,7 +6,6 @@
 use crate::common::{assert_foo, basic, V1, V2, V3};
 use crate::reuse::memfd_copies;
 use hotagent_tests::*;
-use std::time::{Duration, Instant};
 
 const CFG: Config = Config::DEFAULT;
 
@@ -52,7 +51,7 @@ fn refused_while_a_thread_will_return_into_it_then_unloaded() {
     reload(&t, &v2, &["--no-probe"]);
     t.expect("version", 2);
     t.expect("enter", "ok");
-    wait_in_read(t.pid());
+    t.wait_asleep_in(&[0], 2); // the command loop reads stdin; the holder its pipe
     assert_eq!(rollback(&t).generation, 0);
     t.expect("version", 1);
     refused(&t, "1", "will return into it");
@@ -172,20 +171,4 @@ fn calls_and_reloads_work_after_a_purge() {
         "v2 reused, v3 loaded once more"
     );
     t.finish().assert_clean();
-}
-
-/// Until some thread of `pid` sleeps in `read` (system call 0).
-fn wait_in_read(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reading = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("syscall")).ok())
-            .any(|l| l.starts_with("0 "));
-        if reading {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no thread reached read()");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
