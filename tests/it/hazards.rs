@@ -177,6 +177,8 @@ struct Stats {
     last_bad: String,
     eintr: u64,
     errors: u64,
+    /// The interrupted waits by kind: `epoll_wait/nanosleep/pause`.
+    eintr_by: String,
 }
 
 fn stats(t: &mut Target) -> Stats {
@@ -198,6 +200,7 @@ fn stats(t: &mut Target) -> Stats {
         last_bad: field("last_bad="),
         eintr: n("eintr="),
         errors: n("errors="),
+        eintr_by: field("eintr_by="),
     }
 }
 
@@ -263,10 +266,12 @@ fn torture(workers: &str, modes: &[&str], cycles: usize) -> Target {
     t.expect("ptr", 1);
     t.assert_alive();
     eprintln!(
-        "torture {workers} {modes:?}: {cycles} reload/rollback cycles in {:?}, {} calls, {} EINTR",
+        "torture {workers} {modes:?}: {cycles} reload/rollback cycles in {:?}, {} calls, {} EINTR \
+         (epoll_wait/nanosleep/pause: {})",
         start.elapsed(),
         s.calls,
-        s.eintr
+        s.eintr,
+        s.eintr_by
     );
     t
 }
