@@ -15,6 +15,17 @@ fn refused(t: &Target, gen: &str, why: &str) {
     assert!(!out.success() && out.stderr.contains(why), "{out}");
 }
 
+/// `hotctl purge GEN` is refused naming `why`, and the target's only staged copy stays mapped.
+#[track_caller]
+fn refused_and_kept(t: &Target, gen: &str, why: &str) {
+    refused(t, gen, why);
+    assert_eq!(
+        memfd_copies(t.pid()).len(),
+        1,
+        "a refused purge unloaded it"
+    );
+}
+
 /// `hotctl purge GEN` succeeds and unmaps the target's only staged copy; its output.
 #[track_caller]
 fn purged(t: &Target, gen: &str) -> CtlOutput {
@@ -54,12 +65,7 @@ fn refused_while_a_thread_will_return_into_it_then_unloaded() {
     t.wait_asleep_in(&[0], 2); // the command loop reads stdin; the holder its pipe
     assert_eq!(rollback(&t).generation, 0);
     t.expect("version", 1);
-    refused(&t, "1", "will return into it");
-    assert_eq!(
-        memfd_copies(t.pid()).len(),
-        1,
-        "a refused purge unloaded it"
-    );
+    refused_and_kept(&t, "1", "will return into it");
     // Its code is still there for the thread to return into.
     t.expect("release", 201);
 
@@ -89,12 +95,7 @@ fn refused_while_a_thread_runs_inside_it_then_unloaded() {
     t.expect("spin", "ok");
     assert_eq!(rollback(&t).generation, 0);
     t.expect("version", 1);
-    refused(&t, "1", "a thread is running its code");
-    assert_eq!(
-        memfd_copies(t.pid()).len(),
-        1,
-        "a refused purge unloaded it"
-    );
+    refused_and_kept(&t, "1", "a thread is running its code");
     t.expect("stop", 200); // the spinner finished in v2's code, still there
     purged(&t, "1");
     t.expect("spin", "ok");
@@ -121,15 +122,10 @@ fn refused_while_a_got_slot_leads_into_it() {
     assert_eq!(t.cmd("got foo_version"), original, "rollback left the slot");
     t.expect(&format!("gotset foo_version {saved}"), "ok");
     t.expect("version", 1); // through the retired copy's entry, which jumps to the current code
-    refused(
+    refused_and_kept(
         &t,
         "1",
         "slot(s) for foo_version still hold its address (basic)",
-    );
-    assert_eq!(
-        memfd_copies(t.pid()).len(),
-        1,
-        "a refused purge unloaded it"
     );
     t.expect("version", 1);
 
